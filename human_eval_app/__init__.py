@@ -1,0 +1,1 @@
+"""human_eval_app."""
