@@ -1,0 +1,246 @@
+"""Audio from dataset manifests for codec training, statistics and the benchmark.
+
+The codec needs only the sound of each clip, so it reads audio alone (`av_model.data.read_audio`,
+PyAV underneath) instead of decoding video frames too. Manifests are the project's format (JSONL or
+CSV; each clip has an id, a path relative to the manifest's folder, optional start/end in seconds
+and split).
+
+Items are dicts {"id": str, "audio": (C, S) float32}; batches {"id": list[str], "audio": (B, C, S)}.
+Files that fail to decode are skipped with a warning naming them, so one bad file does not stop
+a training run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from av_model.data.media import MediaError, probe, read_audio
+
+logger = logging.getLogger("audio_codec")
+
+
+@dataclass(frozen=True)
+class AudioEntry:
+    """One clip of a manifest: `path` from `start` for `duration` seconds (None: to the end)."""
+
+    id: str
+    path: Path
+    start: float = 0.0
+    duration: float | None = None
+    split: str | None = None
+
+
+def _manifest_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a manifest as dicts with id, path (resolved), start, end, split."""
+    try:
+        from av_model.data.manifest import load_manifest
+    except ImportError:  # the shared manifest reader is not installed: read JSONL/CSV directly
+        load_manifest = None
+    if load_manifest is not None:
+        rows = []
+        for e in load_manifest(path):
+            extra = dict(getattr(e, "extra", {}) or {})
+            rows.append({"id": e.id, "path": e.path, "start": getattr(e, "start", None),
+                         "end": getattr(e, "end", None), "split": getattr(e, "split", None) or extra.get("split")})
+    elif path.suffix.lower() == ".csv":
+        rows = pd.read_csv(path).replace({np.nan: None}).to_dict(orient="records")
+    else:
+        rows = []
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{number}: not valid JSON ({err.msg}); fix or remove the line.") from err
+    for number, row in enumerate(rows, start=1):
+        missing = [k for k in ("id", "path") if row.get(k) in (None, "")]
+        if missing:
+            raise ValueError(f"{path}: clip {number} lacks {missing}; every clip needs an id and a path.")
+        clip = Path(str(row["path"]))
+        row["path"] = clip if clip.is_absolute() else path.parent / clip
+    return rows
+
+
+def load_audio_entries(manifest: str | Path, split: str | None = None) -> list[AudioEntry]:
+    """Clips of `manifest` (JSONL or CSV), optionally only those of `split`.
+
+    Raises:
+        FileNotFoundError: no manifest at that path.
+        ValueError: unreadable manifest, or no clip in the requested split (the message lists the
+            splits present).
+    """
+    path = Path(manifest)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"manifest {path} does not exist; make one with `avgen data synth --out DIR ...` (it writes "
+            "DIR/manifest.jsonl) or point to your own JSONL/CSV manifest."
+        )
+    rows = _manifest_rows(path)
+    entries = []
+    for row in rows:
+        if split is not None and row.get("split") != split:
+            continue
+        start = float(row.get("start") or 0.0)
+        end = row.get("end")
+        entries.append(AudioEntry(id=str(row["id"]), path=Path(row["path"]), start=start,
+                                  duration=float(end) - start if end is not None else None, split=row.get("split")))
+    if not entries:
+        present = sorted({str(row.get("split")) for row in rows})
+        raise ValueError(f"manifest {path} has no clip in split {split!r}; splits present: {present}.")
+    return entries
+
+
+class AudioClipDataset(Dataset):
+    """Audio of manifest clips: whole clips, or random/fixed segments of them.
+
+    Args:
+        entries: clips (see `load_audio_entries`).
+        sample_rate: rate to resample to.
+        channels: channels to convert to.
+        segment_seconds: length of the returned audio; None returns whole clips (up to
+            `max_seconds`). Clips shorter than a segment are zero-padded.
+        random_crop: pick the segment's start at random (training) instead of the clip's start.
+        max_seconds: cap on whole-clip length (bounds memory for long files).
+    """
+
+    def __init__(self, entries: list[AudioEntry], sample_rate: int, channels: int, *,
+                 segment_seconds: float | None = None, random_crop: bool = False,
+                 max_seconds: float | None = 30.0) -> None:
+        if segment_seconds is not None and segment_seconds <= 0:
+            raise ValueError(f"segment_seconds must be > 0 or None, got {segment_seconds}.")
+        self.entries = entries
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.segment_seconds = segment_seconds
+        self.random_crop = random_crop
+        self.max_seconds = max_seconds
+        self._durations: dict[int, float] = {}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def _clip_duration(self, index: int) -> float:
+        entry = self.entries[index]
+        if entry.duration is not None:
+            return entry.duration
+        if index not in self._durations:
+            self._durations[index] = probe(entry.path).duration - entry.start
+        return self._durations[index]
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        entry = self.entries[index]
+        try:
+            available = self._clip_duration(index)
+            if self.segment_seconds is None:
+                offset, length = 0.0, available if self.max_seconds is None else min(available, self.max_seconds)
+            else:
+                length = min(self.segment_seconds, available)
+                slack = available - length
+                offset = float(torch.rand(()).item()) * slack if self.random_crop and slack > 0 else 0.0
+            audio, _ = read_audio(entry.path, sample_rate=self.sample_rate, channels=self.channels,
+                                  start=entry.start + offset, duration=length)  # (C, S)
+        except (MediaError, OSError) as err:
+            logger.warning("skipping %s (%s): %s", entry.id, entry.path, err)
+            return None
+        if self.segment_seconds is not None:
+            want = round(self.segment_seconds * self.sample_rate)
+            audio = torch.nn.functional.pad(audio, (0, max(0, want - audio.shape[-1])))[:, :want]
+        return {"id": entry.id, "audio": audio}
+
+
+def collate_audio(items: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """Stack items of equal length into {"id": [...], "audio": (B, C, S)}; drops failed items."""
+    items = [it for it in items if it is not None]
+    if not items:
+        return None
+    lengths = {it["audio"].shape[-1] for it in items}
+    if len(lengths) > 1:
+        # Whole clips of different lengths: pad to the longest; only used with batch_size 1 by
+        # the statistics, so padding never enters them.
+        longest = max(lengths)
+        audio = torch.stack([torch.nn.functional.pad(it["audio"], (0, longest - it["audio"].shape[-1])) for it in items])
+    else:
+        audio = torch.stack([it["audio"] for it in items])
+    return {"id": [it["id"] for it in items], "audio": audio}
+
+
+class CodecDataModule(L.LightningDataModule):
+    """Training segments and validation clips of a manifest for `avgen codec fit`.
+
+    Args:
+        manifest: JSONL/CSV manifest (e.g. `runs/demo/data/manifest.jsonl`).
+        train_split: split trained on.
+        val_split: split validated on (None: no validation).
+        segment_seconds: length of the random training crops.
+        val_seconds: length of the validation excerpts (from each clip's start).
+        val_clips: number of validation clips.
+        batch_size: training batch size.
+        num_workers: decoding worker processes (0 decodes in the training process).
+        sample_rate: Hz; linked to the codec's by `avgen codec fit`.
+        channels: linked to the codec's by `avgen codec fit`.
+        stats_clips: training clips the latent statistics are computed on after fitting.
+    """
+
+    def __init__(self, manifest: str = "runs/demo/data/manifest.jsonl", train_split: str = "train",
+                 val_split: str | None = "val", segment_seconds: float = 0.5, val_seconds: float = 2.0,
+                 val_clips: int = 4, batch_size: int = 8, num_workers: int = 1, sample_rate: int = 24000,
+                 channels: int = 1, stats_clips: int = 256) -> None:
+        super().__init__()
+        for name, value in (("segment_seconds", segment_seconds), ("val_seconds", val_seconds)):
+            if value <= 0:
+                raise ValueError(f"data.{name} must be > 0 seconds, got {value}.")
+        for name, value in (("batch_size", batch_size), ("sample_rate", sample_rate), ("channels", channels),
+                            ("stats_clips", stats_clips)):
+            if value <= 0:
+                raise ValueError(f"data.{name} must be > 0, got {value}.")
+        if num_workers < 0 or val_clips < 0:
+            raise ValueError(f"data.num_workers and data.val_clips must be >= 0, got {num_workers}, {val_clips}.")
+        self.save_hyperparameters()
+        self.manifest = manifest
+        self.train_split, self.val_split = train_split, val_split
+        self.segment_seconds, self.val_seconds, self.val_clips = segment_seconds, val_seconds, val_clips
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.sample_rate, self.channels, self.stats_clips = sample_rate, channels, stats_clips
+        self.train_entries: list[AudioEntry] = []
+        self.val_entries: list[AudioEntry] = []
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.train_entries:
+            self.train_entries = load_audio_entries(self.manifest, self.train_split)
+        if self.val_split and self.val_clips and not self.val_entries:
+            try:
+                self.val_entries = load_audio_entries(self.manifest, self.val_split)[: self.val_clips]
+            except ValueError as err:
+                logger.warning("no validation: %s", err)
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          collate_fn=collate_audio, drop_last=shuffle, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        ds = AudioClipDataset(self.train_entries, self.sample_rate, self.channels,
+                              segment_seconds=self.segment_seconds, random_crop=True)
+        return self._loader(ds, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        if not self.val_entries:
+            return []
+        ds = AudioClipDataset(self.val_entries, self.sample_rate, self.channels, segment_seconds=self.val_seconds)
+        return self._loader(ds, 1, shuffle=False)
+
+    def stats_dataloader(self) -> DataLoader:
+        """Whole training clips (first `stats_clips`), one per batch, for latent statistics."""
+        if not self.train_entries:
+            self.setup("fit")
+        ds = AudioClipDataset(self.train_entries[: self.stats_clips], self.sample_rate, self.channels)
+        return DataLoader(ds, batch_size=1, shuffle=False, num_workers=self.num_workers, collate_fn=collate_audio)

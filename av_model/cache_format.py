@@ -1,0 +1,339 @@
+"""On-disk layout of the latent cache: metadata, index and safetensors shards.
+
+A cache is one directory per dataset and encoder set:
+
+```
+<cache_dir>/meta.json                      encoders' fingerprints, latent rates and geometry, shard list
+<cache_dir>/index.jsonl                    one row per clip (written when the build completes)
+<cache_dir>/shards/shard_00000.safetensors per-clip tensors, keyed "{id}/video", "{id}/audio",
+                                           "{id}/text_{i}", "{id}/text_mask_{i}"
+```
+
+Tensor shapes per clip: video `(C_v, T_v, H_v, W_v)` and audio `(C_a, T_a)` normalized latents (the
+encoders' `normalize`), text `(L_i, D_i)` for encoder `i` with its mask `(L_i,)` bool.
+
+Every file is replaced atomically (written to a temporary name, then renamed), so an interrupted
+build leaves either a finished shard or none. Each shard also carries its own index rows in the
+safetensors header, so `index.jsonl` can always be rebuilt from the shards listed in `meta.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+__all__ = [
+    "CACHE_FORMAT",
+    "CACHE_VERSION",
+    "CacheEntry",
+    "CacheError",
+    "CacheMeta",
+    "ShardReader",
+    "atomic_write_text",
+    "read_index",
+    "read_meta",
+    "read_shard_rows",
+    "shard_name",
+    "write_index",
+    "write_meta",
+    "write_shard",
+]
+
+CACHE_FORMAT = "avgen-latent-cache"
+CACHE_VERSION = 1
+META_FILE = "meta.json"
+INDEX_FILE = "index.jsonl"
+SHARD_DIR = "shards"
+# Key of the safetensors header entry that holds the shard's own index rows (JSON list).
+_ROWS_KEY = "avgen_rows"
+
+
+class CacheError(ValueError):
+    """A latent cache is missing, incomplete, corrupt, or was made by other encoders."""
+
+
+@dataclass
+class CacheEntry:
+    """One clip of the cache (one row of `index.jsonl`).
+
+    Attributes:
+        id: clip id, unique in the cache.
+        caption: the clip's text prompt.
+        split: dataset split ("train", "val", "heldout", ...).
+        duration: seconds of media the latents cover.
+        fps: video frame rate the clip was decoded at.
+        height: decoded frame height in pixels.
+        width: decoded frame width in pixels.
+        shard: file name of the shard under `shards/`.
+        video_shape: `(C_v, T_v, H_v, W_v)` of the stored video latents.
+        audio_shape: `(C_a, T_a)` of the stored audio latents.
+        text_lengths: tokens stored per text encoder.
+        source: media file the clip was read from (as the manifest gave it).
+        extra: the manifest's other fields (family, events, ...), kept for evaluation.
+    """
+
+    id: str
+    caption: str
+    split: str
+    duration: float
+    fps: float
+    height: int
+    width: int
+    shard: str
+    video_shape: tuple[int, int, int, int]
+    audio_shape: tuple[int, int]
+    text_lengths: tuple[int, ...]
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.video_shape = tuple(int(s) for s in self.video_shape)  # type: ignore[assignment]
+        self.audio_shape = tuple(int(s) for s in self.audio_shape)  # type: ignore[assignment]
+        self.text_lengths = tuple(int(s) for s in self.text_lengths)
+        if len(self.video_shape) != 4 or len(self.audio_shape) != 2:
+            raise CacheError(
+                f"clip {self.id!r}: video_shape must be (C, T, H, W) and audio_shape (C, T); got "
+                f"{self.video_shape} and {self.audio_shape}."
+            )
+
+    @property
+    def bucket(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Clips with equal buckets stack into one batch (same duration and resolution)."""
+        return (self.video_shape, self.audio_shape)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> CacheEntry:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(row) - known
+        if unknown:
+            raise CacheError(f"index row has unknown fields {sorted(unknown)}; was it written by another tool?")
+        return cls(**row)
+
+
+@dataclass
+class CacheMeta:
+    """Everything a reader needs to interpret the latents, and what made them.
+
+    Attributes:
+        fingerprints: `{"codec": ..., "vae": ..., "text": ...}` hashes of the encoders' configs and weights.
+        encoders: where the encoders were loaded from (`codec`, `vae` paths, `text` specs), so sampling
+            can find the same ones.
+        video: `fps`, `height`, `width` (None when clips keep their own size), `latent_dim`,
+            `latent_rate` (latent frames per second), `temporal_compression`, `spatial_compression`.
+        audio: `sample_rate`, `channels`, `latent_dim`, `latent_rate`, `hop_length`.
+        text: `dims` (width per encoder) and `specs`.
+        build: the build parameters a resumed build must repeat (manifest, its sha256, split,
+            shard size, durations, dtype).
+        shards: finished shards, `{"name", "clips", "skipped"}` each, in build order.
+        num_shards: shards the finished build will have.
+        complete: True once every shard is written and `index.jsonl` is final.
+        format: always `CACHE_FORMAT`.
+        version: layout version.
+    """
+
+    fingerprints: dict[str, str]
+    encoders: dict[str, Any]
+    video: dict[str, Any]
+    audio: dict[str, Any]
+    text: dict[str, Any]
+    build: dict[str, Any]
+    shards: list[dict[str, Any]] = field(default_factory=list)
+    num_shards: int = 0
+    complete: bool = False
+    format: str = CACHE_FORMAT
+    version: int = CACHE_VERSION
+
+    def __post_init__(self) -> None:
+        if self.format != CACHE_FORMAT:
+            raise CacheError(f"meta.json says format {self.format!r}; expected {CACHE_FORMAT!r}.")
+        if self.version > CACHE_VERSION:
+            raise CacheError(
+                f"the cache has layout version {self.version}, newer than this code reads ({CACHE_VERSION}); "
+                "update avgen or rebuild the cache."
+            )
+        for key in ("codec", "vae", "text"):
+            if key not in self.fingerprints:
+                raise CacheError(f"meta.json lacks the {key} fingerprint; rebuild the cache.")
+
+    @property
+    def video_rate(self) -> float:
+        """Video latent frames per second."""
+        return float(self.video["latent_rate"])
+
+    @property
+    def audio_rate(self) -> float:
+        """Audio latent frames per second."""
+        return float(self.audio["latent_rate"])
+
+    @property
+    def finished_shards(self) -> set[str]:
+        return {s["name"] for s in self.shards}
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CacheMeta:
+        known = {f for f in cls.__dataclass_fields__}
+        missing = {"fingerprints", "encoders", "video", "audio", "text", "build"} - set(data)
+        if missing:
+            raise CacheError(f"meta.json lacks {sorted(missing)}; it was not written by `avgen cache build`.")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def mismatches(self, other: CacheMeta) -> list[str]:
+        """Human-readable differences that make two builds incompatible (encoders, geometry, inputs)."""
+        problems = []
+        for key in ("codec", "vae", "text"):
+            if self.fingerprints.get(key) != other.fingerprints.get(key):
+                problems.append(
+                    f"the {key} fingerprint differs: cache {self.fingerprints.get(key)!r}, "
+                    f"given {other.fingerprints.get(key)!r}"
+                )
+        for section in ("video", "audio", "text", "build"):
+            mine, theirs = getattr(self, section), getattr(other, section)
+            for key in sorted(set(mine) | set(theirs)):
+                if key == "specs" or _normalize(mine.get(key)) == _normalize(theirs.get(key)):
+                    continue
+                problems.append(f"{section}.{key} differs: cache {mine.get(key)!r}, given {theirs.get(key)!r}")
+        return problems
+
+
+def _normalize(value: Any) -> Any:
+    """JSON round-trip so tuples and lists compare equal."""
+    return json.loads(json.dumps(value))
+
+
+def shard_name(index: int) -> str:
+    return f"shard_{index:05d}.safetensors"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` so readers see the old or the new file, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_meta(cache_dir: str | Path) -> CacheMeta:
+    """Read `<cache_dir>/meta.json`; `CacheError` if the directory is not a cache."""
+    path = Path(cache_dir) / META_FILE
+    if not path.is_file():
+        raise CacheError(
+            f"{cache_dir} is not a latent cache (no {META_FILE}); build one with "
+            "`avgen cache build --manifest ... --codec ... --vae ... --out {cache_dir}`."
+        )
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CacheError(f"{path} is not valid JSON ({err}); the cache is corrupt, rebuild it.") from err
+    return CacheMeta.from_json(data)
+
+
+def write_meta(cache_dir: str | Path, meta: CacheMeta) -> None:
+    atomic_write_text(Path(cache_dir) / META_FILE, json.dumps(meta.to_json(), indent=2) + "\n")
+
+
+def write_index(cache_dir: str | Path, entries: Iterable[CacheEntry]) -> None:
+    lines = "".join(json.dumps(e.to_json()) + "\n" for e in entries)
+    atomic_write_text(Path(cache_dir) / INDEX_FILE, lines)
+
+
+def read_index(cache_dir: str | Path, *, require_complete: bool = True) -> tuple[CacheMeta, list[CacheEntry]]:
+    """Read the metadata and every clip's index row.
+
+    Args:
+        cache_dir: the cache directory.
+        require_complete: refuse a cache whose build was interrupted (the default for training).
+    """
+    meta = read_meta(cache_dir)
+    if require_complete and not meta.complete:
+        raise CacheError(
+            f"the cache {cache_dir} is incomplete ({len(meta.shards)} of {meta.num_shards} shards written); "
+            "run the same `avgen cache build` command again to finish it."
+        )
+    path = Path(cache_dir) / INDEX_FILE
+    if meta.complete:
+        if not path.is_file():
+            raise CacheError(f"{path} is missing; run `avgen cache check --repair {cache_dir}` to rebuild it.")
+        entries = []
+        for n, line in enumerate(path.read_text().splitlines(), start=1):
+            if line.strip():
+                try:
+                    entries.append(CacheEntry.from_json(json.loads(line)))
+                except (json.JSONDecodeError, TypeError) as err:
+                    raise CacheError(f"{path}:{n} is not a valid index row ({err}).") from err
+        return meta, entries
+    entries = [e for s in meta.shards for e in read_shard_rows(Path(cache_dir) / SHARD_DIR / s["name"])]
+    return meta, entries
+
+
+def write_shard(path: Path, tensors: dict[str, torch.Tensor], rows: list[CacheEntry]) -> None:
+    """Write one shard atomically: its tensors plus its index rows in the safetensors header."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    save_file(contiguous, str(tmp), metadata={_ROWS_KEY: json.dumps([r.to_json() for r in rows])})
+    os.replace(tmp, path)
+
+
+def read_shard_rows(path: Path) -> list[CacheEntry]:
+    """The index rows stored in a shard's header (reads the header only)."""
+    if not path.is_file():
+        raise CacheError(f"shard {path} is missing; run the cache build again to rewrite it.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except Exception as err:  # safetensors raises its own error types for truncated headers
+        raise CacheError(f"shard {path} is unreadable ({err}); delete it and build again.") from err
+    if _ROWS_KEY not in header:
+        raise CacheError(f"shard {path} has no index rows in its header; it was not written by avgen.")
+    return [CacheEntry.from_json(r) for r in json.loads(header[_ROWS_KEY])]
+
+
+class ShardReader:
+    """Lazily opened shards; one instance per process (safetensors handles are not picklable).
+
+    Reading a clip maps only its tensors from disk, so worker processes share the page cache.
+    """
+
+    def __init__(self, cache_dir: str | Path) -> None:
+        self.shard_dir = Path(cache_dir) / SHARD_DIR
+        self._handles: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Worker processes get a copy without open handles and open their own.
+        return {"shard_dir": self.shard_dir, "_handles": {}}
+
+    def _handle(self, shard: str) -> Any:
+        if shard not in self._handles:
+            path = self.shard_dir / shard
+            if not path.is_file():
+                raise CacheError(f"shard {path} is missing; run `avgen cache check` on the cache.")
+            self._handles[shard] = safe_open(str(path), framework="pt")
+        return self._handles[shard]
+
+    def read(self, entry: CacheEntry) -> dict[str, Any]:
+        """Tensors of one clip: `video` (C,T,H,W), `audio` (C,T), `text`/`text_mask` lists per encoder."""
+        f = self._handle(entry.shard)
+        try:
+            video = f.get_tensor(f"{entry.id}/video")
+            audio = f.get_tensor(f"{entry.id}/audio")
+            text = [f.get_tensor(f"{entry.id}/text_{i}") for i in range(len(entry.text_lengths))]
+            masks = [f.get_tensor(f"{entry.id}/text_mask_{i}") for i in range(len(entry.text_lengths))]
+        except Exception as err:  # a missing key raises SafetensorError
+            raise CacheError(
+                f"clip {entry.id!r} is missing from {entry.shard} ({err}); the index and shards disagree, "
+                "run `avgen cache check` on the cache."
+            ) from err
+        return {"video": video, "audio": audio, "text": text, "text_mask": masks}

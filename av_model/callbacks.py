@@ -1,0 +1,301 @@
+"""Callbacks of diffusion training: EMA, throughput and MFU, the NaN guard, router bias, sample clips.
+
+`AVDiffusion` publishes what these read: `loss_terms` (the last step's detached losses),
+`flops_per_batch` and `tokens_in_batch(batch)`; the generator's MoE layers expose `update_bias()`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ThroughputMonitor, WeightAveraging
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
+from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+__all__ = ["EMA", "NaNGuard", "NonFiniteLossError", "RouterBiasUpdate", "SampleWriter", "ThroughputMFU"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training stopped because a loss became NaN or infinite."""
+
+
+class NaNGuard(L.Callback):
+    """Stops training, before the bad step updates any weight, when a loss is NaN or infinite.
+
+    The check runs before `backward`, so the weights and the last checkpoint stay clean, and the
+    error names the step and every loss term with its value.
+
+    Args:
+        check_every_n_steps: check every this many steps (each check waits for the GPU).
+        check_grad_norm: also stop when the gradient norm is not finite (before the optimizer step).
+    """
+
+    def __init__(self, check_every_n_steps: int = 1, check_grad_norm: bool = True) -> None:
+        if check_every_n_steps < 1:
+            raise ValueError(f"check_every_n_steps must be >= 1; got {check_every_n_steps}.")
+        self.check_every_n_steps = check_every_n_steps
+        self.check_grad_norm = check_grad_norm
+
+    def _where(self, trainer: L.Trainer) -> str:
+        ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or getattr(
+            trainer.checkpoint_callback, "best_model_path", "")
+        hint = f" The last checkpoint is {ckpt}." if ckpt else ""
+        return (f"step {trainer.global_step} (epoch {trainer.current_epoch}, batch "
+                f"{trainer.fit_loop.epoch_loop.batch_progress.current.ready - 1}).{hint}")
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
+        if trainer.global_step % self.check_every_n_steps:
+            return
+        terms: dict[str, torch.Tensor] = dict(getattr(pl_module, "loss_terms", {}) or {})
+        terms.setdefault("train/loss", loss.detach())
+        values = torch.stack([t.float().reshape(()) for t in terms.values()])
+        if bool(torch.isfinite(values).all()):  # one host sync for all terms
+            return
+        bad = [f"{name}={v:.4g}" for name, v in zip(terms, values.tolist()) if not math.isfinite(v)]
+        good = [f"{name}={v:.4g}" for name, v in zip(terms, values.tolist()) if math.isfinite(v)]
+        raise NonFiniteLossError(
+            f"the loss became non-finite at {self._where(trainer)} Non-finite: {', '.join(bad)}"
+            + (f"; finite: {', '.join(good)}" if good else "")
+            + ". Lower the learning rate, raise warm-up, check gradient clipping, or check the latent cache "
+            "(`avgen cache check --deep`), then resume from the last checkpoint."
+        )
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
+        norm = getattr(pl_module, "last_grad_norm", None)
+        if not self.check_grad_norm or norm is None or trainer.global_step % self.check_every_n_steps:
+            return
+        if not bool(torch.isfinite(norm)):
+            raise NonFiniteLossError(
+                f"the gradient norm became non-finite ({float(norm)}) at {self._where(trainer)} The losses were "
+                f"finite; this points at an overflow in backward: try bf16-mixed instead of 16-mixed, or a lower "
+                "learning rate."
+            )
+
+
+class EMA(WeightAveraging):
+    """Exponential moving average of the weights (Lightning's `WeightAveraging`), used for sampling.
+
+    Validation, the sample clips and the weights left at the end of training are the EMA's. A
+    checkpoint keeps both: `state_dict` holds the EMA weights (what `load_from_checkpoint` and
+    `avgen sample` read) and `current_model_state` the raw ones (what resuming continues from).
+
+    Args:
+        decay: EMA decay per update (0.999 ~ an average over the last 1000 updates).
+        start_step: optimizer step of the first update; the EMA copies the weights then.
+        every_n_steps: update every this many optimizer steps.
+        enabled: False turns the callback off (sharded models, or to save the memory of a copy).
+        device: keep the averaged copy there ("cpu" saves GPU memory); None: the model's device.
+    """
+
+    def __init__(
+        self, decay: float = 0.999, start_step: int = 0, every_n_steps: int = 1, enabled: bool = True,
+        device: str | None = None,
+    ) -> None:
+        if not 0.0 <= decay <= 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1]; got {decay}.")
+        if every_n_steps < 1 or start_step < 0:
+            raise ValueError(f"need every_n_steps >= 1 and start_step >= 0; got {every_n_steps}, {start_step}.")
+        # multi_avg_fn: one fused foreach lerp over all tensors instead of a Python loop per tensor.
+        super().__init__(device=device, use_buffers=True, multi_avg_fn=get_ema_multi_avg_fn(decay))
+        self.decay, self.start_step, self.every_n_steps, self.enabled = decay, start_step, every_n_steps, enabled
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        return step_idx is not None and step_idx >= self.start_step and step_idx % self.every_n_steps == 0
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not self.enabled:
+            return
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        if isinstance(trainer.strategy, ModelParallelStrategy):
+            raise ValueError(
+                "the EMA callback keeps a full copy of the model, which does not work with the sharded "
+                "ModelParallelStrategy; set `ema.enabled: false` for sharded runs."
+            )
+        if stage == "fit":
+            from torch.optim.swa_utils import AveragedModel
+
+            # Not `super().setup`: it would call `configure_model` outside the strategy (a warning and
+            # no effect here, since `AVDiffusion.configure_model` only acts under ModelParallelStrategy).
+            self._average_model = AveragedModel(
+                model=pl_module, device=self._device or pl_module.device, use_buffers=self._use_buffers,
+                **self._kwargs,
+            )
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self.enabled:
+            super().on_train_batch_end(trainer, pl_module, *args)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.enabled:
+            super().on_train_epoch_end(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.enabled and self._average_model is not None:
+            super().on_train_end(trainer, pl_module)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        if self.enabled and self._average_model is not None:
+            super().on_save_checkpoint(trainer, pl_module, checkpoint)
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        if self.enabled and self._average_model is not None:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+
+class RouterBiasUpdate(L.Callback):
+    """Applies the mixture-of-experts selection-bias step (DeepSeek-V3 balancing) after each optimizer step.
+
+    The generator's MoE layers accumulate expert loads during forward passes; their `update_bias()`
+    must run exactly once per optimizer step, outside autograd (so gradient accumulation and
+    activation-checkpoint recomputation cannot disturb it). The imbalance (max load / mean load) of
+    the updated layers is logged as `moe/load_imbalance`.
+    """
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if trainer.fit_loop._should_accumulate():
+            return
+        loads = [m.update_bias() for m in pl_module.modules() if callable(getattr(m, "update_bias", None))]
+        loads = [x for x in loads if x is not None and x.numel() > 1 and x.sum() > 0]
+        if loads and trainer._logger_connector.should_update_logs:
+            ratio = torch.stack([x.max() / x.mean() for x in loads]).mean()
+            pl_module.log("moe/load_imbalance", ratio, on_step=True, on_epoch=False)
+
+
+class ThroughputMFU(ThroughputMonitor):
+    """Tokens per second, TFLOP/s and model FLOPs utilization (Lightning's `ThroughputMonitor`).
+
+    FLOPs per batch come from `AVDiffusion.flops_per_batch` (forward and backward of the active
+    parameters plus attention, counted for the batch's token counts); tokens from
+    `AVDiffusion.tokens_in_batch`. Logged as `train|device/items_per_sec` (tokens/s),
+    `train|device/flops_per_sec` and `train|device/mfu`.
+
+    Args:
+        peak_tflops: the hardware peak MFU is measured against (dense bf16 TFLOP/s per device); None
+            uses Lightning's table for known GPUs, or a measured matmul peak when `measure_peak`.
+        measure_peak: time a large matmul at start-up to find the peak (for devices not in the table).
+        window_size: steps in the rolling average.
+    """
+
+    def __init__(self, peak_tflops: float | None = None, measure_peak: bool = False, window_size: int = 20) -> None:
+        if window_size < 2:
+            raise ValueError(f"window_size must be >= 2; got {window_size}.")
+        if peak_tflops is not None and peak_tflops <= 0:
+            raise ValueError(f"peak_tflops must be > 0; got {peak_tflops}.")
+        super().__init__(batch_size_fn=lambda batch: int(batch["video"].shape[0]), window_size=window_size)
+        self.peak_tflops, self.measure_peak = peak_tflops, measure_peak
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        tokens = getattr(pl_module, "tokens_in_batch", None)
+        self.length_fn = tokens if callable(tokens) else None
+        super().setup(trainer, pl_module, stage)
+        if self.peak_tflops is not None:
+            peak: float | None = self.peak_tflops * 1e12
+        elif self.measure_peak:
+            peak = measure_matmul_flops(trainer.strategy.root_device)
+        else:
+            peak = self.available_flops  # Lightning's table; None for devices it does not know
+        self.available_flops = int(peak) if peak else None
+        for throughput in self._throughputs.values():
+            throughput.available_flops = self.available_flops
+        if self.available_flops:
+            rank_zero_info(f"MFU is measured against a peak of {self.available_flops / 1e12:.1f} TFLOP/s per device")
+
+
+def measure_matmul_flops(device: torch.device, size: int = 4096, repeats: int = 5) -> float:
+    """FLOP/s of a square matmul on `device` (bf16 on CUDA, fp32 on CPU): a measured peak for MFU."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    n = size if device.type == "cuda" else min(size, 1024)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+class SampleWriter(L.Callback):
+    """Writes a few mp4 clips with sound to `<log_dir>/samples/step_XXXXXXX/` at validation.
+
+    Latents are decoded with the audio codec and the video autoencoder given by path; without them
+    the callback logs one note and does nothing. Sampling uses the weights validation runs with
+    (the EMA's when the EMA callback is on).
+
+    Args:
+        codec: the codec file the cache was built with (`codec.pt`).
+        vae: the video autoencoder file the cache was built with (`vae.pt`).
+        prompts: prompts to sample; None takes the captions of the first validation batch.
+        num_samples: clips per validation run.
+        every_n_validations: write samples at every n-th validation run.
+        steps: sampler steps (None: the model's sampler config).
+        seed: sampling seed (fixed, so clips of successive validations are comparable).
+    """
+
+    def __init__(
+        self, codec: str | None = None, vae: str | None = None, prompts: list[str] | None = None,
+        num_samples: int = 2, every_n_validations: int = 1, steps: int | None = None, seed: int = 0,
+    ) -> None:
+        if num_samples < 1 or every_n_validations < 1:
+            raise ValueError(f"need num_samples >= 1 and every_n_validations >= 1; got {num_samples}, "
+                             f"{every_n_validations}.")
+        self.codec, self.vae, self.prompts = codec, vae, prompts
+        self.num_samples, self.every_n_validations, self.steps, self.seed = num_samples, every_n_validations, steps, seed
+        self._validations = 0
+        self._captions: list[str] = []
+        self._decoders: tuple[Any, Any] | None = None
+        self._noted = False
+
+    def _enabled(self) -> bool:
+        if self.codec and self.vae:
+            return True
+        if not self._noted:
+            rank_zero_info("SampleWriter: no codec/vae paths given (samples.codec, samples.vae), so no sample "
+                           "clips are written during training.")
+            self._noted = True
+        return False
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                                batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if len(self._captions) < self.num_samples and isinstance(batch, dict):
+            self._captions += list(batch.get("caption", []))[: self.num_samples - len(self._captions)]
+
+    @rank_zero_only
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        captions, self._captions = self._captions, []
+        if trainer.sanity_checking or not self._enabled():
+            return
+        self._validations += 1
+        if (self._validations - 1) % self.every_n_validations:
+            return
+        prompts = (self.prompts or captions)[: self.num_samples]
+        if not prompts:
+            rank_zero_warn("SampleWriter: no prompts given and no validation captions seen; nothing to sample.")
+            return
+        from av_model.pipeline import AVPipeline, load_decoders
+
+        if self._decoders is None:
+            self._decoders = load_decoders(self.codec, self.vae, pl_module.device, expect=pl_module.cache_meta)
+        codec, vae = self._decoders
+        log_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        out = log_dir / "samples" / f"step_{trainer.global_step:07d}"
+        pipe = AVPipeline.from_module(pl_module, codec=codec, vae=vae)
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            with torch.no_grad():
+                clips = pipe(prompts, steps=self.steps, seed=self.seed, progress=False)
+            pipe.save(clips, out)
+        finally:
+            pl_module.train(was_training)
+        rank_zero_info(f"SampleWriter: wrote {len(clips)} clips to {out}")

@@ -1,0 +1,178 @@
+"""Dataset manifests: a folder of media files plus a JSONL or CSV list of clips.
+
+Each record names a clip: `id`, `path` (absolute, or relative to the manifest's folder),
+`caption`, and optionally `start`/`end` seconds and `split`. Any other field (the synthetic
+dataset's `events`, `family`, `params`, ...) is kept, untouched, in `ManifestEntry.extra`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["ManifestEntry", "ManifestError", "load_manifest", "save_manifest"]
+
+_REQUIRED = ("id", "path", "caption")
+_KNOWN = (*_REQUIRED, "start", "end", "split")
+MANIFEST_NAMES = ("manifest.jsonl", "manifest.csv")
+
+
+class ManifestError(ValueError):
+    """A manifest cannot be used; the message names the file, the record and the problem."""
+
+
+@dataclass
+class ManifestEntry:
+    """One clip of a dataset.
+
+    Attributes:
+        id: unique within the manifest.
+        path: the media file (resolved against the manifest's folder).
+        caption: text describing the clip ("" for uncaptioned data).
+        start: seconds into the file where the clip starts.
+        end: seconds where it ends (None: the end of the file).
+        split: "train", "val", "heldout", ... or None.
+        extra: every other field of the record.
+    """
+
+    id: str
+    path: Path
+    caption: str
+    start: float = 0.0
+    end: float | None = None
+    split: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end, if the end is known."""
+        return None if self.end is None else self.end - self.start
+
+    def to_record(self, root: Path | None = None) -> dict[str, Any]:
+        """A JSON-serializable record; the path is made relative to `root` when it lies inside it."""
+        path = self.path
+        if root is not None:
+            try:
+                path = self.path.resolve().relative_to(root.resolve())
+            except ValueError:
+                pass
+        rec: dict[str, Any] = {"id": self.id, "path": path.as_posix(), "caption": self.caption, "start": self.start}
+        if self.end is not None:
+            rec["end"] = self.end
+        if self.split is not None:
+            rec["split"] = self.split
+        return {**rec, **self.extra}
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _seconds(where: str, name: str, value: Any) -> float | None:
+    if _missing(value) or value == "":
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ManifestError(f"{where}: {name} must be a number of seconds; got {value!r}.") from None
+    if not math.isfinite(v) or v < 0:
+        raise ManifestError(f"{where}: {name} must be a finite number >= 0; got {value!r}.")
+    return v
+
+
+def _entry(where: str, rec: dict[str, Any], root: Path) -> ManifestEntry:
+    absent = [k for k in _REQUIRED if k not in rec or _missing(rec[k])]
+    if absent:
+        raise ManifestError(f"{where}: missing field(s) {absent}; every record needs {list(_REQUIRED)}.")
+    path = Path(str(rec["path"])).expanduser()
+    start = _seconds(where, "start", rec.get("start")) or 0.0
+    end = _seconds(where, "end", rec.get("end"))
+    if end is not None and end <= start:
+        raise ManifestError(f"{where}: end ({end}) must be after start ({start}).")
+    split = rec.get("split")
+    return ManifestEntry(
+        id=str(rec["id"]),
+        path=path if path.is_absolute() else root / path,
+        caption="" if _missing(rec["caption"]) else str(rec["caption"]),
+        start=start,
+        end=end,
+        split=None if _missing(split) or split == "" else str(split),
+        extra={k: v for k, v in rec.items() if k not in _KNOWN},
+    )
+
+
+def _records(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
+    if path.suffix.lower() == ".csv":
+        try:
+            frame = pd.read_csv(path, dtype={"id": str, "path": str, "caption": str, "split": str}, keep_default_na=False,
+                                na_values={"start": [""], "end": [""]})
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise ManifestError(f"{path}: not a readable CSV manifest ({err}).") from err
+        for i, rec in enumerate(frame.to_dict(orient="records")):
+            yield f"{path}:{i + 2}", rec  # line numbers as a spreadsheet shows them (header is line 1)
+        return
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ManifestError(f"{path}:{n}: not valid JSON ({err.msg}); each line must be one JSON object.") from None
+            if not isinstance(rec, dict):
+                raise ManifestError(f"{path}:{n}: each line must be a JSON object; got {type(rec).__name__}.")
+            yield f"{path}:{n}", rec
+
+
+def resolve_manifest_path(path: str | Path) -> Path:
+    """A manifest file, or the manifest inside a dataset folder."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        for name in MANIFEST_NAMES:
+            if (p / name).is_file():
+                return p / name
+        raise ManifestError(f"{p}: folder has no {' or '.join(MANIFEST_NAMES)}; pass the manifest file itself.")
+    if not p.is_file():
+        raise ManifestError(f"{p}: no such manifest; make one with `avgen data synth --out DIR` or write a "
+                            "JSONL/CSV file with id, path, caption columns.")
+    if p.suffix.lower() not in (".jsonl", ".json", ".csv"):
+        raise ManifestError(f"{p}: manifests are .jsonl or .csv files; got {p.suffix or 'no extension'}.")
+    return p
+
+
+def load_manifest(path: str | Path) -> list[ManifestEntry]:
+    """Read a JSONL or CSV manifest (or the manifest inside a dataset folder).
+
+    Raises:
+        ManifestError: missing file, unreadable record, missing field, bad times, duplicate id,
+            or no records at all; the message names the file and line.
+    """
+    p = resolve_manifest_path(path)
+    root = p.parent
+    entries: list[ManifestEntry] = []
+    seen: dict[str, str] = {}
+    for where, rec in _records(p):
+        entry = _entry(where, rec, root)
+        if entry.id in seen:
+            raise ManifestError(f"{where}: duplicate id {entry.id!r} (first at {seen[entry.id]}); ids must be unique.")
+        seen[entry.id] = where
+        entries.append(entry)
+    if not entries:
+        raise ManifestError(f"{p}: the manifest has no records.")
+    return entries
+
+
+def save_manifest(entries: Iterable[ManifestEntry], path: str | Path) -> Path:
+    """Write entries as JSONL; paths inside the manifest's folder are stored relative to it."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with p.open("w", encoding="utf-8") as f:
+        for entry in entries:
+            f.write(json.dumps(entry.to_record(p.parent)) + "\n")
+    return p

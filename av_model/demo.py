@@ -1,0 +1,214 @@
+"""`avgen demo`: the main job end to end on the embedded synthetic default.
+
+Every stage is a real `avgen` command, as a researcher would run it, writing under one run
+directory. A stage is skipped when its outputs exist and are valid, so an interrupted demo resumes
+where it stopped. Independent stages (the two autoencoders; the two generators) run side by side,
+one CPU thread each, because small models use two single-threaded processes better than one
+two-threaded process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+@dataclass
+class DemoConfig:
+    """Sizes of the demo run. `reduced()` gives the handful-of-clips version the test suite runs."""
+
+    run_dir: Path = Path("runs/demo")
+    n_train: int = 1000
+    n_val: int = 32
+    n_heldout: int = 32
+    codec_steps: int = 600
+    vae_steps: int = 600
+    dit_steps: int = 1500
+    dit_moe_config: str = "configs/dit/tiny_moe.yaml"
+    dit_dense_config: str = "configs/dit/tiny_dense.yaml"
+    codec_config: str = "configs/codec/small.yaml"
+    vae_config: str = "configs/vae/small.yaml"
+    sample_steps: int = 25
+    n_prompts: int = 16
+    start_app: bool = True
+    seed: int = 0
+    extra_fit_args: list[str] = field(default_factory=list)
+
+    @classmethod
+    def reduced(cls, run_dir: Path) -> DemoConfig:
+        return cls(
+            run_dir=run_dir,
+            n_train=12,
+            n_val=4,
+            n_heldout=4,
+            codec_steps=4,
+            vae_steps=4,
+            dit_steps=6,
+            codec_config="configs/codec/debug.yaml",
+            vae_config="configs/vae/debug.yaml",
+            dit_moe_config="configs/dit/debug.yaml",
+            dit_dense_config="configs/dit/debug_dense.yaml",
+            sample_steps=2,
+            n_prompts=2,
+            start_app=False,
+        )
+
+
+@dataclass
+class Stage:
+    """One step of the demo: commands run side by side, then a check that the outputs are valid."""
+
+    name: str
+    commands: list[list[str]]
+    is_done: Callable[[], bool]
+    describe: Callable[[], str] = lambda: ""
+
+
+def _avgen(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "av_model.cli", *map(str, args)]
+
+
+def _run_parallel(commands: list[list[str]], log_dir: Path, stage: str) -> None:
+    """Runs commands concurrently (one CPU thread each when more than one), logs to files, fails loudly."""
+    env = dict(os.environ)
+    if len(commands) > 1:
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", AVGEN_NUM_THREADS="1")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for i, cmd in enumerate(commands):
+        log = log_dir / f"{stage}.{i}.log"
+        console.print(f"  [dim]$ {shlex.join(cmd[2:] if cmd[1] == '-m' else cmd)}  (log: {log})[/dim]")
+        if len(commands) == 1:
+            # A single command keeps the terminal so its own progress bar shows.
+            procs.append((subprocess.Popen(cmd, env=env), log, cmd))
+        else:
+            fh = log.open("w")
+            procs.append((subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT), log, cmd))
+    failed = []
+    for proc, log, cmd in procs:
+        if proc.wait() != 0:
+            failed.append((proc.returncode, log, cmd))
+    for rc, log, cmd in failed:
+        tail = log.read_text()[-3000:] if log.exists() else ""
+        console.print(f"[red]stage {stage!r} failed (exit {rc}): {shlex.join(cmd)}[/red]\n{tail}")
+    if failed:
+        raise SystemExit(f"demo stopped at stage {stage!r}; fix the error above and run again (finished stages are kept)")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _count_mp4(folder: Path) -> int:
+    return len(list(folder.glob("*.mp4"))) if folder.is_dir() else 0
+
+
+def build_stages(cfg: DemoConfig) -> list[Stage]:
+    run = cfg.run_dir
+    data, manifest = run / "data", run / "data" / "manifest.jsonl"
+    codec, vae = run / "codec" / "codec.pt", run / "vae" / "vae.pt"
+    cache = run / "cache"
+    moe_dir, dense_dir, untrained_dir = run / "dit_moe", run / "dit_dense", run / "dit_untrained"
+    samples = run / "samples"
+    prompts = run / "heldout_prompts.txt"
+    heldout_videos = run / "heldout_videos.txt"
+    n_clips = cfg.n_train + cfg.n_val + cfg.n_heldout
+
+    def manifest_ok() -> bool:
+        if not manifest.exists():
+            return False
+        lines = [ln for ln in manifest.read_text().splitlines() if ln.strip()]
+        return len(lines) == n_clips and all((data / json.loads(ln)["path"]).exists() for ln in lines)
+
+    def fit_args(config: str, out: Path) -> list[str]:
+        return [
+            "-c", config,
+            "--data.cache_dir", str(cache),
+            "--trainer.default_root_dir", str(out),
+            "--trainer.max_steps", str(cfg.dit_steps),
+            "--seed_everything", str(cfg.seed),
+            *cfg.extra_fit_args,
+        ]
+
+    def sample_cmds(task: str) -> list[list[str]]:
+        cmds = []
+        for name, ckpt in (("moe", moe_dir / "final.ckpt"), ("dense", dense_dir / "final.ckpt"),
+                           ("untrained", untrained_dir / "final.ckpt")):
+            common = ["--ckpt", ckpt, "--codec", codec, "--vae", vae, "--steps", str(cfg.sample_steps),
+                      "--seed", str(cfg.seed)]
+            if task == "t2av":
+                cmds.append(_avgen("sample", *common, "--prompts", prompts, "--out", samples / name))
+            else:
+                cmds.append(_avgen("sample", *common, "--video-list", heldout_videos, "--out",
+                                   samples / f"{name}_v2a"))
+        return cmds
+
+    return [
+        Stage(
+            "1. synthetic dataset",
+            [_avgen("data", "synth", "--out", data, "--n-train", cfg.n_train, "--n-val", cfg.n_val,
+                    "--n-heldout", cfg.n_heldout, "--seed", cfg.seed)],
+            manifest_ok,
+            lambda: f"{n_clips} clips in {data}",
+        ),
+        Stage(
+            "2. audio codec + video autoencoder",
+            [
+                _avgen("codec", "fit", "-c", cfg.codec_config, "--data.manifest", manifest,
+                       "--trainer.max_steps", cfg.codec_steps, "--trainer.default_root_dir", codec.parent),
+                _avgen("vae", "fit", "-c", cfg.vae_config, "--data.manifest", manifest,
+                       "--trainer.max_steps", cfg.vae_steps, "--trainer.default_root_dir", vae.parent),
+            ],
+            lambda: codec.exists() and vae.exists(),
+            lambda: f"{codec}, {vae}",
+        ),
+        Stage(
+            "3. latent cache",
+            [_avgen("cache", "build", "--manifest", manifest, "--codec", codec, "--vae", vae,
+                    "--text", "minilm", "--out", cache)],
+            lambda: (cache / "meta.json").exists() and _read_json(cache / "meta.json").get("complete", False),
+            lambda: str(cache),
+        ),
+        Stage(
+            "4. generators: mixture of experts and dense baseline",
+            [_avgen("fit", *fit_args(cfg.dit_moe_config, moe_dir)),
+             _avgen("fit", *fit_args(cfg.dit_dense_config, dense_dir))],
+            lambda: (moe_dir / "final.ckpt").exists() and (dense_dir / "final.ckpt").exists(),
+            lambda: f"{moe_dir}, {dense_dir}",
+        ),
+        Stage(
+            "5. untrained reference model",
+            [_avgen("fit", *fit_args(cfg.dit_moe_config, untrained_dir)[:-len(cfg.extra_fit_args) or None],
+                    "--trainer.max_steps", "0")],
+            lambda: (untrained_dir / "final.ckpt").exists(),
+            lambda: "same architecture, no training: the floor the trained models must clear",
+        ),
+        Stage(
+            "6. generate: text-to-audio-video",
+            sample_cmds("t2av"),
+            lambda: all(_count_mp4(samples / n) >= cfg.n_prompts for n in ("moe", "dense", "untrained")),
+            lambda: f"{cfg.n_prompts} held-out prompts per system in {samples}",
+        ),
+        Stage(
+            "7. generate: video-to-audio",
+            sample_cmds("v2a"),
+            lambda: all(_count_mp4(samples / f"{n}_v2a") >= cfg.n_prompts for n in ("moe", "dense", "untrained")),
+            lambda: f"{cfg.n_prompts} held-out reference videos per system",
+        ),
+    ]

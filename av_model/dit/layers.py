@@ -1,0 +1,99 @@
+"""Building blocks of the transformer: time embedding, joint self-attention, text cross-attention.
+
+Shapes (legend): B batch, N tokens, D width, H heads, Dh head size, L text tokens, S conditioning slots.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from av_model.dit.rope import apply_rotary
+
+
+class TimestepEmbedder(nn.Module):
+    """Flow time t in [0, 1] -> vector of width D (sinusoidal features then an MLP, as in DiT)."""
+
+    def __init__(self, width: int, freq_dim: int = 256) -> None:
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, width), nn.SiLU(), nn.Linear(width, width))
+
+    def forward(self, t: Tensor) -> Tensor:
+        """t: any shape (...,) float -> (..., D)."""
+        half = self.freq_dim // 2
+        freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+        # t is scaled by 1000 so the sinusoids resolve the [0, 1] range like DiT's integer steps.
+        args = t.float()[..., None] * 1000.0 * freqs  # (..., half)
+        emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (..., freq_dim)
+        return self.mlp(emb.to(self.mlp[0].weight.dtype))
+
+
+class JointSelfAttention(nn.Module):
+    """Bidirectional self-attention over all video and audio tokens, QK-norm and rotary positions.
+
+    QK-norm (RMSNorm per head on queries and keys) keeps attention logits bounded, which large
+    diffusion transformers need for stable bf16 training.
+    """
+
+    def __init__(self, width: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.q_norm = nn.RMSNorm(width // num_heads, eps=1e-6)
+        self.k_norm = nn.RMSNorm(width // num_heads, eps=1e-6)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x_BND: Tensor, cos_NR: Tensor, sin_NR: Tensor) -> Tensor:
+        b, n, d = x_BND.shape
+        qkv = self.qkv(x_BND).view(b, n, 3, self.num_heads, d // self.num_heads)  # (B, N, 3, H, Dh)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, N, Dh)
+        q = apply_rotary(self.q_norm(q), cos_NR, sin_NR)  # (B, H, N, Dh)
+        k = apply_rotary(self.k_norm(k), cos_NR, sin_NR)  # (B, H, N, Dh)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, Dh)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))  # (B, N, D)
+
+
+class TextCrossAttention(nn.Module):
+    """Cross-attention from audio-video tokens to the text tokens plus one learned null token.
+
+    The null key/value is always visible, so a sample with no text (all-False mask: the
+    unconditional branch of guidance) attends to it instead of to nothing (which would be NaN).
+    """
+
+    def __init__(self, width: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(width, width)
+        self.kv = nn.Linear(width, 2 * width)
+        self.q_norm = nn.RMSNorm(width // num_heads, eps=1e-6)
+        self.k_norm = nn.RMSNorm(width // num_heads, eps=1e-6)
+        self.null_kv = nn.Parameter(torch.zeros(1, 1, width))
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x_BND: Tensor, ctx_BLD: Tensor, mask_BL: Tensor) -> Tensor:
+        b, n, d = x_BND.shape
+        h, dh = self.num_heads, d // self.num_heads
+        ctx = torch.cat([self.null_kv.expand(b, 1, d).to(ctx_BLD.dtype), ctx_BLD], dim=1)  # (B, 1+L, D)
+        mask = torch.cat([mask_BL.new_ones(b, 1), mask_BL], dim=1)  # (B, 1+L)
+        q = self.q_norm(self.q(x_BND).view(b, n, h, dh).transpose(1, 2))  # (B, H, N, Dh)
+        kv = self.kv(ctx).view(b, -1, 2, h, dh).permute(2, 0, 3, 1, 4)  # (2, B, H, 1+L, Dh)
+        k, v = self.k_norm(kv[0]), kv[1]  # (B, H, 1+L, Dh)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])  # (B, H, N, Dh)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))  # (B, N, D)
+
+
+class SwiGLU(nn.Module):
+    """Feed-forward `w2(silu(w1 x) * w3 x)`; used for the shared experts."""
+
+    def __init__(self, width: int, hidden: int) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(width, hidden, bias=False)
+        self.w3 = nn.Linear(width, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, width, bias=False)
+
+    def forward(self, x_TD: Tensor) -> Tensor:
+        return self.w2(F.silu(self.w1(x_TD)) * self.w3(x_TD))

@@ -1,0 +1,285 @@
+"""Mixture-of-experts feed-forward: token-choice top-k routing, shared experts, dropless dispatch.
+
+Tensor names carry their axes (as torchtitan's moe.py does):
+    T  tokens in the flattened batch (B * N)     D  model width
+    E  routed experts                            F  hidden size of one expert
+    K  experts per token (top_k)                 M  modalities (0 video, 1 audio)
+    Q  noise-level buckets of the flow time t    S  T * K routed token slots
+
+Two dispatch paths compute the same function:
+  * `reference`: a plain loop over experts (index, SwiGLU, scatter-add): the readable oracle.
+  * `grouped`: sort the S slots by expert, run every expert in one grouped matmul over contiguous
+    segments, scatter-add back. On CUDA in bf16 this is `torch._grouped_mm` with int32 cumulative
+    offsets and no host synchronization; elsewhere the segments are multiplied one by one (the
+    segment sizes must then be read on the host, which costs nothing on a CPU).
+
+Load balancing:
+  * "bias" (DeepSeek-V3): a per-expert bias is added to the scores only to choose experts, never to
+    the gate values, and is nudged by `rate * sign(mean load - load)` in `update_bias()`, which the
+    training loop calls once per optimizer step (outside autograd, so activation checkpointing
+    recomputation and gradient accumulation cannot corrupt it; counts are all-reduced across ranks).
+  * "aux": the Switch/GShard loss E * sum_e f_e * P_e (f: share of routed slots, P: mean probability).
+  * a router z-loss (mean squared log-sum-exp of the logits) keeps logits small in both modes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from av_model.dit.layers import SwiGLU
+
+GroupedImpl = Literal["auto", "torch", "loop"]
+NUM_MODALITIES = 2
+
+
+@dataclass
+class MoEOutput:
+    """Result of one MoE layer.
+
+    Attributes:
+        out_TD: (T, D) output.
+        aux_loss: scalar balance loss, already weighted (zero unless balance="aux").
+        z_loss: scalar router z-loss, already weighted.
+        counts_E: (E,) routed slots per expert.
+        counts_ME: (M, E) routed slots per expert and modality.
+        counts_QE: (Q, E) routed slots per expert and noise-level bucket.
+    """
+
+    out_TD: Tensor
+    aux_loss: Tensor
+    z_loss: Tensor
+    counts_E: Tensor
+    counts_ME: Tensor
+    counts_QE: Tensor
+
+
+class MoEFeedForward(nn.Module):
+    """SwiGLU experts behind a modality-aware fp32 router, plus always-on shared experts.
+
+    Args:
+        width: D.
+        hidden: F, hidden size of each expert.
+        num_experts: E; with E == 1 there is no router and the layer is a dense SwiGLU.
+        top_k: K.
+        num_shared: shared experts, fused into one SwiGLU of hidden size num_shared * F.
+        balance: "bias", "aux" or "none".
+        bias_update_rate, aux_loss_coeff, z_loss_coeff: see `DiTConfig`.
+        dispatch: "grouped" or "reference".
+        num_t_buckets: Q, for routing statistics.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        hidden: int,
+        num_experts: int,
+        top_k: int,
+        num_shared: int = 0,
+        balance: str = "bias",
+        bias_update_rate: float = 1e-3,
+        aux_loss_coeff: float = 1e-2,
+        z_loss_coeff: float = 1e-3,
+        dispatch: str = "grouped",
+        num_t_buckets: int = 4,
+    ) -> None:
+        super().__init__()
+        if top_k > num_experts:
+            raise ValueError(f"top_k={top_k} is larger than num_experts={num_experts}.")
+        self.num_experts, self.top_k = num_experts, top_k
+        self.balance, self.dispatch = balance, dispatch
+        self.bias_update_rate, self.aux_loss_coeff, self.z_loss_coeff = bias_update_rate, aux_loss_coeff, z_loss_coeff
+        self.num_t_buckets = num_t_buckets
+        self.grouped_impl: GroupedImpl = "auto"
+        self.w1_EDF = nn.Parameter(torch.empty(num_experts, width, hidden))
+        self.w3_EDF = nn.Parameter(torch.empty(num_experts, width, hidden))
+        self.w2_EFD = nn.Parameter(torch.empty(num_experts, hidden, width))
+        self.shared = SwiGLU(width, num_shared * hidden) if num_shared > 0 else None
+        if num_experts > 1:
+            self.router_DE = nn.Parameter(torch.empty(width, num_experts))
+            # The router sees the modality through a learned per-modality logit offset, which is
+            # what a one-hot modality feature concatenated to its input would learn.
+            self.router_bias_ME = nn.Parameter(torch.zeros(NUM_MODALITIES, num_experts))
+        # Selection bias of "bias" balancing: state, not a parameter (no gradient), saved in checkpoints.
+        self.register_buffer("expert_bias_E", torch.zeros(num_experts))
+        self.register_buffer("load_accum_E", torch.zeros(num_experts), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        width, hidden = self.w1_EDF.shape[1:]
+        std_in = (2.0 / (width + hidden)) ** 0.5  # xavier-normal, as DiT initializes its MLPs
+        for w in (self.w1_EDF, self.w3_EDF, self.w2_EFD):
+            nn.init.normal_(w, std=std_in)
+        if self.num_experts > 1:
+            # Small router weights: near-uniform routing at the start, so every expert gets tokens.
+            nn.init.normal_(self.router_DE, std=0.02)
+            nn.init.zeros_(self.router_bias_ME)
+        self.expert_bias_E.zero_()
+        self.load_accum_E.zero_()
+
+    def forward(self, x_TD: Tensor, modality_T: Tensor, t_bucket_T: Tensor) -> MoEOutput:
+        """Route each token to K experts and mix their outputs by the gate values.
+
+        Args:
+            x_TD: (T, D) tokens (already normalized and modulated).
+            modality_T: (T,) long, 0 video / 1 audio.
+            t_bucket_T: (T,) long, noise-level bucket in [0, Q).
+        """
+        zero = x_TD.new_zeros((), dtype=torch.float32)
+        if self.num_experts == 1:  # dense baseline: no router, every token through the one expert
+            out_TD = _swiglu(x_TD, self.w1_EDF[0], self.w3_EDF[0], self.w2_EFD[0])
+            idx_TK = torch.zeros_like(modality_T)[:, None]
+            aux_loss = z_loss = zero
+        else:
+            idx_TK, gates_TK, aux_loss, z_loss = self.route(x_TD, modality_T)
+            if self.dispatch == "reference":
+                out_TD = moe_reference(x_TD, idx_TK, gates_TK, self.w1_EDF, self.w3_EDF, self.w2_EFD)
+            else:
+                out_TD = moe_grouped(
+                    x_TD, idx_TK, gates_TK, self.w1_EDF, self.w3_EDF, self.w2_EFD, impl=self.grouped_impl
+                )
+        if self.shared is not None:
+            out_TD = out_TD + self.shared(x_TD)
+        with torch.no_grad():
+            counts_E, counts_ME, counts_QE = self._counts(idx_TK, modality_T, t_bucket_T)
+            if self.training and self.balance == "bias" and self.num_experts > 1:
+                self.load_accum_E += counts_E
+        return MoEOutput(out_TD, aux_loss, z_loss, counts_E, counts_ME, counts_QE)
+
+    def route(self, x_TD: Tensor, modality_T: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Top-k routing in fp32.
+
+        Returns:
+            idx_TK (T, K) long chosen experts, gates_TK (T, K) mixing weights, aux_loss, z_loss.
+        """
+        # fp32 even under autocast: near-tied bf16 scores would flip expert choices from noise.
+        with torch.autocast(device_type=x_TD.device.type, enabled=False):
+            logits_TE = x_TD.float() @ self.router_DE.float() + self.router_bias_ME.float()[modality_T]
+            probs_TE = logits_TE.softmax(dim=-1)
+            select_TE = probs_TE + self.expert_bias_E if self.balance == "bias" else probs_TE
+            idx_TK = select_TE.topk(self.top_k, dim=-1).indices  # bias chooses experts, never weights them
+            gates_TK = probs_TE.gather(1, idx_TK)
+            if self.top_k > 1:
+                gates_TK = gates_TK / gates_TK.sum(dim=-1, keepdim=True)
+            z_loss = self.z_loss_coeff * torch.logsumexp(logits_TE, dim=-1).square().mean()
+            if self.balance == "aux":
+                share_E = torch.zeros_like(probs_TE[0]).scatter_add_(
+                    0, idx_TK.reshape(-1), torch.ones_like(idx_TK, dtype=torch.float32).reshape(-1)
+                ) / idx_TK.numel()
+                aux_loss = self.aux_loss_coeff * self.num_experts * (share_E * probs_TE.mean(0)).sum()
+            else:
+                aux_loss = z_loss.new_zeros(())
+        return idx_TK, gates_TK.to(x_TD.dtype), aux_loss, z_loss
+
+    def _counts(self, idx_TK: Tensor, modality_T: Tensor, t_bucket_T: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        e, k = self.num_experts, idx_TK.shape[1]
+        flat_S = idx_TK.reshape(-1)
+        ones_S = torch.ones_like(flat_S, dtype=torch.float32)
+        counts_E = torch.zeros(e, device=flat_S.device).scatter_add_(0, flat_S, ones_S)
+        mod_S = modality_T.repeat_interleave(k)
+        counts_ME = torch.zeros(NUM_MODALITIES * e, device=flat_S.device).scatter_add_(0, mod_S * e + flat_S, ones_S)
+        q_S = t_bucket_T.repeat_interleave(k)
+        counts_QE = torch.zeros(self.num_t_buckets * e, device=flat_S.device).scatter_add_(0, q_S * e + flat_S, ones_S)
+        return counts_E, counts_ME.view(NUM_MODALITIES, e), counts_QE.view(self.num_t_buckets, e)
+
+    @torch.no_grad()
+    def update_bias(self) -> Tensor:
+        """Apply one DeepSeek-V3 bias step from the loads accumulated since the last call.
+
+        Returns:
+            (E,) the accumulated (all-reduced) load that drove the update.
+        """
+        load_E = self.load_accum_E.clone()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(load_E)  # every rank must take the same step
+        if self.balance == "bias" and self.num_experts > 1:
+            # sign(0) = 0: no tokens seen means no change, without a host-side check.
+            self.expert_bias_E += self.bias_update_rate * torch.sign(load_E.mean() - load_E)
+        self.load_accum_E.zero_()
+        return load_E
+
+
+def _swiglu(x_TD: Tensor, w1_DF: Tensor, w3_DF: Tensor, w2_FD: Tensor) -> Tensor:
+    return (F.silu(x_TD @ w1_DF) * (x_TD @ w3_DF)) @ w2_FD
+
+
+def moe_reference(
+    x_TD: Tensor, idx_TK: Tensor, gates_TK: Tensor, w1_EDF: Tensor, w3_EDF: Tensor, w2_EFD: Tensor
+) -> Tensor:
+    """The oracle: loop over experts, gather their tokens, SwiGLU, scatter-add weighted outputs."""
+    out_TD = torch.zeros_like(x_TD)
+    for e in range(w1_EDF.shape[0]):
+        tok, slot = torch.where(idx_TK == e)  # tokens (and which of their K slots) routed to e
+        if tok.numel() == 0:
+            continue
+        y = _swiglu(x_TD[tok], w1_EDF[e], w3_EDF[e], w2_EFD[e])  # (n_e, D)
+        out_TD = out_TD.index_add(0, tok, y * gates_TK[tok, slot, None])
+    return out_TD
+
+
+def moe_grouped(
+    x_TD: Tensor,
+    idx_TK: Tensor,
+    gates_TK: Tensor,
+    w1_EDF: Tensor,
+    w3_EDF: Tensor,
+    w2_EFD: Tensor,
+    impl: GroupedImpl = "auto",
+) -> Tensor:
+    """Dropless dispatch: sort slots by expert, grouped SwiGLU, weighted scatter-add back.
+
+    Args:
+        impl: "torch" uses `torch._grouped_mm`; "loop" multiplies segment by segment; "auto"
+            picks `torch._grouped_mm` on CUDA when the dtype and sizes allow it, else "loop".
+    """
+    e, k = w1_EDF.shape[0], idx_TK.shape[1]
+    flat_S = idx_TK.reshape(-1)  # (S,) expert of each slot, token-major
+    order_S = torch.argsort(flat_S, stable=True)  # slots sorted by expert
+    tok_S = order_S // k  # token of each sorted slot
+    counts_E = torch.zeros(e, dtype=torch.int32, device=x_TD.device).scatter_add_(
+        0, flat_S, torch.ones_like(flat_S, dtype=torch.int32)
+    )  # scatter_add, not bincount: bincount reads its size on the host (a GPU sync)
+    offsets_E = torch.cumsum(counts_E, dim=0, dtype=torch.int32)  # end of each expert's segment
+    dtype = _compute_dtype(x_TD)
+    xs_SD = x_TD[tok_S].to(dtype)  # (S, D) tokens in expert order
+    w1, w3, w2 = (w.to(dtype) for w in (w1_EDF, w3_EDF, w2_EFD))
+    use_torch = impl == "torch" or (impl == "auto" and _grouped_mm_ok(xs_SD, w1, w2))
+    mm = _grouped_mm_torch if use_torch else _grouped_mm_loop
+    h_SF = F.silu(mm(xs_SD, w1, offsets_E, counts_E)) * mm(xs_SD, w3, offsets_E, counts_E)  # (S, F)
+    y_SD = mm(h_SF, w2, offsets_E, counts_E)  # (S, D)
+    y_SD = y_SD * gates_TK.reshape(-1)[order_S, None].to(y_SD.dtype)
+    return torch.zeros_like(x_TD).index_add(0, tok_S, y_SD.to(x_TD.dtype))  # (T, D)
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    # `_grouped_mm` is not on autocast's cast lists, so apply the autocast dtype by hand.
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
+def _grouped_mm_ok(x_SD: Tensor, w1_EDF: Tensor, w2_EFD: Tensor) -> bool:
+    """`torch._grouped_mm` runs on CUDA in bf16 with 16-byte aligned rows (D, F multiples of 8)."""
+    d, f = w1_EDF.shape[1:]
+    return (
+        x_SD.is_cuda
+        and x_SD.dtype == torch.bfloat16
+        and hasattr(torch, "_grouped_mm")
+        and d % 8 == 0
+        and f % 8 == 0
+        and w2_EFD.shape[1] == f
+    )
+
+
+def _grouped_mm_torch(x_SD: Tensor, w_EDF: Tensor, offsets_E: Tensor, counts_E: Tensor) -> Tensor:
+    return torch._grouped_mm(x_SD.contiguous(), w_EDF.contiguous(), offs=offsets_E)
+
+
+def _grouped_mm_loop(x_SD: Tensor, w_EDF: Tensor, offsets_E: Tensor, counts_E: Tensor) -> Tensor:
+    # Written by hand because no public PyTorch op multiplies ragged segments on a CPU.
+    segments = torch.split(x_SD, counts_E.tolist())
+    return torch.cat([seg @ w_EDF[i] for i, seg in enumerate(segments)], dim=0)

@@ -1,0 +1,407 @@
+"""`AVDiffusion`: the LightningModule that trains the audio-video diffusion transformer on cached latents.
+
+It holds the training step and the optimizer; the model (`AVDiT`) is plain PyTorch, the noise
+path and loss live in `FlowMatching`, and parallelism is applied from `av_model.parallel`.
+
+Reproducibility: the flow noise of each micro-batch comes from a generator seeded by
+`(seed, global_step, micro-batch, rank)`, so a resumed run draws exactly the noise an uninterrupted
+run would have drawn (Lightning does not restore global RNG states).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import grad_norm
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+
+from av_model.dit.config import DiTConfig, get_preset
+from av_model.dit.model import AVDiT
+from av_model.dit.params import count_params
+from av_model.flow import FlowConfig, FlowMatching
+from av_model.parallel import ParallelConfig, apply_parallelism
+from av_model.sampling import SamplerConfig
+
+__all__ = ["AVDiffusion", "OptimizerConfig", "export_generator", "load_generator", "GeneratorBundle"]
+
+EXPORT_FORMAT = "avgen-dit"
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW with linear warm-up and cosine decay.
+
+    Attributes:
+        lr: peak learning rate.
+        betas: AdamW betas (0.95 for the second moment is the usual choice for transformers).
+        weight_decay: decoupled weight decay of matrices (biases, norms and embeddings get none).
+        eps: AdamW epsilon.
+        warmup_steps: optimizer steps of linear warm-up from `lr * warmup_start_factor`.
+        warmup_start_factor: learning-rate factor at step 0.
+        decay_steps: cosine decay length after warm-up; None: to the trainer's last step.
+        min_lr_ratio: the cosine ends at `lr * min_lr_ratio`.
+        fused: fused AdamW kernel; None uses it on CUDA.
+    """
+
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.01
+    eps: float = 1e-8
+    warmup_steps: int = 100
+    warmup_start_factor: float = 0.01
+    decay_steps: int | None = None
+    min_lr_ratio: float = 0.1
+    fused: bool | None = None
+
+    def __post_init__(self) -> None:
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+        if self.lr <= 0:
+            raise ValueError(f"optimizer.lr must be > 0; got {self.lr}.")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"optimizer.betas must be in [0, 1); got {self.betas}.")
+        if self.weight_decay < 0 or self.eps <= 0:
+            raise ValueError(f"need weight_decay >= 0 and eps > 0; got {self.weight_decay}, {self.eps}.")
+        if self.warmup_steps < 0 or not 0.0 < self.warmup_start_factor <= 1.0:
+            raise ValueError(
+                f"need warmup_steps >= 0 and 0 < warmup_start_factor <= 1; got {self.warmup_steps}, "
+                f"{self.warmup_start_factor}."
+            )
+        if self.decay_steps is not None and self.decay_steps < 1:
+            raise ValueError(f"optimizer.decay_steps must be >= 1 or null; got {self.decay_steps}.")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"optimizer.min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio}.")
+
+
+def build_dit_config(preset: str, overrides: dict[str, Any] | None, cache_meta: dict[str, Any]) -> DiTConfig:
+    """The preset with the YAML overrides, its input widths taken from the latent cache."""
+    overrides = dict(overrides or {})
+    from_cache = {
+        "video_channels": int(cache_meta["video"]["latent_dim"]),
+        "audio_channels": int(cache_meta["audio"]["latent_dim"]),
+        "text_dims": tuple(int(d) for d in cache_meta["text"]["dims"]),
+    }
+    for key, value in from_cache.items():
+        given = overrides.get(key)
+        if given is not None and (tuple(given) if isinstance(given, list | tuple) else given) != value:
+            raise ValueError(
+                f"model.overrides.{key}={given} contradicts the latent cache ({value}); the cache decides the "
+                f"input widths, so remove the override."
+            )
+        overrides[key] = value
+    return get_preset(preset, **overrides)
+
+
+def _step_seed(*parts: int) -> int:
+    """A 63-bit seed mixing `parts` (numpy's SeedSequence hashing, so nearby inputs give unrelated seeds)."""
+    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32)
+    return int(state[0]) << 31 | int(state[1]) >> 1
+
+
+class AVDiffusion(L.LightningModule):
+    """Flow-matching training of `AVDiT` on latent-cache batches (see `av_model.latents`).
+
+    Args:
+        preset: DiT size preset (`av_model.dit.config.PRESETS`).
+        overrides: DiTConfig fields changed from the preset (input widths come from the cache).
+        flow: noise process and loss weights.
+        optimizer: AdamW and learning-rate schedule.
+        sampler: sampler used for sample clips at validation and as the default of `avgen sample`.
+        parallel: activation checkpointing, compile, FSDP2 (applied in `configure_model`).
+        seed: seed of the flow noise (the model's initial weights follow `seed_everything`).
+        loss_buckets: noise-level buckets for the per-bucket loss logs.
+        cache_meta: the latent cache's metadata (linked from the data module by the CLI): latent
+            widths and rates, frame geometry, encoders' fingerprints.
+    """
+
+    def __init__(
+        self,
+        preset: str = "debug",
+        overrides: dict[str, Any] | None = None,
+        flow: FlowConfig | None = None,
+        optimizer: OptimizerConfig | None = None,
+        sampler: SamplerConfig | None = None,
+        parallel: ParallelConfig | None = None,
+        seed: int = 0,
+        loss_buckets: int = 4,
+        cache_meta: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if cache_meta is None:
+            raise ValueError(
+                "AVDiffusion needs cache_meta (the latent cache's metadata); the CLI links it from "
+                "`data.cache_dir`; in Python pass `LatentDataModule(...).meta_dict`."
+            )
+        if loss_buckets < 1:
+            raise ValueError(f"loss_buckets must be >= 1; got {loss_buckets}.")
+        flow, optimizer = _as(FlowConfig, flow), _as(OptimizerConfig, optimizer)
+        sampler, parallel = _as(SamplerConfig, sampler), _as(ParallelConfig, parallel)
+        self.save_hyperparameters()
+        # Plain dicts in the checkpoint, so it loads with `torch.load(weights_only=True)` (the default
+        # of torch >= 2.6, which Lightning uses to resume) and without these classes.
+        for key, value in (("flow", flow), ("optimizer", optimizer), ("sampler", sampler), ("parallel", parallel)):
+            self.hparams[key] = asdict(value)
+        self.cache_meta = cache_meta
+        self.dit_config = build_dit_config(preset, overrides, cache_meta)
+        self.model = AVDiT(self.dit_config)
+        self.flow = FlowMatching(flow)
+        self.optim_config, self.sampler_config, self.parallel_config = optimizer, sampler, parallel
+        self.video_rate = float(cache_meta["video"]["latent_rate"])
+        self.audio_rate = float(cache_meta["audio"]["latent_rate"])
+        # Read by callbacks: the last step's losses (NaN guard), FLOPs (throughput), grad norm.
+        self.loss_terms: dict[str, torch.Tensor] = {}
+        self.flops_per_batch = 0
+        self._flops_cache: dict[tuple[int, int], float] = {}
+        self.last_grad_norm: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------------------- counting
+    def tokens_in_batch(self, batch: dict[str, Any]) -> int:
+        """Video plus audio tokens of a batch (what throughput is counted in)."""
+        lay = self.model.layout(tuple(batch["video"].shape), tuple(batch["audio"].shape), self.video_rate,
+                                self.audio_rate)
+        return int(batch["video"].shape[0] * lay.num_tokens)
+
+    def training_flops(self, batch: dict[str, Any]) -> int:
+        """FLOPs of one training step on `batch` (forward + backward), from `count_params` at the
+        batch's token and text lengths: active weights plus self- and cross-attention."""
+        b = int(batch["video"].shape[0])
+        n = self.tokens_in_batch(batch) // b
+        text_len = sum(int(e.shape[1]) for e in batch["text"].embeddings)
+        key = (n, text_len)
+        if key not in self._flops_cache:  # count_params builds the model on the meta device: cache it
+            self._flops_cache[key] = count_params(self.dit_config, seq_len=n, text_len=text_len).flops_per_token
+        return int(b * n * self._flops_cache[key])
+
+    # ---------------------------------------------------------------------------------- steps
+    def _generator(self, *stream: int) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(_step_seed(self.hparams.seed, *stream))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        micro = batch_idx % self.trainer.accumulate_grad_batches
+        gen = self._generator(self.global_step, micro, self.global_rank)
+        out = self.flow.loss(self.model, batch["video"], batch["audio"], batch["text"], self.video_rate,
+                             self.audio_rate, generator=gen)
+        self.flops_per_batch = self.training_flops(batch)
+        terms = {
+            "train/loss": out.loss.detach(),
+            "train/loss_video": out.video_loss.detach(),
+            "train/loss_audio": out.audio_loss.detach(),
+            **{f"train/{k}": v.detach() for k, v in out.aux.losses.items()},
+        }
+        self.loss_terms = terms
+        b = batch["video"].shape[0]
+        self.log("train/loss", terms.pop("train/loss"), prog_bar=True, batch_size=b)
+        self.log_dict(terms, batch_size=b)
+        if self._logging_step():
+            self._log_details(out)
+        return out.loss
+
+    def _logging_step(self) -> bool:
+        return (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0 or self.global_step == 0
+
+    def _log_details(self, out: Any) -> None:
+        """Loss per noise-level bucket and expert load per modality (host syncs: only on logging steps)."""
+        details = {}
+        for key, value in out.by_t_bucket(self.hparams.loss_buckets).items():
+            if not math.isnan(float(value)):  # empty bucket in this batch
+                details[f"loss_by_t/{key}"] = value
+        stats = out.aux.stats
+        if self.dit_config.num_experts > 1:
+            for modality in ("video", "audio"):
+                load = stats[f"moe/load_{modality}"]  # (layers, E), rows sum to 1
+                details[f"moe/imbalance_{modality}"] = (load.amax(-1) * load.shape[-1]).mean()
+                if load.shape[-1] <= 16:
+                    for e, share in enumerate(load.mean(0)):
+                        details[f"moe_load_{modality}/expert_{e:02d}"] = share
+            details["moe/imbalance"] = stats["moe/imbalance"]
+        self.log_dict(details, on_step=True, on_epoch=False)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        # Fixed noise per batch: validation numbers of successive runs differ only by the weights.
+        gen = self._generator(-1, batch_idx, self.global_rank)
+        out = self.flow.loss(self.model, batch["video"], batch["audio"], batch["text"], self.video_rate,
+                             self.audio_rate, generator=gen)
+        b = batch["video"].shape[0]
+        self.log_dict({"val/loss": out.flow_loss, "val/loss_video": out.video_loss, "val/loss_audio": out.audio_loss},
+                      on_epoch=True, sync_dist=True, batch_size=b, prog_bar=False)
+        return out.flow_loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if not grads:
+            return
+        # One fused kernel and no host sync (the NaN guard and the logger read it later); works on
+        # the DTensor gradients of FSDP2 too.
+        self.last_grad_norm = torch.nn.utils.get_total_norm(grads, 2.0)
+        self.log("train/grad_norm", self.last_grad_norm)
+        if self._logging_step() and not _is_sharded(grads):
+            # Per-module norms from Lightning's grad_norm, summed per block for a readable log.
+            per_param = grad_norm(self.model, norm_type=2)
+            groups: dict[str, float] = defaultdict(float)
+            for name, value in per_param.items():
+                if name.endswith("_total"):
+                    continue
+                parts = name.split("/", 1)[-1].split(".")
+                key = ".".join(parts[:2]) if parts[0] == "blocks" else parts[0]
+                groups[key] += float(value) ** 2
+            self.log_dict({f"grad_norm/{k}": math.sqrt(v) for k, v in groups.items()}, on_step=True, on_epoch=False)
+
+    # ------------------------------------------------------------------------- optimization
+    def configure_optimizers(self) -> dict[str, Any]:
+        cfg = self.optim_config
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            # Matrices decay; biases, norms, embeddings and router offsets do not (they set scales
+            # and offsets whose size is meaningful, not capacity to regularize).
+            leaf = name.rsplit(".", 1)[-1]
+            (no_decay if p.ndim < 2 or "modality" in leaf or leaf.startswith("router_bias") else decay).append(p)
+        fused = cfg.fused if cfg.fused is not None else self.device.type == "cuda"
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused,
+        )
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
+        decay_steps = cfg.decay_steps or max(1, total - cfg.warmup_steps)
+        cosine = CosineAnnealingLR(opt, T_max=decay_steps, eta_min=cfg.lr * cfg.min_lr_ratio)
+        if cfg.warmup_steps > 0:
+            warmup = LinearLR(opt, start_factor=cfg.warmup_start_factor, total_iters=cfg.warmup_steps)
+            scheduler: Any = SequentialLR(opt, [warmup, cosine], milestones=[cfg.warmup_steps])
+        else:
+            scheduler = cosine
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_model(self) -> None:
+        """Apply checkpointing/compile (any strategy) and FSDP2 (ModelParallelStrategy) from `parallel`."""
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        mesh = self.device_mesh if isinstance(strategy, ModelParallelStrategy) else None
+        cfg = self.parallel_config
+        if mesh is not None or cfg.activation_checkpointing != "none" or cfg.compile:
+            apply_parallelism(self.model, cfg, mesh)
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """Callbacks the model needs to train correctly, whatever the config says."""
+        from av_model.callbacks import RouterBiasUpdate
+
+        return [RouterBiasUpdate()] if self.dit_config.num_experts > 1 and self.dit_config.balance == "bias" else []
+
+    # -------------------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Plain-data copies so `load_generator` can rebuild the model without the training config.
+        checkpoint["avgen"] = {"dit_config": self.dit_config.to_dict(), "cache_meta": self.cache_meta,
+                               "sampler": asdict(self.sampler_config)}
+
+
+def _as(cls: type, value: Any) -> Any:
+    """`value` as an instance of the dataclass `cls` (None: defaults; a dict: its fields)."""
+    if value is None:
+        return cls()
+    if isinstance(value, dict):
+        return cls(**value)
+    if not isinstance(value, cls):
+        raise TypeError(f"expected {cls.__name__}, a dict of its fields, or None; got {type(value).__name__}.")
+    return value
+
+
+def _is_sharded(tensors: list[torch.Tensor]) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(t, DTensor) for t in tensors)
+
+
+# ------------------------------------------------------------------------------ loading for sampling
+@dataclass
+class GeneratorBundle:
+    """A generator ready for sampling and what it was trained on.
+
+    Attributes:
+        model: `AVDiT` in eval mode (EMA weights when the checkpoint had them).
+        cache_meta: the latent cache's metadata (geometry, rates, encoders, fingerprints).
+        sampler: the sampler config stored with the model.
+        sha256: hash of the checkpoint file.
+        path: the checkpoint file.
+    """
+
+    model: AVDiT
+    cache_meta: dict[str, Any]
+    sampler: SamplerConfig
+    sha256: str
+    path: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_generator(path: str | Path, map_location: str | torch.device = "cpu") -> GeneratorBundle:
+    """Load a generator from a Lightning checkpoint (`.ckpt`) or an exported file (`export_generator`).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is neither (the message says what it holds).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; train with `avgen fit` (writes final.ckpt).")
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path} is not a generator checkpoint (it holds a {type(ckpt).__name__}).")
+    if ckpt.get("format") == EXPORT_FORMAT:
+        info, state = ckpt, ckpt["state_dict"]
+    elif "avgen" in ckpt and "state_dict" in ckpt:
+        info = ckpt["avgen"]
+        prefix = "model."
+        state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    else:
+        raise ValueError(
+            f"{path} is neither an `avgen fit` checkpoint nor an exported generator (keys: {sorted(ckpt)[:8]})."
+        )
+    cfg = DiTConfig.from_dict(info["dit_config"])
+    model = AVDiT(cfg)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not fit the stored config (missing {missing[:5]}, unexpected "
+                         f"{unexpected[:5]}).")
+    model.to(map_location).eval().requires_grad_(False)
+    return GeneratorBundle(model=model, cache_meta=info["cache_meta"], sampler=SamplerConfig(**info["sampler"]),
+                           sha256=_file_sha256(path), path=path)
+
+
+def export_generator(source: str | Path | AVDiffusion, out: str | Path) -> Path:
+    """Write the sampling weights (EMA when present), config and cache metadata to one file.
+
+    Args:
+        source: a checkpoint path or a module (whose current weights are written).
+        out: destination `.pt` file (written atomically).
+    """
+    if isinstance(source, AVDiffusion):
+        state = {k: v.detach().cpu() for k, v in source.model.state_dict().items()}
+        info = {"dit_config": source.dit_config.to_dict(), "cache_meta": source.cache_meta,
+                "sampler": asdict(source.sampler_config)}
+    else:
+        bundle = load_generator(source)
+        state = bundle.model.state_dict()
+        info = {"dit_config": bundle.model.cfg.to_dict(), "cache_meta": bundle.cache_meta,
+                "sampler": asdict(bundle.sampler)}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    torch.save({"format": EXPORT_FORMAT, "version": 1, "state_dict": state, **info}, tmp)
+    tmp.replace(out)
+    return out

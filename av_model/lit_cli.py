@@ -1,0 +1,143 @@
+"""`avgen fit` and `avgen validate`: LightningCLI over `AVDiffusion` and `LatentDataModule`.
+
+    avgen fit -c configs/dit/tiny_moe.yaml [--trainer.max_steps 2000] [--data.cache_dir runs/cache]
+    avgen fit -c configs/dit/tiny_moe.yaml --ckpt_path last          # resume the run in default_root_dir
+    avgen validate -c configs/dit/tiny_moe.yaml --ckpt_path runs/dit/tiny_moe/final.ckpt
+
+Besides `trainer`, `model` and `data`, a config has one section per built-in callback: `checkpoint`
+(ModelCheckpoint, into `<default_root_dir>/checkpoints`, `last.ckpt` always kept), `ema`,
+`throughput`, `nan_guard` and `samples`. The cache's metadata is linked into the model
+(`model.cache_meta`), so widths and latent rates always match the data. A finished fit writes
+`<default_root_dir>/final.ckpt` (EMA weights, no optimizer state), which `avgen sample` reads.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import Namespace
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from av_model.callbacks import EMA, NaNGuard, NonFiniteLossError, SampleWriter, ThroughputMFU
+from av_model.latents import LatentDataModule
+from av_model.lit import AVDiffusion
+
+__all__ = ["AVLightningCLI", "fit_main", "load_config", "validate_main"]
+
+FINAL_CHECKPOINT = "final.ckpt"
+
+
+def _checkpoint_dir(root: str | None) -> str:
+    return str(Path(root or ".") / "checkpoints")
+
+
+class AVLightningCLI(LightningCLI):
+    """LightningCLI with the project's callbacks as config sections and the cache linked into the model."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({
+            "checkpoint.save_last": True,
+            "checkpoint.every_n_train_steps": 500,
+            "checkpoint.save_top_k": -1,
+            "checkpoint.filename": "step{step:07d}",
+            "checkpoint.auto_insert_metric_name": False,
+        })
+        parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=_checkpoint_dir)
+        parser.add_lightning_class_args(EMA, "ema")
+        parser.add_lightning_class_args(ThroughputMFU, "throughput")
+        parser.add_lightning_class_args(NaNGuard, "nan_guard")
+        parser.add_lightning_class_args(SampleWriter, "samples")
+        parser.link_arguments("data.meta_dict", "model.cache_meta", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config.trainer
+        # A CSV log by default, next to the checkpoints: plain files that every tool can read.
+        if trainer.logger is None or trainer.logger is True:
+            trainer.logger = Namespace(
+                class_path="lightning.pytorch.loggers.CSVLogger",
+                init_args=Namespace(save_dir=trainer.default_root_dir or ".", name="logs"),
+            )
+
+    def after_fit(self) -> None:
+        root = Path(self.trainer.default_root_dir)
+        # Collective under sharded strategies, so every rank calls it; rank 0 writes the file.
+        self.trainer.save_checkpoint(root / FINAL_CHECKPOINT, weights_only=True)
+        if self.trainer.is_global_zero:
+            print(f"final weights (EMA when enabled): {root / FINAL_CHECKPOINT}", file=sys.stderr)
+
+
+def _cli(args: list[str], **kwargs: Any) -> AVLightningCLI:
+    return AVLightningCLI(
+        AVDiffusion,
+        LatentDataModule,
+        args=args,
+        seed_everything_default=0,
+        auto_configure_optimizers=False,
+        save_config_kwargs={"overwrite": True},
+        # The bucketing sampler splits data across ranks itself (Lightning would replace it).
+        trainer_defaults={"use_distributed_sampler": False},
+        parser_kwargs={"default_env": False},
+        **kwargs,
+    )
+
+
+def _apply_thread_limit() -> None:
+    # `avgen demo` runs two trainings side by side with one thread each.
+    threads = os.environ.get("AVGEN_NUM_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
+
+
+def _run(subcommand: str, argv: list[str]) -> int:
+    _apply_thread_limit()
+    try:
+        _cli([subcommand, *argv])
+    except NonFiniteLossError as err:
+        print(f"avgen {subcommand}: training stopped: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def fit_main(argv: list[str] | None = None) -> int:
+    """Entry point of `avgen fit`."""
+    return _run("fit", list(sys.argv[1:] if argv is None else argv))
+
+
+def validate_main(argv: list[str] | None = None) -> int:
+    """Entry point of `avgen validate`."""
+    return _run("validate", list(sys.argv[1:] if argv is None else argv))
+
+
+class _ParseOnlyCLI(AVLightningCLI):
+    """Parses and validates a config without building the model or touching data."""
+
+    def before_instantiate_classes(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+
+def load_config(path: str | Path, *overrides: str) -> Namespace:
+    """Parse and type-check a `configs/dit/*.yaml` file as `avgen fit -c PATH` would (nothing is built).
+
+    Raises:
+        SystemExit: the config is invalid (jsonargparse prints what is wrong).
+    """
+    cli = _ParseOnlyCLI(
+        AVDiffusion, LatentDataModule, args=["-c", str(path), *overrides], run=False, seed_everything_default=0,
+        auto_configure_optimizers=False, save_config_callback=None, parser_kwargs={"default_env": False},
+    )
+    return cli.config
+
+
+if __name__ == "__main__":
+    sys.exit(fit_main())

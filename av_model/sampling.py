@@ -1,0 +1,228 @@
+"""ODE samplers for the joint audio-video flow: Euler and Heun, per-modality guidance, four tasks.
+
+Convention as in `av_model.flow`: t = 1 noise, t = 0 data, velocity = eps - x_0; integration runs
+from t = 1 to t = 0 over a shifted grid.
+
+Tasks:
+  * "t2av": both modalities from noise.
+  * "v2a": the video is given; its latents stay fixed and its time stays 0 (clean) throughout.
+  * "a2v": the audio is given, likewise.
+  * "extend": the first `extend_seconds` of both modalities are given. Those latent frames are
+    held clean with per-frame times (t = 0 on the prefix, the current t elsewhere), exactly the
+    situation the model is trained on with `FlowConfig.p_prefix`; they are never updated.
+
+Classifier-free guidance runs the conditional and unconditional passes as one batch of 2B, with a
+separate scale per modality: v = v_uncond + s_m * (v_cond - v_uncond).
+
+Noise is drawn from a CPU generator seeded by `seed`, so a seed gives the same clip on any device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from av_model.flow import resolution_shift, time_shift
+from av_model.text.batch import TextBatch
+
+Task = Literal["t2av", "v2a", "a2v", "extend"]
+TASKS = ("t2av", "v2a", "a2v", "extend")
+
+
+@dataclass
+class SamplerConfig:
+    """How to integrate the flow.
+
+    Attributes:
+        steps: number of solver steps (model calls: steps for Euler, about 2 * steps for Heun).
+        solver: "euler" or "heun" (second order; its last step is Euler because t = 0 is an endpoint).
+        guidance_video, guidance_audio: classifier-free guidance scale per modality (1 = none).
+        shift: fixed shift of the time grid; None uses the same token-count rule as training.
+        shift_base_tokens, shift_exponent: that rule (see `FlowConfig`).
+        progress: show a progress bar over the steps.
+    """
+
+    steps: int = 25
+    solver: Literal["euler", "heun"] = "euler"
+    guidance_video: float = 3.0
+    guidance_audio: float = 3.0
+    shift: float | None = None
+    shift_base_tokens: int = 256
+    shift_exponent: float = 0.5
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"SamplerConfig.steps must be >= 1; got {self.steps}.")
+        if self.solver not in ("euler", "heun"):
+            raise ValueError(f"SamplerConfig.solver must be 'euler' or 'heun'; got {self.solver!r}.")
+        if self.guidance_video < 0 or self.guidance_audio < 0:
+            raise ValueError(
+                f"guidance scales must be >= 0 (1 = no guidance); got {self.guidance_video}, {self.guidance_audio}."
+            )
+        if self.shift is not None and self.shift <= 0:
+            raise ValueError(f"SamplerConfig.shift must be > 0 or None; got {self.shift}.")
+
+    def time_grid(self, num_tokens: int) -> Tensor:
+        """(steps + 1,) decreasing times from 1 to 0."""
+        shift = self.shift if self.shift is not None else resolution_shift(
+            num_tokens, self.shift_base_tokens, self.shift_exponent)
+        return time_shift(torch.linspace(1.0, 0.0, self.steps + 1, dtype=torch.float64), shift).float()
+
+
+@torch.no_grad()
+def sample(
+    model: nn.Module,
+    text: TextBatch,
+    *,
+    video_shape: Sequence[int],
+    audio_shape: Sequence[int],
+    video_rate: float,
+    audio_rate: float,
+    config: SamplerConfig | None = None,
+    task: Task = "t2av",
+    video_cond: Tensor | None = None,
+    audio_cond: Tensor | None = None,
+    extend_seconds: float | None = None,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """Generate normalized video and audio latents.
+
+    Args:
+        model: an `AVDiT`; it is run in eval mode (its mode is restored afterwards).
+        text: B samples of text conditioning (on any device; moved to the model's).
+        video_shape: (B, C_v, T_v, H_v, W_v) of the latents to generate.
+        audio_shape: (B, C_a, T_a).
+        video_rate, audio_rate: latent frames per second of each modality.
+        config: `SamplerConfig` (defaults if None).
+        task: "t2av", "v2a", "a2v" or "extend".
+        video_cond: normalized video latents, required for "v2a" (full shape) and "extend" (at
+            least the frames of the first `extend_seconds`).
+        audio_cond: normalized audio latents, required for "a2v" and "extend", likewise.
+        extend_seconds: length of the given prefix for "extend".
+        seed: noise seed; the same seed gives the same result.
+
+    Returns:
+        (video (B, C_v, T_v, H_v, W_v), audio (B, C_a, T_a)) latents at t = 0, given parts unchanged.
+    """
+    # 1. Check inputs.
+    config = config or SamplerConfig()
+    video_shape, audio_shape = tuple(int(s) for s in video_shape), tuple(int(s) for s in audio_shape)
+    _check(text, video_shape, audio_shape, video_rate, audio_rate, task, video_cond, audio_cond, extend_seconds)
+    param = next(model.parameters())
+    device, b = param.device, video_shape[0]
+    text = text.to(device)
+    # 2. Prepare latents: seeded noise, then the given frames written in and frozen.
+    gen = torch.Generator("cpu").manual_seed(seed)
+    x_v = torch.randn(video_shape, generator=gen).to(device)  # (B, C_v, T_v, H_v, W_v)
+    x_a = torch.randn(audio_shape, generator=gen).to(device)  # (B, C_a, T_a)
+    known_v, known_a = _known_frames(task, video_shape[2], audio_shape[2], video_rate, audio_rate, extend_seconds)
+    _check_cond("video_cond", video_cond, video_shape, task, int(known_v.sum()))
+    _check_cond("audio_cond", audio_cond, audio_shape, task, int(known_a.sum()))
+    known_v, known_a = known_v.to(device), known_a.to(device)
+    # Given frames always form a prefix (all frames for v2a/a2v, the first seconds for extend).
+    if video_cond is not None and bool(known_v.any()):
+        k = int(known_v.sum())
+        x_v[:, :, :k] = video_cond[:, :, :k].to(device, x_v.dtype)
+    if audio_cond is not None and bool(known_a.any()):
+        k = int(known_a.sum())
+        x_a[:, :, :k] = audio_cond[:, :, :k].to(device, x_a.dtype)
+    per_frame = task == "extend"
+    # 3. Time grid and guidance setup.
+    inner = model.module if hasattr(model, "module") else model
+    n_tokens = inner.layout(video_shape, audio_shape, video_rate, audio_rate).num_tokens \
+        if hasattr(inner, "layout") else video_shape[2] * video_shape[3] * video_shape[4] + audio_shape[2]
+    ts = config.time_grid(n_tokens).tolist()
+    guided = config.guidance_video != 1.0 or config.guidance_audio != 1.0
+    text_in = TextBatch.cat([text, text.null_like()]) if guided else text
+
+    def velocity(xv: Tensor, xa: Tensor, t: float) -> tuple[Tensor, Tensor]:
+        tv = torch.full((b, video_shape[2]), t, device=device) * ~known_v  # (B, T_v), 0 on given frames
+        ta = torch.full((b, audio_shape[2]), t, device=device) * ~known_a  # (B, T_a)
+        if not per_frame:  # whole modalities are either given (t = 0) or at time t
+            tv, ta = tv[:, 0], ta[:, 0]
+        reps = 2 if guided else 1
+        out = model(xv.repeat(reps, *[1] * (xv.dim() - 1)), xa.repeat(reps, 1, 1), tv.repeat(reps, *[1] * (tv.dim() - 1)),
+                    ta.repeat(reps, *[1] * (ta.dim() - 1)), text_in, video_rate, audio_rate)
+        vv, va = out.video.float(), out.audio.float()
+        if guided:
+            (vc, vu), (ac, au) = vv.chunk(2), va.chunk(2)
+            vv = vu + config.guidance_video * (vc - vu)
+            va = au + config.guidance_audio * (ac - au)
+        # Given frames never move.
+        return vv * ~known_v[None, None, :, None, None], va * ~known_a[None, None, :]
+
+    # 4. Denoising loop.
+    was_training = model.training
+    model.eval()
+    steps = range(config.steps)
+    if config.progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc=f"sampling ({task}, {config.solver})", unit="step")
+    try:
+        for i in steps:
+            t, t_next = ts[i], ts[i + 1]
+            dv, da = velocity(x_v, x_a, t)
+            xv_next, xa_next = x_v + (t_next - t) * dv, x_a + (t_next - t) * da
+            if config.solver == "heun" and t_next > 0:
+                dv2, da2 = velocity(xv_next, xa_next, t_next)
+                xv_next = x_v + (t_next - t) * 0.5 * (dv + dv2)
+                xa_next = x_a + (t_next - t) * 0.5 * (da + da2)
+            x_v, x_a = xv_next, xa_next
+    finally:
+        model.train(was_training)
+    return x_v, x_a
+
+
+def _known_frames(task: str, tv: int, ta: int, video_rate: float, audio_rate: float,
+                  extend_seconds: float | None) -> tuple[Tensor, Tensor]:
+    """(T_v,), (T_a,) bool masks of the given latent frames."""
+    if task == "v2a":
+        return torch.ones(tv, dtype=torch.bool), torch.zeros(ta, dtype=torch.bool)
+    if task == "a2v":
+        return torch.zeros(tv, dtype=torch.bool), torch.ones(ta, dtype=torch.bool)
+    if task == "extend":
+        # A latent frame is given when its centre lies inside the prefix (as in training).
+        centre_v = (torch.arange(tv, dtype=torch.float64) + 0.5) / video_rate
+        centre_a = (torch.arange(ta, dtype=torch.float64) + 0.5) / audio_rate
+        return centre_v < extend_seconds, centre_a < extend_seconds
+    return torch.zeros(tv, dtype=torch.bool), torch.zeros(ta, dtype=torch.bool)
+
+
+def _check(text: TextBatch, video_shape: tuple[int, ...], audio_shape: tuple[int, ...], video_rate: float,
+           audio_rate: float, task: str, video_cond: Tensor | None, audio_cond: Tensor | None,
+           extend_seconds: float | None) -> None:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}.")
+    if len(video_shape) != 5 or len(audio_shape) != 3:
+        raise ValueError(
+            f"video_shape must be (B, C, T, H, W) and audio_shape (B, C, T); got {video_shape}, {audio_shape}."
+        )
+    if not video_shape[0] == audio_shape[0] == text.batch_size:
+        raise ValueError(
+            f"batch sizes differ: video {video_shape[0]}, audio {audio_shape[0]}, text {text.batch_size}."
+        )
+    if video_rate <= 0 or audio_rate <= 0:
+        raise ValueError(f"latent rates must be positive; got {video_rate}, {audio_rate}.")
+    duration = min(video_shape[2] / video_rate, audio_shape[2] / audio_rate)
+    if task == "extend" and (extend_seconds is None or not 0 < extend_seconds < duration):
+        raise ValueError(
+            f"task 'extend' needs 0 < extend_seconds < the clip length ({duration:.3f} s); got {extend_seconds}."
+        )
+
+
+def _check_cond(name: str, cond: Tensor | None, shape: tuple[int, ...], task: str, frames: int) -> None:
+    """`cond` must hold at least `frames` latent frames of a tensor shaped like `shape`."""
+    if frames == 0:
+        return
+    if cond is None:
+        raise ValueError(f"task {task!r} needs {name} (normalized latents of the given modality).")
+    if cond.dim() != len(shape) or tuple(cond.shape[:2]) != shape[:2] or tuple(cond.shape[3:]) != shape[3:]:
+        raise ValueError(f"{name} must have shape {shape} (time may be shorter for 'extend'); got {tuple(cond.shape)}.")
+    if cond.shape[2] < frames:
+        raise ValueError(f"{name} has {cond.shape[2]} latent frames but task {task!r} needs at least {frames}.")

@@ -1,0 +1,232 @@
+"""`avgen vae`: train the video autoencoder, encode and decode files, inspect a trained one.
+
+    avgen vae fit -c configs/vae/small.yaml [--data.manifest M] [--trainer.max_steps N] [--ckpt_path last]
+    avgen vae validate -c configs/vae/small.yaml --ckpt_path PATH
+    avgen vae encode IN.mp4 OUT.safetensors --vae runs/vae/small/vae.pt
+    avgen vae decode IN.safetensors OUT.mp4 --vae runs/vae/small/vae.pt
+    avgen vae info runs/vae/small/vae.pt
+    avgen vae presets
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+USAGE = """usage: avgen vae <command> [options]
+
+Video autoencoder (Movie Gen-style factorized temporal VAE).
+
+commands:
+  fit       train with Lightning from a YAML config: avgen vae fit -c configs/vae/small.yaml [overrides]
+            (writes <trainer.default_root_dir>/vae.pt; resume with --ckpt_path last)
+  validate  reconstruction metrics (L1, PSNR, SSIM) of a checkpoint on the validation split
+  encode    encode the video of a media file into a latent .safetensors file
+  decode    decode a latent .safetensors file into an mp4
+  info      print the architecture, fingerprint, latent statistics and training record of a vae.pt
+  presets   list the named architectures with their sizes
+
+Run `avgen vae <command> --help` for the options of one command."""
+
+
+def _lightning(subcommand: str, argv: list[str]) -> int:
+    from lightning.pytorch.cli import LightningCLI
+
+    from .data import VideoClipDataModule
+    from .lit import VideoAutoencoderModule
+
+    class VAECLI(LightningCLI):
+        """Ties the checkpoint folder and the CSV logs to `trainer.default_root_dir`.
+
+        A fixed `dirpath` in YAML would ignore `--trainer.default_root_dir`, and Lightning's
+        default puts checkpoints under a new `version_N` folder each run, where `--ckpt_path last`
+        cannot find the previous run's.
+        """
+
+        def before_instantiate_classes(self) -> None:
+            cfg = self.config[self.subcommand] if self.subcommand else self.config
+            root = Path(cfg.trainer.default_root_dir or ".")
+            for cb in cfg.trainer.callbacks or []:
+                if str(cb.class_path).endswith("ModelCheckpoint") and cb.init_args.get("dirpath") is None:
+                    cb.init_args.dirpath = str(root / "checkpoints")
+            if cfg.trainer.logger in (None, True):
+                from jsonargparse import Namespace
+
+                cfg.trainer.logger = Namespace(
+                    class_path="lightning.pytorch.loggers.CSVLogger",
+                    init_args=Namespace(save_dir=str(root), name="logs"),
+                )
+
+    saved_argv = sys.argv
+    # LightningCLI warns when it gets `args` while sys.argv also holds arguments (here: avgen's own).
+    sys.argv = sys.argv[:1]
+    try:
+        with warnings.catch_warnings():
+            # Checkpoints hold the state after the step; with manual optimization Lightning warns about it.
+            warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
+            VAECLI(
+                VideoAutoencoderModule,
+                VideoClipDataModule,
+                args=[subcommand, *argv],
+                seed_everything_default=0,
+                save_config_kwargs={"overwrite": True},
+                parser_kwargs={"prog": f"avgen vae {subcommand}", "description": "Train the video autoencoder."},
+            )
+    finally:
+        sys.argv = saved_argv
+    return 0
+
+
+def _chunk_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("chunking (bounded memory for long or large clips)")
+    g.add_argument("--chunk-frames", type=int, default=32,
+                   help="frames per temporal window, a multiple of the temporal compression (default 32)")
+    g.add_argument("--overlap-frames", type=int, default=8,
+                   help="frames shared by neighbouring windows, blended (default 8)")
+    g.add_argument("--tile-size", type=int, default=None,
+                   help="pixels per spatial tile, a multiple of the spatial compression (default: whole frames)")
+    g.add_argument("--tile-overlap", type=int, default=32, help="pixels shared by neighbouring tiles (default 32)")
+    g.add_argument("--no-chunking", action="store_true", help="process the whole clip at once")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _chunks(args: argparse.Namespace):  # -> ChunkConfig | None
+    from .config import ChunkConfig
+
+    if args.no_chunking:
+        return None
+    return ChunkConfig(args.chunk_frames, args.overlap_frames, args.tile_size, args.tile_overlap)
+
+
+def _encode(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="avgen vae encode",
+        description="Encode the video of a media file into latents (safetensors: 'latent' (C, T', H', W') "
+        "plus metadata to restore the clip). Clips whose frame count or size the autoencoder cannot take "
+        "are padded by repeating the last frame and edge pixels; decoding crops the padding.",
+    )
+    p.add_argument("input", help="video file (mp4, mkv, webm, ...)")
+    p.add_argument("output", help="latent file to write (.safetensors)")
+    p.add_argument("--vae", required=True, help="trained autoencoder (vae.pt from `avgen vae fit`)")
+    p.add_argument("--fps", type=float, default=None, help="resample to this frame rate (default: the file's)")
+    p.add_argument("--size", type=int, nargs="+", default=None, metavar="PX",
+                   help="scale and centre-crop to H W (or one number for a square); default: the file's size")
+    p.add_argument("--start", type=float, default=0.0, help="seconds from the start of the file (default 0)")
+    p.add_argument("--duration", type=float, default=None, help="seconds to encode (default: to the end)")
+    p.add_argument("--normalize", action="store_true",
+                   help="store normalized latents (per-channel zero mean, unit std), as the generator sees them")
+    _chunk_args(p)
+    args = p.parse_args(argv)
+    size = None
+    if args.size is not None:
+        if len(args.size) not in (1, 2):
+            p.error("--size takes one number (a square) or two (H W)")
+        size = args.size[0] if len(args.size) == 1 else (args.size[0], args.size[1])
+
+    from .files import encode_file
+    from .io import load_video_autoencoder
+
+    try:
+        vae = load_video_autoencoder(args.vae)
+        shape = encode_file(
+            args.input, args.output, vae, fps=args.fps, size=size, start=args.start, duration=args.duration,
+            chunks=_chunks(args), normalize=args.normalize, device=args.device, progress=not args.quiet,
+        )
+    except (FileNotFoundError, ValueError) as err:  # MediaError and VAECheckpointError are ValueErrors
+        print(f"avgen vae encode: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.output}: latent {tuple(shape)}")
+    return 0
+
+
+def _decode(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="avgen vae decode",
+        description="Decode a latent file from `avgen vae encode` (or any safetensors holding 'latent' "
+        "(C, T', H', W')) into an H.264 mp4.",
+    )
+    p.add_argument("input", help="latent file (.safetensors)")
+    p.add_argument("output", help="video file to write (.mp4)")
+    p.add_argument("--vae", required=True, help="the autoencoder that encoded the latents (vae.pt)")
+    p.add_argument("--fps", type=float, default=None, help="output frame rate (default: recorded in the file, else 16)")
+    p.add_argument("--audio-from", default=None, help="mux the audio of this media file (from 0 s) into the output")
+    _chunk_args(p)
+    args = p.parse_args(argv)
+
+    from .files import decode_file
+    from .io import load_video_autoencoder
+
+    try:
+        vae = load_video_autoencoder(args.vae)
+        shape = decode_file(
+            args.input, args.output, vae, fps=args.fps, chunks=_chunks(args), audio_from=args.audio_from,
+            device=args.device, progress=not args.quiet,
+        )
+    except (FileNotFoundError, ValueError) as err:
+        print(f"avgen vae decode: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.output}: {shape[0]} frames of {shape[1]}x{shape[2]}")
+    return 0
+
+
+def _info(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="avgen vae info", description="Describe a trained autoencoder file.")
+    p.add_argument("vae", help="vae.pt")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    args = p.parse_args(argv)
+    from .io import load_video_autoencoder
+
+    try:
+        vae = load_video_autoencoder(args.vae)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"avgen vae info: {err}", file=sys.stderr)
+        return 1
+    info = {
+        "path": str(args.vae),
+        "fingerprint": vae.fingerprint,
+        "parameters": sum(p.numel() for p in vae.parameters()),
+        "config": vae.config.to_dict(),
+        "latent_stats_set": vae.has_latent_stats,
+        "latent_mean": [round(v, 5) for v in vae.latent_mean.tolist()],
+        "latent_std": [round(v, 5) for v in vae.latent_std.tolist()],
+        "metadata": vae.metadata,
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            print(f"{key:>16}: {value}")
+    return 0
+
+
+def _presets(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="avgen vae presets", description="List the named architectures.")
+    p.parse_args(argv)
+    from .config import PRESETS
+    from .model import VideoAutoencoder
+
+    print(f"{'preset':<14} {'tc':>3} {'sc':>3} {'ch':>3}  {'params':>9}  levels")
+    for name, cfg in PRESETS.items():
+        n = sum(q.numel() for q in VideoAutoencoder(cfg).parameters())
+        print(f"{name:<14} {cfg.temporal_compression:>3} {cfg.spatial_compression:>3} "
+              f"{cfg.latent_channels:>3}  {n / 1e6:>8.2f}M  {list(cfg.channels)}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of `avgen vae`."""
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command in ("fit", "validate"):
+        return _lightning(command, rest)
+    handlers = {"encode": _encode, "decode": _decode, "info": _info, "presets": _presets}
+    if command not in handlers:
+        print(f"avgen vae: unknown command {command!r}.\n\n{USAGE}", file=sys.stderr)
+        return 2
+    return handlers[command](rest)

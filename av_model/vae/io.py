@@ -1,0 +1,122 @@
+"""Saving and loading a trained video autoencoder as one `.pt` file, and its fingerprint.
+
+The file is a dict of plain Python values and tensors, so it loads with
+`torch.load(weights_only=True)` (no pickled code runs):
+
+    {"format": "avgen.video_autoencoder", "version": 1, "config": VAEConfig.to_dict(),
+     "state_dict": {...}, "fingerprint": "...", "metadata": {...}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import VAEConfig
+from .model import VideoAutoencoder
+
+FORMAT = "avgen.video_autoencoder"
+VERSION = 1
+
+
+class VAECheckpointError(ValueError):
+    """A file that is not a readable video autoencoder of this project; the message says why and what to do."""
+
+
+def fingerprint(model: VideoAutoencoder) -> str:
+    """sha256 (first 16 hex characters) of the config, every weight and the latent statistics.
+
+    Two autoencoders with equal fingerprints produce the same latents, so latent caches and
+    encoded files record it and refuse latents from another autoencoder.
+    """
+    h = hashlib.sha256()
+    h.update(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        # Viewing as bytes hashes bf16 and bool tensors too (numpy has no bf16).
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def save_video_autoencoder(model: VideoAutoencoder, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None) -> Path:
+    """Write `model` to `path` atomically (a half-written file never replaces a good one)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": model.config.to_dict(),
+        "state_dict": {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()},
+        "fingerprint": fingerprint(model),
+        "metadata": dict(metadata or {}),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_video_autoencoder(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> VideoAutoencoder:
+    """Read a file written by `VideoAutoencoder.save` (e.g. `<default_root_dir>/vae.pt` after `avgen vae fit`).
+
+    The model is returned in eval mode on `map_location`.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        VAECheckpointError: the file is not a video autoencoder of this project, is corrupt, or
+            its weights do not fit its declared architecture.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no video autoencoder at {path}; train one with `avgen vae fit -c configs/vae/small.yaml` "
+            f"(it writes <trainer.default_root_dir>/vae.pt) or pass the right --vae path."
+        )
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises many types for foreign or truncated files
+        hint = ""
+        if path.suffix == ".ckpt":
+            hint = (
+                " This looks like a Lightning training checkpoint: resume it with `avgen vae fit ... "
+                "--ckpt_path PATH`; the autoencoder file is <trainer.default_root_dir>/vae.pt."
+            )
+        raise VAECheckpointError(f"{path} is not a readable video autoencoder file ({err.__class__.__name__}: {err}).{hint}") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format", "no 'format' key") if isinstance(payload, dict) else type(payload).__name__
+        hint = ""
+        if isinstance(payload, dict) and "pytorch-lightning_version" in payload:
+            hint = " It is a Lightning training checkpoint; the autoencoder file is <trainer.default_root_dir>/vae.pt."
+        raise VAECheckpointError(
+            f"{path} is not a video autoencoder file (format: {found}; expected {FORMAT!r}).{hint}"
+        )
+    if payload.get("version") != VERSION:
+        raise VAECheckpointError(
+            f"{path} has video autoencoder file version {payload.get('version')}; this code reads version {VERSION}."
+        )
+    try:
+        config = VAEConfig.from_dict(payload["config"])
+    except (TypeError, ValueError, KeyError) as err:
+        raise VAECheckpointError(f"{path} declares an architecture this code cannot build: {err}") from err
+    model = VideoAutoencoder(config)
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except (RuntimeError, KeyError) as err:
+        raise VAECheckpointError(
+            f"{path} holds weights of another architecture than its config declares "
+            f"(was it written by another version of this code?): {err}"
+        ) from err
+    stored = payload.get("fingerprint")
+    actual = fingerprint(model)
+    if stored is not None and stored != actual:
+        raise VAECheckpointError(f"{path} is corrupt: its fingerprint is {stored} but its weights hash to {actual}.")
+    model.metadata = dict(payload.get("metadata") or {})
+    return model.to(map_location).eval()

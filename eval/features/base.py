@@ -1,0 +1,169 @@
+"""The feature-extractor interface and the batched extraction loop.
+
+An extractor has two halves:
+
+- a picklable `Preprocessor` that turns one clip record into a tensor of "units" (U, ...): I3D
+  windows, VGGish log-mel examples, audio windows, frames. It runs in DataLoader worker processes,
+  so decoding and resampling overlap with the network;
+- `embed`, which turns a batch of units (B, ...) into features (B, D) on the extractor's device.
+
+`extract_features` runs both over a set with a progress bar and returns the features with the
+index of the clip each row came from (a clip may give several rows: audio frames).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from eval.reader import EvalInputError
+from eval.sets import ClipRecord
+
+__all__ = ["Preprocessor", "FeatureExtractor", "Features", "extract_features"]
+
+
+class Preprocessor(ABC):
+    """Turns a clip into the units its extractor embeds; must be picklable (runs in workers)."""
+
+    @abstractmethod
+    def __call__(self, record: ClipRecord) -> torch.Tensor:
+        """Units (U, ...) of one clip."""
+
+
+class FeatureExtractor(ABC):
+    """A frozen network (or codec) that embeds clips.
+
+    Attributes:
+        name: short name for reports ("i3d", "vggish", ...).
+        weight_hash: hash of the weights in use (`weights_hash`).
+        preprocessor: the clip -> units transform.
+        device: where `embed` runs.
+    """
+
+    name: str
+    weight_hash: str
+    preprocessor: Preprocessor
+    device: torch.device
+
+    @abstractmethod
+    def embed(self, units: torch.Tensor) -> torch.Tensor:
+        """Features (B, D) of units (B, ...), or (B, K, D) when each unit gives K rows (frames)."""
+
+    @abstractmethod
+    def preprocessing(self) -> dict[str, Any]:
+        """What the input went through (rate, size, value range, windows), recorded with numbers."""
+
+
+@dataclass
+class Features:
+    """Features of a set.
+
+    Attributes:
+        values: (N, D) float64.
+        groups: (N,) index of the clip of each row (into `ids`).
+        ids: clip ids, in set order.
+    """
+
+    values: np.ndarray
+    groups: np.ndarray
+    ids: list[str] = field(default_factory=list)
+
+    @property
+    def n_clips(self) -> int:
+        return len(self.ids)
+
+    def per_clip_mean(self) -> np.ndarray:
+        """(n_clips, D): the mean feature of each clip's rows."""
+        out = np.zeros((self.n_clips, self.values.shape[1]))
+        np.add.at(out, self.groups, self.values)
+        counts = np.bincount(self.groups, minlength=self.n_clips)[:, None]
+        return out / np.maximum(counts, 1)
+
+
+class _ClipUnits(Dataset):
+    def __init__(self, records: Sequence[ClipRecord], pre: Preprocessor) -> None:
+        self.records = list(records)
+        self.pre = pre
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor]:
+        return i, self.pre(self.records[i])
+
+
+def _first(batch: list[Any]) -> Any:
+    return batch[0]
+
+
+def extract_features(
+    extractor: FeatureExtractor,
+    records: Sequence[ClipRecord],
+    *,
+    batch_size: int = 8,
+    num_workers: int = 0,
+    desc: str = "features",
+    progress: bool = True,
+) -> Features:
+    """Embed every clip of `records`.
+
+    Args:
+        extractor: the feature extractor.
+        records: clips.
+        batch_size: units per forward pass.
+        num_workers: DataLoader worker processes that decode and preprocess clips.
+        desc: progress bar label.
+        progress: show a progress bar.
+
+    Returns:
+        `Features` with one or more rows per clip.
+
+    Raises:
+        EvalInputError: a clip gives no units (too short for the extractor) or cannot be read.
+    """
+    if batch_size < 1:
+        raise EvalInputError(f"batch_size must be >= 1, got {batch_size}.")
+    loader = DataLoader(_ClipUnits(records, extractor.preprocessor), batch_size=1, shuffle=False,
+                        num_workers=num_workers, collate_fn=_first,
+                        persistent_workers=False)
+    rows: list[np.ndarray] = []
+    groups: list[np.ndarray] = []
+    buffer: list[torch.Tensor] = []
+    owners: list[int] = []  # clip index of each buffered unit
+
+    def flush() -> None:
+        if not buffer:
+            return
+        units = torch.cat(buffer)  # (U, ...)
+        owner = np.asarray(owners, dtype=np.int64)
+        with torch.inference_mode():
+            for s in range(0, units.shape[0], batch_size):
+                feats = extractor.embed(units[s:s + batch_size].to(extractor.device))  # (b, D) or (b, K, D)
+                per_unit = 1 if feats.ndim == 2 else feats.shape[1]
+                rows.append(feats.reshape(-1, feats.shape[-1]).detach().float().cpu().numpy().astype(np.float64))
+                groups.append(np.repeat(owner[s:s + batch_size], per_unit))
+        buffer.clear()
+        owners.clear()
+
+    for i, units in tqdm(loader, total=len(records), desc=desc, disable=not progress, leave=False):
+        if units.shape[0] == 0:
+            raise EvalInputError(f"{records[i].path}: gives no input for {extractor.name} (too short?).")
+        if buffer and units.shape[1:] != buffer[0].shape[1:]:
+            flush()  # units of different shapes (clips of different lengths) cannot share a batch
+        buffer.append(units)
+        owners.extend([i] * units.shape[0])
+        if len(owners) >= batch_size:
+            flush()
+    flush()
+    values = np.concatenate(rows) if rows else np.zeros((0, 0))
+    if not np.all(np.isfinite(values)):
+        raise EvalInputError(f"{extractor.name} produced NaN or infinite features; check the weights and inputs.")
+    return Features(values=values, groups=np.concatenate(groups) if groups else np.zeros(0, np.int64),
+                    ids=[r.id for r in records])

@@ -1,0 +1,101 @@
+"""CLAP (contrastive language-audio) embeddings from a local transformers `ClapModel` folder.
+
+Used for FAD-CLAP (audio embeddings) and the CLAP score (cosine between a clip's audio embedding
+and its caption's text embedding). The folder is what `save_pretrained` writes for the model and
+its processor (e.g. laion/clap-htsat-unfused). Audio is read mono at the processor's rate (48 kHz)
+and cut into windows of the processor's maximum length (10 s); shorter audio is handled as the
+processor does (repeat-padding). Embeddings are the model's projected, L2-normalized features.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from eval.features.base import FeatureExtractor, Preprocessor
+from eval.features.weights import weights_hash
+from eval.reader import EvalInputError, read_audio
+from eval.sets import ClipRecord
+
+__all__ = ["ClapPreprocessor", "ClapExtractor", "load_clap"]
+
+
+def _pooled(out: Any) -> torch.Tensor:
+    """transformers < 5 returns the embedding tensor, >= 5 an output whose pooler_output it is."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+class ClapPreprocessor(Preprocessor):
+    """Clip -> (W, C, T, F) CLAP input features (one row per window of up to `max_length_s`)."""
+
+    def __init__(self, feature_extractor: Any) -> None:
+        self.fe = feature_extractor
+        self.sample_rate = int(feature_extractor.sampling_rate)
+        self.max_seconds = float(getattr(feature_extractor, "max_length_s", 10))
+
+    def __call__(self, record: ClipRecord) -> torch.Tensor:
+        audio, _ = read_audio(record.path, sample_rate=self.sample_rate, channels=1, start=record.start,
+                              duration=record.duration)
+        return self.features(audio[0])
+
+    def features(self, wav: np.ndarray) -> torch.Tensor:
+        """(S,) mono at the processor's rate -> (W, C, T, F)."""
+        win = int(self.max_seconds * self.sample_rate)
+        pieces = [wav[i:i + win] for i in range(0, max(len(wav), 1), win)]
+        pieces = [p for p in pieces if len(p) >= self.sample_rate // 10] or pieces[:1]  # drop <0.1 s tails
+        out = self.fe(pieces, sampling_rate=self.sample_rate, return_tensors="pt")
+        feats = out["input_features"]
+        return feats if feats.ndim == 4 else feats.unsqueeze(1)
+
+
+class ClapExtractor(FeatureExtractor):
+    """A transformers ClapModel (with its processor) from a local folder."""
+
+    name = "clap"
+
+    def __init__(self, path: str | Path, *, device: str | torch.device = "cpu") -> None:
+        from transformers import ClapModel, ClapProcessor  # heavy import: only when CLAP is used
+
+        self.path = Path(path)
+        self.device = torch.device(device)
+        if not self.path.is_dir():
+            raise EvalInputError(f"{self.path}: CLAP weights must be a folder written by save_pretrained.")
+        try:
+            self.processor = ClapProcessor.from_pretrained(str(self.path), local_files_only=True)
+            self.model = ClapModel.from_pretrained(str(self.path), local_files_only=True).to(self.device).eval()
+        except (OSError, ValueError) as err:
+            raise EvalInputError(
+                f"{self.path}: not a ClapModel folder with its processor ({err}); save both with save_pretrained."
+            ) from err
+        self.fusion = bool(getattr(self.model.config.audio_config, "enable_fusion", False))
+        self.weight_hash = weights_hash(self.path)
+        self.preprocessor = ClapPreprocessor(self.processor.feature_extractor)
+
+    def embed(self, units: torch.Tensor) -> torch.Tensor:
+        is_longer = torch.zeros(units.shape[0], 1, dtype=torch.bool, device=units.device) if self.fusion else None
+        return _pooled(self.model.get_audio_features(input_features=units, is_longer=is_longer))
+
+    def embed_text(self, texts: list[str]) -> torch.Tensor:
+        """Normalized text embeddings (B, D)."""
+        tok = self.processor.tokenizer(texts, padding=True, truncation=True, return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            return torch.nn.functional.normalize(
+                _pooled(self.model.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])),
+                dim=-1)
+
+    def preprocessing(self) -> dict[str, Any]:
+        return {
+            "sample_rate": self.preprocessor.sample_rate,
+            "channels": "mono mix",
+            "window": f"up to {self.preprocessor.max_seconds:g} s (processor padding: "
+                      f"{getattr(self.processor.feature_extractor, 'padding', '?')})",
+            "embedding": "projected, L2-normalized",
+        }
+
+
+def load_clap(path: str | Path, **kwargs: Any) -> ClapExtractor:
+    """Load a ClapModel and its processor from a local folder."""
+    return ClapExtractor(path, **kwargs)

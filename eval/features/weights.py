@@ -1,0 +1,147 @@
+"""Where the feature extractors' weights are found, and the hash recorded with every number.
+
+Each extractor's weights are looked up, in this order:
+
+1. the command-line option (`--i3d PATH`, ...) or `WeightPaths` field;
+2. the extractor's environment variable (`AVGEN_I3D`, ...);
+3. the documented file name inside `$AVGEN_WEIGHTS` (a folder holding all of them);
+4. the same file name inside `~/.cache/avgen/weights`.
+
+Nothing is ever downloaded. A metric whose weights are not found is reported as not computed,
+with a reason that names the option, the variable and the expected file name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+__all__ = ["WEIGHTS", "WeightSpec", "WeightPaths", "WeightsMissing", "resolve_weights", "weights_hash",
+           "default_weights_dir"]
+
+
+class WeightsMissing(FileNotFoundError):
+    """The weights of a feature extractor are not where they were looked for."""
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """How one extractor's weights are named and found.
+
+    Attributes:
+        key: short name, also the `WeightPaths` field.
+        filename: expected file (or folder) name inside the weights folder.
+        option: command-line option of `avgen eval`.
+        env: environment variable holding a path.
+        what: what the file is and where it comes from (for messages and docs).
+    """
+
+    key: str
+    filename: str
+    option: str
+    env: str
+    what: str
+
+
+WEIGHTS: dict[str, WeightSpec] = {
+    spec.key: spec
+    for spec in (
+        WeightSpec("i3d", "i3d_torchscript.pt", "--i3d", "AVGEN_I3D",
+                   "the TorchScript I3D detector of StyleGAN-V's FVD (i3d_torchscript.pt)"),
+        WeightSpec("vggish", "vggish-10086976.pth", "--vggish", "AVGEN_VGGISH",
+                   "the VGGish state dict of torchvggish (vggish-10086976.pth)"),
+        WeightSpec("panns", "Cnn14_mAP=0.431.pth", "--panns", "AVGEN_PANNS",
+                   "the PANNs CNN14 32 kHz checkpoint (Cnn14_mAP=0.431.pth)"),
+        WeightSpec("clap", "clap", "--clap", "AVGEN_CLAP",
+                   "a transformers ClapModel folder (save_pretrained of e.g. laion/clap-htsat-unfused)"),
+        WeightSpec("clip", "clip", "--clip", "AVGEN_CLIP",
+                   "a transformers CLIPModel folder (save_pretrained of e.g. openai/clip-vit-base-patch32)"),
+        WeightSpec("codec", "codec.pt", "--codec", "AVGEN_CODEC",
+                   "an audio codec file written by `avgen codec fit` (codec.pt)"),
+    )
+}
+
+
+def default_weights_dir() -> Path:
+    """`$AVGEN_WEIGHTS` if set, else `~/.cache/avgen/weights`."""
+    env = os.environ.get("AVGEN_WEIGHTS")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "avgen" / "weights"
+
+
+@dataclass
+class WeightPaths:
+    """Explicit weight locations (None: look in the environment and the weights folder)."""
+
+    i3d: str | None = None
+    vggish: str | None = None
+    panns: str | None = None
+    clap: str | None = None
+    clip: str | None = None
+    codec: str | None = None
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None and not isinstance(value, str | os.PathLike):
+                raise ValueError(f"WeightPaths.{f.name} must be a path or None, got {value!r}.")
+
+
+def resolve_weights(key: str, paths: WeightPaths | None = None) -> Path:
+    """The path of extractor `key`'s weights.
+
+    Raises:
+        KeyError: unknown key.
+        WeightsMissing: nothing at any of the places looked at; the message lists them.
+    """
+    if key not in WEIGHTS:
+        raise KeyError(f"unknown weights {key!r}; known: {', '.join(WEIGHTS)}.")
+    spec = WEIGHTS[key]
+    explicit = getattr(paths, key, None) if paths is not None else None
+    if explicit:
+        p = Path(explicit).expanduser()
+        if not p.exists():
+            raise WeightsMissing(f"{spec.option} {p} does not exist; pass the path of {spec.what}")
+        return p
+    env = os.environ.get(spec.env)
+    if env:
+        p = Path(env).expanduser()
+        if not p.exists():
+            raise WeightsMissing(f"{spec.env}={p} does not exist; point it at {spec.what}")
+        return p
+    candidates = []
+    if os.environ.get("AVGEN_WEIGHTS"):
+        candidates.append(Path(os.environ["AVGEN_WEIGHTS"]).expanduser() / spec.filename)
+    candidates.append(Path.home() / ".cache" / "avgen" / "weights" / spec.filename)
+    for p in candidates:
+        if p.exists():
+            return p
+    looked = " or ".join(str(c) for c in candidates)
+    raise WeightsMissing(
+        f"weights not found: pass {spec.option} PATH, set {spec.env}, or put {spec.what} at {looked}"
+    )
+
+
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def weights_hash(path: str | Path) -> str:
+    """`sha256:<first 16 hex digits>` of a weights file, or of every file of a folder (by relative
+    path and content, in sorted order). Cached per path, size and modification time."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key in _HASH_CACHE:
+        return _HASH_CACHE[key]
+    h = hashlib.sha256()
+    files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())
+    for f in files:
+        if p.is_dir():
+            h.update(str(f.relative_to(p)).encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    digest = f"sha256:{h.hexdigest()[:16]}"
+    _HASH_CACHE[key] = digest
+    return digest

@@ -1,0 +1,215 @@
+"""What a metric is, what it returns, and the options every metric reads.
+
+Every number a metric reports carries the sample counts, the preprocessing, the hashes of the
+weights used and a bootstrap interval. A metric that cannot be computed (its weights are missing,
+the set has no captions, the reference has no ground-truth events, ...) returns a result with
+status "not computed" and the reason, and never a number.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from eval.features.weights import WeightPaths
+from eval.sets import ClipSet
+
+__all__ = ["MetricOptions", "MetricResult", "Metric", "NotApplicable", "not_computed", "mean_with_ci"]
+
+
+class NotApplicable(Exception):
+    """The metric cannot be computed for this set; the message is the reason shown in the report."""
+
+
+@dataclass
+class MetricOptions:
+    """Options of the metrics (one place, serialized into the report and the YAML configs).
+
+    Attributes:
+        weights: where the extractors' weights are.
+        device: torch device of the extractors ("cpu", "cuda", "cuda:1").
+        batch_size: units per forward pass of an extractor.
+        num_workers: DataLoader processes decoding clips for feature extraction.
+        n_boot: bootstrap resamples for the intervals of per-clip metrics.
+        n_boot_fd: bootstrap resamples for Fréchet distances (each needs a matrix square root).
+        ci_level: coverage of the intervals.
+        seed: random seed of bootstraps and subsets.
+        fvd_frames: frames per I3D window (16: StyleGAN-V protocol).
+        fvd_size: I3D frame side (224).
+        fvd_fps: resample video to this rate for FVD (None: the file's rate).
+        fd_inf_min_n: smallest subset of the FD-infinity fit (fadtk: 500; lowered for small sets).
+        fd_inf_steps: number of subset sizes of the FD-infinity fit.
+        panns_window: seconds of audio per PANNs embedding.
+        clip_frames: frames per clip for the CLIP score.
+        task: "t2av" (events: audio onsets vs events seen in the generated video) or "v2a"
+            (events: audio onsets vs the paired reference clip's ground-truth events).
+        pair_by: "id" or "prompt": how generated clips find their reference clip (v2a).
+        event_tolerance: seconds within which an onset matches an event (precision/recall/F1).
+        event_window: seconds within which onsets are paired with events to measure the offset
+            (wider than the tolerance, so an out-of-sync system still gets its lag measured).
+        av_align_tolerance: AV-Align match window in seconds (None: one video frame, as published).
+    """
+
+    weights: WeightPaths = field(default_factory=WeightPaths)
+    device: str = "cpu"
+    batch_size: int = 8
+    num_workers: int = 0
+    n_boot: int = 1000
+    n_boot_fd: int = 50
+    ci_level: float = 0.95
+    seed: int = 0
+    fvd_frames: int = 16
+    fvd_size: int = 224
+    fvd_fps: float | None = None
+    fd_inf_min_n: int = 500
+    fd_inf_steps: int = 25
+    panns_window: float = 1.0
+    clip_frames: int = 8
+    task: str = "t2av"
+    pair_by: str = "id"
+    event_tolerance: float = 0.1
+    event_window: float = 0.5
+    av_align_tolerance: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.weights, dict):
+            self.weights = WeightPaths(**self.weights)
+        positive_ints = ("batch_size", "fvd_frames", "fvd_size", "fd_inf_min_n", "fd_inf_steps", "clip_frames")
+        for name in positive_ints:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}.")
+        for name in ("num_workers", "n_boot", "n_boot_fd", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {v!r}.")
+        if not 0 < self.ci_level < 1:
+            raise ValueError(f"ci_level must lie in (0, 1), e.g. 0.95; got {self.ci_level!r}.")
+        for name in ("panns_window", "event_tolerance", "event_window"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive number of seconds, got {v!r}.")
+        for name in ("fvd_fps", "av_align_tolerance"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive number or None, got {v!r}.")
+        if self.event_window < self.event_tolerance:
+            raise ValueError(
+                f"event_window ({self.event_window}) must be at least event_tolerance ({self.event_tolerance})."
+            )
+        if self.task not in ("t2av", "v2a"):
+            raise ValueError(f"task must be 't2av' or 'v2a', got {self.task!r}.")
+        if self.pair_by not in ("id", "prompt"):
+            raise ValueError(f"pair_by must be 'id' or 'prompt', got {self.pair_by!r}.")
+
+
+@dataclass
+class MetricResult:
+    """One metric of one system.
+
+    Attributes:
+        metric: metric name ("fvd", "fad_vggish", ...).
+        system: the set's name.
+        status: "ok" or "not computed".
+        value: the number (None when not computed).
+        ci_low, ci_high: bootstrap interval (None when not available).
+        higher_is_better: direction of `value`.
+        n_generated: clips of the evaluated set that entered the number.
+        n_reference: clips of the reference set used (None for reference-free metrics).
+        preprocessing: what the inputs went through.
+        weights: weights name -> hash.
+        reason: why it was not computed (or a note about skipped clips).
+        extra: secondary numbers (FD-infinity, KID, precision, recall, offsets, ...).
+        per_clip: clip id -> value, for plots (not written to the CSV).
+    """
+
+    metric: str
+    system: str
+    status: str = "ok"
+    value: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    higher_is_better: bool = False
+    n_generated: int = 0
+    n_reference: int | None = None
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, str] = field(default_factory=dict)
+    reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    per_clip: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (NaN becomes None)."""
+        def clean(v: Any) -> Any:
+            if isinstance(v, float) and not math.isfinite(v):
+                return None
+            if isinstance(v, dict):
+                return {k: clean(x) for k, x in v.items()}
+            if isinstance(v, list | tuple):
+                return [clean(x) for x in v]
+            if isinstance(v, np.generic):
+                return clean(v.item())
+            return v
+        return clean(asdict(self))
+
+
+def not_computed(metric: str, system: str, reason: str, *, higher_is_better: bool = False) -> MetricResult:
+    """A result that says why there is no number."""
+    return MetricResult(metric=metric, system=system, status="not computed", reason=reason,
+                        higher_is_better=higher_is_better)
+
+
+def mean_with_ci(values: np.ndarray, opts: MetricOptions) -> tuple[float, float, float]:
+    """Mean of the finite values and its percentile bootstrap interval over clips."""
+    from eval.frechet import bootstrap_ci
+
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    lo, hi = bootstrap_ci(v, n_boot=opts.n_boot, level=opts.ci_level, seed=opts.seed)
+    return float(v.mean()), lo, hi
+
+
+class Metric(ABC):
+    """A metric.
+
+    Class attributes:
+        name: identifier used on the command line and in reports.
+        title: human-readable name with unit.
+        higher_is_better: direction.
+        needs_reference: compares against the reference set (Fréchet distances, paired v2a).
+        weights: keys of `WEIGHTS` it needs (empty: weights-free).
+    """
+
+    name: str = ""
+    title: str = ""
+    higher_is_better: bool = False
+    needs_reference: bool = False
+    weights: tuple[str, ...] = ()
+
+    @abstractmethod
+    def evaluate(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,
+                 cache: dict[str, Any]) -> MetricResult:
+        """Compute the metric for `system`.
+
+        Args:
+            system: the set evaluated (a generated set, or the reference itself for
+                reference-free metrics).
+            reference: the reference set (None if not given).
+            opts: options.
+            cache: shared across metrics and systems of one run (extractors, reference features,
+                per-clip optical flow), keyed by the metric's own keys.
+
+        Raises:
+            NotApplicable: the metric cannot be computed here (the message is the reason).
+            WeightsMissing: its weights are not found.
+        """

@@ -1,0 +1,224 @@
+"""Small procedural clips with known event times, and an mp4 writer, for checking metrics.
+
+The metric tests and the benchmark need clips whose sounds have visible causes at exactly known
+times, and need to shift the audio by a known offset. `bouncing_clip` draws balls bouncing in a box
+(every wall or floor contact is an impact sound) and squares that flash with a tone; `write_mp4`
+writes H.264 + AAC with PyAV. Both are deliberately independent of the project's dataset code so
+the metrics are checked against their own ground truth.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+__all__ = ["ProceduralClip", "bouncing_clip", "write_mp4"]
+
+
+@dataclass
+class ProceduralClip:
+    """A clip with ground truth.
+
+    Attributes:
+        frames: (T, H, W, 3) uint8.
+        audio: (1, S) float32 in [-1, 1].
+        fps: frames per second.
+        sample_rate: Hz.
+        events: times (seconds) of the visible causes of sounds (contacts, flash starts), sorted.
+        kinds: the kind of each event ("bounce", "wall", "flash").
+        audio_offset: seconds by which the audio was delayed against the events (negative: early).
+    """
+
+    frames: np.ndarray
+    audio: np.ndarray
+    fps: float
+    sample_rate: int
+    events: list[float]
+    kinds: list[str] = field(default_factory=list)
+    audio_offset: float = 0.0
+
+
+def _reflect(p0: float, v: float, lo: float, hi: float, t: np.ndarray) -> np.ndarray:
+    """Position at times t of a point moving at speed v between walls lo and hi (elastic)."""
+    span = hi - lo
+    u = np.mod(p0 - lo + v * t, 2 * span)
+    return lo + np.where(u <= span, u, 2 * span - u)
+
+
+def _wall_times(p0: float, v: float, lo: float, hi: float, duration: float) -> list[float]:
+    """Contact times in (0, duration) of the motion of `_reflect`: u0 + v t hits a multiple of the span."""
+    if v == 0:
+        return []
+    span = hi - lo
+    u0 = p0 - lo
+    ks = range(math.floor((u0 + min(0.0, v * duration)) / span) - 1, math.ceil((u0 + max(0.0, v * duration)) / span) + 2)
+    return sorted(t for k in ks if 1e-9 < (t := (k * span - u0) / v) < duration)
+
+
+def bouncing_clip(
+    seed: int = 0,
+    *,
+    size: int = 64,
+    fps: float = 16.0,
+    duration: float = 4.0,
+    sample_rate: int = 16000,
+    n_balls: int = 1,
+    flash: bool = True,
+    min_event_gap: float = 0.0,
+    audio_offset: float = 0.0,
+) -> ProceduralClip:
+    """A ball bouncing under gravity between a floor and the side walls, plus a flashing square.
+
+    Every floor contact ("bounce") and wall contact ("wall") makes an impact sound (a decaying
+    sine burst, a different pitch per ball); each flash starts a short tone. The ball's speed peaks
+    at a floor contact (gravity), so optical-flow magnitude peaks there as well.
+
+    Args:
+        seed: random seed of the scene parameters.
+        size: frame side in pixels.
+        fps: frame rate.
+        duration: seconds.
+        sample_rate: audio rate.
+        n_balls: number of balls.
+        flash: add a square that flashes (with a tone) at random times.
+        min_event_gap: events closer than this to an earlier event are dropped from the scene
+            (their sound too), so tests can ask for sparse, unambiguous events.
+        audio_offset: delay of the audio against the picture in seconds (negative: audio early).
+
+    Returns:
+        A `ProceduralClip`.
+    """
+    rng = np.random.default_rng(seed)
+    n_frames = int(round(duration * fps))
+    t_frames = np.arange(n_frames) / fps
+    radius = size * 0.07
+    lo, hi = radius, size - radius
+    events: list[tuple[float, str, int]] = []
+    tracks = []
+    for b in range(n_balls):
+        x0, vx = rng.uniform(lo, hi), rng.choice([-1, 1]) * rng.uniform(0.15, 0.35) * size
+        # Vertical: periodic bounce with period P, apex height h: y measured down from the top.
+        period = rng.uniform(0.7, 1.1)
+        phase = rng.uniform(0.1, period - 0.1)
+        h = rng.uniform(0.45, 0.7) * (hi - lo)
+        g = 8 * h / period**2
+        floor_times = [phase + k * period for k in range(int(duration / period) + 2) if phase + k * period < duration]
+        events += [(t, "bounce", b) for t in floor_times]
+        events += [(t, "wall", b) for t in _wall_times(x0, vx, lo, hi, duration)]
+        tracks.append((x0, vx, period, phase, g))
+    flashes: list[float] = []
+    if flash:
+        t = rng.uniform(0.3, 0.9)
+        while t < duration - 0.3:
+            flashes.append(t)
+            t += rng.uniform(0.9, 1.6)
+        events += [(t, "flash", -1) for t in flashes]
+    events.sort()
+    kept: list[tuple[float, str, int]] = []
+    for ev in events:
+        if not kept or ev[0] - kept[-1][0] >= min_event_gap:
+            kept.append(ev)
+    dropped_flashes = set(flashes) - {t for t, k, _ in kept if k == "flash"}
+
+    # 1. Picture.
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    frames = np.full((n_frames, size, size, 3), 24, dtype=np.float32)
+    colors = [(230, 80, 60), (70, 200, 90), (80, 120, 240)]
+    for b, (x0, vx, period, phase, g) in enumerate(tracks):
+        x = _reflect(x0, vx, lo, hi, t_frames)
+        tau = np.mod(t_frames - phase, period) - period / 2  # 0 at the apex
+        y = hi - 0.5 * g * ((period / 2) ** 2 - tau**2)  # image y grows downwards; floor at tau = +-P/2
+        for i in range(n_frames):
+            cover = np.clip(radius + 0.5 - np.hypot(xx - x[i], yy - y[i]), 0, 1)[..., None]
+            frames[i] = frames[i] * (1 - cover) + np.array(colors[b % 3], np.float32) * cover
+    sq = slice(size // 16, size // 16 + size // 6)
+    for t in flashes:
+        if t in dropped_flashes:
+            continue
+        on = (t_frames >= t) & (t_frames < t + 0.25)
+        frames[on, sq, sq] = 250.0
+
+    # 2. Sound, delayed by audio_offset.
+    n_samples = int(round(duration * sample_rate))
+    audio = np.zeros(n_samples, dtype=np.float64)
+    for t, kind, b in kept:
+        start = int(round((t + audio_offset) * sample_rate))
+        if start >= n_samples or start < 0:
+            continue
+        n = n_samples - start
+        tt = np.arange(n) / sample_rate
+        if kind == "flash":
+            env = np.clip(tt / 0.004, 0, 1) * np.clip((0.25 - tt) / 0.01, 0, 1)
+            audio[start:] += 0.3 * np.sin(2 * np.pi * 660 * tt) * env
+        else:
+            f = 300.0 * (1.5 ** b) * (1.3 if kind == "wall" else 1.0)
+            audio[start:] += 0.5 * np.sin(2 * np.pi * f * tt) * np.exp(-tt / 0.04)
+    audio += 1e-3 * rng.standard_normal(n_samples)
+    audio = np.clip(audio, -1, 1).astype(np.float32)[None]
+    return ProceduralClip(
+        frames=np.clip(np.round(frames), 0, 255).astype(np.uint8),
+        audio=audio,
+        fps=fps,
+        sample_rate=sample_rate,
+        events=[t for t, _, _ in kept],
+        kinds=[k for _, k, _ in kept],
+        audio_offset=audio_offset,
+    )
+
+
+def write_mp4(path: str | Path, frames: np.ndarray, fps: float, audio: np.ndarray | None = None,
+              sample_rate: int | None = None) -> Path:
+    """Write H.264 (yuv420p) + AAC mp4 with PyAV.
+
+    Args:
+        path: output file.
+        frames: (T, H, W, 3) uint8; H and W even (yuv420p).
+        fps: frame rate.
+        audio: (C, S) float in [-1, 1] or None.
+        sample_rate: Hz, required with audio.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}.")
+    if frames.shape[1] % 2 or frames.shape[2] % 2:
+        raise ValueError(f"frame height and width must be even for yuv420p, got {frames.shape[1:3]}.")
+    if audio is not None and not sample_rate:
+        raise ValueError("sample_rate is required with audio.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=rate)
+        vs.width, vs.height, vs.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        vs.options = {"crf": "18", "preset": "veryfast"}
+        a_s = None
+        if audio is not None:
+            audio = np.asarray(audio, dtype=np.float32)
+            a_s = out.add_stream("aac", rate=int(sample_rate))
+            a_s.layout = "mono" if audio.shape[0] == 1 else "stereo"
+        for i, img in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+            vf.pts = i
+            vf.time_base = Fraction(1) / rate
+            out.mux(vs.encode(vf))
+        out.mux(vs.encode(None))
+        if a_s is not None:
+            block = 1024
+            for i in range(0, audio.shape[1], block):
+                chunk = np.ascontiguousarray(audio[:, i:i + block])
+                af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=a_s.layout.name)
+                af.sample_rate = int(sample_rate)
+                af.pts = i
+                af.time_base = Fraction(1, int(sample_rate))
+                out.mux(a_s.encode(af))
+            out.mux(a_s.encode(None))
+    return path
+

@@ -1,0 +1,144 @@
+"""Rate: a rater's queue of pairs, two clips side by side, the study's questions, progress, resume.
+
+A rater arrives with a personal link (``?token=...``), or joins with the study code and a name
+(``?study=CODE`` fills the code in), or from Prolific (``?study=CODE&PROLIFIC_PID=..&STUDY_ID=..&
+SESSION_ID=..`` joins at once). After joining, the token is put into the address, so a reload or
+coming back later resumes at the first unanswered pair.
+"""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from human_eval_app.auth import AccessError
+from human_eval_app.errors import DuplicateSubmission, StudyError
+from human_eval_app.media import MediaError, read_registered
+from human_eval_app.player import av_pair
+from human_eval_app.raters import (
+    ProlificParams,
+    RaterContext,
+    authenticate,
+    join_with_code,
+    load_item,
+    queue_state,
+    start_queue,
+    submit_answers,
+)
+from human_eval_app.spec import LIKERT_LABELS
+from human_eval_app.ui import escape_md, get_store
+
+store = get_store()
+params = st.query_params
+_ANSWER_LABELS = {"left": "Left", "tie": "Tie / no difference", "right": "Right"}
+
+
+def _enter(token: str) -> None:
+    """Switch the address to the rater's token (so reloads resume) and render again."""
+    for name in ("study", "PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "name"):
+        params.pop(name, None)
+    params["token"] = token
+    st.rerun()
+
+
+def _join_page() -> None:
+    code = params.get("study", "")
+    pid = params.get("PROLIFIC_PID")
+    if pid and code:
+        try:
+            prolific = ProlificParams(pid=pid, study_id=params.get("STUDY_ID"), session_id=params.get("SESSION_ID"))
+            _, token = join_with_code(store, code, None, prolific=prolific)
+        except (AccessError, StudyError) as err:
+            st.error(str(err))
+            st.stop()
+        _enter(token)
+    st.title("Compare clips")
+    st.write("You were given a personal link or a study code. With a code, join here:")
+    with st.form("join"):
+        code_in = st.text_input("Study code", value=code, max_chars=16, key="join-code")
+        name_in = st.text_input("Your name or a nickname", max_chars=100, key="join-name")
+        joined = st.form_submit_button("Join the study", type="primary")
+    if joined:
+        try:
+            _, token = join_with_code(store, code_in, name_in)
+        except (AccessError, StudyError) as err:
+            st.error(str(err))
+            st.stop()
+        _enter(token)
+    st.stop()
+
+
+def _finished(ctx: RaterContext) -> None:
+    st.success("All done. Thank you for your ratings!")
+    if ctx.completion_url:
+        st.write("Go back to confirm that you completed the study:")
+        st.link_button("Finish and return", ctx.completion_url, type="primary")
+    st.stop()
+
+
+def _question(aid: int, question, disabled: bool) -> str | None:
+    if question.scale == "pairwise":
+        options, fmt = list(question.options), _ANSWER_LABELS.get
+    else:
+        options, fmt = list(question.options), lambda v: f"{v}: {LIKERT_LABELS[int(v)]}"
+    return st.radio(escape_md(question.text), options, index=None, format_func=fmt, horizontal=True,
+                    key=f"q-{aid}-{question.key}", disabled=disabled)
+
+
+# 1. Who is rating
+token = params.get("token")
+if not token:
+    _join_page()
+try:
+    ctx = authenticate(store, token)
+except AccessError as err:
+    st.error(str(err))
+    st.stop()
+
+# 2. Where they are in their queue
+start_queue(store, ctx.rater_id)
+state = queue_state(store, ctx.rater_id)
+st.title(escape_md(ctx.study_name))
+if state.total == 0:
+    st.info("This study has all the ratings it needs right now, so there is nothing for you to rate. Thank you!")
+    st.stop()
+st.progress(state.done / state.total, text=f"Pair {min(state.done + 1, state.total)} of {state.total}")
+if state.finished:
+    _finished(ctx)
+if ctx.instructions:
+    with st.expander("Instructions", expanded=state.done == 0):
+        st.markdown(escape_md(ctx.instructions))
+
+# 3. The pair
+item = load_item(store, ctx.rater_id, state.next_assignment_id)  # type: ignore[arg-type]
+aid = item.assignment_id
+st.session_state.setdefault(f"shown-{aid}", time.monotonic())
+st.markdown(f"**Description:** {escape_md(item.prompt)}")
+try:
+    left = read_registered(store.media_dir, item.left.relpath, item.left.sha256)  # type: ignore[arg-type]
+    right = read_registered(store.media_dir, item.right.relpath, item.right.sha256)  # type: ignore[arg-type]
+except MediaError as err:
+    st.error(f"This pair cannot be shown ({err}). Please tell the study's lead.")
+    st.stop()
+play = av_pair(left, right, item=aid, key=f"player-{aid}")
+played = play.both or st.session_state.get(f"played-{aid}", False)
+if played:
+    st.session_state[f"played-{aid}"] = True  # kept when the player reports nothing on a rerun
+else:
+    st.caption("Play both clips to the end once (use **Play both**); then the questions open.")
+
+# 4. The questions
+answers = {q.key: _question(aid, q, disabled=not played) for q in ctx.questions}
+complete = all(v is not None for v in answers.values())
+if st.button("Submit and continue", type="primary", disabled=not (played and complete), key=f"submit-{aid}"):
+    seconds = time.monotonic() - st.session_state[f"shown-{aid}"]
+    try:
+        submit_answers(store, ctx.rater_id, aid, answers, seconds)  # type: ignore[arg-type]
+    except DuplicateSubmission as err:
+        st.toast(str(err))
+    except (AccessError, StudyError) as err:
+        st.error(str(err))
+        st.stop()
+    st.session_state.pop(f"shown-{aid}", None)
+    st.rerun()
