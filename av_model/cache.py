@@ -390,15 +390,22 @@ def _build_shard(
     return {"name": name, "clips": len(rows), "skipped": skipped}
 
 
-def build_cache(cfg: CacheBuildConfig, *, console: Console | None = None) -> CacheMeta:
+def build_cache(cfg: CacheBuildConfig, *, encoders: tuple[Any, Any, Any] | None = None,
+                console: Console | None = None) -> CacheMeta:
     """Encode `cfg.manifest` into `cfg.out`; resumes an unfinished build, refuses a mismatched one.
+
+    Args:
+        cfg: what to encode and where.
+        encoders: already loaded `(codec, vae, text_encoder)` on `cfg.device` (skips loading
+            `cfg.codec`, `cfg.vae`, `cfg.text`; the paths are still recorded in the metadata).
+        console: where messages go (stderr by default).
 
     Returns:
         the finished cache's metadata.
     """
     console = console or Console(stderr=True)
     device = _device(cfg.device)
-    encoders = _load_encoders(cfg, device)
+    encoders = encoders or _load_encoders(cfg, device)
     codec, vae, text = encoders
     plans = _plan_clips(cfg, vae.temporal_compression, codec.sample_rate, codec.hop_length)
     shards = [plans[i: i + cfg.shard_size] for i in range(0, len(plans), cfg.shard_size)]

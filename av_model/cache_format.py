@@ -282,7 +282,8 @@ def write_shard(path: Path, tensors: dict[str, torch.Tensor], rows: list[CacheEn
     """Write one shard atomically: its tensors plus its index rows in the safetensors header."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    # Clones: slices of one batch tensor share storage, which safetensors refuses to write.
+    contiguous = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in tensors.items()}
     save_file(contiguous, str(tmp), metadata={_ROWS_KEY: json.dumps([r.to_json() for r in rows])})
     os.replace(tmp, path)
 

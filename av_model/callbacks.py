@@ -14,7 +14,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ThroughputMonitor, WeightAveraging
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 __all__ = ["EMA", "NaNGuard", "NonFiniteLossError", "RouterBiasUpdate", "SampleWriter", "ThroughputMFU"]
@@ -229,8 +229,9 @@ class SampleWriter(L.Callback):
     """Writes a few mp4 clips with sound to `<log_dir>/samples/step_XXXXXXX/` at validation.
 
     Latents are decoded with the audio codec and the video autoencoder given by path; without them
-    the callback logs one note and does nothing. Sampling uses the weights validation runs with
-    (the EMA's when the EMA callback is on).
+    the callback logs one note and does nothing. Sampling runs right after the first validation
+    batch, while validation holds the weights it evaluates (the EMA's when the EMA callback is on),
+    at that batch's clip duration.
 
     Args:
         codec: the codec file the cache was built with (`codec.pt`).
@@ -252,7 +253,6 @@ class SampleWriter(L.Callback):
         self.codec, self.vae, self.prompts = codec, vae, prompts
         self.num_samples, self.every_n_validations, self.steps, self.seed = num_samples, every_n_validations, steps, seed
         self._validations = 0
-        self._captions: list[str] = []
         self._decoders: tuple[Any, Any] | None = None
         self._noted = False
 
@@ -265,37 +265,33 @@ class SampleWriter(L.Callback):
             self._noted = True
         return False
 
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validations += 1
+
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
                                 batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if len(self._captions) < self.num_samples and isinstance(batch, dict):
-            self._captions += list(batch.get("caption", []))[: self.num_samples - len(self._captions)]
+        if batch_idx != 0 or trainer.sanity_checking or (self._validations - 1) % self.every_n_validations:
+            return
+        if not self._enabled():
+            return
+        from lightning.pytorch.strategies import ModelParallelStrategy
 
-    @rank_zero_only
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        captions, self._captions = self._captions, []
-        if trainer.sanity_checking or not self._enabled():
+        # A sharded model's forward needs every rank; otherwise rank 0 samples alone.
+        sharded = isinstance(trainer.strategy, ModelParallelStrategy)
+        if not (sharded or trainer.is_global_zero):
             return
-        self._validations += 1
-        if (self._validations - 1) % self.every_n_validations:
-            return
-        prompts = (self.prompts or captions)[: self.num_samples]
-        if not prompts:
-            rank_zero_warn("SampleWriter: no prompts given and no validation captions seen; nothing to sample.")
-            return
+        prompts = list(self.prompts or batch["caption"])[: self.num_samples]
+        duration = batch["video"].shape[2] / pl_module.video_rate
         from av_model.pipeline import AVPipeline, load_decoders
 
         if self._decoders is None:
             self._decoders = load_decoders(self.codec, self.vae, pl_module.device, expect=pl_module.cache_meta)
         codec, vae = self._decoders
-        log_dir = Path(trainer.log_dir or trainer.default_root_dir)
-        out = log_dir / "samples" / f"step_{trainer.global_step:07d}"
         pipe = AVPipeline.from_module(pl_module, codec=codec, vae=vae)
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
-            with torch.no_grad():
-                clips = pipe(prompts, steps=self.steps, seed=self.seed, progress=False)
+        with torch.no_grad():
+            clips = pipe(prompts, duration=duration, steps=self.steps, seed=self.seed, progress=False)
+        if trainer.is_global_zero:
+            out = Path(trainer.log_dir or trainer.default_root_dir) / "samples" / f"step_{trainer.global_step:07d}"
             pipe.save(clips, out)
-        finally:
-            pl_module.train(was_training)
-        rank_zero_info(f"SampleWriter: wrote {len(clips)} clips to {out}")
+            rank_zero_info(f"SampleWriter: wrote {len(clips)} clips to {out}")

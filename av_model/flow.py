@@ -33,8 +33,8 @@ class FlowConfig:
     Attributes:
         logit_mean, logit_std: t = sigmoid(N(logit_mean, logit_std)) before the shift (SD3 uses 0, 1).
         shift: fixed time shift s (t' = s t / (1 + (s - 1) t)); None makes it depend on the tokens.
-        shift_base_tokens: with shift=None, s = (tokens / shift_base_tokens) ** shift_exponent, so
-            longer or larger clips, whose many tokens are more redundant, are trained at more noise.
+        shift_base_tokens: with shift=None, s = max(1, (tokens / shift_base_tokens) ** shift_exponent),
+            so longer or larger clips, whose many tokens are more redundant, are trained at more noise.
         shift_exponent: exponent of that rule (0.5 as SD3's sqrt of the resolution ratio).
         p_clean_video: probability that a sample's video is clean (t = 0) throughout.
         p_clean_audio: probability that a sample's audio is clean throughout (exclusive with video).
@@ -126,8 +126,12 @@ def time_shift(t: Tensor, shift: float) -> Tensor:
 
 
 def resolution_shift(num_tokens: int, base_tokens: int = 256, exponent: float = 0.5) -> float:
-    """Shift for a sequence of `num_tokens` tokens: (num_tokens / base_tokens) ** exponent."""
-    return (max(num_tokens, 1) / base_tokens) ** exponent
+    """Shift for a sequence of `num_tokens` tokens: max(1, (num_tokens / base_tokens) ** exponent).
+
+    Never below 1: a shift under 1 would train short clips mostly near the data end (t ~ 0) and
+    leave the high-noise start of sampling, where text decides the content, nearly untrained.
+    """
+    return max(1.0, (max(num_tokens, 1) / base_tokens) ** exponent)
 
 
 class FlowMatching:

@@ -184,7 +184,7 @@ class AVDiffusion(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         micro = batch_idx % self.trainer.accumulate_grad_batches
-        gen = self._generator(self.global_step, micro, self.global_rank)
+        gen = self._generator(0, self.global_step, micro, self.global_rank)  # stream 0: training
         out = self.flow.loss(self.model, batch["video"], batch["audio"], batch["text"], self.video_rate,
                              self.audio_rate, generator=gen)
         self.flops_per_batch = self.training_flops(batch)
@@ -224,7 +224,7 @@ class AVDiffusion(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         # Fixed noise per batch: validation numbers of successive runs differ only by the weights.
-        gen = self._generator(-1, batch_idx, self.global_rank)
+        gen = self._generator(1, batch_idx, self.global_rank)  # stream 1: validation
         out = self.flow.loss(self.model, batch["video"], batch["audio"], batch["text"], self.video_rate,
                              self.audio_rate, generator=gen)
         b = batch["video"].shape[0]

@@ -140,8 +140,8 @@ class FDInfinity:
     fds: list[float]
 
 
-def fd_infinity(reference: np.ndarray, generated: np.ndarray, *, min_n: int = 500, steps: int = 25,
-                seed: int = 0) -> FDInfinity:
+def fd_infinity(reference: np.ndarray, generated: np.ndarray, *, groups: np.ndarray | None = None,
+                min_n: int = 500, steps: int = 25, seed: int = 0) -> FDInfinity:
     """FD-infinity as in fadtk: FD of random generated subsets of n in linspace(min_n, N, steps)
     against the full reference set, then a least-squares line in 1/n; the intercept is the value.
 
@@ -151,19 +151,27 @@ def fd_infinity(reference: np.ndarray, generated: np.ndarray, *, min_n: int = 50
     Args:
         reference: (N_r, D) reference features (used whole).
         generated: (N, D) generated features (subsampled without replacement).
+        groups: (N,) clip id of each generated row; when given, whole clips are subsampled and
+            n counts clips (rows of one clip are not independent samples).
         min_n: smallest subset (lowered to N // 2 for small sets; at least 2).
         steps: number of subset sizes (fewer when N is small).
         seed: random seed of the subsets.
     """
     ref = _features(reference, "reference features")
-    gen = _features(generated, "generated features", min_rows=4)
-    n = gen.shape[0]
+    gen = _features(generated, "generated features", min_rows=2)
+    units = _group_index(gen.shape[0], groups, "groups")
+    n = len(units)
+    if n < 4:
+        raise ValueError(f"FD-infinity needs at least 4 generated clips, got {n}.")
     lo = max(2, min(min_n, n // 2))
     ns = sorted({int(round(v)) for v in np.linspace(lo, n, max(2, steps))})
     if len(ns) < 2:
         raise ValueError(f"FD-infinity needs at least two subset sizes; {n} generated samples are too few.")
     rng = np.random.default_rng(seed)
-    fds = [frechet_from_features(ref, gen[rng.choice(n, size=k, replace=False)]) for k in ns]
+    fds = []
+    for k in ns:
+        rows = np.concatenate([units[i] for i in rng.choice(n, size=k, replace=False)])
+        fds.append(frechet_from_features(ref, gen[rows]))
     x = 1.0 / np.asarray(ns, np.float64)
     y = np.asarray(fds)
     slope, intercept = np.polyfit(x, y, 1)

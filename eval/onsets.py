@@ -41,6 +41,7 @@ class OnsetConfig:
             longer than one hop makes the flux robust to the slow growth of tones with a soft attack.
         n_bands: number of log-spaced frequency bands whose level rises are compared.
         min_band_bins: minimum width of a band in FFT bins (narrow bands fluctuate on noise).
+        spread_bins: half-width of the maximum filter along frequency applied to the earlier frame.
         min_gap: minimum time between two reported onsets, in seconds.
         threshold_db: margin, in dB, by which a peak of the onset strength (the largest band level
             rise) must exceed its local mean.
@@ -59,8 +60,9 @@ class OnsetConfig:
     lag_seconds: float = 0.006
     n_bands: int = 16
     min_band_bins: int = 8
+    spread_bins: int = 3
     min_gap: float = 0.05
-    threshold_db: float = 9.0
+    threshold_db: float = 7.0
     mean_window: float = 0.1
     min_level_db: float = -60.0
     dynamic_range_db: float = 40.0
@@ -80,10 +82,10 @@ class OnsetConfig:
             )
         if not (self.min_gap >= 0 and math.isfinite(self.min_gap)):
             raise ValueError(f"OnsetConfig.min_gap must be >= 0 seconds, got {self.min_gap!r}.")
-        for name in ("n_bands", "min_band_bins"):
+        for name in ("n_bands", "min_band_bins", "spread_bins"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"OnsetConfig.{name} must be a positive integer, got {value!r}.")
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "spread_bins" else 1):
+                raise ValueError(f"OnsetConfig.{name} must be a {'non-negative' if name == 'spread_bins' else 'positive'} integer, got {value!r}.")
         if not 0 < self.rise_fraction < 1:
             raise ValueError(f"OnsetConfig.rise_fraction must lie in (0, 1), got {self.rise_fraction!r}.")
         if self.min_level_db >= 0:
@@ -173,10 +175,16 @@ def onset_strength(audio: np.ndarray, sample_rate: int, config: OnsetConfig | No
     power = np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=1)) ** 2  # (F, K)
     bands = _band_edges(power.shape[1], sample_rate, n_fft, cfg.n_bands, cfg.min_band_bins)
     band_power = np.stack([power[:, lo:hi].sum(axis=1) for lo, hi in bands], axis=1)  # (F, NB)
+    # The earlier frame is compared after a maximum filter along frequency (as in SuperFlux, Böck
+    # and Widmer 2013): energy that only spreads to neighbouring bins (the sidebands of a note
+    # being released, vibrato) finds its own earlier level there and is not a rise.
+    spread = maximum_filter1d(power, size=2 * cfg.spread_bins + 1, axis=1, mode="nearest")  # (F, K)
+    ref_power = np.stack([spread[:, lo:hi].sum(axis=1) for lo, hi in bands], axis=1)  # (F, NB)
     peak = band_power.max()
     if peak <= 1e-20:
         return np.zeros(n_frames), frame_rate
     level_db = 10.0 * np.log10(np.maximum(band_power, 1e-30))  # (F, NB)
+    ref_db = 10.0 * np.log10(np.maximum(ref_power, 1e-30))  # (F, NB)
     # Floor of each frame: min_level_db below the loudest band of the clip, or dynamic_range_db
     # below the loudest band of the frame, whichever is higher. Rises out of near-silence are
     # measured from the same floor, noise below it is invisible, and the spectral splatter of a
@@ -184,7 +192,7 @@ def onset_strength(audio: np.ndarray, sample_rate: int, config: OnsetConfig | No
     frame_floor = np.maximum(10.0 * np.log10(peak) + cfg.min_level_db, level_db.max(axis=1) - cfg.dynamic_range_db)
     floor = np.maximum(frame_floor[lag:], frame_floor[:-lag])[:, None]  # (F-lag, 1)
     rise = np.zeros_like(level_db)
-    rise[lag:] = np.maximum(level_db[lag:], floor) - np.maximum(level_db[:-lag], floor)
+    rise[lag:] = np.maximum(level_db[lag:], floor) - np.maximum(ref_db[:-lag], floor)
     strength = np.maximum(rise, 0.0).max(axis=1)  # (F,)
     # Frames whose window runs past the end see the padding, not sound: no onset can be confirmed
     # there, and the padding's kink would otherwise look like one.

@@ -26,7 +26,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
 from .store import Assignment, Judgment, Pair, Rater, Study, utcnow
@@ -65,20 +65,19 @@ def pair_loads(session: Session, study_id: int, now: dt.datetime | None = None) 
             select(Pair.id, Pair.prompt_id, Pair.is_gold).where(Pair.study_id == study_id)
         )
     }
-    answered = exists().where(Judgment.assignment_id == Assignment.id)
+    # One aggregate query: this runs under the study's write lock for every joining rater.
+    answered = (select(Judgment.assignment_id).where(Judgment.study_id == study_id).distinct().subquery())
+    live = case((or_(answered.c.assignment_id.is_not(None), Assignment.created_at > now - STALE_AFTER), 1), else_=0)
     rows = session.execute(
-        select(Assignment.pair_id, Assignment.left_is_a, Assignment.created_at, answered.label("answered"))
+        select(Assignment.pair_id, func.sum(case((Assignment.left_is_a, 1), else_=0)), func.count(Assignment.id),
+               func.sum(live))
+        .outerjoin(answered, answered.c.assignment_id == Assignment.id)
         .where(Assignment.study_id == study_id)
+        .group_by(Assignment.pair_id)
     )
-    for pair_id, left_is_a, created_at, was_answered in rows:
+    for pair_id, n_left_a, n, n_live in rows:
         load = loads[pair_id]
-        if left_is_a:
-            load.left_a += 1
-        else:
-            load.right_a += 1
-        created = created_at if created_at.tzinfo else created_at.replace(tzinfo=dt.UTC)
-        if was_answered or now - created < STALE_AFTER:
-            load.live += 1
+        load.left_a, load.right_a, load.live = int(n_left_a), int(n) - int(n_left_a), int(n_live)
     return loads
 
 

@@ -243,7 +243,8 @@ def app_main(argv: list[str]) -> int:
     app = Path(__file__).with_name("app.py")
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
            "--server.port", str(args.port), "--server.address", args.address,
-           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+           "--client.toolbarMode", "viewer"]
     url = f"http://{'localhost' if args.address in ('0.0.0.0', '::') else args.address}:{args.port}"
     print(f"human evaluation app on {url}  (database {store.display_url})")
     print(f"  raters: their invite link (`avgen study invite STUDY`) or {url}/?study=CODE")

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 
 from .assignment import allocate_queue
 from .auth import AccessError, new_token, token_hash, valid_token_format
 from .errors import AnswerError, DuplicateSubmission, NotFoundError, StudyClosed
 from .spec import Question
-from .store import Assignment, Judgment, Pair, Rater, Sample, Store, Study, find_study, utcnow
+from .store import Assignment, Judgment, Pair, Prompt, Rater, Sample, Store, Study, find_study, utcnow
 
 __all__ = [
     "Invite",
@@ -271,14 +272,21 @@ def load_item(store: Store, rater_id: int, assignment_id: int) -> Item:
     Raises:
         AccessError: the assignment is not this rater's.
     """
-    with store.session() as s:
-        a = s.get(Assignment, assignment_id)
-        if a is None or a.rater_id != rater_id:
-            raise AccessError("this pair is not in your queue")
-        pair = s.get(Pair, a.pair_id)
-        sa, sb = s.get(Sample, pair.sample_a_id), s.get(Sample, pair.sample_b_id)  # type: ignore[union-attr]
-        left, right = (sa, sb) if a.left_is_a else (sb, sa)
-        return Item(assignment_id, a.position, pair.prompt.text, _media(left), _media(right))  # type: ignore[union-attr,arg-type]
+    sample_a, sample_b = aliased(Sample), aliased(Sample)
+    with store.session() as s:  # one query: the rate page calls this on every rerun
+        row = s.execute(
+            select(Assignment.position, Assignment.left_is_a, Prompt.text, sample_a, sample_b)
+            .join(Pair, Pair.id == Assignment.pair_id)
+            .join(Prompt, Prompt.id == Pair.prompt_id)
+            .join(sample_a, sample_a.id == Pair.sample_a_id)
+            .join(sample_b, sample_b.id == Pair.sample_b_id)
+            .where(Assignment.id == assignment_id, Assignment.rater_id == rater_id)
+        ).first()
+    if row is None:
+        raise AccessError("this pair is not in your queue")
+    position, left_is_a, prompt, sa, sb = row
+    left, right = (sa, sb) if left_is_a else (sb, sa)
+    return Item(assignment_id, position, prompt, _media(left), _media(right))
 
 
 def submit_answers(store: Store, rater_id: int, assignment_id: int, answers: dict[str, str | int],

@@ -39,8 +39,9 @@ from sqlalchemy import (
     make_url,
     select,
 )
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 from .errors import NotFoundError
 
@@ -340,7 +341,7 @@ def normalize_url(url: str | os.PathLike[str]) -> str:
             f"unsupported database {backend!r} in {parsed.render_as_string(hide_password=True)}: "
             "use a SQLite file (sqlite:///path.db) or PostgreSQL (postgresql://user:pass@host/db)"
         )
-    if backend == "postgresql" and parsed.get_driver_name() in ("psycopg2", ""):
+    if parsed.drivername == "postgresql":  # no driver named: use psycopg 3, the one avgen installs
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
 
@@ -355,13 +356,14 @@ def _sqlite_engine(url: str) -> Engine:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as err:
                 raise StoreError(f"cannot create the folder {folder} for the database: {err}") from None
-    engine = create_engine(
-        url,
-        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
-        pool_size=8,
-        max_overflow=24,
-        pool_timeout=60,
-    )
+    connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
+    if database in (None, "", ":memory:"):
+        # One in-memory database lives in one connection: share it (tests and throwaway use only).
+        engine = create_engine(url, connect_args=connect_args, poolclass=StaticPool)
+    else:
+        # Enough connections for the parallel writers of the load test; each waits its turn for
+        # the write lock inside SQLite (busy timeout), not for a pooled connection.
+        engine = create_engine(url, connect_args=connect_args, pool_size=8, max_overflow=56, pool_timeout=60)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -423,7 +425,7 @@ class Store:
         self._write_sessions = sessionmaker(bind=self._write_engine, expire_on_commit=False)
         try:
             self._prepare_schema(create)
-        except OperationalError as err:
+        except DBAPIError as err:
             self.engine.dispose()
             raise StoreError(f"cannot open the database {self.display_url}: {err.orig}") from None
         except Exception:

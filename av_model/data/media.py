@@ -577,9 +577,12 @@ def write_clip(
         with av.open(str(p), mode="w", format="mp4", options={"movflags": "+faststart"}) as out:
             vs = out.add_stream("libx264", rate=rate)
             vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-            vs.codec_context.options = {"crf": str(crf), "preset": preset}
-            # one thread: clips are written many at a time by worker processes, and x264's own
-            # threads would only compete with them (and make small files slower to start).
+            # one x264 thread: clips are written many at a time by worker processes, and x264's
+            # own threads would only compete with them. It must be x264's own `threads` option:
+            # with only the codec context's thread_count, the first file a process writes was
+            # measured to differ from later ones of the same frames (the same seed must give the
+            # same bytes).
+            vs.codec_context.options = {"crf": str(crf), "preset": preset, "threads": "1"}
             vs.codec_context.thread_count = 1
             aus = None
             if wav is not None:

@@ -70,20 +70,24 @@ class Canvas:
             self._img = np.broadcast_to(self.static[None], (self.t, self.h, self.w, 3)).copy()
         return self._img
 
-    def blend(self, alpha: np.ndarray, colour: np.ndarray) -> None:
-        """Paint `colour` ((3,) or (T, 3)) with coverage `alpha` ((T, H, W) in [0, 1]).
+    def blend(self, alpha: np.ndarray, colour: np.ndarray, window: tuple[slice, slice] | None = None) -> None:
+        """Paint `colour` ((3,) or (T, 3)) with coverage `alpha` ((T, h, w) in [0, 1]).
 
-        Only covered pixels are touched: a sprite covers a few percent of the frame, so gathering
-        them is several times cheaper than blending every pixel of every frame.
+        `alpha` covers the whole frame, or the (rows, cols) `window` of it. Only covered pixels are
+        touched: a sprite covers a few percent of the frame, so gathering them is several times
+        cheaper than blending every pixel of every frame.
         """
         t, y, x = np.nonzero(alpha)
         if t.size == 0:
             return
         a = alpha[t, y, x][:, None]  # (N, 1)
+        if window is not None:
+            y, x = y + window[0].start, x + window[1].start
         c = colour.astype(np.float32)
         c = c[t] if c.ndim == 2 else c[None]  # (N, 3) | (1, 3)
-        px = self.img[t, y, x]  # (N, 3)
-        self.img[t, y, x] = px + a * (c - px)
+        img = self.img
+        px = img[t, y, x]  # (N, 3)
+        img[t, y, x] = px + a * (c - px)
 
     def rect(self, top: float, left: float, bottom: float, right: float, colour: np.ndarray) -> None:
         """A static filled rectangle in pixel coordinates (edges between pixels), under all sprites."""
@@ -95,22 +99,43 @@ class Canvas:
         self.static = self.static * (1.0 - a) + colour.astype(np.float32) * a
 
     def shape(
-        self, shape: str, x: np.ndarray, y: np.ndarray, r: float | np.ndarray, colour: np.ndarray
-    ) -> np.ndarray:
-        """Draw a moving shape; x, y (T,) centre per frame, r scalar or (T,). Returns its (T, H, W) distance."""
-        dx = self.xx - np.asarray(x, dtype=np.float32)[:, None, None]  # (T, 1, W)
-        dy = self.yy - np.asarray(y, dtype=np.float32)[:, None, None]  # (T, H, 1)
-        dx, dy = np.broadcast_arrays(dx, dy)  # (T, H, W)
+        self, shape: str, x: np.ndarray, y: np.ndarray, r: float | np.ndarray, colour: np.ndarray, halo: float = 0.0
+    ) -> tuple[np.ndarray, tuple[slice, slice]] | None:
+        """Draw a moving shape: x, y (T,) centre per frame, r scalar or (T,).
+
+        Work is limited to the box the shape (plus `halo` pixels) sweeps over the clip.
+
+        Returns:
+            (its (T, h, w) distance field, the (rows, cols) window it covers), or None when the
+            shape never enters the frame.
+        """
+        x = np.asarray(x, dtype=np.float32)
+        y = np.asarray(y, dtype=np.float32)
         radius = np.asarray(r, dtype=np.float32)
+        reach = 1.3 * float(radius.max()) + halo + 2.0  # every shape fits in 1.3 r of its centre
+        r0, r1 = max(int(y.min() - reach), 0), min(int(np.ceil(y.max() + reach)), self.h)
+        c0, c1 = max(int(x.min() - reach), 0), min(int(np.ceil(x.max() + reach)), self.w)
+        if r0 >= r1 or c0 >= c1:
+            return None
+        window = (slice(r0, r1), slice(c0, c1))
+        dx = self.xx[:, :, c0:c1] - x[:, None, None]  # (T, 1, w)
+        dy = self.yy[:, r0:r1, :] - y[:, None, None]  # (T, h, 1)
+        dx, dy = np.broadcast_arrays(dx, dy)  # (T, h, w)
         radius = radius[:, None, None] if radius.ndim == 1 else radius
         d = shape_distance(shape, dx, dy, radius)
-        self.blend(np.clip(0.5 - d, 0.0, 1.0), colour)
-        return d
+        self.blend(np.clip(0.5 - d, 0.0, 1.0), colour, window)
+        return d, window
 
-    def glow(self, distance: np.ndarray, width: float, strength: np.ndarray, colour: np.ndarray) -> None:
-        """A soft halo `width` pixels around a shape whose distance field is given; strength (T,)."""
-        halo = np.clip(1.0 - distance / width, 0.0, 1.0) * (distance > 0)  # (T, H, W)
-        self.blend(halo * strength[:, None, None].astype(np.float32), colour)
+    def glow(
+        self, drawn: tuple[np.ndarray, tuple[slice, slice]] | None, width: float, strength: np.ndarray,
+        colour: np.ndarray,
+    ) -> None:
+        """A soft halo `width` pixels around a shape drawn by `shape` (with halo >= width); strength (T,)."""
+        if drawn is None:
+            return
+        d, window = drawn
+        halo = np.clip(1.0 - d / width, 0.0, 1.0) * (d > 0)  # (T, h, w)
+        self.blend(halo * strength[:, None, None].astype(np.float32), colour, window)
 
     def segment(
         self, x0: float, y0: float, x1: np.ndarray, y1: np.ndarray, width: float, colour: np.ndarray

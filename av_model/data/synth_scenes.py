@@ -180,8 +180,10 @@ def heldout_pairs(family: str, params: dict[str, Any]) -> list[str]:
 
 
 def _sample_bouncer(
-    rng: np.random.Generator, cfg: SynthConfig, obj: dict[str, Any], x_lo: float, x_hi: float
+    rng: np.random.Generator, cfg: SynthConfig, obj: dict[str, Any], x_lo: float, x_hi: float,
+    min_arc: float = 0.12,
 ) -> dict[str, Any]:
+    """One bouncing object; it comes to rest once an arc would be shorter than `min_arc` seconds."""
     r = _radius(obj["size"], cfg)
     rest_y = cfg.height * (1 - FLOOR_FRAC) - r
     avail = rest_y - r - 1.0
@@ -190,7 +192,7 @@ def _sample_bouncer(
     g = 8.0 * avail * rng.uniform(0.6, 0.95) / arc**2  # apex of that arc fills most of the frame
     t = rng.uniform(0.12, 0.5)
     impacts = [t]
-    while arc >= 0.12 and t + arc <= cfg.duration - 0.05:
+    while arc >= min_arc and t + arc <= cfg.duration - 0.05:
         t += arc
         impacts.append(t)
         arc *= e
@@ -203,7 +205,7 @@ def _sample_bouncer(
         "restitution": float(e),
         "impacts": impacts,
         "pre_arc": float((impacts[1] - impacts[0]) / e if len(impacts) > 1 else arc / e),
-        "last_arc": float(arc if arc >= 0.12 else 0.0),  # the arc in flight when the clip ends
+        "last_arc": float(arc if arc >= min_arc else 0.0),  # the arc in flight when the clip ends
     }
 
 
@@ -269,25 +271,30 @@ def _build_bounce(params: dict[str, Any], cfg: SynthConfig, rng: np.random.Gener
 
 
 def _sample_multi(rng: np.random.Generator, cfg: SynthConfig) -> dict[str, Any]:
-    n = int(rng.integers(2, 4))
-    margin = 2.0
-    lane = (cfg.width - 2 * margin) / n
-    fits = [s for s in SIZES if _radius(s, cfg) <= lane / 2 - 1] or ["small"]
-    colours = _pick(rng, COLOURS, n)
-    materials = _pick(rng, MATERIALS, n)  # distinct materials: every object has its own sound
-    objects: list[dict[str, Any]] = []
-    for j in range(n):
-        obj = {"colour": colours[j], "shape": _pick(rng, SHAPES), "size": _pick(rng, fits), "material": materials[j]}
-        r = _radius(obj["size"], cfg)
-        lo, hi = margin + j * lane + r + 1, margin + (j + 1) * lane - r - 1
-        taken = [t for o in objects for t in o["impacts"]]
-        for _ in range(100):  # redraw until no onset is within _MIN_GAP_S of another object's
-            b = _sample_bouncer(rng, cfg, obj, lo, max(lo, hi))
-            if all(abs(t - u) >= _MIN_GAP_S for t in b["impacts"] for u in taken):
-                break
-        b["detune"] = float(rng.uniform(0.95, 1.05))
-        objects.append(b)
-    return {"objects": objects, "template": int(rng.integers(2))}
+    while True:
+        n = int(rng.integers(2, 4))
+        margin = 2.0
+        lane = (cfg.width - 2 * margin) / n
+        fits = [s for s in SIZES if _radius(s, cfg) <= lane / 2 - 1] or ["small"]
+        colours = _pick(rng, COLOURS, n)
+        materials = _pick(rng, MATERIALS, n)  # distinct materials: every object has its own sound
+        objects: list[dict[str, Any]] = []
+        for j in range(n):
+            obj = {"colour": colours[j], "shape": _pick(rng, SHAPES), "size": _pick(rng, fits), "material": materials[j]}
+            r = _radius(obj["size"], cfg)
+            lo, hi = margin + j * lane + r + 1, margin + (j + 1) * lane - r - 1
+            taken = [t for o in objects for t in o["impacts"]]
+            # redraw until no onset is within _MIN_GAP_S of another object's, so every sound is
+            # heard as its own onset; objects settle sooner (min_arc 0.2 s) to leave room
+            for _ in range(200):
+                b = _sample_bouncer(rng, cfg, obj, lo, max(lo, hi), min_arc=0.2)
+                if all(abs(t - u) >= _MIN_GAP_S for t in b["impacts"] for u in taken):
+                    b["detune"] = float(rng.uniform(0.95, 1.05))
+                    b["lane"] = j
+                    objects.append(b)
+                    break
+        if len(objects) >= 2:  # an object that found no room is left out; one alone is not "multi"
+            return {"objects": objects, "lanes": n, "template": int(rng.integers(2))}
 
 
 def _build_multi(params: dict[str, Any], cfg: SynthConfig, rng: np.random.Generator) -> Scene:

@@ -78,7 +78,8 @@ def _modes(material: str, pitch_hz: float, sample_rate: int, decay_scale: float)
     """The ringing part of an impact (unnormalized), cached: an object repeats its own sound."""
     mat = MATERIALS[material]
     decays = np.asarray(mat.decays) * decay_scale
-    length = int(min(5.0 * decays.max(), 0.8) * sample_rate) + 1
+    # ring until ~60 dB down (7 time constants), at most 1.5 s
+    length = int(min(7.0 * decays.max(), 1.5) * sample_rate) + 1
     t = np.arange(length) / sample_rate
     wave = np.zeros(length, dtype=np.float64)
     for ratio, gain, tau in zip(mat.ratios, mat.gains, decays):
@@ -86,6 +87,9 @@ def _modes(material: str, pitch_hz: float, sample_rate: int, decay_scale: float)
         if f < 0.45 * sample_rate:  # modes above Nyquist would alias into wrong pitches
             # cosine phase: every mode is at its peak on the first sample, so the attack is instant
             wave += gain * np.exp(-t / tau) * np.cos(2 * np.pi * f * t)
+    # fade the truncated tail out: a hard cut is a broadband click that reads as a false onset
+    fade = min(int(0.03 * sample_rate), length)
+    wave[-fade:] *= 0.5 * (1.0 + np.cos(np.linspace(0.0, np.pi, fade)))
     wave.flags.writeable = False
     return wave
 

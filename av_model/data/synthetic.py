@@ -48,6 +48,7 @@ __all__ = [
     "SynthConfig",
     "SyntheticStream",
     "clip_seed",
+    "dataset_is_current",
     "generate_clip",
     "make_dataset",
 ]
@@ -184,8 +185,9 @@ def _render(scene: Scene, params: dict[str, Any], cfg: SynthConfig) -> np.ndarra
             on[k0 : max(int(round(end * cfg.fps)), k0 + 1)] = True
         bright = colour + (255.0 - colour) * 0.45
         colours = np.where(on[:, None], bright[None], colour[None] * 0.5)  # (T, 3): dim when off
-        d = canvas.shape(sprite.shape, x, y, sprite.radius * np.where(on, 1.1, 1.0), colours)
-        canvas.glow(d, 0.6 * sprite.radius, on * 0.5, bright)
+        drawn = canvas.shape(sprite.shape, x, y, sprite.radius * np.where(on, 1.1, 1.0), colours,
+                             halo=0.6 * sprite.radius)
+        canvas.glow(drawn, 0.6 * sprite.radius, on * 0.5, bright)
     return canvas.to_uint8()
 
 
@@ -254,6 +256,18 @@ def _recipe(cfg: SynthConfig, counts: dict[str, int], seed: int) -> dict[str, An
     return {"config": {**asdict(cfg), "families": list(cfg.families)}, "counts": counts, "seed": seed}
 
 
+def dataset_is_current(out_dir: str | Path, config: SynthConfig, counts: dict[str, int], seed: int) -> bool:
+    """Whether `out_dir` already holds exactly this dataset (same recipe, every file present)."""
+    out = Path(out_dir)
+    manifest, recipe_path = out / "manifest.jsonl", out / "synth_config.json"
+    if not (manifest.is_file() and recipe_path.is_file()):
+        return False
+    if json.loads(recipe_path.read_text()) != _recipe(config, counts, seed):
+        return False
+    with manifest.open() as f:
+        return all((out / json.loads(line)["path"]).is_file() for line in f if line.strip())
+
+
 def make_dataset(
     out_dir: str | Path,
     config: SynthConfig | None = None,
@@ -294,8 +308,7 @@ def make_dataset(
     manifest, recipe_path = out / "manifest.jsonl", out / "synth_config.json"
     recipe = _recipe(cfg, counts, seed)
     if manifest.exists() and not overwrite:
-        old = json.loads(recipe_path.read_text()) if recipe_path.exists() else None
-        if old == recipe and all((out / json.loads(line)["path"]).exists() for line in manifest.open()):
+        if dataset_is_current(out, cfg, counts, seed):
             if progress:
                 print(f"{manifest} already holds this dataset; nothing to do.", file=sys.stderr)
             return manifest

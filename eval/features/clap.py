@@ -76,7 +76,8 @@ class ClapExtractor(FeatureExtractor):
 
     def embed(self, units: torch.Tensor) -> torch.Tensor:
         is_longer = torch.zeros(units.shape[0], 1, dtype=torch.bool, device=units.device) if self.fusion else None
-        return _pooled(self.model.get_audio_features(input_features=units, is_longer=is_longer))
+        out = _pooled(self.model.get_audio_features(input_features=units, is_longer=is_longer))
+        return torch.nn.functional.normalize(out, dim=-1)  # already unit length in recent transformers
 
     def embed_text(self, texts: list[str]) -> torch.Tensor:
         """Normalized text embeddings (B, D)."""

@@ -117,7 +117,8 @@ class MetricResult:
         status: "ok" or "not computed".
         value: the number (None when not computed).
         ci_low, ci_high: bootstrap interval (None when not available).
-        higher_is_better: direction of `value`.
+        higher_is_better: direction of `value` (None: no better direction; compare with the
+            reference row).
         n_generated: clips of the evaluated set that entered the number.
         n_reference: clips of the reference set used (None for reference-free metrics).
         preprocessing: what the inputs went through.
@@ -133,7 +134,7 @@ class MetricResult:
     value: float | None = None
     ci_low: float | None = None
     ci_high: float | None = None
-    higher_is_better: bool = False
+    higher_is_better: bool | None = False
     n_generated: int = 0
     n_reference: int | None = None
     preprocessing: dict[str, Any] = field(default_factory=dict)
@@ -161,7 +162,7 @@ class MetricResult:
         return clean(asdict(self))
 
 
-def not_computed(metric: str, system: str, reason: str, *, higher_is_better: bool = False) -> MetricResult:
+def not_computed(metric: str, system: str, reason: str, *, higher_is_better: bool | None = False) -> MetricResult:
     """A result that says why there is no number."""
     return MetricResult(metric=metric, system=system, status="not computed", reason=reason,
                         higher_is_better=higher_is_better)
@@ -185,14 +186,14 @@ class Metric(ABC):
     Class attributes:
         name: identifier used on the command line and in reports.
         title: human-readable name with unit.
-        higher_is_better: direction.
+        higher_is_better: direction (None: none; compare with the reference row).
         needs_reference: compares against the reference set (Fréchet distances, paired v2a).
         weights: keys of `WEIGHTS` it needs (empty: weights-free).
     """
 
     name: str = ""
     title: str = ""
-    higher_is_better: bool = False
+    higher_is_better: bool | None = False
     needs_reference: bool = False
     weights: tuple[str, ...] = ()
 

@@ -12,20 +12,21 @@ scenes like the synthetic dataset's (objects on a mostly static background):
    d_k = v_(k+1) - v_(k-1), minus its local median (which removes constant acceleration), and
    takes peaks larger than both an absolute and a speed-relative threshold. The contact time is
    where the straight trajectories before and after intersect, which is finer than a frame.
-4. Flashes: spikes of the summed brightening |max(0, L_t - L_(t-1))| over the frame, above the
-   level that steady motion produces. The flash started between the previous frame and the first
+4. Flashes: spikes of the net brightening sum(L_t - L_(t-1)) over the frame (moving objects
+   brighten and darken equal areas; a flash only brightens). The flash started between the previous frame and the first
    frame that shows it, so the estimate is half a frame before that frame.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-__all__ = ["VisualEventConfig", "VisualEvent", "detect_visual_events", "track_objects"]
+__all__ = ["VisualEventConfig", "VisualEvent", "detect_visual_events", "estimate_background", "track_objects"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,35 @@ def _check_frames(frames: np.ndarray, fps: float) -> np.ndarray:
     return x.astype(np.float32)
 
 
+def estimate_background(frames: np.ndarray, threshold: float, contamination: float = 0.15) -> np.ndarray:
+    """Static background (H, W, 3) float32 of frames (T, H, W, 3).
+
+    The per-pixel temporal median fails where an object lingers (the apex of a slow arc, the end
+    of a pendulum swing): there the object is in the median. Such pixels show two clusters of
+    values over time, so they are found as those that differ from the median in more than
+    `contamination` of the frames; their background is then taken as the median of the frame
+    values that agree with an inpainting of the clean surroundings (OpenCV's Telea inpainting),
+    or the inpainting itself when no frame shows the background there.
+    """
+    x = np.asarray(frames, dtype=np.float32)
+    median = np.median(x, axis=0)  # (H, W, 3)
+    far = np.abs(x - median).max(axis=-1) > threshold  # (T, H, W)
+    suspect = far.mean(axis=0) > contamination  # (H, W)
+    if not suspect.any():
+        return median
+    fill = cv2.inpaint(np.clip(median, 0, 255).astype(np.uint8), suspect.astype(np.uint8), 3, cv2.INPAINT_TELEA)
+    fill = fill.astype(np.float32)
+    agree = np.abs(x - fill).max(axis=-1) <= threshold  # (T, H, W)
+    votes = np.where(agree[..., None], x, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels are handled just below
+        clean = np.nanmedian(votes[:, suspect], axis=0)  # (P, 3); NaN where no frame agrees
+    clean = np.where(np.isnan(clean), fill[suspect], clean)
+    out = median.copy()
+    out[suspect] = clean
+    return out
+
+
 def track_objects(frames: np.ndarray, config: VisualEventConfig | None = None) -> list[np.ndarray]:
     """Centroid tracks of the moving (foreground) objects.
 
@@ -104,7 +134,7 @@ def track_objects(frames: np.ndarray, config: VisualEventConfig | None = None) -
     cfg = config or VisualEventConfig()
     x = np.asarray(frames, dtype=np.float32)
     t, h, w = x.shape[:3]
-    background = np.median(x, axis=0)  # (H, W, 3)
+    background = estimate_background(x, cfg.foreground_threshold)  # (H, W, 3)
     distance = np.abs(x - background).max(axis=-1)  # (T, H, W)
     min_area = max(2, cfg.min_area_fraction * h * w)
     max_jump = cfg.max_jump_fraction * math.hypot(h, w)
@@ -185,20 +215,25 @@ def _impacts(track: np.ndarray, fps: float, short_side: int, cfg: VisualEventCon
 
 
 def _flashes(x: np.ndarray, fps: float, cfg: VisualEventConfig) -> list[VisualEvent]:
-    """Brightening spikes; x is (T, H, W, 3) float."""
+    """Spikes of the net brightening of the frame; x is (T, H, W, 3) float.
+
+    The net change (brightening minus darkening) is used because an object moving over the
+    background brightens its leading edge and darkens its trailing edge by the same amount, while
+    a flash only brightens.
+    """
     t, h, w = x.shape[:3]
     if t < 3:
         return []
     luma = x @ np.array([0.299, 0.587, 0.114], np.float32)  # (T, H, W)
-    bright = np.maximum(np.diff(luma, axis=0), 0).sum(axis=(1, 2)) / (255.0 * h * w)  # (T-1,) frac
-    med = float(np.median(bright))
-    mad = float(np.median(np.abs(bright - med))) + 1e-6
+    net = np.diff(luma, axis=0).sum(axis=(1, 2)) / (255.0 * h * w)  # (T-1,) fraction of full scale
+    med = float(np.median(net))
+    mad = float(np.median(np.abs(net - med))) + 1e-6
     out = []
-    for j in range(len(bright)):
-        b = bright[j]
+    for j in range(len(net)):
+        b = net[j]
         if b < cfg.min_flash_fraction or b < med + cfg.flash_threshold * mad:
             continue
-        if (j > 0 and bright[j - 1] > b) or (j + 1 < len(bright) and bright[j + 1] >= b):
+        if (j > 0 and net[j - 1] > b) or (j + 1 < len(net) and net[j + 1] >= b):
             continue
         # Frame j+1 is the first to show it; the flash began in the interval before it.
         out.append(VisualEvent(time=(j + 0.5) / fps, kind="flash", strength=float(b)))

@@ -8,7 +8,7 @@ enters mirrored (b against a, the outcome flipped), which leaves the likelihood'
 is and guarantees logistic regression sees both classes even when one side always won.
 
 Scores are only defined up to a common shift: they are centered so their mean is `base`, or so the
-`anchor` system scores exactly `base`. Intervals are score -/+ z sigma, sigma from the two-way
+`anchor` system scores exactly `base`. Intervals are score -/+ t sigma, sigma from the two-way
 clustered bootstrap over prompts and raters (`bootstrap.py`), refitting on each replicate.
 
 Legend: K systems, N compared pairs (a < b), J judgments, B replicates.
@@ -28,7 +28,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from tqdm.auto import tqdm
 
-from .bootstrap import TwoWayBootstrap, check_bootstrap_args, group_rng, normal_interval
+from .bootstrap import TwoWayBootstrap, check_bootstrap_args, group_rng, single_blas_thread
 from .schema import rated, validate_judgments
 
 COLUMNS = ["question", "rank", "system", "score", "ci_low", "ci_high", "n", "wins", "ties", "losses", "note"]
@@ -219,12 +219,14 @@ def _question_board(
     if n_boot > 0 and boot.informative:
         anchor_idx = systems.index(anchor) if anchor is not None else None
         bar = tqdm(total=3 * n_boot, desc=f"leaderboard {question}", disable=not progress, leave=False)
-        with bar, sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-            # The replicates' inputs are built here, finite and well-formed: skipping scikit-learn's
-            # input checks halves the time of each small fit, which dominates a 1000-replicate run.
+        fast = sklearn.config_context(assume_finite=True, skip_parameter_validation=True)
+        with bar, fast, single_blas_thread():
+            # Each fit is tiny (K coefficients): the inputs built here are finite and well-formed, so
+            # scikit-learn's input checks are skipped (half the time of a fit), and BLAS threads only
+            # add synchronization (ten times slower on a busy machine), so there is one.
             statistic = _replicate_betas(pairs, cell, beta, estimable, anchor_idx, model, bar)
             sigma = scale * boot.sigma(statistic, n_boot, group_rng(seed, question))  # (K,)
-        ci = np.stack(normal_interval(score, sigma, confidence), axis=1)
+        ci = np.stack(boot.interval(score, sigma, confidence), axis=1)
 
     # Wins, ties and losses of each system, from its own side.
     wins, ties, losses = np.zeros(k, int), np.zeros(k, int), np.zeros(k, int)

@@ -6,7 +6,7 @@ majority vote of r raters on the same item (as Movie Gen counts a majority of 3)
 question about one pair of clips. Uncertainty comes two ways:
 
 - `sigma`, `ci_low`, `ci_high`: a two-way clustered bootstrap over prompts and raters (see
-  `bootstrap.py`); the interval is net win rate -/+ 1.96 sigma for 95%, clipped to [-100, 100].
+  `bootstrap.py`); the interval is net win rate -/+ t sigma (t about 2 for 95%), clipped to [-100, 100].
 - `sigma_repeat`: Movie Gen's sigma, the standard deviation of the net win rate across annotation
   rounds when the same items were rated several times (the `repeat` column, or consecutive groups
   of r judgments of an item in table order).
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .bootstrap import TwoWayBootstrap, check_bootstrap_args, group_rng, normal_interval
+from .bootstrap import TwoWayBootstrap, check_bootstrap_args, group_rng, single_blas_thread
 from .schema import rated, validate_judgments
 
 COLUMNS = [
@@ -153,7 +153,7 @@ def _group_row(
         boot = TwoWayBootstrap.from_judgments(g["unit_local"].to_numpy(), g["prompt_id"].to_numpy(), g["rater_id"].to_numpy())
         if boot.informative:
             sigma = float(boot.sigma(_weighted_net_win(values), n_boot, group_rng(seed, *key)))
-            low, high = normal_interval(row["net_win_rate"], sigma, confidence)
+            low, high = boot.interval(row["net_win_rate"], sigma, confidence)
             ci_low, ci_high = float(np.clip(low, -100.0, 100.0)), float(np.clip(high, -100.0, 100.0))
     row.update(ci_low=ci_low, ci_high=ci_high, sigma=sigma)
     sigmas = [s for s in (sigma, sigma_repeat) if np.isfinite(s)]
@@ -201,8 +201,10 @@ def net_win_rates(
         return pd.DataFrame(columns=COLUMNS)
     units = assign_units(judged, raters_per_item)
     groups = units.groupby(["model", "baseline", "question"], sort=True)
-    rows = [
-        _group_row(key, g, n_boot, seed, confidence)
-        for key, g in tqdm(groups, total=groups.ngroups, desc="net win rates", disable=not progress)
-    ]
+    # One BLAS thread: the products here are small, and threads only contend on a busy machine.
+    with single_blas_thread():
+        rows = [
+            _group_row(key, g, n_boot, seed, confidence)
+            for key, g in tqdm(groups, total=groups.ngroups, desc="net win rates", disable=not progress)
+        ]
     return pd.DataFrame(rows, columns=COLUMNS)

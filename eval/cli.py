@@ -1,0 +1,135 @@
+"""`avgen eval`: automatic metrics on generated vs reference clips, with a report.
+
+Examples:
+    avgen eval --generated runs/demo/samples --reference data/synth/manifest.jsonl \\
+        --reference-split heldout --metrics av_align,events,flicker,motion --out runs/demo/eval
+    avgen eval --generated base=samples/base --generated moe=samples/moe --reference data/real \\
+        --metrics fvd,fad_vggish,clip_score --i3d weights/i3d_torchscript.pt --out reports/cmp
+    avgen eval -c configs/eval/synthetic.yaml --generated runs/demo/samples --out runs/demo/eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from eval.features.weights import WEIGHTS
+from eval.metrics import METRICS
+from eval.reader import EvalInputError
+
+__all__ = ["build_parser", "main"]
+
+# option dest -> MetricOptions field (all default to None so that only given flags override a config)
+_OPTION_FIELDS = {
+    "device": "device", "batch_size": "batch_size", "num_workers": "num_workers", "bootstrap": "n_boot",
+    "bootstrap_fd": "n_boot_fd", "seed": "seed", "fvd_frames": "fvd_frames", "fvd_size": "fvd_size",
+    "fvd_fps": "fvd_fps", "panns_window": "panns_window", "clip_frames": "clip_frames", "task": "task",
+    "pair_by": "pair_by", "event_tolerance": "event_tolerance", "event_window": "event_window",
+    "av_align_tolerance": "av_align_tolerance",
+}
+
+
+def _metric_help() -> str:
+    lines = []
+    for name, cls in METRICS.items():
+        key = getattr(cls, "weight_key", "")
+        need = f"needs {WEIGHTS[key].option}" if key else "weights-free"
+        lines.append(f"  {name:<11} {cls.title} ({need})")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="avgen eval",
+        description="Automatic metrics of generated audio-video clips against a reference set: FVD, FAD "
+                    "(VGGish, PANNs, CLAP, codec latents), CLIP/CLAP scores, AV-Align, the event-sync measure, "
+                    "flicker and motion. Prints a table (a row per system) and writes report.csv, report.json "
+                    "and report.html to --out.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="metrics:\n" + _metric_help() + "\n\nweights are looked up in: the option, then its environment "
+               "variable (AVGEN_I3D, AVGEN_VGGISH, AVGEN_PANNS, AVGEN_CLAP, AVGEN_CLIP, AVGEN_CODEC), then "
+               "$AVGEN_WEIGHTS/<file>, then ~/.cache/avgen/weights/<file>. Missing weights: the metric is "
+               "reported as not computed, with the reason.",
+    )
+    p.add_argument("-c", "--config", help="YAML EvalConfig (configs/eval/*.yaml); flags given here override it")
+    p.add_argument("--generated", action="append", metavar="[NAME=]PATH",
+                   help="a generated set: folder of mp4 files (+ JSON sidecars) or manifest; repeat per system")
+    p.add_argument("--reference", metavar="PATH", help="reference folder or manifest (.jsonl/.csv)")
+    p.add_argument("--reference-split", metavar="SPLIT", help="use only this split of the reference manifest")
+    p.add_argument("--metrics", metavar="LIST", help=f"comma-separated metrics or 'all' (default all): {','.join(METRICS)}")
+    p.add_argument("--out", metavar="DIR", help="write report.csv, report.json, report.html here")
+    p.add_argument("--max-clips", type=int, metavar="N", help="evaluate only the first N clips of each set")
+    p.add_argument("--task", choices=["t2av", "v2a"],
+                   help="events against video-detected events (t2av, default) or the reference's ground truth (v2a)")
+    p.add_argument("--pair-by", choices=["id", "prompt"], help="how generated clips find their reference clip (v2a)")
+    g = p.add_argument_group("weights (local files; nothing is downloaded)")
+    for spec in WEIGHTS.values():
+        g.add_argument(spec.option, metavar="PATH", help=f"{spec.what} [env {spec.env}]")
+    o = p.add_argument_group("protocol and compute")
+    o.add_argument("--device", help="torch device for feature extractors (default cpu)")
+    o.add_argument("--batch-size", type=int, help="units per forward pass (default 8)")
+    o.add_argument("--num-workers", type=int, help="decoding worker processes (default 0)")
+    o.add_argument("--bootstrap", type=int, metavar="N", help="bootstrap resamples of per-clip metrics (default 1000)")
+    o.add_argument("--bootstrap-fd", type=int, metavar="N", help="bootstrap resamples of Fréchet distances (default 50)")
+    o.add_argument("--seed", type=int, help="random seed (default 0)")
+    o.add_argument("--fvd-frames", type=int, help="frames per I3D window (default 16)")
+    o.add_argument("--fvd-size", type=int, help="I3D frame side (default 224)")
+    o.add_argument("--fvd-fps", type=float, help="resample video for FVD (default: the file's rate)")
+    o.add_argument("--panns-window", type=float, metavar="S", help="seconds per PANNs embedding (default 1.0)")
+    o.add_argument("--clip-frames", type=int, help="frames per clip for the CLIP score (default 8)")
+    o.add_argument("--event-tolerance", type=float, metavar="S", help="onset-event match tolerance (default 0.1 s)")
+    o.add_argument("--event-window", type=float, metavar="S", help="window for measuring the audio lag (default 0.5 s)")
+    o.add_argument("--av-align-tolerance", type=float, metavar="S", help="AV-Align window (default one frame)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--list-metrics", action="store_true", help="list the metrics and exit")
+    return p
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from eval.runner import EvalConfig
+
+    data: dict[str, Any] = EvalConfig.from_yaml(args.config).to_dict() if args.config else {}
+    opts: dict[str, Any] = dict(data.get("options") or {})
+    weights: dict[str, Any] = dict(opts.get("weights") or {})
+    if args.generated:
+        data["generated"] = args.generated
+    for key in ("reference", "reference_split", "out", "max_clips"):
+        if getattr(args, key) is not None:
+            data[key] = getattr(args, key)
+    if args.metrics is not None:
+        data["metrics"] = list(METRICS) if args.metrics.strip() == "all" else args.metrics
+    if args.no_progress:
+        data["progress"] = False
+    for dest, name in _OPTION_FIELDS.items():
+        if getattr(args, dest) is not None:
+            opts[name] = getattr(args, dest)
+    for key in WEIGHTS:
+        if getattr(args, key) is not None:
+            weights[key] = getattr(args, key)
+    opts["weights"] = weights
+    data["options"] = opts
+    return EvalConfig.from_dict(data, where="avgen eval")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `avgen eval`; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.list_metrics:
+        print(_metric_help())
+        return 0
+    from eval.report import print_table, write_report
+    from eval.runner import evaluate
+
+    try:
+        cfg = _config(args)
+        report = evaluate(cfg)
+    except EvalInputError as err:
+        print(f"avgen eval: error: {err}", file=sys.stderr)
+        return 2
+    print_table(report)
+    if cfg.out:
+        paths = write_report(report, cfg.out)
+        print("wrote " + ", ".join(str(v) for v in paths.values()))
+    return 0

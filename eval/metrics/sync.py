@@ -1,0 +1,205 @@
+"""Weights-free audio-video synchrony: AV-Align and the event measure.
+
+**AV-Align** (Yariv et al., TempoTokens): video peaks are the local maxima of the mean Farneback
+flow magnitude between consecutive frames; audio peaks are onsets; an audio peak matches when a
+video peak lies within the tolerance (one frame period by default, as published); the score is
+matches / (|A| + |V| - matches). Fixed against the published code:
+
+- audio onsets come from `eval.onsets.detect_onsets` at the file's own sample rate (the published
+  code fixed the rate);
+- matching is one to one (the published loop lets one video peak match several audio peaks, so
+  the "intersection" can exceed |V| and the score can leave [0, 1]);
+- a clip with no peaks on either side gives no score instead of dividing by zero (it is counted
+  in `extra["clips_without_peaks"]`), and one side empty scores 0;
+- no undefined variables: both directions are reported (`audio_hit_rate`: audio peaks with a
+  video peak within the tolerance; `video_hit_rate`: the converse);
+- a flow value is placed at the middle of its frame interval ((i + 0.5) / fps), not at its end,
+  which removed a half-frame bias;
+- the tolerance is an option (`av_align_tolerance`, seconds; default one frame period).
+
+**Event measure**: detected audio onsets against event times within a tolerance: precision,
+recall and F1 (one-to-one matching), pooled over clips; and the signed offset of onsets against
+events matched within a wider window (median, in ms; positive = audio late), which measures a lag
+even when it exceeds the tolerance. Event times are the ground truth of the reference manifest
+(v2a: the paired reference clip's events; the reference set itself: its own events) or, for
+text-to-audio-video where there is no ground truth, the events detected in the generated video
+(`visual_events`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.signal import argrelmax
+from tqdm.auto import tqdm
+
+from eval.metrics.base import Metric, MetricOptions, MetricResult, NotApplicable, mean_with_ci
+from eval.metrics.flow import clip_flow_stats
+from eval.metrics.visual_events import detect_visual_events
+from eval.onsets import detect_onsets, match_events
+from eval.reader import read_audio, read_video
+from eval.sets import ClipRecord, ClipSet, pair_sets
+
+__all__ = ["AVAlign", "EventSync", "av_align_score", "video_peaks"]
+
+# Flow maxima below this (pixels per frame) are numerical noise of a still picture, not motion.
+_MIN_PEAK_FLOW = 0.01
+
+
+def video_peaks(magnitude: np.ndarray, fps: float) -> np.ndarray:
+    """Times (s) of the local maxima of a flow-magnitude series (T-1,), each at its interval's middle."""
+    if magnitude.size < 3:
+        return np.zeros(0)
+    idx = argrelmax(magnitude)[0]
+    idx = idx[magnitude[idx] > _MIN_PEAK_FLOW]
+    return (idx + 0.5) / fps
+
+
+def av_align_score(audio_peaks: np.ndarray, video_peak_times: np.ndarray, tolerance: float) -> dict[str, float]:
+    """AV-Align of one clip.
+
+    Returns:
+        {"score": IoU with one-to-one matching (NaN if both sides are empty), "audio_hit_rate",
+        "video_hit_rate" (NaN when that side is empty), "n_audio", "n_video"}.
+    """
+    a, v = np.asarray(audio_peaks, float), np.asarray(video_peak_times, float)
+    if a.size == 0 and v.size == 0:
+        return {"score": float("nan"), "audio_hit_rate": float("nan"), "video_hit_rate": float("nan"),
+                "n_audio": 0, "n_video": 0}
+    m = match_events(a, v, tolerance).n_matched if a.size and v.size else 0
+    near = np.abs(a[:, None] - v[None, :]) <= tolerance if a.size and v.size else np.zeros((a.size, v.size), bool)
+    return {
+        "score": m / (a.size + v.size - m),
+        "audio_hit_rate": float(near.any(axis=1).mean()) if a.size else float("nan"),
+        "video_hit_rate": float(near.any(axis=0).mean()) if v.size else float("nan"),
+        "n_audio": int(a.size),
+        "n_video": int(v.size),
+    }
+
+
+def _onsets(record: ClipRecord, cache: dict[str, Any]) -> np.ndarray:
+    key = f"onsets:{record.path}:{record.start}:{record.end}"
+    if key not in cache:
+        audio, sr = read_audio(record.path, channels=1, start=record.start, duration=record.duration)
+        cache[key] = detect_onsets(audio, sr)
+    return cache[key]
+
+
+class AVAlign(Metric):
+    """AV-Align, bugs of the published implementation fixed (see the module docstring)."""
+
+    name = "av_align"
+    title = "AV-Align (IoU)"
+    higher_is_better = True
+
+    def evaluate(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,
+                 cache: dict[str, Any]) -> MetricResult:
+        rows: dict[str, dict[str, float]] = {}
+        for rec in tqdm(system.records, desc=f"{system.name}: av_align", leave=False, disable=not cache.get("progress", True)):
+            flow = clip_flow_stats(rec, cache)
+            tol = opts.av_align_tolerance or 1.0 / flow.fps
+            rows[rec.id] = av_align_score(_onsets(rec, cache), video_peaks(flow.magnitude, flow.fps), tol)
+        scores = np.array([r["score"] for r in rows.values()])
+        value, lo, hi = mean_with_ci(scores, opts)
+        n_ok = int(np.isfinite(scores).sum())
+        if n_ok == 0:
+            raise NotApplicable("no clip has audio onsets or motion peaks")
+
+        def avg(key: str) -> float:
+            vals = np.array([r[key] for r in rows.values()], float)
+            return float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+
+        return MetricResult(
+            metric=self.name, system=system.name, value=value, ci_low=lo, ci_high=hi,
+            higher_is_better=True, n_generated=n_ok,
+            preprocessing={"video": "native fps and size, Farneback (0.5, 3, 15, 3, 5, 1.2, 0)",
+                           "audio": "native rate, mono mix, eval.onsets",
+                           "tolerance": f"{opts.av_align_tolerance} s" if opts.av_align_tolerance else "1 frame"},
+            extra={"audio_hit_rate": avg("audio_hit_rate"), "video_hit_rate": avg("video_hit_rate"),
+                   "audio_peaks_per_clip": avg("n_audio"), "video_peaks_per_clip": avg("n_video"),
+                   "clips_without_peaks": len(rows) - n_ok},
+            per_clip={k: r["score"] for k, r in rows.items()},
+        )
+
+
+class EventSync(Metric):
+    """Precision/recall/F1 of audio onsets against event times, and the audio lag in ms."""
+
+    name = "events"
+    title = "Event sync F1"
+    higher_is_better = True
+
+    def _event_times(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,
+                     cache: dict[str, Any]) -> tuple[list[tuple[ClipRecord, np.ndarray]], str]:
+        is_reference = reference is not None and system is reference
+        if is_reference or (system.has_events and opts.task != "v2a"):
+            if not system.has_events:
+                raise NotApplicable("the reference set has no ground-truth events (a manifest with 'events' has them)")
+            return [(r, np.array([e.time for e in r.events or ()])) for r in system], "ground truth"
+        if opts.task == "v2a":
+            if reference is None or not reference.has_events:
+                raise NotApplicable("v2a compares with the reference's ground-truth events; pass --reference "
+                                    "with a manifest that lists 'events' (or use --task t2av)")
+            pairs = pair_sets(system, reference, by=opts.pair_by)
+            return [(g, np.array([e.time for e in r.events or ()])) for g, r in pairs], "reference ground truth"
+        out = []
+        for rec in system:
+            key = f"visual_events:{rec.path}:{rec.start}:{rec.end}"
+            if key not in cache:
+                frames, fps = read_video(rec.path, start=rec.start, duration=rec.duration)
+                cache[key] = np.array([e.time for e in detect_visual_events(frames, fps)])
+            out.append((rec, cache[key]))
+        return out, "detected in the video"
+
+    def evaluate(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,
+                 cache: dict[str, Any]) -> MetricResult:
+        targets, source = self._event_times(system, reference, opts, cache)
+        counts = np.zeros((len(targets), 3))  # matched, n_pred, n_ref per clip
+        offsets: list[float] = []
+        clip_offsets: list[list[float]] = []
+        per_clip: dict[str, float] = {}
+        for i, (rec, events) in enumerate(tqdm(targets, desc=f"{system.name}: events", leave=False,
+                                               disable=not cache.get("progress", True))):
+            onsets = _onsets(rec, cache)
+            m = match_events(onsets, events, opts.event_tolerance)
+            counts[i] = (m.n_matched, m.n_pred, m.n_ref)
+            wide = match_events(onsets, events, opts.event_window)
+            offsets += wide.offsets_ms
+            clip_offsets.append(wide.offsets_ms)
+            per_clip[rec.id] = m.f1
+        if counts[:, 2].sum() == 0:
+            raise NotApplicable(f"no events found ({source}) in any clip")
+
+        def f1(c: np.ndarray) -> float:
+            denom = c[:, 1].sum() + c[:, 2].sum()
+            return float(2 * c[:, 0].sum() / denom) if denom else float("nan")
+
+        rng = np.random.default_rng(opts.seed)
+        boots = [f1(counts[rng.integers(0, len(counts), len(counts))]) for _ in range(opts.n_boot)]
+        boot_off = []
+        for _ in range(opts.n_boot if offsets else 0):
+            pick = [o for j in rng.integers(0, len(clip_offsets), len(clip_offsets)) for o in clip_offsets[j]]
+            if pick:
+                boot_off.append(float(np.median(pick)))
+        alpha = (1 - opts.ci_level) / 2
+        lo, hi = (np.nanquantile(boots, [alpha, 1 - alpha]) if opts.n_boot else (np.nan, np.nan))
+        off = np.asarray(offsets)
+        tp, npred, nref = counts.sum(axis=0)
+        return MetricResult(
+            metric=self.name, system=system.name, value=f1(counts), ci_low=float(lo), ci_high=float(hi),
+            higher_is_better=True, n_generated=len(targets),
+            n_reference=len(targets) if source == "reference ground truth" else None,
+            preprocessing={"audio": "native rate, mono mix, eval.onsets", "events": source,
+                           "tolerance": f"{opts.event_tolerance} s", "offset_window": f"{opts.event_window} s"},
+            extra={
+                "precision": float(tp / npred) if npred else float("nan"),
+                "recall": float(tp / nref),
+                "offset_ms": float(np.median(off)) if off.size else float("nan"),
+                "offset_ms_ci": [float(v) for v in np.quantile(boot_off, [alpha, 1 - alpha])] if boot_off else None,
+                "abs_offset_ms": float(np.abs(off).mean()) if off.size else float("nan"),
+                "n_onsets": int(npred), "n_events": int(nref), "n_matched": int(tp),
+                "offsets_ms": [round(float(o), 2) for o in off],
+            },
+            per_clip=per_clip,
+        )
