@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,8 @@ class AVLightningCLI(LightningCLI):
 
 
 def _cli(args: list[str], **kwargs: Any) -> AVLightningCLI:
+    # `avgen` hands over its own argv as `args`; LightningCLI would warn that sys.argv is set too.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     return AVLightningCLI(
         AVDiffusion,
         LatentDataModule,

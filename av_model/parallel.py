@@ -8,24 +8,29 @@ single-device `nn.Module`; this module wraps it from outside, in torchtitan's or
 2. `torch.compile` of each block (`nn.Module.compile`, so names and state dicts stay the same),
 3. FSDP2 `fully_shard` of each block, then of the root, with a bf16/fp32 mixed-precision policy.
 
-Expert weights `(E, D, F)` are sharded along the expert axis: FSDP2 shards every parameter along
-dim 0, which for the experts is E, over the mesh given by `shard_experts_over`. "data_parallel"
-spreads them over the data-parallel ranks like every other weight; "all" flattens the whole
-`(data_parallel, tensor_parallel)` mesh of `ModelParallelStrategy` and uses its second axis as the
-expert-parallel dimension, so `E` must divide by that size (checked). Each rank then stores
-`E / ranks` experts and gathers the others for the forward pass (FSDP's communication, no token
-all-to-all).
+Meshes: Lightning's `ModelParallelStrategy` builds a 2D mesh `(data_parallel, tensor_parallel)`,
+by default (nodes, GPUs per node). The generator uses no tensor parallelism, so every rank trains
+on its own data and FSDP must reduce gradients over all ranks: `sharding="full"` shards over the
+flattened mesh, `sharding="hybrid"` (HSDP) shards within the second axis and replicates along the
+first, so all-gathers stay on a node's fast links.
+
+Expert weights `(E, D, F)`: FSDP2 shards every parameter along dim 0, which for the stacked expert
+weights is the expert axis. The shard axis therefore is the expert-parallel dimension for storage:
+with E divisible by its size n, each rank keeps E / n whole experts (and their optimizer state),
+gathered for the forward pass by FSDP's all-gather; routing tokens to the ranks that own their
+experts (all-to-all expert parallelism) is not implemented.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-__all__ = ["ParallelConfig", "apply_parallelism", "expert_parameters"]
+__all__ = ["ParallelConfig", "apply_parallelism", "expert_parameters", "shard_mesh"]
 
 ACMode = Literal["none", "full", "selective"]
 
@@ -45,8 +50,8 @@ class ParallelConfig:
         activation_checkpointing: "none", "full" (every block) or "selective" (every `ac_every`-th).
         ac_every: with "selective", checkpoint blocks 0, n, 2n, ...
         compile: `torch.compile` each block (one graph per block type keeps compile time flat in depth).
-        shard_experts_over: "data_parallel" (like every weight) or "all" (data x tensor-parallel
-            axes: the second axis acts as the expert-parallel dimension).
+        sharding: "full" (FSDP over all ranks) or "hybrid" (HSDP: shard within the mesh's second
+            axis, replicate along the first).
     """
 
     fsdp: bool = True
@@ -56,7 +61,7 @@ class ParallelConfig:
     activation_checkpointing: ACMode = "none"
     ac_every: int = 2
     compile: bool = False
-    shard_experts_over: Literal["data_parallel", "all"] = "data_parallel"
+    sharding: Literal["full", "hybrid"] = "full"
 
     def __post_init__(self) -> None:
         for name in ("param_dtype", "reduce_dtype"):
@@ -68,8 +73,8 @@ class ParallelConfig:
             )
         if self.ac_every < 1:
             raise ValueError(f"parallel.ac_every must be >= 1; got {self.ac_every}.")
-        if self.shard_experts_over not in ("data_parallel", "all"):
-            raise ValueError(f"parallel.shard_experts_over must be data_parallel or all; got {self.shard_experts_over!r}.")
+        if self.sharding not in ("full", "hybrid"):
+            raise ValueError(f"parallel.sharding must be full or hybrid; got {self.sharding!r}.")
 
 
 def expert_parameters(module: nn.Module) -> list[nn.Parameter]:
@@ -104,25 +109,32 @@ def _compile(model: nn.Module) -> None:
         block.compile()  # in place: module names (and checkpoint keys) do not change
 
 
+def shard_mesh(mesh: Any, sharding: str) -> Any:
+    """The mesh FSDP2 shards over: all ranks ("full") or (replicate, shard) axes ("hybrid")."""
+    if mesh.ndim == 1:
+        return mesh
+    if sharding == "hybrid":
+        return mesh  # fully_shard on a 2D mesh is HSDP: replicate on dim 0, shard on dim 1
+    return mesh._flatten("data_shard")
+
+
 def _fully_shard(model: nn.Module, mesh: Any, cfg: ParallelConfig) -> None:
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mp = MixedPrecisionPolicy(param_dtype=getattr(torch, cfg.param_dtype), reduce_dtype=getattr(torch, cfg.reduce_dtype))
-    dp_mesh = mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
-    if cfg.shard_experts_over == "all" and mesh.ndim > 1:
-        ep = mesh.size(1)
-        experts = expert_parameters(model)
-        if experts and experts[0].shape[0] % ep:
-            raise ValueError(
-                f"shard_experts_over='all' needs the {experts[0].shape[0]} experts to divide by the second mesh axis "
-                f"(tensor_parallel_size={ep}); pick a tensor_parallel_size that divides the expert count."
-            )
-        dp_mesh = mesh._flatten("data_expert_parallel")
+    fsdp_mesh = shard_mesh(mesh, cfg.sharding)
+    shards = fsdp_mesh.size(fsdp_mesh.ndim - 1)
+    experts = expert_parameters(model)
+    if experts and experts[0].shape[0] % shards:
+        warnings.warn(
+            f"{experts[0].shape[0]} experts do not divide over {shards} shards, so experts are split across ranks; "
+            "pick a shard count that divides the expert count to keep whole experts per rank.", stacklevel=2,
+        )
     for block in _blocks(model):
-        fully_shard(block, mesh=dp_mesh, mp_policy=mp, reshard_after_forward=cfg.reshard_after_forward)
+        fully_shard(block, mesh=fsdp_mesh, mp_policy=mp, reshard_after_forward=cfg.reshard_after_forward)
     # The root holds the embeddings and the final layer; they run last in forward and first in
     # backward, so resharding them would only add an all-gather.
-    fully_shard(model, mesh=dp_mesh, mp_policy=mp, reshard_after_forward=False)
+    fully_shard(model, mesh=fsdp_mesh, mp_policy=mp, reshard_after_forward=False)
 
 
 def apply_parallelism(model: nn.Module, cfg: ParallelConfig, device_mesh: Any | None = None) -> nn.Module:

@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     record = asdict(result) | {
         "ok": result.ok, "command": "python benchmarks/app_load.py " + " ".join(argv or sys.argv[1:]),
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-                    "processor": platform.processor()},
+                    "processor": platform.processor(), "load_average_1min": os.getloadavg()[0]},
     }
     out.write_text(json.dumps(record, indent=2))
     print(f"wrote {out}")

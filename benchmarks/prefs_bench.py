@@ -42,7 +42,9 @@ def _timed(fn, *args, **kwargs) -> tuple[object, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="10k judgments and 200 replicates")
     parser.add_argument("--prompts", type=int, default=None, help="prompts (default 1000, quick 100)")
     parser.add_argument("--bootstrap", type=int, default=None, help="replicates (default 1000, quick 200)")
@@ -90,8 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         "raters_per_item": args.raters_per_item,
         "seconds": timings,
         "hardware": {
-            "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "python": platform.python_version(), "pandas": pd.__version__,
+            "machine": platform.machine(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "pandas": pd.__version__,
         },  # fmt: skip
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ import html
 import io
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +46,13 @@ def format_value(v: float | None) -> str:
     return f"{v:.3f}"
 
 
-def _cell(r: MetricResult | None) -> str:
+def _cell(r: MetricResult | None, sep: str = " ") -> str:
     if r is None:
         return ""
     if not r.ok:
         return "not computed"
-    ci = f" [{format_value(r.ci_low)}, {format_value(r.ci_high)}]" if r.ci_low is not None and r.ci_high is not None \
-        and math.isfinite(r.ci_low) and math.isfinite(r.ci_high) else ""
+    ci = f"{sep}[{format_value(r.ci_low)}, {format_value(r.ci_high)}]" if r.ci_low is not None \
+        and r.ci_high is not None and math.isfinite(r.ci_low) and math.isfinite(r.ci_high) else ""
     return f"{format_value(r.value)}{ci}"
 
 
@@ -71,15 +72,20 @@ def _reasons(report: EvalReport) -> list[str]:
 
 def print_table(report: EvalReport, console: Console | None = None) -> None:
     """Print the results table and the reasons of metrics not computed."""
-    console = console or Console()
-    table = Table(title="Automatic metrics (95% bootstrap intervals)" if report.results else "No results")
+    console = console or Console(width=None if sys.stdout.isatty() else 200)
+    # Columns with no number for any system are left out of the table; their reasons follow it.
+    shown = [m for m in report.metrics if any((r := report.get(s, m)) is not None and r.ok for s in report.systems)]
+    table = Table(title="Automatic metrics (value, 95% bootstrap interval)" if shown else "No metric was computed")
     table.add_column("system", style="bold")
-    for m in report.metrics:
+    for m in shown:
         table.add_column(_header(m), justify="right")
     for s in report.systems:
         label = f"{s} (reference)" if s == report.reference and "(reference)" not in s else s
-        table.add_row(label, *[_cell(report.get(s, m)) for m in report.metrics])
-    console.print(table)
+        table.add_row(label, *[_cell(report.get(s, m), sep="\n") for m in shown])
+    if shown:
+        console.print(table)
+    else:
+        console.print(f"[bold]{table.title}[/bold]")
     for line in _reasons(report):
         console.print(f"[yellow]{line}[/yellow]")
 

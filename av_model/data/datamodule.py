@@ -61,8 +61,12 @@ class ClipDataConfig:
     def __post_init__(self) -> None:
         if not self.fps > 0:
             raise ValueError(f"fps must be > 0; got {self.fps!r}.")
-        sizes = (self.size,) if isinstance(self.size, int) else tuple(self.size)
-        if len(sizes) not in (1, 2) or any(not isinstance(s, int) or s <= 0 for s in sizes):
+        if not isinstance(self.size, int):
+            object.__setattr__(self, "size", tuple(self.size))  # YAML gives lists
+        sizes = (self.size,) if isinstance(self.size, int) else self.size
+        if len(sizes) != (1 if isinstance(self.size, int) else 2) or any(
+            not isinstance(s, int) or s <= 0 for s in sizes
+        ):
             raise ValueError(f"size must be a positive int or (height, width); got {self.size!r}.")
         if not self.duration > 0:
             raise ValueError(f"duration must be > 0 seconds; got {self.duration!r}.")
@@ -249,7 +253,7 @@ class ClipDataModule(L.LightningDataModule):
                 log.warning("%s: no entries with split %r; no %s loader.", self.manifest, split, name)
                 continue
             self.datasets[name] = ClipDataset(entries, split, self.config, self.random_offset and name == "train")
-        trainer = getattr(self, "_trainer", None)
+        trainer = self.trainer
         if trainer is not None and not any(isinstance(cb, DecodeFailureReport) for cb in trainer.callbacks):
             trainer.callbacks.append(DecodeFailureReport())
 
@@ -275,7 +279,7 @@ class ClipDataModule(L.LightningDataModule):
         # runs in the main process, so failures from every worker are counted here
         skipped = batch.pop("skipped", [])
         if skipped:
-            trainer = getattr(self, "_trainer", None)
+            trainer = self.trainer
             stage = "train" if trainer is None or trainer.training else "validate"
             self.failures.setdefault(stage, []).extend(skipped)
         return batch

@@ -12,7 +12,6 @@ Errors are `MediaError` (a `ValueError`) whose message names the file, the probl
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -193,95 +192,111 @@ def _scale_crop(frame: av.VideoFrame, hw: tuple[int, int] | None) -> np.ndarray:
     return img[top : top + h, left : left + w]
 
 
-def _frame_time(frame: av.frame.Frame, index: int, rate: float, origin: float) -> float:
-    if frame.time is not None:
-        return float(frame.time) - origin
-    return index / rate  # no timestamps at all: count frames
-
-
-def _iter_video(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream, origin: float
-) -> Iterator[tuple[float, av.VideoFrame]]:
-    rate = float(stream.average_rate or stream.guessed_rate or 25)
-    for i, frame in enumerate(container.decode(stream)):
-        yield _frame_time(frame, i, rate, origin), frame
-
-
-def _select_frames(
-    source: Iterator[tuple[float, av.VideoFrame]],
-    targets: np.ndarray,
-    hw: tuple[int, int] | None,
-    hold: float,
-) -> list[np.ndarray]:
+class _FramePicker:
     """For each target time, the decoded frame whose timestamp is nearest (ties to the earlier).
 
-    Works as a stream over the decoder's output, so only two decoded frames are held at a time.
-    This mirrors FFmpeg's `fps` filter (round to nearest); written here because the filter graph
-    offers no way to also scale-to-cover and crop without a second pass. The last frame stays on
-    screen for `hold` seconds; targets later than that are left out (the caller reports them).
+    Fed one decoded frame at a time, so only two frames are held at once. This mirrors FFmpeg's
+    `fps` filter (round to nearest); written here because the filter graph offers no way to also
+    scale-to-cover and crop, or to share one demuxing pass with the audio.
     """
-    out: list[np.ndarray] = []
-    prev: tuple[float, av.VideoFrame] | None = None
-    k = 0
-    for cur in source:
-        while k < len(targets):
-            t = targets[k]
-            if cur[0] <= t:
-                break  # this frame, or a later one, is nearer to t than the previous one
-            if prev is None or abs(cur[0] - t) < abs(prev[0] - t):
-                out.append(_scale_crop(cur[1], hw))
-            else:
-                out.append(_scale_crop(prev[1], hw))
-            k += 1
-        if k == len(targets):
-            return out
-        prev = cur
-    if prev is not None:
-        # past the last decoded frame: it stays on screen for one frame duration
-        out.extend(_scale_crop(prev[1], hw) for t in targets[k:] if t - prev[0] <= hold)
-    return out
+
+    def __init__(self, targets: np.ndarray, hw: tuple[int, int] | None, rate: float, origin: float) -> None:
+        self.targets, self.hw, self.rate, self.origin = targets, hw, rate, origin
+        self.out: list[np.ndarray] = []
+        self.prev: tuple[float, av.VideoFrame] | None = None
+        self.count = 0
+
+    @property
+    def done(self) -> bool:
+        return len(self.out) == len(self.targets)
+
+    def push(self, frame: av.VideoFrame) -> None:
+        # no timestamps at all: count frames
+        t = float(frame.time) - self.origin if frame.time is not None else self.count / self.rate
+        self.count += 1
+        while not self.done:
+            target = self.targets[len(self.out)]
+            if t <= target:
+                break  # this frame, or a later one, is nearer to the target than the previous one
+            prev = self.prev
+            best = frame if prev is None or abs(t - target) < abs(prev[0] - target) else prev[1]
+            self.out.append(_scale_crop(best, self.hw))
+        self.prev = (t, frame)
+
+    def finish(self, hold: float) -> list[np.ndarray]:
+        """The frames; past the last decoded frame, it stays on screen for `hold` seconds."""
+        if self.prev is not None:
+            t, frame = self.prev
+            self.out.extend(_scale_crop(frame, self.hw) for x in self.targets[len(self.out) :] if x - t <= hold)
+        return self.out
 
 
-def _decode_audio(
+class _AudioCollector:
+    """Places decoded audio of [start, end) into a (C, S) float32 buffer at the stream's own rate.
+
+    Each decoded frame goes where its timestamp says, so a late first packet, a gap or the
+    encoder's priming leaves silence where it belongs instead of shifting the rest.
+    """
+
+    def __init__(self, stream: av.audio.stream.AudioStream, origin: float, start: float, end: float | None) -> None:
+        self.sr = stream.codec_context.sample_rate
+        self.channels = stream.codec_context.channels
+        # libswresample converts any sample format / layout to planar float; the rate is kept here
+        # and changed later with torchaudio, as the project does everywhere.
+        self.resampler = av.AudioResampler(format="fltp", layout=stream.codec_context.layout, rate=self.sr)
+        self.origin, self.start = origin, start
+        self.end_pos = None if end is None else round((end - start) * self.sr)
+        self.chunks: list[tuple[int, np.ndarray]] = []
+        self.cursor = 0
+
+    @property
+    def done(self) -> bool:
+        return self.end_pos is not None and self.cursor >= self.end_pos
+
+    def push(self, frame: av.AudioFrame) -> None:
+        for conv in self.resampler.resample(frame):
+            data = conv.to_ndarray().astype(np.float32, copy=False)  # (C, n)
+            pos = round((conv.time - self.origin - self.start) * self.sr) if conv.time is not None else self.cursor
+            self.cursor = pos + data.shape[1]
+            if self.cursor > 0:
+                self.chunks.append((pos, data))
+
+    def finish(self) -> tuple[np.ndarray, int]:
+        covered = max((p + d.shape[1] for p, d in self.chunks), default=0)
+        total = covered if self.end_pos is None else self.end_pos
+        if self.end_pos is not None and covered < self.end_pos - _END_TOLERANCE_S * self.sr:
+            raise _ShortAudio(covered / self.sr)
+        out = np.zeros((self.channels, max(total, 0)), dtype=np.float32)
+        for pos, data in self.chunks:
+            lo, hi = max(pos, 0), min(pos + data.shape[1], total)
+            if hi > lo:
+                out[:, lo:hi] = data[:, lo - pos : hi - pos]
+        return out, self.sr
+
+
+def _decode(
     container: av.container.InputContainer,
-    stream: av.audio.stream.AudioStream,
     origin: float,
     start: float,
-    end: float | None,
-) -> tuple[np.ndarray, int]:
-    """Decode [start, end) of `stream` into (C, S) float32 at the stream's own rate.
+    picker: tuple[av.video.stream.VideoStream, _FramePicker] | None,
+    collector: tuple[av.audio.stream.AudioStream, _AudioCollector] | None,
+) -> None:
+    """One demuxing pass feeding both streams' decoders, stopping once both have what they need.
 
-    Each decoded frame is written at the position its timestamp says, so a late first packet,
-    a gap or the encoder's priming leaves silence where it belongs instead of shifting the rest.
+    One pass, not one per stream: seeking back to decode the second stream would restart the
+    AAC decoder without its pre-roll, which zeroes the first ~20 ms of audio.
     """
-    sr = stream.codec_context.sample_rate
-    channels = stream.codec_context.channels
-    # libswresample converts any sample format / layout to planar float; the rate is kept here and
-    # changed later with torchaudio, as the project does everywhere.
-    resampler = av.AudioResampler(format="fltp", layout=stream.codec_context.layout, rate=sr)
-    chunks: list[tuple[int, np.ndarray]] = []
-    cursor = 0
-    end_pos = None if end is None else round((end - start) * sr)
-    for frame in container.decode(stream):
-        for conv in resampler.resample(frame):
-            data = conv.to_ndarray().astype(np.float32, copy=False)  # (C, n)
-            pos = round((conv.time - origin - start) * sr) if conv.time is not None else cursor
-            cursor = pos + data.shape[1]
-            if cursor <= 0:
-                continue
-            chunks.append((pos, data))
-        if end_pos is not None and cursor >= end_pos:
+    if start > _SEEK_MARGIN_S:
+        container.seek(int((origin + start - _SEEK_MARGIN_S) * av.time_base), backward=True)
+    streams = [x[0] for x in (picker, collector) if x is not None]
+    for packet in container.demux(*streams):
+        sink = picker if picker is not None and packet.stream.index == picker[0].index else collector
+        if sink is None or sink[1].done:
+            continue
+        for frame in packet.decode():
+            sink[1].push(frame)
+        if all(x[1].done for x in (picker, collector) if x is not None):
             break
-    covered = max((p + d.shape[1] for p, d in chunks), default=0)
-    total = covered if end_pos is None else end_pos
-    if end_pos is not None and covered < end_pos - _END_TOLERANCE_S * sr:
-        raise _ShortAudio(covered / sr)
-    out = np.zeros((channels, max(total, 0)), dtype=np.float32)
-    for pos, data in chunks:
-        lo, hi = max(pos, 0), min(pos + data.shape[1], total)
-        if hi > lo:
-            out[:, lo:hi] = data[:, lo - pos : hi - pos]
-    return out, sr
 
 
 def _convert_audio(
@@ -421,17 +436,17 @@ def read_clip(
         targets = start + np.arange(max(n_frames, 0)) / out_fps
         origin = _container_start(container)
         try:
-            if start > _SEEK_MARGIN_S:
-                container.seek(int((origin + start - _SEEK_MARGIN_S) * av.time_base), backward=True)
             src_rate = float(vs.average_rate or vs.guessed_rate or out_fps)
-            hold = 1.0 / src_rate + _END_TOLERANCE_S
-            frames = _select_frames(_iter_video(container, vs, origin), targets, hw, hold)
+            picker = _FramePicker(targets, hw, src_rate, origin)
+            collector = None
+            if aus is not None:
+                collector = _AudioCollector(aus, origin, start, None if duration is None else start + duration)
+            _decode(container, origin, start, (vs, picker), (aus, collector) if aus and collector else None)
+            frames = picker.finish(hold=1.0 / src_rate + _END_TOLERANCE_S)
             audio_t: torch.Tensor | None = None
             sr: int | None = None
-            if aus is not None:
-                container.seek(int((origin + max(start - _SEEK_MARGIN_S, 0.0)) * av.time_base), backward=True)
-                end = None if duration is None else start + duration
-                wav, src_sr = _decode_audio(container, aus, origin, start, end)
+            if collector is not None:
+                wav, src_sr = collector.finish()
                 audio_t, sr = _convert_audio(wav, src_sr, sample_rate, channels)
                 # exactly as long as the frames: resampling may round one sample either way, and
                 # without a duration the audio track may end a little before or after the video
@@ -487,9 +502,9 @@ def read_audio(
         stream_end = _stream_duration(aus)
         end = start + duration if duration is not None else stream_end
         try:
-            if start > _SEEK_MARGIN_S:
-                container.seek(int((origin + start - _SEEK_MARGIN_S) * av.time_base), backward=True)
-            wav, src_sr = _decode_audio(container, aus, origin, start, end)
+            collector = _AudioCollector(aus, origin, start, end)
+            _decode(container, origin, start, None, (aus, collector))
+            wav, src_sr = collector.finish()
         except _ShortAudio as short:
             raise MediaError(f"{p}: the clip is shorter than asked: its audio ends {short.seconds:.3f} s "
                              f"after {start:.3f} s but {(end or 0.0) - start:.3f} s were asked; ask for a shorter duration "
@@ -577,12 +592,12 @@ def write_clip(
         with av.open(str(p), mode="w", format="mp4", options={"movflags": "+faststart"}) as out:
             vs = out.add_stream("libx264", rate=rate)
             vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-            # one x264 thread: clips are written many at a time by worker processes, and x264's
-            # own threads would only compete with them. It must be x264's own `threads` option:
-            # with only the codec context's thread_count, the first file a process writes was
-            # measured to differ from later ones of the same frames (the same seed must give the
-            # same bytes).
-            vs.codec_context.options = {"crf": str(crf), "preset": preset, "threads": "1"}
+            # Same frames must give the same bytes (the dataset is reproducible from its seeds):
+            # - one x264 thread (clips are written many at a time by worker processes anyway);
+            # - no B-frames: x264's adaptive B-frame decision was measured to give different
+            #   output for the same frames depending on what the process encoded before. Without
+            #   B-frames files are ~3% larger, and decoding needs no frame reordering.
+            vs.codec_context.options = {"crf": str(crf), "preset": preset, "threads": "1", "bf": "0"}
             vs.codec_context.thread_count = 1
             aus = None
             if wav is not None:

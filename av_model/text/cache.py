@@ -72,18 +72,33 @@ class CachedTextEncoder(TextEncoder):
             progress: show a progress bar while filling the cache.
 
         Returns:
-            `TextBatch` with embeddings `(B, L_i, D_i)` (padded to the longest prompt) and masks.
+            `TextBatch` on the CPU with embeddings `(B, L_i, D_i)` (padded to the longest prompt) and masks.
         """
         prompts = _check_prompts(prompts)
+        entries = self._fill(prompts, progress, keep=True)
+        return _collate([entries[p] for p in prompts], self.dims)
+
+    def prefill(self, prompts: Sequence[str], progress: bool = False) -> int:
+        """Make sure every prompt is cached (e.g. all captions of a dataset) without collating them.
+
+        Returns:
+            The number of prompts that had to be encoded.
+        """
+        before = self.misses
+        self._fill(_check_prompts(prompts), progress, keep=False)
+        return self.misses - before
+
+    def _fill(self, prompts: list[str], progress: bool, keep: bool) -> dict[str, Entry]:
         entries: dict[str, Entry] = {}
         missing: list[str] = []
-        for p in dict.fromkeys(prompts):  # unique, in order
-            hit = self._lookup(p)
+        unique = list(dict.fromkeys(prompts))
+        for p in unique:
+            hit = self._lookup(p) if keep else (p if self._cached(p) else None)
             if hit is None:
                 missing.append(p)
-            else:
-                entries[p] = hit
-        self.hits += len(prompts) - len(missing)
+            elif keep:
+                entries[p] = hit  # type: ignore[assignment]
+        self.hits += len(unique) - len(missing)
         self.misses += len(missing)
         starts = range(0, len(missing), self.batch_size)
         if progress and missing:
@@ -96,8 +111,14 @@ class CachedTextEncoder(TextEncoder):
             for i, p in enumerate(chunk):
                 entry = tuple(e[i][m[i]].detach().float().cpu() for e, m in zip(batch.embeddings, batch.masks))
                 self._store(p, entry)
-                entries[p] = entry
-        return _collate([entries[p] for p in prompts], self.dims)
+                if keep:
+                    entries[p] = entry
+        return entries
+
+    def _cached(self, prompt: str) -> bool:
+        key = self.key(prompt)
+        path = self._path(key)
+        return key in self._memory or (path is not None and path.is_file())
 
     def _lookup(self, prompt: str) -> Entry | None:
         key = self.key(prompt)

@@ -1,20 +1,22 @@
-"""Weights-free detection of visible sound causes: impacts (abrupt velocity changes) and flashes.
+"""Weights-free detection of visible sound causes: impacts, turns and appearances.
 
 A text-to-audio-video clip has no ground-truth event list, so the event measure compares the
 generated audio's onsets with events seen in the generated video. This detector is built for
-scenes like the synthetic dataset's (objects on a mostly static background):
+scenes like the synthetic dataset's (objects on a static background):
 
-1. Background: the per-pixel temporal median; foreground: pixels far from it (any channel).
+1. Background: the per-pixel temporal median, repaired where an object lingers (see
+   `estimate_background`); foreground: pixels far from it in any channel.
 2. Objects: connected components of the foreground (OpenCV), with intensity-weighted centroids
-   for sub-pixel positions, tracked from frame to frame by nearest centroid.
-3. Impacts: a contact reverses or changes the velocity within one frame interval while gravity
-   changes it smoothly, so the detector looks at the velocity change across a frame interval,
-   d_k = v_(k+1) - v_(k-1), minus its local median (which removes constant acceleration), and
-   takes peaks larger than both an absolute and a speed-relative threshold. The contact time is
-   where the straight trajectories before and after intersect, which is finer than a frame.
-4. Flashes: spikes of the net brightening sum(L_t - L_(t-1)) over the frame (moving objects
-   brighten and darken equal areas; a flash only brightens). The flash started between the previous frame and the first
-   frame that shows it, so the estimate is half a frame before that frame.
+   for sub-pixel positions, linked from frame to frame by nearest centroid.
+3. Impacts: a contact changes the velocity within one frame interval while gravity changes it
+   smoothly, so the detector takes the velocity change across an interval, d_k = v_(k+1) - v_(k-1),
+   minus its local median (removing constant acceleration), and keeps peaks above an absolute and
+   a speed-relative threshold. The contact time is where the straight trajectories before and
+   after intersect, finer than a frame.
+4. Turns: smooth reversals of horizontal motion with real travel on both sides (the ends of a
+   pendulum's swing), timed at the zero crossing of the horizontal velocity.
+5. Flashes and appearances: a tracked blob that grows or brightens in place, or a blob that
+   appears from nothing inside the frame, timed at the first frame that shows it.
 """
 
 from __future__ import annotations
@@ -44,11 +46,13 @@ class VisualEventConfig:
         relative_change: the velocity change must also exceed this times the speed before/after.
         area_tolerance: a blob whose area differs from its track's median area by more than this
             fraction is unreliable (merged, occluded, cut by the border).
-        flash_threshold: a brightening spike must exceed the median brightening by this many
-            median absolute deviations ...
-        min_flash_fraction: ... and brighten at least this fraction of the frame by one full step
-            of 255 (summed), so flicker of a few pixels does not count.
-        min_gap: events closer than this (seconds) are merged into the earlier one.
+        turn_travel_fraction: a turn needs this fraction of the frame width of horizontal travel
+            within a quarter second on each side.
+        flash_ratio: a tracked blob whose area or contrast grows by this factor from one frame to
+            the next lights up ("flash") ...
+        flash_max_shift: ... if its centroid moves less than this fraction of the diagonal.
+        min_event_area: blobs that flash or appear must cover at least this fraction of the frame.
+        min_gap: events closer than this (seconds) are merged into one.
     """
 
     foreground_threshold: float = 40.0
@@ -57,15 +61,17 @@ class VisualEventConfig:
     min_change_fraction: float = 0.02
     relative_change: float = 0.3
     area_tolerance: float = 0.3
-    flash_threshold: float = 8.0
-    min_flash_fraction: float = 0.004
+    turn_travel_fraction: float = 0.08
+    flash_ratio: float = 1.5
+    min_event_area: float = 0.008
+    flash_max_shift: float = 0.05
     min_gap: float = 0.05
 
     def __post_init__(self) -> None:
         for name in ("foreground_threshold", "min_area_fraction", "max_jump_fraction", "min_change_fraction",
-                     "relative_change", "area_tolerance", "flash_threshold", "min_flash_fraction"):
+                     "relative_change", "area_tolerance", "turn_travel_fraction", "flash_ratio", "flash_max_shift", "min_event_area"):
             value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise ValueError(f"VisualEventConfig.{name} must be a positive number, got {value!r}.")
         if not (math.isfinite(self.min_gap) and self.min_gap >= 0):
             raise ValueError(f"VisualEventConfig.min_gap must be >= 0 seconds, got {self.min_gap!r}.")
@@ -73,9 +79,15 @@ class VisualEventConfig:
 
 @dataclass(frozen=True)
 class VisualEvent:
-    """A detected visible event: `time` in seconds, `kind` ("impact" or "flash"), `strength`
-    (velocity change in frame fractions per frame for impacts, brightened fraction for flashes),
-    `track` (object track index, -1 for flashes)."""
+    """A detected visible event.
+
+    Attributes:
+        time: seconds from the clip's first frame.
+        kind: "impact", "turn", "flash" or "appear".
+        strength: velocity change (frame fraction per frame) for impacts, travel (frame widths)
+            for turns, growth factor for flashes, area (frame fraction) for appearances.
+        track: object track index (-1 for appearances).
+    """
 
     time: float
     kind: str
@@ -121,42 +133,44 @@ def estimate_background(frames: np.ndarray, threshold: float, contamination: flo
     return out
 
 
-def track_objects(frames: np.ndarray, config: VisualEventConfig | None = None) -> list[np.ndarray]:
-    """Centroid tracks of the moving (foreground) objects.
-
-    Args:
-        frames: (T, H, W, 3) uint8 or float in 0-255.
-        config: detector settings.
-
-    Returns:
-        Tracks; each (L, 4) float64 rows (frame index, x, y, area in pixels), consecutive frames.
-    """
-    cfg = config or VisualEventConfig()
-    x = np.asarray(frames, dtype=np.float32)
+def _blobs(x: np.ndarray, cfg: VisualEventConfig) -> list[np.ndarray]:
+    """Foreground components of each frame: (K, 6) rows (x, y, area, touches_border, contrast,
+    compact): contrast is the mean distance from the background over the component; compact is 1
+    for solid blobs (at least 3 px thick, filling 30% of their box), 0 for lines and fragments
+    (a pendulum's string, edges of a background repair)."""
     t, h, w = x.shape[:3]
     background = estimate_background(x, cfg.foreground_threshold)  # (H, W, 3)
     distance = np.abs(x - background).max(axis=-1)  # (T, H, W)
     min_area = max(2, cfg.min_area_fraction * h * w)
-    max_jump = cfg.max_jump_fraction * math.hypot(h, w)
     kernel = np.ones((2, 2), np.uint8)
-    detections: list[np.ndarray] = []  # per frame (K, 2) centroids
+    out: list[np.ndarray] = []
     for k in range(t):
-        mask = (distance[k] > cfg.foreground_threshold).astype(np.uint8)
-        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
+        mask = cv2.morphologyEx((distance[k] > cfg.foreground_threshold).astype(np.uint8), cv2.MORPH_OPEN, kernel)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        cents = []
+        rows = []
         for lab in range(1, n):
-            if stats[lab, cv2.CC_STAT_AREA] < min_area:
+            area = stats[lab, cv2.CC_STAT_AREA]
+            if area < min_area:
                 continue
             ys, xs = np.nonzero(labels == lab)
             wgt = distance[k, ys, xs]  # soft edges weigh less: sub-pixel centroid
-            cents.append((float((xs * wgt).sum() / wgt.sum()) + 0.5, float((ys * wgt).sum() / wgt.sum()) + 0.5,
-                          float(stats[lab, cv2.CC_STAT_AREA])))
-        detections.append(np.asarray(cents, np.float64).reshape(-1, 3))
+            left, top = stats[lab, cv2.CC_STAT_LEFT], stats[lab, cv2.CC_STAT_TOP]
+            bw, bh = stats[lab, cv2.CC_STAT_WIDTH], stats[lab, cv2.CC_STAT_HEIGHT]
+            border = left == 0 or top == 0 or left + bw >= w or top + bh >= h
+            compact = min(bw, bh) >= 3 and area >= 0.3 * bw * bh
+            rows.append((float((xs * wgt).sum() / wgt.sum()) + 0.5, float((ys * wgt).sum() / wgt.sum()) + 0.5,
+                         float(area), float(border), float(wgt.mean()), float(compact)))
+        out.append(np.asarray(rows, np.float64).reshape(-1, 6))
+    return out
+
+
+def _link(detections: list[np.ndarray], max_jump: float) -> tuple[list[np.ndarray], list[list[int]]]:
+    """Tracks (L, 7) rows (frame, x, y, area, border, contrast, compact) by greedy nearest-centroid
+    linking, and for each frame the indices of detections that started a track."""
     tracks: list[list[tuple[float, ...]]] = []
-    active: dict[int, int] = {}  # detection index in previous frame -> track index
-    for k in range(t):
-        cur = detections[k]
+    starts: list[list[int]] = []
+    active: dict[int, int] = {}  # detection index in the previous frame -> track index
+    for k, cur in enumerate(detections):
         new_active: dict[int, int] = {}
         if k > 0 and len(cur) and active:
             prev = detections[k - 1]
@@ -169,22 +183,125 @@ def track_objects(frames: np.ndarray, config: VisualEventConfig | None = None) -
                 if i in active and j not in new_active and active[i] not in new_active.values():
                     new_active[j] = active[i]
                     tracks[active[i]].append((k, *cur[j]))
+        started = []
         for j in range(len(cur)):
             if j not in new_active:
                 new_active[j] = len(tracks)
                 tracks.append([(k, *cur[j])])
+                started.append(j)
+        starts.append(started)
         active = new_active
-    return [np.asarray(tr, np.float64) for tr in tracks if len(tr) >= 2]
+    return [np.asarray(tr, np.float64) for tr in tracks], starts
+
+
+def track_objects(frames: np.ndarray, config: VisualEventConfig | None = None) -> list[np.ndarray]:
+    """Centroid tracks of the moving (foreground) objects.
+
+    Args:
+        frames: (T, H, W, 3) uint8 or float in 0-255.
+        config: detector settings.
+
+    Returns:
+        Tracks of at least two frames; each (L, 7) float64 rows (frame index, x, y, area in
+        pixels, 1 if the blob touches the frame border, mean contrast to the background, 1 if the
+        blob is solid rather than a line or fragment), consecutive frames.
+    """
+    cfg = config or VisualEventConfig()
+    x = np.asarray(frames, dtype=np.float32)
+    max_jump = cfg.max_jump_fraction * math.hypot(*x.shape[1:3])
+    tracks, _ = _link(_blobs(x, cfg), max_jump)
+    return [tr for tr in tracks if len(tr) >= 2]
+
+
+def _appearances(detections: list[np.ndarray], starts: list[list[int]], fps: float, hw: tuple[int, int],
+                 cfg: VisualEventConfig) -> list[VisualEvent]:
+    """Blobs that appear from nothing inside the frame (a shape lighting up, popping in).
+
+    A new track is an event unless a blob of the previous frame that did not continue lies near
+    it (then it is the same object, its track broken), or it touches the border (an object
+    entering) without covering a large part of the frame (a full-screen flash).
+    """
+    h, w = hw
+    max_jump = cfg.max_jump_fraction * math.hypot(h, w)
+    out = []
+    for k in range(1, len(detections)):
+        prev = detections[k - 1]
+        ended = _ended(prev, detections[k], starts[k], max_jump)
+        for j in starts[k]:
+            cx, cy, area, border, contrast, compact = detections[k][j]
+            if not compact or area < cfg.min_event_area * h * w or contrast < 1.5 * cfg.foreground_threshold:
+                continue  # lines, fragments and faint blobs (a string, a background repair's edge)
+            if border and area < 0.25 * h * w:
+                continue
+            if len(ended) and np.min(np.hypot(ended[:, 0] - cx, ended[:, 1] - cy)) <= max_jump:
+                continue
+            # The first frame showing it is the frame nearest the cause (camera exposure, or the
+            # synthetic renderer's nearest-frame rule).
+            out.append(VisualEvent(time=k / fps, kind="appear", strength=float(area / (h * w))))
+    return out
+
+
+def _ended(prev: np.ndarray, cur: np.ndarray, started: list[int], max_jump: float) -> np.ndarray:
+    """Blobs of the previous frame that no blob of the current frame continues (K, 6)."""
+    if not len(prev):
+        return prev
+    continuing = [j for j in range(len(cur)) if j not in started]
+    if not continuing:
+        return prev
+    d = np.linalg.norm(prev[:, None, :2] - cur[None, continuing, :2], axis=-1)  # (P, C)
+    # A previous blob continued if some continuing blob is its nearest within reach.
+    kept = d.min(axis=1) <= max_jump
+    return prev[~kept]
+
+
+def _flashes(track: np.ndarray, fps: float, hw: tuple[int, int], cfg: VisualEventConfig, index: int) -> list[VisualEvent]:
+    """A tracked blob that grows or brightens in place from one frame to the next (a shape that
+    lights up while its unlit form stays visible)."""
+    h, w = hw
+    still = cfg.flash_max_shift * math.hypot(h, w)
+    out = []
+    for i in range(1, len(track)):
+        f, x, y, area, _, contrast, compact = track[i]
+        _, x0, y0, area0, _, contrast0, compact0 = track[i - 1]
+        if not (compact and compact0) or min(area, area0) < cfg.min_event_area * h * w or contrast < 0.9 * contrast0:
+            continue  # fragments, or a blob growing by merging with a fainter one (a string)
+        grow = max(area / max(area0, 1.0), contrast / max(contrast0, 1e-6))
+        if grow >= cfg.flash_ratio and math.hypot(x - x0, y - y0) <= still:
+            out.append(VisualEvent(time=float(f / fps), kind="flash", strength=float(grow), track=index))
+    return out
+
+
+def _turns(track: np.ndarray, fps: float, width: int, cfg: VisualEventConfig, index: int) -> list[VisualEvent]:
+    """Smooth reversals of horizontal motion (the ends of a pendulum swing): the zero crossing of
+    the horizontal velocity, with enough travel on both sides that jitter does not count."""
+    if len(track) < 4:
+        return []
+    vx = np.diff(track[:, 1])  # (L-1,): segment j spans frames f[j] -> f[j+1]
+    f = track[:, 0]
+    need = cfg.turn_travel_fraction * width
+    span = max(2, round(0.25 * fps))  # travel measured over a quarter second each side
+    out = []
+    for j in range(len(vx) - 1):
+        if vx[j] == 0 or np.sign(vx[j]) == np.sign(vx[j + 1]):
+            continue
+        before = np.abs(vx[max(0, j - span + 1):j + 1]).sum()
+        after = np.abs(vx[j + 1:j + 1 + span]).sum()
+        if before < need or after < need:
+            continue
+        # Velocities belong to segment middles; interpolate where vx crosses zero.
+        tau = f[j] + 0.5 + vx[j] / (vx[j] - vx[j + 1])
+        out.append(VisualEvent(time=float(tau / fps), kind="turn", strength=float(min(before, after) / width), track=index))
+    return out
 
 
 def _impacts(track: np.ndarray, fps: float, short_side: int, cfg: VisualEventConfig, index: int) -> list[VisualEvent]:
-    """Impacts along one track (L, 4) of (frame, x, y, area)."""
+    """Impacts along one track (L, 7) of (frame, x, y, area, border, contrast, compact)."""
     if len(track) < 4:
         return []
     f, pos, area = track[:, 0], track[:, 1:3], track[:, 3]
     # A blob whose area departs from the track's usual area is merged with another object or cut
     # by the border: its centroid jumps without any contact, so it may not support an impact.
-    reliable = np.abs(area - np.median(area)) <= cfg.area_tolerance * np.median(area)
+    reliable = (np.abs(area - np.median(area)) <= cfg.area_tolerance * np.median(area)) & (track[:, 6] == 1)
     v = np.diff(pos, axis=0)  # (L-1, 2): v[j] spans frames f[j] -> f[j+1]
     d = np.zeros_like(v)
     d[1:-1] = v[2:] - v[:-2]  # change across segment j
@@ -214,32 +331,6 @@ def _impacts(track: np.ndarray, fps: float, short_side: int, cfg: VisualEventCon
     return out
 
 
-def _flashes(x: np.ndarray, fps: float, cfg: VisualEventConfig) -> list[VisualEvent]:
-    """Spikes of the net brightening of the frame; x is (T, H, W, 3) float.
-
-    The net change (brightening minus darkening) is used because an object moving over the
-    background brightens its leading edge and darkens its trailing edge by the same amount, while
-    a flash only brightens.
-    """
-    t, h, w = x.shape[:3]
-    if t < 3:
-        return []
-    luma = x @ np.array([0.299, 0.587, 0.114], np.float32)  # (T, H, W)
-    net = np.diff(luma, axis=0).sum(axis=(1, 2)) / (255.0 * h * w)  # (T-1,) fraction of full scale
-    med = float(np.median(net))
-    mad = float(np.median(np.abs(net - med))) + 1e-6
-    out = []
-    for j in range(len(net)):
-        b = net[j]
-        if b < cfg.min_flash_fraction or b < med + cfg.flash_threshold * mad:
-            continue
-        if (j > 0 and net[j - 1] > b) or (j + 1 < len(net) and net[j + 1] >= b):
-            continue
-        # Frame j+1 is the first to show it; the flash began in the interval before it.
-        out.append(VisualEvent(time=(j + 0.5) / fps, kind="flash", strength=float(b)))
-    return out
-
-
 def detect_visual_events(frames: np.ndarray, fps: float, config: VisualEventConfig | None = None) -> list[VisualEvent]:
     """Visible events of a clip.
 
@@ -249,24 +340,27 @@ def detect_visual_events(frames: np.ndarray, fps: float, config: VisualEventConf
         config: detector settings.
 
     Returns:
-        Events sorted by time; events of any kind closer than `min_gap` are merged (the stronger
-        kind's time is kept, flashes counting as stronger since their timing is not interpolated
-        from a track that might have merged with another).
+        Events sorted by time; events closer than `min_gap` are merged into one.
     """
     cfg = config or VisualEventConfig()
     x = _check_frames(frames, fps)
     if x.shape[0] < 3:
         return []
-    short = min(x.shape[1], x.shape[2])
+    h, w = x.shape[1:3]
+    detections = _blobs(x, cfg)
+    tracks, starts = _link(detections, cfg.max_jump_fraction * math.hypot(h, w))
     events: list[VisualEvent] = []
-    for i, tr in enumerate(track_objects(x, cfg)):
-        events += _impacts(tr, fps, short, cfg, i)
-    events += _flashes(x, fps, cfg)
+    for i, tr in enumerate(tracks):
+        events += _impacts(tr, fps, min(h, w), cfg, i) + _turns(tr, fps, w, cfg, i) + _flashes(tr, fps, (h, w), cfg, i)
+    events += _appearances(detections, starts, fps, (h, w), cfg)
+    # Among events closer than min_gap keep one: an impact (timed between frames) over a turn or
+    # an appearance (timed to a frame).
+    rank = {"impact": 0, "turn": 1, "flash": 2, "appear": 3}
     events.sort(key=lambda e: e.time)
     merged: list[VisualEvent] = []
     for ev in events:
         if merged and ev.time - merged[-1].time < cfg.min_gap:
-            if ev.kind == "flash" and merged[-1].kind != "flash":
+            if rank[ev.kind] < rank[merged[-1].kind]:
                 merged[-1] = ev
             continue
         merged.append(ev)

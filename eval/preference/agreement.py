@@ -108,9 +108,15 @@ def krippendorff_alpha(reliability_data: np.ndarray, level: str = "nominal") -> 
     """
     data = np.asarray(reliability_data, dtype=np.float64)
     if data.ndim != 2:
-        raise ValueError(f"reliability data must be 2-D (coders, units) with NaN for missing, got shape {data.shape}.")
+        raise ValueError(
+            f"reliability data must be 2-D (coders, units) with NaN for missing, got shape {data.shape}."
+        )
     values = np.unique(data[np.isfinite(data)])
-    counts = np.stack([(data == v).sum(axis=0) for v in values], axis=1) if len(values) else np.zeros((data.shape[1], 0))
+    counts = (
+        np.stack([(data == v).sum(axis=0) for v in values], axis=1)
+        if len(values)
+        else np.zeros((data.shape[1], 0))
+    )
     return alpha_from_counts(counts, values, level)
 
 

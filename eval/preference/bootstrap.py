@@ -69,8 +69,13 @@ def _codes(labels: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def _draw(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """(B, n) multiplicities: n draws with replacement out of n equally likely clusters."""
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+    """(B, n) multiplicities: n draws with replacement out of n equally likely clusters.
+
+    Counting drawn indices with one bincount is the same distribution as `rng.multinomial`, about
+    three times faster for thousands of clusters (which multinomial draws one binomial at a time).
+    """
+    picks = rng.integers(0, n, size=(n_boot, n)) + n * np.arange(n_boot)[:, None]
+    return np.bincount(picks.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,9 @@ class TwoWayBootstrap:
         pattern.data[:] = 1
         keys = np.random.default_rng(0).integers(0, 2**40, n_raters, dtype=np.int64)
         rater_set = pattern.astype(np.int64) @ keys  # (U,)
-        _, cell_code = np.unique(np.stack([prompt_code[first], rater_set], axis=1), axis=0, return_inverse=True)
+        _, cell_code = np.unique(
+            np.stack([prompt_code[first], rater_set], axis=1), axis=0, return_inverse=True
+        )
         cell_code = cell_code.ravel()
         n_cells = int(cell_code.max()) + 1
         return cls(prompt_code[first], cell_code, share, n_prompts, n_raters, n_cells)
@@ -162,7 +169,9 @@ class TwoWayBootstrap:
             with np.errstate(invalid="ignore", divide="ignore"):
                 # G / (G - 1): resampling G clusters underestimates the variance by (G - 1) / G.
                 var[scheme] = np.nanvar(reps, axis=0, ddof=1) * (g / (g - 1) if g > 1 else np.nan)
-        return np.sqrt(combine_variances(var["prompt"], var["rater"], var["cell"], self.n_prompts, self.n_raters))
+        return np.sqrt(
+            combine_variances(var["prompt"], var["rater"], var["cell"], self.n_prompts, self.n_raters)
+        )
 
     def interval(
         self, estimate: np.ndarray, sigma: np.ndarray, confidence: float
@@ -181,7 +190,9 @@ def combine_variances(
     var_prompt: np.ndarray, var_rater: np.ndarray, var_cell: np.ndarray, n_prompts: int, n_raters: int
 ) -> np.ndarray:
     """Cameron-Gelbach-Miller two-way variance, with the fallbacks described in the module docstring."""
-    var_prompt, var_rater, var_cell = (np.asarray(v, dtype=np.float64) for v in (var_prompt, var_rater, var_cell))
+    var_prompt, var_rater, var_cell = (
+        np.asarray(v, dtype=np.float64) for v in (var_prompt, var_rater, var_cell)
+    )
     if n_prompts < 2 and n_raters < 2:
         return np.full(np.shape(var_prompt), np.nan)
     if n_raters < 2:

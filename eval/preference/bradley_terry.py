@@ -63,11 +63,18 @@ def make_model(C: float) -> LogisticRegression:
     lost (or never won) the likelihood keeps growing, and the tiny penalty keeps its score finite
     instead of letting the optimizer run off (the leaderboard's note column says so).
     """
-    return LogisticRegression(fit_intercept=False, C=C, solver="lbfgs", max_iter=2000, tol=1e-10, warm_start=True)
+    return LogisticRegression(
+        fit_intercept=False, C=C, solver="lbfgs", max_iter=2000, tol=1e-10, warm_start=True
+    )
 
 
 def fit_bradley_terry(
-    pairs: np.ndarray, counts: np.ndarray, n_systems: int, *, C: float = 1e6, model: LogisticRegression | None = None
+    pairs: np.ndarray,
+    counts: np.ndarray,
+    n_systems: int,
+    *,
+    C: float = 1e6,
+    model: LogisticRegression | None = None,
 ) -> np.ndarray:
     """Maximum-likelihood Bradley-Terry coefficients (base-10 logits) by logistic regression.
 
@@ -93,7 +100,9 @@ def fit_bradley_terry(
     return beta - beta.mean()
 
 
-def _structure_notes(pairs: np.ndarray, counts: np.ndarray, systems: list[str]) -> tuple[list[str], np.ndarray]:
+def _structure_notes(
+    pairs: np.ndarray, counts: np.ndarray, systems: list[str]
+) -> tuple[list[str], np.ndarray]:
     """Why a score may not be a finite estimate: never compared, never lost, or never won across a cut.
 
     The maximum-likelihood scores exist exactly when the "beat at least once" graph (a tie is an
@@ -113,7 +122,9 @@ def _structure_notes(pairs: np.ndarray, counts: np.ndarray, systems: list[str]) 
         (np.ones(int(beats.sum() + beaten.sum())), (np.r_[a[beats], b[beaten]], np.r_[b[beats], a[beaten]])),
         shape=(n_systems, n_systems),
     )
-    undirected = sp.csr_matrix((np.ones(int(total.sum())), (a[total], b[total])), shape=(n_systems, n_systems))
+    undirected = sp.csr_matrix(
+        (np.ones(int(total.sum())), (a[total], b[total])), shape=(n_systems, n_systems)
+    )
     n_weak, weak = connected_components(undirected, directed=False)
     n_strong, strong = connected_components(graph, directed=True, connection="strong")
     names = np.asarray(systems, dtype=object)
@@ -135,7 +146,9 @@ def _structure_notes(pairs: np.ndarray, counts: np.ndarray, systems: list[str]) 
             c = strong[k]
             above = sorted(set(names[src[strong[dst] == c]]))
             below = sorted(set(names[dst[strong[src] == c]]))
-            parts = [f"never beat {_listing(above)}"] * bool(above) + [f"never lost to {_listing(below)}"] * bool(below)
+            parts = [f"never beat {_listing(above)}"] * bool(above) + [
+                f"never lost to {_listing(below)}"
+            ] * bool(below)
             if parts:
                 notes[k] = "; ".join(parts) + ": score gap is only a bound"
     return notes, strong == np.bincount(strong).argmax()
@@ -206,7 +219,9 @@ def _question_board(
     counts = np.bincount(cell, minlength=3 * n_pairs).reshape(n_pairs, 3).astype(np.float64)
     model = make_model(C)
     if anchor is not None and anchor not in systems:
-        raise ValueError(f"anchor system {anchor!r} was not judged on question {question!r}; systems: {systems}.")
+        raise ValueError(
+            f"anchor system {anchor!r} was not judged on question {question!r}; systems: {systems}."
+        )
     beta = fit_bradley_terry(pairs, counts, k, C=C, model=model)
     notes, estimable = _structure_notes(pairs, counts, systems)
     # Center on the reference group: a system that never lost has a huge coefficient set only by
@@ -215,7 +230,9 @@ def _question_board(
     score = base + scale * (beta - shift)
 
     ci = np.full((k, 2), np.nan)
-    boot = TwoWayBootstrap.from_judgments(np.arange(len(g)), g["prompt_id"].to_numpy(), g["rater_id"].to_numpy())
+    boot = TwoWayBootstrap.from_judgments(
+        np.arange(len(g)), g["prompt_id"].to_numpy(), g["rater_id"].to_numpy()
+    )
     if n_boot > 0 and boot.informative:
         anchor_idx = systems.index(anchor) if anchor is not None else None
         bar = tqdm(total=3 * n_boot, desc=f"leaderboard {question}", disable=not progress, leave=False)
@@ -288,8 +305,16 @@ def leaderboard(
     questions = judged.groupby("question", sort=True)
     boards = [
         _question_board(
-            str(q), g, n_boot=n_boot, seed=seed, confidence=confidence, C=C, anchor=anchor,
-            scale=scale, base=base, progress=progress,
+            str(q),
+            g,
+            n_boot=n_boot,
+            seed=seed,
+            confidence=confidence,
+            C=C,
+            anchor=anchor,
+            scale=scale,
+            base=base,
+            progress=progress,
         )  # fmt: skip
         for q, g in tqdm(questions, total=questions.ngroups, desc="leaderboard", disable=not progress)
     ]

@@ -72,12 +72,21 @@ _TITLES = {
 
 
 def print_table(
-    console: Console, title: str, table: pd.DataFrame, view: dict[str, str | Callable[[pd.Series], str]], limit: int = 50
+    console: Console,
+    title: str,
+    table: pd.DataFrame,
+    view: dict[str, str | Callable[[pd.Series], str]],
+    limit: int = 50,
 ) -> None:
     """Print a table through its view with rich, at most `limit` rows (the CSV file has them all)."""
     out = Table(title=title, title_justify="left", header_style="bold")
     for header in view:
-        out.add_column(header, justify="left" if header in ("model", "baseline", "question", "system", "rater", "note") else "right")
+        out.add_column(
+            header,
+            justify="left"
+            if header in ("model", "baseline", "question", "system", "rater", "note")
+            else "right",
+        )
     for _, row in table.head(limit).iterrows():
         out.add_row(*(str(row[v]) if isinstance(v, str) else v(row) for v in view.values()))
     console.print(out)
@@ -90,7 +99,9 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     if args.study:
         missing = sorted(set(args.study) - set(df["study"]))
         if missing:
-            raise JudgmentsError(f"study {missing} not found in {args.judgments}; studies: {sorted(df['study'].unique())}.")
+            raise JudgmentsError(
+                f"study {missing} not found in {args.judgments}; studies: {sorted(df['study'].unique())}."
+            )
         df = df[df["study"].isin(args.study)]
     settings = ReportSettings(
         raters_per_item=args.raters_per_item, n_boot=args.bootstrap, seed=args.seed, confidence=args.confidence,
@@ -102,10 +113,14 @@ def _report(args: argparse.Namespace, console: Console) -> int:
             print_table(console, _TITLES[name].format(conf=args.confidence), table, _VIEWS[name])
         flagged = result["summary"]["flagged_raters"]
         if flagged:
-            action = "excluded from the statistics" if args.exclude_flagged else "kept (use --exclude-flagged to drop them)"
-            console.print(f"Flagged raters ({len(flagged)}): {', '.join(flagged)}; {action}.")
-    console.print(f"Wrote {len(result['files'])} files to {Path(args.out)}: "
-                  + ", ".join(p.name for p in result["files"].values()))  # fmt: skip
+            action = (
+                "excluded from the statistics"
+                if args.exclude_flagged
+                else "kept (use --exclude-flagged to drop them)"
+            )
+            console.print(f"Flagged raters ({len(flagged)}): {', '.join(flagged)}; {action}.", soft_wrap=True)
+    names = ", ".join(p.name for p in result["files"].values())
+    console.print(f"Wrote {len(result['files'])} files to {Path(args.out)}: {names}", soft_wrap=True)
     return 0
 
 
@@ -125,7 +140,10 @@ def _simulate(args: argparse.Namespace, console: Console) -> int:
     else:
         raise ValueError(f"--out must end in .csv or .parquet, got {str(out)!r}.")
     truths = ", ".join(f"{b}: {true_net_win_rate(config, b):+.1f}" for b in config.baselines)
-    console.print(f"Wrote {len(table)} judgments to {out}. True net win rates of {config.model!r} per judgment: {truths}.")
+    console.print(
+        f"Wrote {len(table)} judgments to {out}. True net win rates of {config.model!r} per judgment: {truths}.",
+        soft_wrap=True,
+    )
     return 0
 
 
@@ -152,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="bootstrap replicates over prompts and raters (default 1000; 0 skips intervals)")  # fmt: skip
     rep.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     rep.add_argument("--confidence", type=float, default=0.95, help="interval coverage (default 0.95)")
-    rep.add_argument("--anchor", default=None, metavar="SYSTEM", help="pin this system at 1000 on the leaderboard")
+    rep.add_argument(
+        "--anchor", default=None, metavar="SYSTEM", help="pin this system at 1000 on the leaderboard"
+    )
     rep.add_argument("--study", action="append", metavar="NAME", help="only this study (repeatable)")
     rep.add_argument("--exclude-flagged", action="store_true",
                      help="drop raters flagged as too fast or failing gold checks before the statistics")  # fmt: skip
@@ -167,10 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--raters", type=int, default=20, help="rater pool (default 20)")
     sim.add_argument("--raters-per-item", type=int, default=3, help="raters per pair and round (default 3)")
     sim.add_argument("--repeats", type=int, default=1, help="annotation rounds (default 1)")
-    sim.add_argument("--scale", choices=("3-way", "5-point"), default="3-way", help="answer scale (default 3-way)")
-    sim.add_argument("--careless-raters", type=int, default=0, help="raters answering at random, fast (default 0)")
+    sim.add_argument(
+        "--scale", choices=("3-way", "5-point"), default="3-way", help="answer scale (default 3-way)"
+    )
+    sim.add_argument(
+        "--careless-raters", type=int, default=0, help="raters answering at random, fast (default 0)"
+    )
     sim.add_argument("--gold-per-rater", type=int, default=0, help="gold checks per rater (default 0)")
-    sim.add_argument("--position-bias", type=float, default=0.0, help="logit towards the left clip (default 0)")
+    sim.add_argument(
+        "--position-bias", type=float, default=0.0, help="logit towards the left clip (default 0)"
+    )
     sim.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     return parser
 

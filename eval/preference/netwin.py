@@ -31,7 +31,12 @@ COLUMNS = [
     "net_win_rate", "ci_low", "ci_high", "sigma", "sigma_repeat", "significance",
     "n_judgments", "n_prompts", "n_raters", "n_repeats", "n_incomplete",
 ]  # fmt: skip
-SIGNIFICANT, MODERATE, NOT_SIGNIFICANT, UNKNOWN = "significant", "moderate", "not significant", "insufficient data"
+SIGNIFICANT, MODERATE, NOT_SIGNIFICANT, UNKNOWN = (
+    "significant",
+    "moderate",
+    "not significant",
+    "insufficient data",
+)
 
 
 def significance_label(net_win_rate: float, sigma: float) -> str:
@@ -80,9 +85,11 @@ def assign_units(df: pd.DataFrame, raters_per_item: int | None) -> pd.DataFrame:
     if "repeat" in out:
         out["round"] = out["repeat"]
         chunk = out.groupby(["item", "round"], sort=False).cumcount() // r
-        out["unit"] = pd.DataFrame({"i": out["item"], "r": out["round"], "c": chunk}).groupby(
-            ["i", "r", "c"], sort=False
-        ).ngroup()
+        out["unit"] = (
+            pd.DataFrame({"i": out["item"], "r": out["round"], "c": chunk})
+            .groupby(["i", "r", "c"], sort=False)
+            .ngroup()
+        )
     else:
         out["round"] = out.groupby("item", sort=False).cumcount() // r
         out["unit"] = out.groupby(["item", "round"], sort=False).ngroup()
@@ -143,21 +150,27 @@ def _group_row(
     rounds = g.groupby("unit_local", sort=True)["round"].first().to_numpy()
     wins, ties, losses = int((values == 1).sum()), int((values == 0).sum()), int((values == -1).sum())
     row.update(n=n_units, wins=wins, ties=ties, losses=losses)
-    row.update(win_rate=100.0 * wins / n_units, tie_rate=100.0 * ties / n_units, loss_rate=100.0 * losses / n_units)
+    row.update(
+        win_rate=100.0 * wins / n_units, tie_rate=100.0 * ties / n_units, loss_rate=100.0 * losses / n_units
+    )
     row["net_win_rate"] = 100.0 * (wins - losses) / n_units
 
     sigma_repeat, n_rounds = _round_sigma(pd.DataFrame({"round": rounds, "value": values}))
     row.update(sigma_repeat=sigma_repeat, n_repeats=n_rounds)
     ci_low = ci_high = sigma = float("nan")
     if n_boot > 0:
-        boot = TwoWayBootstrap.from_judgments(g["unit_local"].to_numpy(), g["prompt_id"].to_numpy(), g["rater_id"].to_numpy())
+        boot = TwoWayBootstrap.from_judgments(
+            g["unit_local"].to_numpy(), g["prompt_id"].to_numpy(), g["rater_id"].to_numpy()
+        )
         if boot.informative:
             sigma = float(boot.sigma(_weighted_net_win(values), n_boot, group_rng(seed, *key)))
             low, high = boot.interval(row["net_win_rate"], sigma, confidence)
             ci_low, ci_high = float(np.clip(low, -100.0, 100.0)), float(np.clip(high, -100.0, 100.0))
     row.update(ci_low=ci_low, ci_high=ci_high, sigma=sigma)
     sigmas = [s for s in (sigma, sigma_repeat) if np.isfinite(s)]
-    row["significance"] = significance_label(float(row["net_win_rate"]), max(sigmas) if sigmas else float("nan"))
+    row["significance"] = significance_label(
+        float(row["net_win_rate"]), max(sigmas) if sigmas else float("nan")
+    )
     return row
 
 
@@ -193,7 +206,9 @@ def net_win_rates(
     Raises:
         JudgmentsError: malformed table. ValueError: bad settings.
     """
-    if raters_per_item is not None and (not isinstance(raters_per_item, int | np.integer) or raters_per_item < 1):
+    if raters_per_item is not None and (
+        not isinstance(raters_per_item, int | np.integer) or raters_per_item < 1
+    ):
         raise ValueError(f"raters_per_item must be a positive integer or None, got {raters_per_item!r}.")
     check_bootstrap_args(n_boot, confidence)
     judged = rated(validate_judgments(df))

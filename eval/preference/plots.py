@@ -32,12 +32,19 @@ def plot_net_win_rates(table: pd.DataFrame, path: str | Path) -> Path:
     path = Path(path)
     required = {"model", "baseline", "question", "net_win_rate", "ci_low", "ci_high"}
     if not required <= set(table.columns):
-        raise ValueError(f"the table lacks columns {sorted(required - set(table.columns))}; pass net_win_rates(...).")
+        raise ValueError(
+            f"the table lacks columns {sorted(required - set(table.columns))}; pass net_win_rates(...)."
+        )
     models = sorted(table["model"].unique())
     questions = sorted(table["question"].unique())
     baselines = sorted(table["baseline"].unique())
     fig, axes = plt.subplots(
-        len(models), 1, figsize=(max(6.0, 1.6 * len(questions) * max(1, len(baselines)) ** 0.5 + 2), 3.6 * max(1, len(models))),
+        len(models),
+        1,
+        figsize=(
+            max(6.0, 1.6 * len(questions) * max(1, len(baselines)) ** 0.5 + 2),
+            3.6 * max(1, len(models)),
+        ),
         squeeze=False,
     )
     width = 0.8 / max(1, len(baselines))
@@ -49,7 +56,15 @@ def plot_net_win_rates(table: pd.DataFrame, path: str | Path) -> Path:
             x = np.arange(len(questions)) + (j - (len(baselines) - 1) / 2) * width
             values = rows["net_win_rate"].to_numpy(dtype=float)
             err = _errors(values, rows["ci_low"].to_numpy(dtype=float), rows["ci_high"].to_numpy(dtype=float))
-            ax.bar(x, np.nan_to_num(values), width, yerr=err, capsize=3, color=colors(j % 10), label=f"vs {baseline}")
+            ax.bar(
+                x,
+                np.nan_to_num(values),
+                width,
+                yerr=err,
+                capsize=3,
+                color=colors(j % 10),
+                label=f"vs {baseline}",
+            )
         if len(models) and len(baselines) and len(questions):
             ax.set_xticks(np.arange(len(questions)), questions, rotation=20, ha="right")
         ax.axhline(0.0, color="black", linewidth=0.8)
@@ -78,7 +93,9 @@ def plot_leaderboard(table: pd.DataFrame, path: str | Path) -> Path:
     path = Path(path)
     required = {"question", "system", "score", "ci_low", "ci_high"}
     if not required <= set(table.columns):
-        raise ValueError(f"the table lacks columns {sorted(required - set(table.columns))}; pass leaderboard(...).")
+        raise ValueError(
+            f"the table lacks columns {sorted(required - set(table.columns))}; pass leaderboard(...)."
+        )
     questions = sorted(table["question"].unique())
     n_sys = max([1, *(int((table["question"] == q).sum()) for q in questions)])
     fig, axes = plt.subplots(
@@ -91,6 +108,7 @@ def plot_leaderboard(table: pd.DataFrame, path: str | Path) -> Path:
         err = _errors(values, sub["ci_low"].to_numpy(dtype=float), sub["ci_high"].to_numpy(dtype=float))
         ax.errorbar(values, y, xerr=err, fmt="o", capsize=3, color="tab:blue")
         ax.set_yticks(y, sub["system"].tolist())
+        ax.set_ylim(-0.6, len(sub) - 0.4)
         ax.set_xlabel("Bradley-Terry score (Elo scale)")
         ax.set_title(str(question))
         ax.grid(axis="x", alpha=0.3)

@@ -34,7 +34,9 @@ ALL_QUESTIONS = "(all)"
 def fast_threshold(df: pd.DataFrame, *, fast_ratio: float = 0.3, min_seconds: float = 0.0) -> float:
     """Seconds below which a rater's median answer time counts as implausibly fast (NaN without times)."""
     if not 0.0 <= fast_ratio <= 1.0:
-        raise ValueError(f"fast_ratio must be between 0 and 1 (0.3: under 30% of the typical time), got {fast_ratio!r}.")
+        raise ValueError(
+            f"fast_ratio must be between 0 and 1 (0.3: under 30% of the typical time), got {fast_ratio!r}."
+        )
     if min_seconds < 0:
         raise ValueError(f"min_seconds must be >= 0, got {min_seconds!r}.")
     seconds = validate_judgments(df)["seconds"].dropna()
@@ -102,12 +104,16 @@ def _bias_row(question: str, g: pd.DataFrame, confidence: float) -> dict[str, ob
     row["model_left_share"] = float((g["model_side"] == "left").mean())
     decided = left + right
     if decided == 0:
-        row.update(left_win_rate=float("nan"), ci_low=float("nan"), ci_high=float("nan"), p_value=float("nan"))
+        row.update(
+            left_win_rate=float("nan"), ci_low=float("nan"), ci_high=float("nan"), p_value=float("nan")
+        )
         row["biased"] = False
         return row
     test = binomtest(left, decided, 0.5)
     ci = test.proportion_ci(confidence_level=confidence, method="wilson")
-    row.update(left_win_rate=left / decided, ci_low=float(ci.low), ci_high=float(ci.high), p_value=float(test.pvalue))
+    row.update(
+        left_win_rate=left / decided, ci_low=float(ci.low), ci_high=float(ci.high), p_value=float(test.pvalue)
+    )
     row["biased"] = bool(test.pvalue < 1.0 - confidence)
     return row
 

@@ -58,7 +58,9 @@ class ReportSettings:
 def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
     """JSON-safe rows: NaN becomes null, numpy scalars become Python numbers."""
     rows = json.loads(table.to_json(orient="records"))
-    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in rows]
+    return [
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in rows
+    ]
 
 
 def _finite(x: float) -> float | None:
@@ -94,16 +96,22 @@ def full_report(df: pd.DataFrame, out_dir: str | Path, settings: ReportSettings 
 
     # 1. Check the table and measure the raters
     valid = validate_judgments(df)
-    quality = rater_quality(valid, fast_ratio=settings.fast_ratio, min_gold_accuracy=settings.min_gold_accuracy)
+    quality = rater_quality(
+        valid, fast_ratio=settings.fast_ratio, min_gold_accuracy=settings.min_gold_accuracy
+    )
     flagged = quality.loc[quality["flagged_fast"] | quality["flagged_gold"], "rater"].tolist()
     used = valid[~valid["rater_id"].isin(flagged)] if settings.exclude_flagged else valid
     if used["is_gold"].all():
-        raise ValueError("no non-gold judgments are left to analyse (all raters flagged, or only gold checks).")
+        raise ValueError(
+            "no non-gold judgments are left to analyse (all raters flagged, or only gold checks)."
+        )
 
     # 2. Statistics
     boot = {"n_boot": settings.n_boot, "seed": settings.seed, "confidence": settings.confidence}
     tables = {
-        "net_win_rates": net_win_rates(used, raters_per_item=settings.raters_per_item, progress=progress, **boot),
+        "net_win_rates": net_win_rates(
+            used, raters_per_item=settings.raters_per_item, progress=progress, **boot
+        ),
         "leaderboard": leaderboard(used, anchor=settings.anchor, progress=progress, **boot),
         "agreement": agreement(used),
         "rater_quality": quality,
@@ -121,9 +129,12 @@ def full_report(df: pd.DataFrame, out_dir: str | Path, settings: ReportSettings 
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "settings": asdict(settings),
         "counts": {
-            "judgments": len(valid), "gold_judgments": int(valid["is_gold"].sum()),
-            "judgments_used": int((~used["is_gold"]).sum()), "studies": sorted(valid["study"].unique()),
-            "raters": int(valid["rater_id"].nunique()), "prompts": int(valid.loc[~valid["is_gold"], "prompt_id"].nunique()),
+            "judgments": len(valid),
+            "gold_judgments": int(valid["is_gold"].sum()),
+            "judgments_used": int((~used["is_gold"]).sum()),
+            "studies": sorted(valid["study"].unique()),
+            "raters": int(valid["rater_id"].nunique()),
+            "prompts": int(valid.loc[~valid["is_gold"], "prompt_id"].nunique()),
             "questions": sorted(valid["question"].unique()),
         },  # fmt: skip
         "flagged_raters": flagged,

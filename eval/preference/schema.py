@@ -56,8 +56,28 @@ COLUMNS: dict[str, str] = {
     "gold_answer": "expected answer of a gold check, same form as answer (required on gold rows)",
     "repeat": "annotation round, for sigma from repeated annotations (optional)",
 }
-REQUIRED = ("pair_id", "prompt_id", "system_left", "system_right", "model", "baseline", "rater_id", "question", "answer")
-ID_COLUMNS = ("study", "pair_id", "prompt_id", "system_left", "system_right", "model", "baseline", "rater_id", "question")
+REQUIRED = (
+    "pair_id",
+    "prompt_id",
+    "system_left",
+    "system_right",
+    "model",
+    "baseline",
+    "rater_id",
+    "question",
+    "answer",
+)
+ID_COLUMNS = (
+    "study",
+    "pair_id",
+    "prompt_id",
+    "system_left",
+    "system_right",
+    "model",
+    "baseline",
+    "rater_id",
+    "question",
+)
 WORD_ANSWERS = {"left": -1, "tie": 0, "right": 1}
 SCALE_3, SCALE_5 = "3-way", "5-point"
 _TRUE = {"true", "1", "yes", "y", "t"}
@@ -98,7 +118,9 @@ def parse_answers(values: pd.Series, column: str = "answer") -> tuple[pd.Series,
     """
     missing = values.isna()
     if missing.any():
-        raise JudgmentsError(f"column {column!r} is empty in {_rows(missing)}; every judgment needs an answer.")
+        raise JudgmentsError(
+            f"column {column!r} is empty in {_rows(missing)}; every judgment needs an answer."
+        )
     text = values.astype(str).str.strip().str.lower()
     word = text.map(WORD_ANSWERS)
     number = pd.to_numeric(text, errors="coerce")
@@ -132,7 +154,9 @@ def _check_ids(df: pd.DataFrame) -> None:
     for col in ID_COLUMNS:
         missing = df[col].isna()
         if missing.any():
-            raise JudgmentsError(f"column {col!r} is empty in {_rows(missing)}; fill it in or drop those rows.")
+            raise JudgmentsError(
+                f"column {col!r} is empty in {_rows(missing)}; fill it in or drop those rows."
+            )
         # Ids are labels: 7 and "7" must be the same prompt, so every id becomes stripped text.
         df[col] = df[col].astype(str).str.strip()
         blank = df[col] == ""
@@ -148,7 +172,9 @@ def _check_systems(df: pd.DataFrame) -> None:
         )
     same = df["model"] == df["baseline"]
     if same.any():
-        raise JudgmentsError(f"model equals baseline in {_rows(same)}; the baseline must be the other system.")
+        raise JudgmentsError(
+            f"model equals baseline in {_rows(same)}; the baseline must be the other system."
+        )
     shown = {"model": df["model"], "baseline": df["baseline"]}
     for col, values in shown.items():
         bad = (values != df["system_left"]) & (values != df["system_right"])

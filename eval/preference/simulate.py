@@ -44,7 +44,9 @@ class SimulationConfig:
         median_seconds: typical time per answer of a careful rater.
     """
 
-    systems: dict[str, float] = field(default_factory=lambda: {"model": 1080.0, "baseline_a": 1000.0, "baseline_b": 1040.0})
+    systems: dict[str, float] = field(
+        default_factory=lambda: {"model": 1080.0, "baseline_a": 1000.0, "baseline_b": 1040.0}
+    )
     model: str = "model"
     questions: tuple[str, ...] = ("overall", "audio quality", "sync")
     n_prompts: int = 100
@@ -63,16 +65,24 @@ class SimulationConfig:
 
     def __post_init__(self) -> None:
         if self.model not in self.systems or len(self.systems) < 2:
-            raise ValueError(f"systems must hold the model {self.model!r} and at least one baseline, got {list(self.systems)}.")
+            raise ValueError(
+                f"systems must hold the model {self.model!r} and at least one baseline, got {list(self.systems)}."
+            )
         if not self.questions or len(set(self.questions)) != len(self.questions):
-            raise ValueError(f"questions must be a non-empty tuple of distinct names, got {self.questions!r}.")
+            raise ValueError(
+                f"questions must be a non-empty tuple of distinct names, got {self.questions!r}."
+            )
         for name in ("n_prompts", "n_raters", "raters_per_item", "repeats"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}.")
         if self.raters_per_item > self.n_raters:
-            raise ValueError(f"raters_per_item={self.raters_per_item} exceeds the pool of n_raters={self.n_raters}.")
+            raise ValueError(
+                f"raters_per_item={self.raters_per_item} exceeds the pool of n_raters={self.n_raters}."
+            )
         if not 0 <= self.careless_raters <= self.n_raters:
-            raise ValueError(f"careless_raters must be between 0 and n_raters={self.n_raters}, got {self.careless_raters}.")
+            raise ValueError(
+                f"careless_raters must be between 0 and n_raters={self.n_raters}, got {self.careless_raters}."
+            )
         for name in ("prompt_sd", "rater_sd", "tie_threshold", "strong_margin", "median_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
@@ -193,7 +203,9 @@ def _gold_rows(rng: np.random.Generator, cfg: SimulationConfig, careless: np.nda
     answer = np.where(correct, good_side, np.where(rng.random(n) < 0.5, "tie", wrong_side))
     if cfg.scale == "5-point":
         answer = np.array([{"left": "1", "tie": "3", "right": "5"}[a] for a in answer])
-    gold_answer = np.where(good_left, "left", "right") if cfg.scale == "3-way" else np.where(good_left, "1", "5")
+    gold_answer = (
+        np.where(good_left, "left", "right") if cfg.scale == "3-way" else np.where(good_left, "1", "5")
+    )
     ids = [f"gold{k:03d}" for k in range(n)]
     return pd.DataFrame({
         "study": "simulated", "pair_id": ids, "prompt_id": ids,

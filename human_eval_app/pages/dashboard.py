@@ -59,6 +59,20 @@ def _table(value: pd.DataFrame | str, **kwargs) -> None:
         st.dataframe(value, hide_index=True, **kwargs)
 
 
+def _headline(table: pd.DataFrame | str) -> None:
+    """One number per question and comparison: the net win rate, with its interval as help."""
+    if not isinstance(table, pd.DataFrame) or table.empty:
+        return
+    for (model, baseline), rows in table.groupby(["model", "baseline"], sort=True):
+        st.markdown(f"**{escape_md(model)}** vs **{escape_md(baseline)}**")
+        cols = st.columns(max(len(rows), 1))
+        for col, row in zip(cols, rows.itertuples()):
+            interval = "" if pd.isna(row.ci_low) else f"; interval [{row.ci_low:+.1f}, {row.ci_high:+.1f}]"
+            col.metric(f"{row.question} vs {baseline}", f"{row.net_win_rate:+.1f}",
+                       help=f"{row.n} judgments: {row.wins} wins, {row.ties} ties, {row.losses} losses{interval}; "
+                            f"{row.significance}")
+
+
 studies = list_studies(store)
 if not studies:
     st.info("No studies yet. Create one on the Studies page or with `avgen study create spec.yaml`.")
@@ -88,6 +102,7 @@ def _live(study_id: int, n_boot: int) -> None:
     st.header("Net win rate of the model against each baseline")
     st.caption("win% - loss% from the model's side, per question; bars are bootstrap intervals over prompts "
                "and raters; gold pairs are left out.")
+    _headline(stats["net_win"])
     if "plot" in stats:
         st.image(stats["plot"])
     _table(stats["net_win"], column_config={

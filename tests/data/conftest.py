@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,3 +43,18 @@ def make_click_clip(
 @pytest.fixture()
 def click_clip(tmp_path: Path) -> ClickClip:
     return make_click_clip(tmp_path / "click.mp4")
+
+
+@pytest.fixture()
+def click_clip_maker() -> Callable[..., ClickClip]:
+    """`make_click_clip` for tests that need other rates or lengths."""
+    return make_click_clip
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic dataset of 32x32, 1 s clips: 6 train, 2 val, 2 heldout. Returns the manifest."""
+    from av_model.data.synthetic import SynthConfig, make_dataset
+
+    out = tmp_path_factory.mktemp("synth")
+    return make_dataset(out, SynthConfig(width=32, height=32, duration=1.0), 6, 2, 2, seed=1, workers=1, progress=False)

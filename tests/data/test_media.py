@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,8 @@ import pytest
 import torch
 
 from av_model.data.media import MediaError, probe, read_audio, read_clip, write_audio, write_clip
-from tests.data.conftest import ClickClip, make_click_clip
+
+from .conftest import ClickClip
 
 
 def _flash_index(frames: torch.Tensor) -> int:
@@ -41,11 +43,16 @@ def test_round_trip_keeps_shapes_and_sync(click_clip: ClickClip) -> None:
     assert abs(_onset_seconds(clip.audio, 24000) - flash_time) < 1.0 / click_clip.fps
     # in fact the AAC edit list makes it sample-exact up to the codec's smearing of the attack
     assert abs(_onset_seconds(clip.audio, 24000) - flash_time) < 0.002
+    # the first AAC frame decodes with its pre-roll: the background noise is there from sample 0
+    # (a second demuxing pass after a seek used to leave the first ~20 ms silent)
+    assert float(clip.audio[0, :400].abs().mean()) > 0.002
 
 
 @pytest.mark.parametrize(("fps", "sample_rate", "flash_frame"), [(25.0, 22050, 37), (30000 / 1001, 16000, 50)])
-def test_sync_within_a_frame_at_other_rates(tmp_path: Path, fps: float, sample_rate: int, flash_frame: int) -> None:
-    made = make_click_clip(tmp_path / "c.mp4", fps=fps, sample_rate=sample_rate, seconds=3.0, flash_frame=flash_frame)
+def test_sync_within_a_frame_at_other_rates(
+    tmp_path: Path, click_clip_maker: Callable[..., ClickClip], fps: float, sample_rate: int, flash_frame: int
+) -> None:
+    made = click_clip_maker(tmp_path / "c.mp4", fps=fps, sample_rate=sample_rate, seconds=3.0, flash_frame=flash_frame)
     clip = read_clip(made.path)
     assert clip.fps == pytest.approx(fps, rel=1e-4)
     assert _flash_index(clip.frames) == flash_frame
@@ -53,10 +60,10 @@ def test_sync_within_a_frame_at_other_rates(tmp_path: Path, fps: float, sample_r
     assert abs(_onset_seconds(clip.audio, sample_rate) - flash_frame / fps) < 1.0 / fps
 
 
-def test_resampled_window_stays_aligned(tmp_path: Path) -> None:
+def test_resampled_window_stays_aligned(tmp_path: Path, click_clip_maker: Callable[..., ClickClip]) -> None:
     # flash at 2.875 s: 1.375 s into the window, on the 8 fps grid (a flash between two output
     # frames would be dropped by any frame-rate reduction)
-    made = make_click_clip(tmp_path / "long.mp4", seconds=4.0, flash_frame=46)
+    made = click_clip_maker(tmp_path / "long.mp4", seconds=4.0, flash_frame=46)
     clip = read_clip(made.path, fps=8, size=16, start=1.5, duration=2.0, sample_rate=16000, channels=2)
     assert clip.frames.shape == (16, 16, 16, 3)
     assert clip.audio is not None and clip.audio.shape == (2, 32000)
@@ -71,8 +78,8 @@ def test_size_covers_and_centre_crops(click_clip: ClickClip) -> None:
     assert clip.frames.shape[1:] == (24, 24, 3)
 
 
-def test_missing_audio(tmp_path: Path) -> None:
-    made = make_click_clip(tmp_path / "silent.mp4", audio=False)
+def test_missing_audio(tmp_path: Path, click_clip_maker: Callable[..., ClickClip]) -> None:
+    made = click_clip_maker(tmp_path / "silent.mp4", audio=False)
     assert not probe(made.path).has_audio
     with pytest.raises(MediaError, match=r"silent\.mp4.*no audio stream.*require_audio=False"):
         read_clip(made.path)
@@ -167,3 +174,13 @@ def test_audio_round_trip_with_resampling(tmp_path: Path) -> None:
     assert sr == 24000 and mono.shape == (1, 12000)
     expected = np.abs(tone.mean(axis=0)[4000:12000]).max()  # mono is the mean of the channels
     assert float(mono.abs().max()) == pytest.approx(expected, abs=0.02)
+
+
+def test_same_frames_give_the_same_bytes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)
+    b = rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)
+    wav = (0.1 * rng.standard_normal((1, 8000))).astype(np.float32)
+    first = write_clip(tmp_path / "a1.mp4", a, 16, wav, 16000).read_bytes()
+    write_clip(tmp_path / "b.mp4", b, 16, wav, 16000)  # encoder state must not leak between files
+    assert write_clip(tmp_path / "a2.mp4", a, 16, wav, 16000).read_bytes() == first

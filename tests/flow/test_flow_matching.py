@@ -22,8 +22,10 @@ def test_loss_is_deterministic_and_backpropagates(debug_model: AVDiT, inputs_fac
     torch.testing.assert_close(a.t_video, b.t_video)
     a.loss.backward()
     assert debug_model.video_out.linear.weight.grad.abs().sum() > 0
-    # A fresh model predicts zero velocity, so its loss is E|eps - x0|^2 ~ 2 for unit-variance latents.
-    assert 1.0 < float(a.flow_loss) < 3.5
+    # A fresh model predicts zero velocity, so each modality's loss is E|eps - x0|^2 ~ 2 for
+    # unit-variance latents, and the flow loss is their (unit-weighted) sum.
+    assert 1.0 < float(a.video_loss.detach()) < 3.5 and 1.0 < float(a.audio_loss.detach()) < 3.5
+    torch.testing.assert_close(a.flow_loss, a.video_loss + a.audio_loss)
     assert torch.isclose(a.loss, a.flow_loss + sum(a.aux.losses.values()))
 
 

@@ -20,7 +20,9 @@ from eval.preference.netwin import COLUMNS, plurality
 def test_counts_and_rates_by_hand(make_row):
     # From the model's side: win, win, tie, loss, win, tie, on both sides of the screen.
     results = ["win", "win", "tie", "loss", "win", "tie"]
-    rows = [make_row(r, pair=f"p{i}", rater=f"r{i % 2}", model_left=i % 3 == 0) for i, r in enumerate(results)]
+    rows = [
+        make_row(r, pair=f"p{i}", rater=f"r{i % 2}", model_left=i % 3 == 0) for i, r in enumerate(results)
+    ]
     out = net_win_rates(pd.DataFrame(rows), n_boot=0)
     assert list(out.columns) == COLUMNS
     row = out.iloc[0]
@@ -99,7 +101,11 @@ def test_majority_of_three(make_row):
         "p4": ["loss", "loss", "win"],  # -> loss
         "p5": ["win", "win"],  # incomplete: left out
     }
-    rows = [make_row(r, pair=p, rater=f"r{k}", model_left=k == 1) for p, rs in votes.items() for k, r in enumerate(rs)]
+    rows = [
+        make_row(r, pair=p, rater=f"r{k}", model_left=k == 1)
+        for p, rs in votes.items()
+        for k, r in enumerate(rs)
+    ]
     row = net_win_rates(pd.DataFrame(rows), raters_per_item=3, n_boot=0).iloc[0]
     assert (row["n"], row["wins"], row["ties"], row["losses"]) == (4, 1, 2, 1)
     assert row["net_win_rate"] == 0.0
@@ -109,7 +115,11 @@ def test_majority_of_three(make_row):
 
 
 def test_plurality_rule():
-    wins, ties, losses = np.array([2, 1, 1, 0, 1, 0]), np.array([0, 2, 1, 0, 0, 3]), np.array([1, 0, 1, 3, 1, 0])
+    wins, ties, losses = (
+        np.array([2, 1, 1, 0, 1, 0]),
+        np.array([0, 2, 1, 0, 0, 3]),
+        np.array([1, 0, 1, 3, 1, 0]),
+    )
     assert plurality(wins, ties, losses).tolist() == [1, 0, 0, -1, 0, 0]
 
 
@@ -150,7 +160,9 @@ def test_significance_label(nwr, sigma, label):
 
 def test_deterministic_and_independent_of_other_groups(make_row):
     rng = np.random.default_rng(0)
-    rows = [make_row(str(rng.choice(["win", "tie", "loss"])), pair=f"p{i}", rater=f"r{i % 5}") for i in range(60)]
+    rows = [
+        make_row(str(rng.choice(["win", "tie", "loss"])), pair=f"p{i}", rater=f"r{i % 5}") for i in range(60)
+    ]
     alone = net_win_rates(pd.DataFrame(rows), n_boot=200, seed=3)
     other = [make_row("win", pair=f"q{i}", rater=f"r{i % 5}", baseline="C") for i in range(10)]
     together = net_win_rates(pd.DataFrame(rows + other), n_boot=200, seed=3)
@@ -186,7 +198,9 @@ def test_interval_covers_the_true_value_at_the_nominal_rate():
         clustered.append(row["ci_low"] <= truth <= row["ci_high"])
         # Only ids change, so the validated table stays valid (and is not checked again).
         ids = [f"j{i}" for i in range(len(df))]
-        row = net_win_rates(df.assign(prompt_id=ids, pair_id=ids, rater_id="anyone"), n_boot=100, seed=seed).iloc[0]
+        row = net_win_rates(
+            df.assign(prompt_id=ids, pair_id=ids, rater_id="anyone"), n_boot=100, seed=seed
+        ).iloc[0]
         naive.append(row["ci_low"] <= truth <= row["ci_high"])
     assert 0.9 <= np.mean(clustered) <= 0.99
     assert np.mean(naive) < np.mean(clustered) - 0.05

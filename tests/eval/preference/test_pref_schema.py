@@ -24,7 +24,10 @@ def test_answers_are_read_from_the_models_side(make_row):
 
 
 def test_five_point_scale(make_row):
-    rows = [make_row("tie", model_left=side) | {"answer": a} for a, side in [(1, True), (2, False), (3, True), ("5", False), (4.0, True)]]
+    rows = [
+        make_row("tie", model_left=side) | {"answer": a}
+        for a, side in [(1, True), (2, False), (3, True), ("5", False), (4.0, True)]
+    ]
     out = validate_judgments(pd.DataFrame(rows))
     # 1 = left much better: model on the left -> +2; 2 with the model on the right -> -1; 5 with the model right -> +2.
     assert out["model_score"].tolist() == [2, -1, 0, 2, -1]
@@ -65,9 +68,15 @@ def test_gold_rows_parse_booleans_and_answers(make_row):
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: d.drop(columns=["rater_id", "question"]), r"lacks required column\(s\) \['rater_id', 'question'\]"),
+        (
+            lambda d: d.drop(columns=["rater_id", "question"]),
+            r"lacks required column\(s\) \['rater_id', 'question'\]",
+        ),
         (lambda d: d.iloc[0:0], "has no rows"),
-        (lambda d: d.assign(answer=["left", "better", "right"]), r"'answer' has values that are not answers in row 2 \(e.g. 'better'\)"),
+        (
+            lambda d: d.assign(answer=["left", "better", "right"]),
+            r"'answer' has values that are not answers in row 2 \(e.g. 'better'\)",
+        ),
         (lambda d: d.assign(answer=["left", 7, "right"]), "not answers in row 2"),
         (lambda d: d.assign(answer=["left", None, "right"]), "'answer' is empty in row 2"),
         (lambda d: d.assign(model=["M", "X", "M"]), "'model' names a system that was not shown in row 2"),
@@ -77,11 +86,20 @@ def test_gold_rows_parse_booleans_and_answers(make_row):
         (lambda d: d.assign(rater_id=["r1", " ", "r3"]), "'rater_id' is blank in row 2"),
         (lambda d: d.assign(seconds=[1.0, -2.0, 3.0]), "'seconds' is negative or infinite in row 2"),
         (lambda d: d.assign(seconds=["1", "fast", "3"]), "'seconds' is not a number in row 2"),
-        (lambda d: d.assign(is_gold=["no", "maybe", "no"]), "'is_gold' has values that are not booleans in row 2"),
+        (
+            lambda d: d.assign(is_gold=["no", "maybe", "no"]),
+            "'is_gold' has values that are not booleans in row 2",
+        ),
         (lambda d: d.assign(is_gold=[False, True, False]), "no 'gold_answer' column"),
-        (lambda d: d.assign(is_gold=[False, True, False], gold_answer=[None, None, None]), "gold check rows have no gold_answer in row 2"),
+        (
+            lambda d: d.assign(is_gold=[False, True, False], gold_answer=[None, None, None]),
+            "gold check rows have no gold_answer in row 2",
+        ),
         (lambda d: d.assign(answer=["left", 2, "right"]), "question 'overall' mixes word answers"),
-        (lambda d: d.assign(prompt_id=["a", "b", "a"]), "pair 'p1' of study 's' has 2 different values in column 'prompt_id'"),
+        (
+            lambda d: d.assign(prompt_id=["a", "b", "a"]),
+            "pair 'p1' of study 's' has 2 different values in column 'prompt_id'",
+        ),
         (lambda d: d.assign(repeat=[0, -1, 1]), "'repeat' is not a non-negative integer in row 2"),
     ],
 )
@@ -113,7 +131,11 @@ def test_many_bad_rows_are_summarized(make_row):
 def test_load_judgments_round_trip(make_row, tmp_path, suffix):
     raw = pd.DataFrame([make_row("win", prompt="007"), make_row("loss", prompt="007", rater="r2")])
     path = tmp_path / f"judgments{suffix}"
-    {".csv": raw.to_csv, ".parquet": raw.to_parquet, ".jsonl": lambda p, **k: raw.to_json(p, orient="records", lines=True)}[suffix](path, index=False)
+    {
+        ".csv": raw.to_csv,
+        ".parquet": raw.to_parquet,
+        ".jsonl": lambda p, **k: raw.to_json(p, orient="records", lines=True),
+    }[suffix](path, index=False)
     out = load_judgments(path)
     assert out["prompt_id"].tolist() == ["007", "007"]  # ids stay text: leading zeros survive
     assert out["outcome"].tolist() == [1, -1]
@@ -130,5 +152,7 @@ def test_load_judgments_errors(tmp_path, make_row):
     with pytest.raises(JudgmentsError, match="cannot parse judgments file"):
         load_judgments(tmp_path / "bad.parquet")
     pd.DataFrame([make_row("win")]).drop(columns=["answer"]).to_csv(tmp_path / "j.csv", index=False)
-    with pytest.raises(JudgmentsError, match=r"j.csv: the judgments table lacks required column\(s\) \['answer'\]"):
+    with pytest.raises(
+        JudgmentsError, match=r"j.csv: the judgments table lacks required column\(s\) \['answer'\]"
+    ):
         load_judgments(tmp_path / "j.csv")

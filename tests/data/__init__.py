@@ -1,0 +1,1 @@
+"""Tests of av_model.data."""

@@ -1,0 +1,71 @@
+"""AV-Align and the event measure on clips whose audio is shifted by known offsets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import N_SHIFT_CLIPS, SHIFTS_MS
+
+from eval.metrics.base import MetricOptions
+from eval.metrics.sync import AVAlign, EventSync, av_align_score, video_peaks
+from eval.sets import load_set
+
+
+def _run(metric, shift_sets: dict[str, Path], opts: MetricOptions) -> dict[int, object]:
+    reference = load_set(shift_sets["manifest"])
+    cache: dict = {"progress": False}
+    return {ms: metric.evaluate(load_set(shift_sets[str(ms)], name=f"shift{ms}"), reference, opts, cache)
+            for ms in SHIFTS_MS}
+
+
+def test_event_measure_reports_the_offset_and_degrades(shift_sets: dict[str, Path]) -> None:
+    res = _run(EventSync(), shift_sets, MetricOptions(task="v2a", n_boot=50, event_tolerance=0.1, event_window=0.5))
+    f1 = [res[ms].value for ms in SHIFTS_MS]
+    for ms in SHIFTS_MS:
+        assert res[ms].extra["offset_ms"] == pytest.approx(ms, abs=10.0), (ms, res[ms].extra)
+        assert res[ms].n_generated == N_SHIFT_CLIPS
+    # The lag grows strictly with the shift; F1 at a 100 ms tolerance stays up while the shift is
+    # inside the tolerance (up to a clip-edge onset) and collapses beyond it.
+    lags = [res[ms].extra["abs_offset_ms"] for ms in SHIFTS_MS]
+    assert all(b > a + 20 for a, b in zip(lags, lags[1:])), lags
+    assert all(b <= a + 0.05 for a, b in zip(f1, f1[1:])), f1
+    assert f1[0] > 0.95 and f1[-1] < 0.2, f1
+
+
+def test_av_align_degrades_with_the_shift(shift_sets: dict[str, Path]) -> None:
+    res = _run(AVAlign(), shift_sets, MetricOptions(n_boot=50))
+    scores = [res[ms].value for ms in SHIFTS_MS]
+    assert all(b <= a + 0.02 for a, b in zip(scores, scores[1:])), scores
+    assert scores[0] > scores[-1] + 0.15, scores
+    assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_t2av_events_use_the_video_and_catch_a_late_track(shift_sets: dict[str, Path]) -> None:
+    res = _run(EventSync(), shift_sets, MetricOptions(task="t2av", n_boot=50))
+    assert res[0].preprocessing["events"] == "detected in the video"
+    assert res[0].value > 0.75
+    assert res[320].value < res[0].value - 0.5
+    assert res[160].extra["offset_ms"] == pytest.approx(160, abs=25.0)
+
+
+def test_av_align_edge_cases() -> None:
+    none = av_align_score(np.array([]), np.array([]), 0.0625)
+    assert np.isnan(none["score"]) and none["n_audio"] == 0
+    assert av_align_score(np.array([0.5]), np.array([]), 0.0625)["score"] == 0.0
+    # one video peak cannot be matched by two audio peaks (the published loop allowed it)
+    two = av_align_score(np.array([1.0, 1.02]), np.array([1.01]), 0.0625)
+    assert two["score"] == pytest.approx(1 / 2)
+    assert two["audio_hit_rate"] == 1.0 and two["video_hit_rate"] == 1.0
+    # a still picture (flat flow) has no peaks; a bump is placed mid-interval
+    assert video_peaks(np.zeros(10), 16.0).size == 0
+    assert video_peaks(np.array([0.0, 1.0, 0.0, 0.0]), 16.0) == pytest.approx([1.5 / 16])
+
+
+def test_v2a_without_ground_truth_is_not_applicable(small_sets: dict[str, Path]) -> None:
+    from eval.metrics.base import NotApplicable
+
+    gen = load_set(small_sets["sync"])
+    with pytest.raises(NotApplicable, match="ground-truth events"):
+        EventSync().evaluate(gen, load_set(small_sets["late"]), MetricOptions(task="v2a"), {"progress": False})

@@ -1,0 +1,78 @@
+"""Parallelism applied from outside the model: activation checkpointing and FSDP2 under ModelParallelStrategy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from av_model.dit import AVDiT, get_preset
+from av_model.lit import load_generator
+from av_model.lit_cli import fit_main
+from av_model.parallel import ParallelConfig, apply_parallelism, expert_parameters
+from av_model.text.batch import TextBatch
+
+from .conftest import fit_args
+
+
+def _inputs() -> tuple:
+    g = torch.Generator().manual_seed(0)
+    video, audio = torch.randn(2, 4, 4, 4, 4, generator=g), torch.randn(2, 8, 75, generator=g)
+    text = TextBatch((torch.randn(2, 5, 384, generator=g),), (torch.ones(2, 5, dtype=torch.bool),))
+    t = torch.rand(2, generator=g)
+    return video, audio, t, t.flip(0), text, 4.0, 75.0
+
+
+def test_activation_checkpointing_keeps_outputs_gradients_and_keys() -> None:
+    torch.manual_seed(0)
+    cfg = get_preset("debug", video_channels=4, audio_channels=8)
+    ref = AVDiT(cfg)
+    with torch.no_grad():
+        for p in ref.parameters():  # leave the zero-initialized outputs: compare a non-trivial function
+            p.add_(0.05 * torch.randn_like(p))
+    wrapped = AVDiT(cfg)
+    wrapped.load_state_dict(ref.state_dict())
+    apply_parallelism(wrapped, ParallelConfig(activation_checkpointing="selective", ac_every=2))
+    assert type(wrapped.blocks[0]).__name__ == "CheckpointWrapper" and type(wrapped.blocks[1]) is type(ref.blocks[1])
+    assert list(wrapped.state_dict()) == list(ref.state_dict())
+    outs = []
+    for model in (ref, wrapped):
+        out = model(*_inputs())
+        (out.video.square().mean() + out.audio.square().mean()).backward()
+        outs.append((out.video.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(outs[0][0], outs[1][0])
+    for g1, g2 in zip(outs[0][1], outs[1][1]):
+        torch.testing.assert_close(g1, g2)
+    assert len(expert_parameters(ref)) == 3 * cfg.depth
+    assert expert_parameters(AVDiT(get_preset("tiny_dense", video_channels=4, audio_channels=8))) == []
+
+
+def test_fsdp2_through_model_parallel_strategy(fake_cache: Path, tmp_path: Path) -> None:
+    strategy = {"class_path": "lightning.pytorch.strategies.ModelParallelStrategy",
+                "init_args": {"save_distributed_checkpoint": False}}
+    parallel = {"activation_checkpointing": "full", "param_dtype": "float32", "sharding": "full"}
+    try:
+        rc = fit_main(fit_args(fake_cache, tmp_path, "--trainer.max_steps", "2", "--trainer.accelerator", "cpu",
+                               "--trainer.strategy", json.dumps(strategy), "--model.parallel", json.dumps(parallel),
+                               "--ema.enabled", "false", "--trainer.limit_val_batches", "0"))
+    finally:
+        if torch.distributed.is_initialized():  # the strategy's gloo group must not leak into other tests
+            torch.distributed.destroy_process_group()
+    assert rc == 0
+    bundle = load_generator(tmp_path / "final.ckpt")  # full weights gathered into one file
+    assert bundle.model.cfg.depth == 2 and bundle.cache_meta["video"]["latent_rate"] == 4.0
+
+
+def test_ema_refuses_sharded_training(fake_cache: Path, tmp_path: Path) -> None:
+    strategy = {"class_path": "lightning.pytorch.strategies.ModelParallelStrategy"}
+    try:
+        with pytest.raises(ValueError, match="ema.enabled: false"):
+            fit_main(fit_args(fake_cache, tmp_path, "--trainer.max_steps", "1", "--trainer.accelerator", "cpu",
+                              "--trainer.strategy", json.dumps(strategy)))
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    with pytest.raises(ValueError, match="activation_checkpointing"):
+        ParallelConfig(activation_checkpointing="some")

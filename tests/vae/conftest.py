@@ -1,0 +1,47 @@
+"""Fixtures of the video autoencoder tests: tiny models and clips of a moving square, all on CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from av_model.vae import VAEConfig, VideoAutoencoder, get_preset
+
+
+def moving_square_clips(n: int, frames: int = 8, size: int = 32, seed: int = 0) -> torch.Tensor:
+    """`(n, 3, frames, size, size)` in [-1, 1]: a coloured square moving in a straight line on a dark background."""
+    g = torch.Generator().manual_seed(seed)
+    clips = torch.full((n, 3, frames, size, size), -0.7)
+    for i in range(n):
+        colour = torch.rand(3, generator=g) * 1.6 - 0.6
+        x0, y0 = (torch.rand(2, generator=g) * (size - 10)).tolist()
+        vx, vy = ((torch.rand(2, generator=g) - 0.5) * 2).tolist()
+        for t in range(frames):
+            x = int(min(max(x0 + vx * t, 0), size - 8))
+            y = int(min(max(y0 + vy * t, 0), size - 8))
+            clips[i, :, t, y : y + 8, x : x + 8] = colour[:, None, None]
+    return clips
+
+
+@pytest.fixture()
+def tiny_vae() -> VideoAutoencoder:
+    torch.manual_seed(0)
+    return VideoAutoencoder(get_preset("debug")).eval()
+
+
+@pytest.fixture(scope="session")
+def trained_vae() -> VideoAutoencoder:
+    """The debug preset fitted for a few seconds on moving squares, so reconstructions mean something."""
+    torch.manual_seed(0)
+    cfg = VAEConfig(temporal_compression=4, spatial_compression=8, latent_channels=8, patch_size=2,
+                    channels=(16, 16, 16))
+    vae = VideoAutoencoder(cfg)
+    data = moving_square_clips(16, frames=8, size=32)
+    opt = torch.optim.Adam(vae.parameters(), lr=3e-3)
+    for step in range(120):
+        x = data[(step * 4) % 16 : (step * 4) % 16 + 4]
+        loss = (vae(x, sample=False).recon - x).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return vae.eval()
