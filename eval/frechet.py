@@ -168,10 +168,16 @@ def fd_infinity(reference: np.ndarray, generated: np.ndarray, *, groups: np.ndar
     if len(ns) < 2:
         raise ValueError(f"FD-infinity needs at least two subset sizes; {n} generated samples are too few.")
     rng = np.random.default_rng(seed)
+    d = ref.shape[1]
+    ref_mu, ref_sigma = ref.mean(axis=0), np.cov(ref, rowvar=False).reshape(d, d)  # once, not per subset
     fds = []
     for k in ns:
         rows = np.concatenate([units[i] for i in rng.choice(n, size=k, replace=False)])
-        fds.append(frechet_from_features(ref, gen[rows]))
+        sub = gen[rows]
+        if min(ref.shape[0], sub.shape[0]) > d:
+            fds.append(frechet_distance(ref_mu, ref_sigma, sub.mean(axis=0), np.cov(sub, rowvar=False).reshape(d, d)))
+        else:
+            fds.append(frechet_from_features(ref, sub))
     x = 1.0 / np.asarray(ns, np.float64)
     y = np.asarray(fds)
     slope, intercept = np.polyfit(x, y, 1)

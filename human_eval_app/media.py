@@ -182,7 +182,7 @@ def _transcode_into(src: Path, dst: Path, info: MediaInfo, audio_delay: float, d
                     frame.pts, frame.time_base = n_frames, Fraction(1) / rate
                     out.mux(vout.encode(frame))
                     n_frames += 1
-                elif aout is not None and resampler is not None:
+                elif isinstance(frame, av.AudioFrame) and aout is not None and resampler is not None:
                     for rf in resampler.resample(frame):
                         written = _encode_audio(out, aout, rf.to_ndarray(), layout, sr, written, max_samples)
             if n_frames == 0:

@@ -17,7 +17,7 @@ Relative paths in a YAML file are relative to the file's folder.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -264,15 +264,20 @@ class StudySpec:
                 raise SpecError(f"{name} must be text of at most 20000 characters")
 
     @property
+    def model_name(self) -> str:
+        """The system under test (`model`, which validation always fills in)."""
+        return self.model or self.systems[0].name
+
+    @property
     def baselines(self) -> list[str]:
         """The systems other than the model."""
-        return [s.name for s in self.systems if s.name != self.model]
+        return [s.name for s in self.systems if s.name != self.model_name]
 
     def system_pairs(self) -> list[tuple[str, str]]:
         """(model, baseline) system pairs the design compares."""
         names = [s.name for s in self.systems]
         if self.design == "vs_model":
-            return [(self.model, b) for b in self.baselines]  # type: ignore[misc]
+            return [(self.model_name, b) for b in self.baselines]
         return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
 
     def to_dict(self) -> dict[str, Any]:
@@ -304,7 +309,7 @@ def _system(value: Any, base_dir: str | Path | None = None) -> SystemSpec:
 
 
 def _build(cls: type, data: dict[str, Any], what: str) -> Any:
-    known = set(cls.__dataclass_fields__)
+    known = {f.name for f in fields(cls)}
     unknown = set(data) - known
     if unknown:
         raise SpecError(f"{what}: unknown fields {sorted(unknown)}; the fields are {sorted(known)}")

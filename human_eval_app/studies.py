@@ -21,6 +21,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import func, select
@@ -179,7 +180,8 @@ def create_study(store: Store, spec: StudySpec, *, progress: ProgressFn | None =
                 if progress:
                     progress(done, total, f"registered {clip.path.name}")
         for i, (m, kind) in enumerate(gold_plan):
-            source, _ = registered[(spec.model, m.key)]
+            source, _ = registered[(spec.model_name, m.key)]
+            altered: dict[str, Any]
             if kind == "audio_shift":
                 altered = {"audio_delay": spec.gold.shift_seconds}
             else:
@@ -213,11 +215,11 @@ def _plan_gold(prompts: list[MatchedPrompt], spec: StudySpec, rng: random.Random
         if len(plan) == spec.gold.count:
             break
         kind = kinds[len(plan) % len(kinds)]
-        if kind == "audio_shift" and not probe(m.clips[spec.model].path).has_audio:
+        if kind == "audio_shift" and not probe(m.clips[spec.model_name].path).has_audio:
             continue
         plan.append((m, kind))
     if len(plan) < spec.gold.count:
-        raise SpecError(f"gold.count is {spec.gold.count} but only {len(plan)} clips of {spec.model!r} can make gold "
+        raise SpecError(f"gold.count is {spec.gold.count} but only {len(plan)} clips of {spec.model_name!r} can make gold "
                         "pairs (audio_shift needs clips with sound); lower gold.count")
     return plan
 
@@ -237,10 +239,10 @@ def _write_study(store: Store, spec: StudySpec, code: str, prompts: list[Matched
         s.flush()
         systems = {}
         for sys_ in spec.systems:
-            role = "model" if sys_.name == spec.model else "baseline"
+            role = "model" if sys_.name == spec.model_name else "baseline"
             systems[sys_.name] = System(study_id=study.id, name=sys_.name, role=role, source=sys_.path)
         for kind in {k for _, k in gold_plan}:
-            label = f"{spec.model} with {GOLD_KINDS[kind][1]} (gold)"
+            label = f"{spec.model_name} with {GOLD_KINDS[kind][1]} (gold)"
             systems[f"gold:{kind}"] = System(study_id=study.id, name=label, role="gold", source=kind)
         s.add_all(systems.values())
         prompt_rows = {m.key: Prompt(study_id=study.id, key=m.key, text=m.text) for m in prompts}
@@ -262,7 +264,7 @@ def _write_study(store: Store, spec: StudySpec, code: str, prompts: list[Matched
         for m, kind in gold_plan:
             question = GOLD_KINDS[kind][0]
             s.add(Pair(study_id=study.id, prompt_id=prompt_rows[m.key].id, is_gold=True, gold_kind=kind,
-                       sample_a_id=samples[(spec.model, m.key)].id, sample_b_id=samples[(f"gold:{kind}", m.key)].id,
+                       sample_a_id=samples[(spec.model_name, m.key)].id, sample_b_id=samples[(f"gold:{kind}", m.key)].id,
                        gold_answers_json=json.dumps({question: "a"})))
         return study.id
 

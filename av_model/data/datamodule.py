@@ -181,7 +181,7 @@ class DecodeFailureReport(L.Callback):
     """Prints, at the end of every train and validation epoch, which files were skipped and why."""
 
     def _report(self, trainer: L.Trainer, stage: str) -> None:
-        dm = trainer.datamodule
+        dm = trainer.datamodule  # type: ignore[attr-defined]
         if not isinstance(dm, ClipDataModule):
             return
         failures = dm.pop_failures(stage)
@@ -210,6 +210,8 @@ class ClipDataModule(L.LightningDataModule):
         train_split, val_split, test_split: manifest splits per stage (None: every entry for
             train; no loader for val/test).
         random_offset: random start inside longer entries when training.
+        seed: seeds the shuffling and the workers' random offsets, so a run sees the same clips
+            in the same order every time.
     """
 
     def __init__(
@@ -227,6 +229,7 @@ class ClipDataModule(L.LightningDataModule):
         val_split: str | None = "val",
         test_split: str | None = "heldout",
         random_offset: bool = True,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -238,7 +241,7 @@ class ClipDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.config = ClipDataConfig(fps, size, duration, sample_rate, channels, require_audio)
         self.splits = {"train": train_split, "validate": val_split, "test": test_split}
-        self.random_offset = random_offset
+        self.random_offset, self.seed = random_offset, seed
         self.datasets: dict[str, ClipDataset] = {}
         self.failures: dict[str, list[dict[str, str]]] = {}
 
@@ -254,16 +257,20 @@ class ClipDataModule(L.LightningDataModule):
                 continue
             self.datasets[name] = ClipDataset(entries, split, self.config, self.random_offset and name == "train")
         trainer = self.trainer
-        if trainer is not None and not any(isinstance(cb, DecodeFailureReport) for cb in trainer.callbacks):
-            trainer.callbacks.append(DecodeFailureReport())
+        # Lightning reads `trainer.callbacks` at every hook, so a callback added here still runs
+        callbacks = trainer.callbacks if trainer is not None else None  # type: ignore[attr-defined]
+        if callbacks is not None and not any(isinstance(cb, DecodeFailureReport) for cb in callbacks):
+            callbacks.append(DecodeFailureReport())
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader | list:
         if name not in self.datasets:
             return []  # Lightning skips a stage whose loader is empty
+        # the generator drives the shuffle order and the workers' base seed (hence random offsets)
+        generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(
             self.datasets[name], batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
             collate_fn=collate_clips, pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0, drop_last=False,
+            persistent_workers=self.num_workers > 0, drop_last=False, generator=generator,
         )
 
     def train_dataloader(self) -> DataLoader | list:

@@ -290,11 +290,15 @@ def _decode(
         container.seek(int((origin + start - _SEEK_MARGIN_S) * av.time_base), backward=True)
     streams = [x[0] for x in (picker, collector) if x is not None]
     for packet in container.demux(*streams):
-        sink = picker if picker is not None and packet.stream.index == picker[0].index else collector
-        if sink is None or sink[1].done:
-            continue
+        is_video = picker is not None and packet.stream.index == picker[0].index
+        sink = picker[1] if picker is not None and is_video else collector[1] if collector is not None else None
+        if sink is None or sink.done:
+            continue  # that stream has what it needs: skip decoding its packets
         for frame in packet.decode():
-            sink[1].push(frame)
+            if isinstance(frame, av.VideoFrame) and picker is not None:
+                picker[1].push(frame)
+            elif isinstance(frame, av.AudioFrame) and collector is not None:
+                collector[1].push(frame)
         if all(x[1].done for x in (picker, collector) if x is not None):
             break
 
@@ -615,7 +619,7 @@ def write_clip(
             if aus is not None and wav is not None:
                 # one frame holding all samples: the encoder re-frames it into 1024-sample packets
                 aframe = av.AudioFrame.from_ndarray(wav, format="fltp", layout=_LAYOUTS[wav.shape[0]])
-                aframe.sample_rate = sample_rate
+                aframe.sample_rate = int(sample_rate or 0)  # validated with the audio above
                 aframe.pts = 0
                 out.mux(aus.encode(aframe))
                 out.mux(aus.encode(None))

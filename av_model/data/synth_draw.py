@@ -17,13 +17,13 @@ SHAPES = ("ball", "square", "triangle", "diamond")
 _SQRT3_2 = np.sqrt(3.0) / 2.0
 
 
-def shape_distance(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
+def shape_distance(shape: str, dx: np.ndarray, dy: np.ndarray, r: float | np.ndarray) -> np.ndarray:
     """Signed distance (pixels) to a shape of "radius" r centred at the origin.
 
     Args:
         shape: one of `SHAPES`.
         dx, dy: (T, H, W) offsets of pixel centres from the shape's centre (y points down).
-        r: half the shape's height: every shape spans [-r, r] vertically, so all touch a floor
+        r: half the shape's height (scalar or broadcastable to dx): every shape spans [-r, r] vertically, so all touch a floor
             at the same centre height.
 
     Returns:

@@ -237,9 +237,10 @@ def _impact_sounds(
     first = max(np.diff(p["impacts"]).max(initial=0.0), 1e-6)
     out = []
     for k, t in enumerate(p["impacts"]):
-        # later, slower landings are quieter, but never below 60% so every one stays detectable
+        # later, slower landings are quieter, but never below 75% of the first, so each one stands
+        # out over the ringing of the ones before
         speed = 1.0 if k == 0 else (p["impacts"][k] - p["impacts"][k - 1]) / first
-        out.append((t, impact(p["material"], pitch, base * (0.6 + 0.4 * speed), cfg.sample_rate, rng)))
+        out.append((t, impact(p["material"], pitch, base * (0.75 + 0.25 * speed), cfg.sample_rate, rng)))
     return out
 
 
@@ -392,6 +393,13 @@ def _sample_flash(rng: np.random.Generator, cfg: SynthConfig) -> dict[str, Any]:
             "y": float(rng.uniform(0.4, 0.6) * cfg.height), "template": int(rng.integers(2))}
 
 
+def _still(x: float, y: float) -> Path2D:
+    def path(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.full_like(t, x), np.full_like(t, y)
+
+    return path
+
+
 def _build_flash(params: dict[str, Any], cfg: SynthConfig, rng: np.random.Generator) -> Scene:
     objs, timbre = params["objects"], params["timbre"]
     n = len(objs)
@@ -399,9 +407,7 @@ def _build_flash(params: dict[str, Any], cfg: SynthConfig, rng: np.random.Genera
     for j, o in enumerate(objs):
         x, y = cfg.width * (j + 1) / (n + 1), params["y"]
         lit = [(s, e) for k, s, e in params["flashes"] if k == j]
-        sprites.append(Sprite(o["shape"], o["colour"], _radius(o["size"], cfg),
-                              lambda t, x=x, y=y: (np.full_like(t, x), np.full_like(t, y)),
-                              [s for s, _ in lit], lit=lit))
+        sprites.append(Sprite(o["shape"], o["colour"], _radius(o["size"], cfg), _still(x, y), [s for s, _ in lit], lit=lit))
     for j, s, e in params["flashes"]:
         sounds.append((s, tone(TONE_HZ[objs[j]["pitch"]], e - s, 0.45, cfg.sample_rate, timbre)))
     events = [Event(s, "flash", int(j)) for j, s, _ in params["flashes"]]

@@ -46,14 +46,14 @@ class Material:
 
 MATERIALS: dict[str, Material] = {
     # wood: low damping-limited modes, short and dry
-    "wood": Material(420.0, (1.0, 2.57, 4.3), (1.0, 0.5, 0.25), (0.045, 0.025, 0.015), 0.5, 0.6, "knock", "wooden"),
+    "wood": Material(420.0, (1.0, 2.57, 4.3), (1.0, 0.5, 0.25), (0.045, 0.025, 0.015), 0.7, 0.6, "knock", "wooden"),
     # metal: inharmonic bar modes (1, 2.76, 5.40, 8.93), long ring
     "metal": Material(
-        700.0, (1.0, 2.76, 5.40, 8.93), (1.0, 0.6, 0.4, 0.25), (0.35, 0.25, 0.15, 0.1), 0.3, 0.55, "clang", "metallic"
+        700.0, (1.0, 2.76, 5.40, 8.93), (1.0, 0.6, 0.4, 0.25), (0.3, 0.2, 0.12, 0.08), 0.8, 0.55, "clang", "metallic"
     ),
     # glass: high, bright, medium ring
     "glass": Material(
-        1800.0, (1.0, 2.32, 4.25, 6.63), (1.0, 0.5, 0.3, 0.2), (0.18, 0.12, 0.08, 0.05), 0.3, 0.5, "clink", "glass"
+        1800.0, (1.0, 2.32, 4.25, 6.63), (1.0, 0.5, 0.3, 0.2), (0.18, 0.12, 0.08, 0.05), 0.7, 0.5, "clink", "glass"
     ),
     # rubber: low and heavily damped, mostly the contact noise
     "rubber": Material(160.0, (1.0, 1.5, 2.2), (1.0, 0.5, 0.3), (0.03, 0.02, 0.015), 0.9, 0.8, "thud", "rubber"),

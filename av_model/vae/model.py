@@ -322,6 +322,8 @@ class VideoAutoencoder(nn.Module):
         """
         self._check_pixels(x)
         chunks = chunks if chunks is not None else ChunkConfig()
+        if x.shape[2] == 1:  # an image has one frame: tile it in space only
+            chunks = ChunkConfig(chunk_frames=None, tile_size=chunks.tile_size, tile_overlap=chunks.tile_overlap)
         axes = self._axes(chunks, encoding=True)
         with _window_progress(x.shape, axes, progress, "encode") as bar:
             moments = blend_windows(self.moments, x, axes, bar)  # (B, 2C, T', H', W')

@@ -174,7 +174,7 @@ class TwoWayBootstrap:
         )
 
     def interval(
-        self, estimate: np.ndarray, sigma: np.ndarray, confidence: float
+        self, estimate: np.ndarray | float, sigma: np.ndarray | float, confidence: float
     ) -> tuple[np.ndarray, np.ndarray]:
         """estimate -/+ q * sigma, q the two-sided quantile of Student's t with G - 1 degrees of freedom.
 

@@ -9,7 +9,8 @@ is and guarantees logistic regression sees both classes even when one side alway
 
 Scores are only defined up to a common shift: they are centered so their mean is `base`, or so the
 `anchor` system scores exactly `base`. Intervals are score -/+ t sigma, sigma from the two-way
-clustered bootstrap over prompts and raters (`bootstrap.py`), refitting on each replicate.
+clustered bootstrap over prompts and raters (`bootstrap.py`), refitting on each replicate with the
+batched solver of `bt_newton.py` (the same objective, thousands of replicates per call).
 
 Legend: K systems, N compared pairs (a < b), J judgments, B replicates.
 """
@@ -22,13 +23,13 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import sklearn
 from scipy.sparse.csgraph import connected_components
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from tqdm.auto import tqdm
 
 from .bootstrap import TwoWayBootstrap, check_bootstrap_args, group_rng, single_blas_thread
+from .bt_newton import fit_bradley_terry_batch
 from .schema import rated, validate_judgments
 
 COLUMNS = ["question", "rank", "system", "score", "ci_low", "ci_high", "n", "wins", "ties", "losses", "note"]
@@ -63,19 +64,10 @@ def make_model(C: float) -> LogisticRegression:
     lost (or never won) the likelihood keeps growing, and the tiny penalty keeps its score finite
     instead of letting the optimizer run off (the leaderboard's note column says so).
     """
-    return LogisticRegression(
-        fit_intercept=False, C=C, solver="lbfgs", max_iter=2000, tol=1e-10, warm_start=True
-    )
+    return LogisticRegression(fit_intercept=False, C=C, solver="lbfgs", max_iter=2000, tol=1e-10)
 
 
-def fit_bradley_terry(
-    pairs: np.ndarray,
-    counts: np.ndarray,
-    n_systems: int,
-    *,
-    C: float = 1e6,
-    model: LogisticRegression | None = None,
-) -> np.ndarray:
+def fit_bradley_terry(pairs: np.ndarray, counts: np.ndarray, n_systems: int, *, C: float = 1e6) -> np.ndarray:
     """Maximum-likelihood Bradley-Terry coefficients (base-10 logits) by logistic regression.
 
     Args:
@@ -83,12 +75,11 @@ def fit_bradley_terry(
         counts: (N, 3) float weighted counts of (a wins, tie, b wins).
         n_systems: K.
         C: inverse strength of the L2 penalty of scikit-learn's LogisticRegression.
-        model: an estimator to reuse (its previous coefficients start the fit, which speeds up the bootstrap).
 
     Returns:
         (K,) coefficients beta, centered to mean 0; P(a beats b) = 1 / (1 + 10 ** (beta_b - beta_a)).
     """
-    model = model or make_model(C)
+    model = make_model(C)
     weights = _row_weights(counts)
     keep = weights > 0
     with warnings.catch_warnings():
@@ -178,31 +169,45 @@ def _pair_cells(g: pd.DataFrame, systems: list[str]) -> tuple[np.ndarray, np.nda
 
 
 def _replicate_betas(
-    pairs: np.ndarray, cell: np.ndarray, beta: np.ndarray, estimable: np.ndarray, anchor_idx: int | None,
-    model: LogisticRegression, bar: tqdm,
-) -> Callable[[np.ndarray], np.ndarray]:  # fmt: skip
+    pairs: np.ndarray,
+    cell: np.ndarray,
+    beta: np.ndarray,
+    estimable: np.ndarray,
+    anchor_idx: int | None,
+    C: float,
+    bar: tqdm,
+) -> Callable[[np.ndarray], np.ndarray]:
     """Refit as a function of judgment weights: (b, J) -> (b, K) coefficients aligned with `beta`.
 
-    A system absent from a replicate gets NaN there. Alignment: the anchor keeps its full-fit
-    value, or else the replicate's systems of the reference group keep their full-fit mean, so
-    that a system missing from one replicate cannot shift everybody else's score.
+    The refits use the batched Newton solver of `bt_newton` (same objective as scikit-learn's,
+    thousands of replicates per call). A system absent from a replicate gets NaN there. Alignment:
+    the anchor keeps its full-fit value, or else the replicate's systems of the reference group
+    keep their full-fit mean, so that a system missing from one replicate cannot shift the others.
     """
     n_pairs, k = len(pairs), len(beta)
     member = sp.csr_matrix((np.ones(len(cell)), (np.arange(len(cell)), cell)), shape=(len(cell), 3 * n_pairs))
-    system_of_cell = np.repeat(pairs, 3, axis=0)  # (3N, 2)
+    seen_by = np.zeros((3 * n_pairs, k))  # (3N, K): which systems a (pair, outcome) cell involves
+    seen_by[np.arange(3 * n_pairs), np.repeat(pairs[:, 0], 3)] = 1.0
+    seen_by[np.arange(3 * n_pairs), np.repeat(pairs[:, 1], 3)] = 1.0
 
     def statistic(weights: np.ndarray) -> np.ndarray:
-        cell_w = (member.T @ weights.T).T  # (b, 3N) weighted counts per (pair, outcome)
-        reps = np.full((len(weights), k), np.nan)
-        for i, w in enumerate(cell_w):
-            present = np.zeros(k, bool)
-            present[system_of_cell[w > 0].ravel()] = True
-            if present.sum() < 2 or (anchor_idx is not None and not present[anchor_idx]):
-                continue
-            rep = fit_bradley_terry(pairs, w.reshape(n_pairs, 3), k, model=model)
-            ref = np.eye(k, dtype=bool)[anchor_idx] if anchor_idx is not None else present & estimable
-            ref = ref if ref.any() else present
-            reps[i, present] = (rep - rep[ref].mean() + beta[ref].mean())[present]
+        cell_w = np.asarray((member.T @ weights.T).T)  # (b, 3N) weighted counts per (pair, outcome)
+        present = cell_w @ seen_by > 0  # (b, K)
+        reps = fit_bradley_terry_batch(pairs, cell_w.reshape(len(weights), n_pairs, 3), k, C=C, init=beta)
+        ref = (
+            np.broadcast_to(np.eye(k, dtype=bool)[anchor_idx], present.shape)
+            if anchor_idx is not None
+            else present & estimable
+        )
+        ref = np.where(ref.any(axis=1, keepdims=True), ref, present)
+        n_ref = ref.sum(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            shift = ((reps - beta) * ref).sum(axis=1, keepdims=True) / n_ref
+        reps = np.where(present, reps - shift, np.nan)
+        unusable = present.sum(axis=1) < 2
+        if anchor_idx is not None:
+            unusable |= ~present[:, anchor_idx]
+        reps[unusable] = np.nan
         bar.update(len(weights))
         return reps
 
@@ -217,12 +222,11 @@ def _question_board(
     k = len(systems)
     pairs, cell, n_pairs = _pair_cells(g, systems)
     counts = np.bincount(cell, minlength=3 * n_pairs).reshape(n_pairs, 3).astype(np.float64)
-    model = make_model(C)
     if anchor is not None and anchor not in systems:
         raise ValueError(
             f"anchor system {anchor!r} was not judged on question {question!r}; systems: {systems}."
         )
-    beta = fit_bradley_terry(pairs, counts, k, C=C, model=model)
+    beta = fit_bradley_terry(pairs, counts, k, C=C)
     notes, estimable = _structure_notes(pairs, counts, systems)
     # Center on the reference group: a system that never lost has a huge coefficient set only by
     # the penalty, and averaging it in would drag every other score down.
@@ -236,12 +240,9 @@ def _question_board(
     if n_boot > 0 and boot.informative:
         anchor_idx = systems.index(anchor) if anchor is not None else None
         bar = tqdm(total=3 * n_boot, desc=f"leaderboard {question}", disable=not progress, leave=False)
-        fast = sklearn.config_context(assume_finite=True, skip_parameter_validation=True)
-        with bar, fast, single_blas_thread():
-            # Each fit is tiny (K coefficients): the inputs built here are finite and well-formed, so
-            # scikit-learn's input checks are skipped (half the time of a fit), and BLAS threads only
-            # add synchronization (ten times slower on a busy machine), so there is one.
-            statistic = _replicate_betas(pairs, cell, beta, estimable, anchor_idx, model, bar)
+        with bar, single_blas_thread():
+            # The products are small: BLAS threads would only add synchronization.
+            statistic = _replicate_betas(pairs, cell, beta, estimable, anchor_idx, C, bar)
             sigma = scale * boot.sigma(statistic, n_boot, group_rng(seed, question))  # (K,)
         ci = np.stack(boot.interval(score, sigma, confidence), axis=1)
 

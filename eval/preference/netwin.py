@@ -153,7 +153,8 @@ def _group_row(
     row.update(
         win_rate=100.0 * wins / n_units, tie_rate=100.0 * ties / n_units, loss_rate=100.0 * losses / n_units
     )
-    row["net_win_rate"] = 100.0 * (wins - losses) / n_units
+    net_win_rate = 100.0 * (wins - losses) / n_units
+    row["net_win_rate"] = net_win_rate
 
     sigma_repeat, n_rounds = _round_sigma(pd.DataFrame({"round": rounds, "value": values}))
     row.update(sigma_repeat=sigma_repeat, n_repeats=n_rounds)
@@ -164,13 +165,11 @@ def _group_row(
         )
         if boot.informative:
             sigma = float(boot.sigma(_weighted_net_win(values), n_boot, group_rng(seed, *key)))
-            low, high = boot.interval(row["net_win_rate"], sigma, confidence)
+            low, high = boot.interval(net_win_rate, sigma, confidence)
             ci_low, ci_high = float(np.clip(low, -100.0, 100.0)), float(np.clip(high, -100.0, 100.0))
     row.update(ci_low=ci_low, ci_high=ci_high, sigma=sigma)
     sigmas = [s for s in (sigma, sigma_repeat) if np.isfinite(s)]
-    row["significance"] = significance_label(
-        float(row["net_win_rate"]), max(sigmas) if sigmas else float("nan")
-    )
+    row["significance"] = significance_label(net_win_rate, max(sigmas) if sigmas else float("nan"))
     return row
 
 

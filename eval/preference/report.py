@@ -107,12 +107,19 @@ def full_report(df: pd.DataFrame, out_dir: str | Path, settings: ReportSettings 
         )
 
     # 2. Statistics
-    boot = {"n_boot": settings.n_boot, "seed": settings.seed, "confidence": settings.confidence}
+    n_boot, seed, confidence = settings.n_boot, settings.seed, settings.confidence
     tables = {
         "net_win_rates": net_win_rates(
-            used, raters_per_item=settings.raters_per_item, progress=progress, **boot
+            used,
+            raters_per_item=settings.raters_per_item,
+            n_boot=n_boot,
+            seed=seed,
+            confidence=confidence,
+            progress=progress,
         ),
-        "leaderboard": leaderboard(used, anchor=settings.anchor, progress=progress, **boot),
+        "leaderboard": leaderboard(
+            used, anchor=settings.anchor, n_boot=n_boot, seed=seed, confidence=confidence, progress=progress
+        ),
         "agreement": agreement(used),
         "rater_quality": quality,
         "position_bias": position_bias(used, confidence=settings.confidence),

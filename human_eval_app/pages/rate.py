@@ -26,7 +26,7 @@ from human_eval_app.raters import (
     start_queue,
     submit_answers,
 )
-from human_eval_app.spec import LIKERT_LABELS
+from human_eval_app.spec import LIKERT_LABELS, Question
 from human_eval_app.ui import escape_md, get_store
 
 store = get_store()
@@ -77,13 +77,14 @@ def _finished(ctx: RaterContext) -> None:
     st.stop()
 
 
-def _question(aid: int, question, disabled: bool) -> str | None:
-    if question.scale == "pairwise":
-        options, fmt = list(question.options), _ANSWER_LABELS.get
-    else:
-        options, fmt = list(question.options), lambda v: f"{v}: {LIKERT_LABELS[int(v)]}"
-    return st.radio(escape_md(question.text), options, index=None, format_func=fmt, horizontal=True,
-                    key=f"q-{aid}-{question.key}", disabled=disabled)
+def _label(option: str) -> str:
+    """What a rater reads for a stored answer ("left", or "1".."5" of a 5-point question)."""
+    return _ANSWER_LABELS[option] if option in _ANSWER_LABELS else f"{option}: {LIKERT_LABELS[int(option)]}"
+
+
+def _question(aid: int, question: Question, disabled: bool) -> str | None:
+    return st.radio(escape_md(question.text), list(question.options), index=None, format_func=_label,
+                    horizontal=True, key=f"q-{aid}-{question.key}", disabled=disabled)
 
 
 # 1. Who is rating

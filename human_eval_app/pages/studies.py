@@ -58,15 +58,16 @@ def _spec_from_form() -> StudySpec | None:
     open_join = st.checkbox("Raters may join with the study code", value=True, key="new-open")
     if not st.button("Create study", type="primary", key="create-form"):
         return None
-    return StudySpec(
-        name=name, systems=[{"name": str(r["name"]), "path": str(r["path"])} for r in systems.to_dict("records")
-                            if str(r.get("name") or "").strip() or str(r.get("path") or "").strip()],
-        model=model if model in names else None, design=design,
-        questions=[{"key": k, "scale": scale} for k in keys], raters_per_pair=int(raters_per_pair),
-        pairs_per_rater=int(pairs_per_rater),
-        gold={"count": int(gold_count), "per_rater": int(gold_per_rater), "kinds": kinds or ["audio_shift"]},
-        instructions=instructions, completion_url=completion_url or None, open_join=open_join,
-    )
+    return StudySpec.from_dict({
+        "name": name,
+        "systems": [{"name": str(r["name"] or ""), "path": str(r["path"] or "")} for r in systems.to_dict("records")
+                    if str(r.get("name") or "").strip() or str(r.get("path") or "").strip()],
+        "model": model if model in names else None, "design": design,
+        "questions": [{"key": k, "scale": scale} for k in keys], "raters_per_pair": int(raters_per_pair),
+        "pairs_per_rater": int(pairs_per_rater),
+        "gold": {"count": int(gold_count), "per_rater": int(gold_per_rater), "kinds": kinds or ["audio_shift"]},
+        "instructions": instructions, "completion_url": completion_url or None, "open_join": open_join,
+    })
 
 
 def _spec_from_yaml() -> StudySpec | None:
@@ -90,7 +91,11 @@ def _create_tab() -> None:
         if spec is None:
             return
         bar = st.progress(0.0, text="Reading the sample folders")
-        created = create_study(store, spec, progress=lambda d, t, m: bar.progress(d / t, text=escape_md(m)))
+
+        def progress(done: int, total: int, message: str) -> None:
+            bar.progress(done / total, text=escape_md(message))
+
+        created = create_study(store, spec, progress=progress)
     except (StudyError, MediaError, StoreError) as err:
         st.error(str(err))
         return

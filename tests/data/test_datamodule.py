@@ -147,3 +147,15 @@ def test_synthetic_datamodule_batches_like_the_files() -> None:
     b = batches[0]
     assert b["video"].shape == (2, 3, 16, 32, 32) and b["audio"].shape == (2, 1, 16000)
     assert len(b["events"]) == 2 and b["family"] == ["bounce", "wall"]
+
+
+def test_seed_fixes_the_order(tiny_dataset: Path) -> None:
+    def order(seed: int) -> list[str]:
+        dm = ClipDataModule(str(tiny_dataset), batch_size=2, num_workers=0, size=32, duration=0.5,
+                            sample_rate=16000, seed=seed)
+        dm.setup("fit")
+        return [i for b in dm.train_dataloader() for i in b["id"]]
+
+    first = order(3)
+    assert first == order(3) and sorted(first) == [f"train-{i:05d}" for i in range(6)]
+    assert any(order(s) != first for s in (4, 5))

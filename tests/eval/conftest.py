@@ -13,17 +13,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval.testing import bouncing_clip, write_mp4
+from eval.testing import bouncing_clip, dashing_clip, write_mp4
 
 SHIFTS_MS = (0, 40, 80, 160, 320)
 N_SHIFT_CLIPS = 4
 
 
+def _clip(kind: str, seed: int, **kwargs: float):
+    return (dashing_clip if kind == "dash" else bouncing_clip)(seed, **kwargs)
+
+
 def _write_set(root: Path, name: str, n: int, *, offset: float = 0.0, min_gap: float = 0.7,
-               duration: float = 4.0, sidecars: bool = True, seed0: int = 0) -> Path:
+               duration: float = 4.0, sidecars: bool = True, seed0: int = 0, kind: str = "bounce") -> Path:
     folder = root / name
     for i in range(n):
-        clip = bouncing_clip(seed0 + i, duration=duration, min_event_gap=min_gap, audio_offset=offset)
+        clip = _clip(kind, seed0 + i, duration=duration, min_event_gap=min_gap, audio_offset=offset)
         write_mp4(folder / f"clip{i}.mp4", clip.frames, clip.fps, clip.audio, clip.sample_rate)
         if sidecars:
             (folder / f"clip{i}.json").write_text(json.dumps({"prompt": f"a ball bouncing, scene {i}", "id": f"clip{i}",
@@ -31,10 +35,11 @@ def _write_set(root: Path, name: str, n: int, *, offset: float = 0.0, min_gap: f
     return folder
 
 
-def _write_manifest(root: Path, n: int, *, min_gap: float = 0.7, duration: float = 4.0, seed0: int = 0) -> Path:
+def _write_manifest(root: Path, n: int, *, min_gap: float = 0.7, duration: float = 4.0, seed0: int = 0,
+                    kind: str = "bounce") -> Path:
     rows = []
     for i in range(n):
-        clip = bouncing_clip(seed0 + i, duration=duration, min_event_gap=min_gap)
+        clip = _clip(kind, seed0 + i, duration=duration, min_event_gap=min_gap)
         write_mp4(root / "ref" / f"clip{i}.mp4", clip.frames, clip.fps, clip.audio, clip.sample_rate)
         rows.append({"id": f"clip{i}", "path": f"ref/clip{i}.mp4", "caption": f"a ball bouncing, scene {i}",
                      "split": "heldout" if i % 2 else "train",
@@ -46,11 +51,12 @@ def _write_manifest(root: Path, n: int, *, min_gap: float = 0.7, duration: float
 
 @pytest.fixture(scope="session")
 def shift_sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Reference manifest (ground-truth events) and one generated folder per audio shift (ms)."""
+    """Reference manifest (ground-truth events) and one generated folder per audio shift (ms) of
+    dashing-square clips (motion peaks at the sounds, as AV-Align expects)."""
     root = tmp_path_factory.mktemp("shift")
-    out = {"manifest": _write_manifest(root, N_SHIFT_CLIPS)}
+    out = {"manifest": _write_manifest(root, N_SHIFT_CLIPS, kind="dash")}
     for ms in SHIFTS_MS:
-        out[str(ms)] = _write_set(root, f"shift{ms}", N_SHIFT_CLIPS, offset=ms / 1000.0)
+        out[str(ms)] = _write_set(root, f"shift{ms}", N_SHIFT_CLIPS, offset=ms / 1000.0, kind="dash")
     return out
 
 

@@ -9,7 +9,8 @@ from scipy.optimize import minimize
 from scipy.special import log_expit
 
 from eval.preference import leaderboard
-from eval.preference.bradley_terry import COLUMNS
+from eval.preference.bradley_terry import COLUMNS, fit_bradley_terry
+from eval.preference.bt_newton import fit_bradley_terry_batch
 
 
 def _battle(a: str, b: str, result: str, i: int, question: str = "overall") -> dict[str, object]:
@@ -155,3 +156,21 @@ def test_bad_arguments():
         leaderboard(df, n_boot=0, anchor="Z")
     with pytest.raises(ValueError, match="C must be > 0"):
         leaderboard(df, C=0)
+
+
+def test_batched_refits_agree_with_scikit_learn():
+    pairs = np.array([[0, 1], [0, 2], [1, 2], [1, 3], [2, 3]])
+    rng = np.random.default_rng(2)
+    counts = rng.integers(0, 30, size=(6, len(pairs), 3)).astype(float)
+    counts[0, 3] = 0.0  # a pair missing from one replicate
+    batch = fit_bradley_terry_batch(pairs, counts, 4, C=1e6)
+    for replicate, beta in zip(counts, batch):
+        assert beta == pytest.approx(fit_bradley_terry(pairs, replicate, 4, C=1e6), abs=1e-6)
+    assert batch.sum(axis=1) == pytest.approx(np.zeros(6), abs=1e-9)
+
+
+def test_batched_refit_stays_finite_when_a_system_never_lost():
+    pairs = np.array([[0, 1], [1, 2]])
+    counts = np.array([[[5.0, 0.0, 0.0], [3.0, 1.0, 2.0]]])  # system 0 never lost
+    beta = fit_bradley_terry_batch(pairs, counts, 3, C=1e6)[0]
+    assert np.isfinite(beta).all() and beta[0] - beta[1] > 2.0  # odds of more than 100:1
