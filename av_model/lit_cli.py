@@ -73,21 +73,21 @@ class AVLightningCLI(LightningCLI):
             print(f"final weights (EMA when enabled): {root / FINAL_CHECKPOINT}", file=sys.stderr)
 
 
-def _cli(args: list[str], **kwargs: Any) -> AVLightningCLI:
-    # `avgen` hands over its own argv as `args`; LightningCLI would warn that sys.argv is set too.
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    return AVLightningCLI(
-        AVDiffusion,
-        LatentDataModule,
-        args=args,
-        seed_everything_default=0,
-        auto_configure_optimizers=False,
-        save_config_kwargs={"overwrite": True},
-        # The bucketing sampler splits data across ranks itself (Lightning would replace it).
-        trainer_defaults={"use_distributed_sampler": False},
-        parser_kwargs={"default_env": False},
-        **kwargs,
-    )
+def _cli(args: list[str], cli_class: type[AVLightningCLI] | None = None, **kwargs: Any) -> AVLightningCLI:
+    with warnings.catch_warnings():
+        # `avgen` hands over its own argv as `args`; LightningCLI would warn that sys.argv is set too.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return (cli_class or AVLightningCLI)(
+            AVDiffusion,
+            LatentDataModule,
+            args=args,
+            seed_everything_default=0,
+            auto_configure_optimizers=False,
+            # The bucketing sampler splits data across ranks itself (Lightning would replace it).
+            trainer_defaults={"use_distributed_sampler": False},
+            parser_kwargs={"default_env": False},
+            **kwargs,
+        )
 
 
 def _apply_thread_limit() -> None:
@@ -102,7 +102,7 @@ def _apply_thread_limit() -> None:
 def _run(subcommand: str, argv: list[str]) -> int:
     _apply_thread_limit()
     try:
-        _cli([subcommand, *argv])
+        _cli([subcommand, *argv], save_config_kwargs={"overwrite": True})
     except NonFiniteLossError as err:
         print(f"avgen {subcommand}: training stopped: {err}", file=sys.stderr)
         return 1
@@ -135,10 +135,7 @@ def load_config(path: str | Path, *overrides: str) -> Namespace:
     Raises:
         SystemExit: the config is invalid (jsonargparse prints what is wrong).
     """
-    cli = _ParseOnlyCLI(
-        AVDiffusion, LatentDataModule, args=["-c", str(path), *overrides], run=False, seed_everything_default=0,
-        auto_configure_optimizers=False, save_config_callback=None, parser_kwargs={"default_env": False},
-    )
+    cli = _cli(["-c", str(path), *overrides], cli_class=_ParseOnlyCLI, run=False, save_config_callback=None)
     return cli.config
 
 

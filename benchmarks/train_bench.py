@@ -61,7 +61,8 @@ GEOMETRIES: dict[str, Geometry] = {
 
 def _model(preset: str, geo: Geometry, device: torch.device, ac: str, compile_blocks: bool) -> AVDiT:
     cfg = get_preset(preset, video_channels=geo.video[0], audio_channels=geo.audio[0], text_dims=(geo.text_dim,))
-    model = AVDiT(cfg).to(device)
+    with device:  # initialize on the device: a 1B model initializes in seconds on a GPU, minutes on a CPU
+        model = AVDiT(cfg)
     if ac != "none" or compile_blocks:
         apply_parallelism(model, ParallelConfig(activation_checkpointing=ac, compile=compile_blocks))
     return model

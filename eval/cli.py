@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     for spec in WEIGHTS.values():
         g.add_argument(spec.option, metavar="PATH", help=f"{spec.what} [env {spec.env}]")
     o = p.add_argument_group("protocol and compute")
-    o.add_argument("--device", help="torch device for feature extractors (default cpu)")
+    o.add_argument("--device", help="torch device for feature extractors: auto (GPU if present), cpu, cuda, cuda:N (default auto)")
     o.add_argument("--batch-size", type=int, help="units per forward pass (default 8)")
     o.add_argument("--num-workers", type=int, help="decoding worker processes (default 0)")
     o.add_argument("--bootstrap", type=int, metavar="N", help="bootstrap resamples of per-clip metrics (default 1000)")

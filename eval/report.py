@@ -56,6 +56,15 @@ def _cell(r: MetricResult | None, sep: str = " ") -> str:
     return f"{format_value(r.value)}{ci}"
 
 
+def _note(r: MetricResult | None) -> str:
+    """A third line for metrics whose secondary number matters as much (the audio lag)."""
+    if r is not None and r.ok and r.metric == "events":
+        lag = r.extra.get("offset_ms")
+        if isinstance(lag, float) and math.isfinite(lag):
+            return f"\nlag {lag:+.0f} ms"
+    return ""
+
+
 def _header(metric: str) -> str:
     cls = METRICS.get(metric)
     arrow = {True: " ↑", False: " ↓", None: ""}[cls.higher_is_better] if cls else ""
@@ -81,7 +90,7 @@ def print_table(report: EvalReport, console: Console | None = None) -> None:
         table.add_column(_header(m), justify="right")
     for s in report.systems:
         label = f"{s} (reference)" if s == report.reference and "(reference)" not in s else s
-        table.add_row(label, *[_cell(report.get(s, m), sep="\n") for m in shown])
+        table.add_row(label, *[_cell(report.get(s, m), sep="\n") + _note(report.get(s, m)) for m in shown])
     if shown:
         console.print(table)
     else:

@@ -203,4 +203,4 @@ def evaluate(cfg: EvalConfig) -> EvalReport:
                 results.append(not_computed(name, clips.name, str(err), higher_is_better=metric.higher_is_better))
     rows = [s.name for s in systems] + ([reference.name] if reference is not None else [])
     return EvalReport(systems=rows, reference=reference.name if reference else None, metrics=list(cfg.metrics),
-                      results=results, config=cfg.to_dict(), environment=_environment(opts.device))
+                      results=results, config=cfg.to_dict(), environment=_environment(opts.torch_device()))

@@ -13,7 +13,9 @@ refused with what to do), a newer or a foreign one is refused.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -201,6 +203,14 @@ class Store:
         self._write_engine = self.engine.execution_options(avgen_write=True)
         self._read_sessions = sessionmaker(bind=self.engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(bind=self._write_engine, expire_on_commit=False)
+        # SQLite has one writer at a time, and a writer waiting in its busy handler polls with
+        # growing sleeps, so under many threads (one Streamlit server serves every rater) newcomers
+        # overtake waiters and latencies grow to seconds. Threads of this process therefore queue on
+        # a lock and are woken as soon as the writer before them commits; other processes (the CLI)
+        # still meet at SQLite's own lock. PostgreSQL locks rows, so writers there run in parallel.
+        self._local_writer: contextlib.AbstractContextManager = (
+            threading.RLock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        )
         try:
             self._prepare_schema(create)
         except DBAPIError as err:
@@ -304,7 +314,7 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A write transaction: committed when the block ends, rolled back on an exception."""
-        with self._write_sessions() as s, s.begin():
+        with self._local_writer, self._write_sessions() as s, s.begin():
             yield s
 
     def dispose(self) -> None:

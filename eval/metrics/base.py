@@ -31,7 +31,8 @@ class MetricOptions:
 
     Attributes:
         weights: where the extractors' weights are.
-        device: torch device of the extractors ("cpu", "cuda", "cuda:1").
+        device: torch device of the extractors ("auto": the GPU if there is one, else "cpu";
+            "cpu", "cuda", "cuda:1").
         batch_size: units per forward pass of an extractor.
         num_workers: DataLoader processes decoding clips for feature extraction.
         n_boot: bootstrap resamples for the intervals of per-clip metrics.
@@ -55,7 +56,7 @@ class MetricOptions:
     """
 
     weights: WeightPaths = field(default_factory=WeightPaths)
-    device: str = "cpu"
+    device: str = "auto"
     batch_size: int = 8
     num_workers: int = 0
     n_boot: int = 1000
@@ -76,6 +77,13 @@ class MetricOptions:
     av_align_tolerance: float | None = None
 
     def __post_init__(self) -> None:
+        if self.device != "auto":
+            import torch
+
+            try:
+                torch.device(self.device)
+            except (RuntimeError, TypeError) as err:
+                raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}.") from err
         if isinstance(self.weights, dict):
             self.weights = WeightPaths(**self.weights)
         positive_ints = ("batch_size", "fvd_frames", "fvd_size", "fd_inf_min_n", "fd_inf_steps", "clip_frames")
@@ -105,6 +113,15 @@ class MetricOptions:
             raise ValueError(f"task must be 't2av' or 'v2a', got {self.task!r}.")
         if self.pair_by not in ("id", "prompt"):
             raise ValueError(f"pair_by must be 'id' or 'prompt', got {self.pair_by!r}.")
+
+
+    def torch_device(self) -> str:
+        """The device to put extractors on ("auto" resolved)."""
+        if self.device == "auto":
+            import torch
+
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
 
 
 @dataclass

@@ -25,22 +25,22 @@ def _build(key: str, opts: MetricOptions) -> FeatureExtractor:
     path = resolve_weights(key, opts.weights)  # raises WeightsMissing with the options to fix it
     if key == "i3d":
         from eval.features.i3d import I3DExtractor
-        return I3DExtractor(path, device=opts.device, num_frames=opts.fvd_frames, size=opts.fvd_size, fps=opts.fvd_fps)
+        return I3DExtractor(path, device=opts.torch_device(), num_frames=opts.fvd_frames, size=opts.fvd_size, fps=opts.fvd_fps)
     if key == "vggish":
         from eval.features.vggish import VGGishExtractor
-        return VGGishExtractor(path, device=opts.device)
+        return VGGishExtractor(path, device=opts.torch_device())
     if key == "panns":
         from eval.features.panns import PANNsExtractor
-        return PANNsExtractor(path, device=opts.device, window_seconds=opts.panns_window)
+        return PANNsExtractor(path, device=opts.torch_device(), window_seconds=opts.panns_window)
     if key == "clap":
         from eval.features.clap import ClapExtractor
-        return ClapExtractor(path, device=opts.device)
+        return ClapExtractor(path, device=opts.torch_device())
     if key == "clip":
         from eval.features.clip import ClipExtractor
-        return ClipExtractor(path, device=opts.device, frames=opts.clip_frames)
+        return ClipExtractor(path, device=opts.torch_device(), frames=opts.clip_frames)
     if key == "codec":
         from eval.features.codec import CodecExtractor
-        return CodecExtractor(path, device=opts.device)
+        return CodecExtractor(path, device=opts.torch_device())
     raise KeyError(f"no extractor for weights {key!r}")
 
 

@@ -1,0 +1,183 @@
+"""Throughput of the metrics: clips per second of feature extraction and of the weights-free metrics.
+
+Clips are procedural (the embedded default's geometry: 64 x 64 px, 16 fps, 2 s, 24 kHz mono, with
+sounds at visible contacts), written as H.264 + AAC mp4. Every measurement is end to end: decoding,
+resampling, preprocessing and the network (or the weights-free computation), as `avgen eval` runs
+it. Networks are the published architectures at full size with random weights (throughput does not
+depend on the weight values): VGGish, PANNs CNN14, CLAP (HTSAT, transformers defaults), CLIP
+(ViT-B/32, transformers defaults) and the project's codec ("small" preset). I3D is measured only
+when its TorchScript file is found (`--i3d` or `$AVGEN_WEIGHTS`), since its architecture ships only
+as that file.
+
+    python benchmarks/eval_bench.py --quick              # 8 clips, CPU
+    python benchmarks/eval_bench.py --clips 64           # more clips; GPU if there is one
+    python benchmarks/eval_bench.py --device cuda --i3d weights/i3d_torchscript.pt
+
+Prints a table and writes benchmarks/results/eval_bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from eval.features.base import FeatureExtractor, extract_features  # noqa: E402
+from eval.features.weights import WeightsMissing, resolve_weights  # noqa: E402
+from eval.metrics import METRICS  # noqa: E402
+from eval.metrics.base import MetricOptions  # noqa: E402
+from eval.sets import ClipSet, load_set  # noqa: E402
+from eval.testing import bouncing_clip, write_mp4  # noqa: E402
+
+
+def _make_clips(folder: Path, n: int) -> ClipSet:
+    for i in range(n):
+        c = bouncing_clip(i, duration=2.0, sample_rate=24000, min_event_gap=0.15)
+        write_mp4(folder / f"clip{i:03d}.mp4", c.frames, c.fps, c.audio, c.sample_rate)
+    return load_set(folder, name="bench")
+
+
+def _tiny_tokenizer(d: Path) -> tuple[str, str]:
+    """Vocabulary files for the processors; the benchmark embeds media, not text."""
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4, **{c: 5 + i for i, c in enumerate("abcdefgh")}}
+    (d / "vocab.json").write_text(json.dumps(vocab))
+    (d / "merges.txt").write_text("#version: 0.2\n")
+    return str(d / "vocab.json"), str(d / "merges.txt")
+
+
+def _extractors(tmp: Path, device: str, i3d: str | None) -> dict[str, Any]:
+    """name -> extractor, or a string saying why it is not measured."""
+    from eval.features.panns import Cnn14, PANNsExtractor
+    from eval.features.vggish import VGGish, VGGishExtractor
+
+    torch.manual_seed(0)
+    out: dict[str, Any] = {}
+    torch.save(VGGish().state_dict(), tmp / "vggish.pth")
+    out["vggish"] = VGGishExtractor(tmp / "vggish.pth", device=device)
+    import torchaudio
+
+    state = Cnn14().state_dict()
+    state["logmel_extractor.melW"] = torchaudio.functional.melscale_fbanks(513, 50.0, 14000.0, 64, 32000, norm="slaney",
+                                                                           mel_scale="slaney")
+    torch.save({"model": state}, tmp / "panns.pth")
+    out["panns"] = PANNsExtractor(tmp / "panns.pth", device=device)
+
+    from transformers import (
+        ClapConfig,
+        ClapFeatureExtractor,
+        ClapModel,
+        ClapProcessor,
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        CLIPTokenizer,
+        RobertaTokenizer,
+    )
+
+    from eval.features.clap import ClapExtractor
+    from eval.features.clip import ClipExtractor
+
+    vocab, merges = _tiny_tokenizer(tmp)
+    ClapModel(ClapConfig()).save_pretrained(tmp / "clap")
+    ClapProcessor(feature_extractor=ClapFeatureExtractor(truncation="rand_trunc"),
+                  tokenizer=RobertaTokenizer(vocab, merges)).save_pretrained(tmp / "clap")
+    out["clap"] = ClapExtractor(tmp / "clap", device=device)
+    CLIPModel(CLIPConfig()).save_pretrained(tmp / "clip")
+    CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=CLIPTokenizer(
+        vocab, merges, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>")).save_pretrained(tmp / "clip")
+    out["clip"] = ClipExtractor(tmp / "clip", device=device)
+    try:
+        from audio_codec import EncodecCodec, get_preset
+        from eval.features.codec import CodecExtractor
+
+        EncodecCodec(get_preset("small")).save(tmp / "codec.pt")
+        out["codec"] = CodecExtractor(tmp / "codec.pt", device=device)
+    except ImportError as err:
+        out["codec"] = f"not measured: {err}"
+    try:
+        from eval.features.i3d import I3DExtractor
+
+        out["i3d"] = I3DExtractor(resolve_weights("i3d", None) if i3d is None else i3d, device=device)
+    except WeightsMissing as err:
+        out["i3d"] = f"not measured: {err}"
+    return out
+
+
+def _time_extractor(ext: FeatureExtractor, clips: ClipSet, batch: int, workers: int) -> dict[str, Any]:
+    extract_features(ext, clips.records[:2], batch_size=batch, num_workers=0, progress=False)  # warm-up
+    if ext.device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    feats = extract_features(ext, clips.records, batch_size=batch, num_workers=workers, progress=False)
+    if ext.device.type == "cuda":
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    return {"clips_per_s": len(clips) / dt, "seconds": dt, "rows": int(feats.values.shape[0]),
+            "dim": int(feats.values.shape[1])}
+
+
+def _time_metric(name: str, clips: ClipSet) -> dict[str, Any]:
+    opts = MetricOptions(n_boot=100)
+    t0 = time.perf_counter()
+    METRICS[name]().evaluate(clips, None, opts, {"progress": False})  # fresh cache: flow computed here
+    dt = time.perf_counter() - t0
+    return {"clips_per_s": len(clips) / dt, "seconds": dt}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--clips", type=int, default=32, help="clips to embed (default 32)")
+    p.add_argument("--quick", action="store_true", help="8 clips: a CPU smoke run")
+    p.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--i3d", help="TorchScript I3D file (else $AVGEN_WEIGHTS/i3d_torchscript.pt if present)")
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "eval_bench.json"))
+    args = p.parse_args(argv)
+    n = 8 if args.quick else args.clips
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        clips = _make_clips(tmp / "clips", n)
+        for name in ("av_align", "events", "flicker", "motion"):
+            rows.append({"metric": name, "extractor": "weights-free", "device": "cpu", **_time_metric(name, clips)})
+        for name, ext in _extractors(tmp, device, args.i3d).items():
+            if isinstance(ext, str):
+                rows.append({"metric": name, "extractor": name, "device": device, "note": ext})
+                continue
+            rows.append({"metric": name, "extractor": name, "device": device,
+                         **_time_extractor(ext, clips, args.batch_size, args.num_workers)})
+    print(f"{'metric / extractor':<20} {'device':<6} {'clips/s':>9} {'seconds':>8}  rows x dim")
+    for r in rows:
+        if "note" in r:
+            print(f"{r['metric']:<20} {r['device']:<6} {'-':>9} {'-':>8}  {r['note'][:70]}")
+        else:
+            shape = f"{r['rows']} x {r['dim']}" if "rows" in r else ""
+            print(f"{r['metric']:<20} {r['device']:<6} {r['clips_per_s']:>9.2f} {r['seconds']:>8.2f}  {shape}")
+    result = {
+        "benchmark": "eval_bench", "clips": n, "clip": "64x64 px, 16 fps, 2 s, 24 kHz mono, H.264 + AAC",
+        "batch_size": args.batch_size, "num_workers": args.num_workers, "torch_threads": torch.get_num_threads(),
+        "hardware": {"cpu": platform.processor() or platform.machine(), "platform": platform.platform(),
+                     "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None},
+        "torch": torch.__version__, "rows": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,430 @@
+"""One-GPU performance of the generator: training step, dispatch, attention backend, a peer, sampling.
+
+Everything is measured side by side in one run, so ratios (mixture of experts over dense, grouped
+over reference dispatch, ours over the diffusers LTX-2 transformer) come from the same GPU state.
+Prints tables and writes JSON (default `benchmarks/results/h100_bench.json`).
+
+    python benchmarks/h100_bench.py                      # on a CUDA machine, all sections
+    python benchmarks/h100_bench.py --only peak,sdpa     # some sections
+    python benchmarks/h100_bench.py --quick              # tiny sizes on a CPU: checks the script runs
+
+FLOPs are counted from active parameters plus attention (`av_model.dit.count_params`), for
+forward + backward (3x forward), and MFU is against the bf16 matmul peak measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from av_model.dit import AVDiT, count_params, get_preset  # noqa: E402
+from av_model.sampling import SamplerConfig, sample  # noqa: E402
+from av_model.text.batch import TextBatch  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+DEVICE = torch.device("cuda" if CUDA else "cpu")
+
+
+@dataclass(frozen=True)
+class ClipShape:
+    """A clip and its latent geometry (video autoencoder 4x8x8 by default, EnCodec 75 Hz)."""
+
+    name: str
+    seconds: float
+    height: int
+    width: int
+    fps: int = 24
+    tc: int = 4
+    sc: int = 8
+    audio_rate: float = 75.0
+
+    @property
+    def video_latent(self) -> tuple[int, int, int]:
+        return self.seconds * self.fps // self.tc, self.height // self.sc, self.width // self.sc
+
+    @property
+    def video_rate(self) -> float:
+        return self.fps / self.tc
+
+    @property
+    def audio_frames(self) -> int:
+        return int(self.seconds * self.audio_rate)
+
+
+CLIPS = {
+    "5s_256p": ClipShape("5s_256p", 5, 256, 256),
+    "10s_480p": ClipShape("10s_480p", 10, 480, 832, tc=8),
+    "quick": ClipShape("quick", 1, 64, 64, fps=8),
+}
+
+
+def sync() -> None:
+    if CUDA:
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], object], warmup: int, iters: int) -> list[float]:
+    """Seconds per call, each call timed with device events (host clock on CPU)."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(iters):
+        if CUDA:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def free() -> None:
+    gc.collect()
+    if CUDA:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def print_table(title: str, rows: list[dict], cols: list[str]) -> None:
+    print(f"\n## {title}")
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c, "")
+            cells.append(f"{v:.3g}" if isinstance(v, float) else str(v))
+        print("| " + " | ".join(cells) + " |")
+
+
+# ------------------------------------------------------------------------------------------- peak
+def bench_peak(quick: bool) -> dict:
+    n = 1024 if quick else 8192
+    dtype = torch.float32 if quick else torch.bfloat16
+    a = torch.randn(n, n, device=DEVICE, dtype=dtype)
+    b = torch.randn(n, n, device=DEVICE, dtype=dtype)
+    t = statistics.median(timed(lambda: a @ b, 3, 10))
+    return {"n": n, "dtype": str(dtype), "tflops": 2 * n**3 / t / 1e12}
+
+
+# ------------------------------------------------------------------------------------------- sdpa
+def bench_sdpa(quick: bool) -> list[dict]:
+    """Forward TFLOP/s of each SDPA backend, and which one the default call picks (from the profiler)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    n, h, dh = (256, 2, 32) if quick else (8192, 16, 128)
+    dtype = torch.float32 if quick else torch.bfloat16
+    q, k, v = (torch.randn(1, h, n, dh, device=DEVICE, dtype=dtype) for _ in range(3))
+    flops = 4 * n * n * dh * h
+    rows = []
+    backends = {"default": None, "cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+                "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+    for name, be in backends.items():
+        ctx = sdpa_kernel([be]) if be is not None else contextlib.nullcontext()
+        try:
+            with ctx:
+                t = statistics.median(timed(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v), 2, 5))
+            rows.append({"backend": name, "ms": t * 1e3, "tflops": flops / t / 1e12})
+        except RuntimeError as err:
+            rows.append({"backend": name, "ms": float("nan"), "tflops": float("nan"), "note": str(err)[:80]})
+    rows[0]["kernel"] = _default_kernel(q, k, v)
+    return rows
+
+
+def _default_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str:
+    if not CUDA:
+        return "cpu"
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        sync()
+    names = [e.key for e in prof.key_averages() if e.device_type.name == "CUDA"]
+    for key, label in (("cudnn", "cudnn"), ("flash", "flash"), ("fmha", "efficient"), ("efficient", "efficient")):
+        if any(key in nm.lower() for nm in names):
+            return label
+    return ";".join(names)[:80]
+
+
+# ------------------------------------------------------------------------------------------ train
+def make_inputs(cfg, clip: ClipShape, batch: int, text_len: int):
+    tv, hv, wv = clip.video_latent
+    video = torch.randn(batch, cfg.video_channels, tv, hv, wv, device=DEVICE)
+    audio = torch.randn(batch, cfg.audio_channels, clip.audio_frames, device=DEVICE)
+    text = TextBatch(
+        embeddings=tuple(torch.randn(batch, text_len, d, device=DEVICE) for d in cfg.text_dims),
+        masks=tuple(torch.ones(batch, text_len, dtype=torch.bool, device=DEVICE) for _ in cfg.text_dims),
+    )
+    return video, audio, text
+
+
+def bench_train_variant(preset: str, clip: ClipShape, *, batch: int = 1, dispatch: str = "grouped",
+                        compile_blocks: bool = False, checkpoint: bool = False, quick: bool = False,
+                        peak_tflops: float = 1.0, iters: int = 5, text_len: int = 64, **overrides) -> dict:
+    """Forward, backward and AdamW step of one model variant; returns throughput and memory."""
+    from av_model.parallel import ParallelConfig, apply_parallelism
+
+    free()
+    cfg = get_preset(preset, **overrides)
+    torch.manual_seed(0)
+    model = AVDiT(cfg).to(DEVICE)
+    model.set_dispatch(dispatch)
+    apply_parallelism(model, ParallelConfig(fsdp=False, compile=compile_blocks,
+                                            activation_checkpointing="full" if checkpoint else "none"))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=CUDA)
+    video, audio, text = make_inputs(cfg, clip, batch, text_len)
+    t = torch.rand(batch, device=DEVICE)
+    lay = model.layout(tuple(video.shape), tuple(audio.shape), clip.video_rate, clip.audio_rate)
+    n_tok = lay.num_tokens
+    pc = count_params(cfg, seq_len=n_tok, text_len=text_len)
+    amp = torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=CUDA)
+
+    def step() -> None:
+        with amp:
+            out = model(video, audio, t, t, text, clip.video_rate, clip.audio_rate)
+            loss = out.video.float().square().mean() + out.audio.float().square().mean()
+            loss = loss + sum(out.aux.losses.values())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        model.update_router_bias()
+
+    warm = 1 if quick else (3 if compile_blocks else 2)
+    times = timed(step, warm, iters)
+    sec = statistics.median(times)
+    tflops = pc.flops_per_token * n_tok * batch / sec / 1e12
+    row = {
+        "preset": preset, "clip": clip.name, "tokens": n_tok * batch, "dispatch": dispatch,
+        "compile": compile_blocks, "ckpt": checkpoint, "step_ms": sec * 1e3,
+        "tokens_per_s": n_tok * batch / sec, "tflops": tflops, "mfu": tflops / peak_tflops,
+        "active_params_M": pc.active / 1e6, "total_params_M": pc.total / 1e6,
+        "peak_mem_GiB": torch.cuda.max_memory_allocated() / 2**30 if CUDA else float("nan"),
+        "spread_ms": (max(times) - min(times)) * 1e3,
+    }
+    del model, opt
+    free()
+    return row
+
+
+# ------------------------------------------------------------------------------------------- peer
+def bench_ltx2(cfg_preset: str, clip: ClipShape, *, peak_tflops: float, quick: bool, iters: int = 5,
+               text_len: int = 64) -> dict:
+    """The diffusers LTX-2 audio-video transformer at our width, depth and token count."""
+    try:
+        from diffusers import LTX2VideoTransformer3DModel
+    except ImportError as err:
+        return {"model": "diffusers LTX-2", "note": f"not run: diffusers is not installed ({err})"}
+    free()
+    cfg = get_preset(cfg_preset)
+    heads, dh = cfg.num_heads, cfg.head_dim
+    pt, ph, pw = cfg.video_patch
+    in_ch = cfg.video_channels * pt * ph * pw
+    model = LTX2VideoTransformer3DModel(
+        in_channels=in_ch, out_channels=in_ch, num_attention_heads=heads, attention_head_dim=dh,
+        cross_attention_dim=cfg.width, audio_in_channels=cfg.audio_channels * cfg.audio_group,
+        audio_out_channels=cfg.audio_channels * cfg.audio_group, audio_num_attention_heads=heads,
+        audio_attention_head_dim=dh, audio_cross_attention_dim=cfg.width, num_layers=cfg.depth,
+        caption_channels=cfg.text_dims[0],
+    ).to(DEVICE)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=CUDA)
+    tv, hv, wv = clip.video_latent
+    nv = tv * (hv // ph) * (wv // pw)
+    na = math.ceil(clip.audio_frames / cfg.audio_group)
+    x = torch.randn(1, nv, in_ch, device=DEVICE)
+    xa = torch.randn(1, na, cfg.audio_channels * cfg.audio_group, device=DEVICE)
+    txt = torch.randn(1, text_len, cfg.text_dims[0], device=DEVICE)
+    ts = torch.full((1,), 500.0, device=DEVICE)
+    amp = torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=CUDA)
+
+    def step() -> None:
+        with amp:
+            out = model(hidden_states=x, audio_hidden_states=xa, encoder_hidden_states=txt,
+                        audio_encoder_hidden_states=txt, timestep=ts, audio_timestep=ts, num_frames=tv,
+                        height=hv // ph, width=wv // pw, fps=clip.video_rate, audio_num_frames=na,
+                        return_dict=False)
+            loss = out[0].float().square().mean() + out[1].float().square().mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    params = sum(p.numel() for p in model.parameters())
+    sec = statistics.median(timed(step, 1 if quick else 2, iters))
+    row = {"model": "diffusers LTX2VideoTransformer3DModel", "tokens": nv + na, "step_ms": sec * 1e3,
+           "tokens_per_s": (nv + na) / sec, "params_M": params / 1e6,
+           "peak_mem_GiB": torch.cuda.max_memory_allocated() / 2**30 if CUDA else float("nan")}
+    del model, opt
+    free()
+    return row
+
+
+# --------------------------------------------------------------------------------------- sampling
+def bench_sampling(preset: str, clip: ClipShape, *, steps: int, quick: bool, vae_preset: str,
+                   codec_preset: str, compile_blocks: bool) -> dict:
+    """Latency of one clip: text encoding, denoising (guided), video and audio decoding."""
+    from audio_codec import EncodecCodec
+    from audio_codec import get_preset as codec_get_preset
+    from av_model.parallel import ParallelConfig, apply_parallelism
+    from av_model.text import load_text_encoder
+    from av_model.vae import VideoAutoencoder
+    from av_model.vae import get_preset as vae_get_preset
+
+    free()
+    cfg = get_preset(preset)
+    model = AVDiT(cfg).to(DEVICE, torch.bfloat16 if CUDA else torch.float32).eval()
+    apply_parallelism(model, ParallelConfig(fsdp=False, compile=compile_blocks))
+    vae = VideoAutoencoder(vae_get_preset(vae_preset)).to(DEVICE).eval()
+    codec = EncodecCodec(codec_get_preset(codec_preset)).to(DEVICE).eval()
+    try:
+        encoder = load_text_encoder("minilm")
+        text_note = "minilm"
+    except Exception as err:  # the packaged encoder may be absent on a GPU machine
+        encoder, text_note = None, f"random text (MiniLM not installed: {type(err).__name__})"
+    tv, hv, wv = clip.video_latent
+    vshape = (1, cfg.video_channels, tv, hv, wv)
+    ashape = (1, cfg.audio_channels, clip.audio_frames)
+    scfg = SamplerConfig(steps=steps, solver="euler", guidance_video=3.0, guidance_audio=3.0)
+
+    def run() -> dict:
+        sync()
+        t0 = time.perf_counter()
+        if encoder is not None:
+            text = encoder.encode(["a red ball bounces on the floor"]).to(DEVICE)
+        else:
+            text = make_inputs(cfg, clip, 1, 16)[2]
+        sync()
+        t1 = time.perf_counter()
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=CUDA):
+            zv, za = sample(model, text, video_shape=vshape, audio_shape=ashape, video_rate=clip.video_rate,
+                            audio_rate=clip.audio_rate, config=scfg, seed=0)
+        sync()
+        t2 = time.perf_counter()
+        with torch.no_grad(), torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=CUDA):
+            zv = zv[:, : vae.latent_dim].float()
+            frames = vae.decode(zv)
+            wav = codec.decode(za[:, : codec.latent_dim].float())
+        sync()
+        t3 = time.perf_counter()
+        return {"text_s": t1 - t0, "denoise_s": t2 - t1, "decode_s": t3 - t2, "total_s": t3 - t0,
+                "frames": tuple(frames.shape), "audio": tuple(wav.shape)}
+
+    run()  # warm-up: compilation, cuDNN plans, allocator
+    r = run()
+    r.update(preset=preset, clip=clip.name, steps=steps, guidance="video 3, audio 3 (batched cond+uncond)",
+             realtime_ratio=r["total_s"] / clip.seconds, text=text_note)
+    del model, vae, codec
+    free()
+    return r
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (CPU check of the script)")
+    ap.add_argument("--only", default="peak,sdpa,train,long,peer,sample",
+                    help="comma-separated sections: peak, sdpa, train, long, peer, sample")
+    ap.add_argument("--preset", default=None, help="generator preset (default h100_1b; debug with --quick)")
+    ap.add_argument("--steps", type=int, default=50, help="sampling steps")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/h100_bench.json"))
+    args = ap.parse_args(argv)
+    only = set(args.only.split(","))
+    quick = args.quick
+    preset = args.preset or ("debug" if quick else "h100_1b")
+    clip = CLIPS["quick" if quick else "5s_256p"]
+    results: dict = {"device": torch.cuda.get_device_name() if CUDA else "cpu", "torch": torch.__version__,
+                     "preset": preset}
+    if CUDA:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    peak = bench_peak(quick)
+    results["peak"] = peak
+    print_table("bf16 matmul peak (measured)", [peak], ["n", "dtype", "tflops"])
+    if "sdpa" in only:
+        results["sdpa"] = bench_sdpa(quick)
+        print_table("SDPA backends, forward, 8192 tokens x 16 heads x 128", results["sdpa"],
+                    ["backend", "ms", "tflops", "kernel", "note"])
+
+    cols = ["preset", "clip", "tokens", "dispatch", "compile", "ckpt", "step_ms", "tokens_per_s", "tflops", "mfu",
+            "active_params_M", "total_params_M", "peak_mem_GiB", "spread_ms"]
+    if "train" in only:
+        dense_hidden = None
+        base = get_preset(preset)
+        dense_hidden = (base.top_k + base.num_shared_experts) * base.expert_hidden
+        variants = [
+            dict(dispatch="grouped"),
+            dict(dispatch="grouped", compile_blocks=True),
+            dict(dispatch="reference"),
+            dict(dispatch="grouped", checkpoint=True),
+            dict(num_experts=1, top_k=1, num_shared_experts=0, expert_hidden=dense_hidden),  # dense, equal active
+            dict(num_experts=1, top_k=1, num_shared_experts=0, expert_hidden=dense_hidden, compile_blocks=True),
+        ]
+        rows = []
+        for v in variants:
+            row = bench_train_variant(preset, clip, quick=quick, peak_tflops=peak["tflops"], **v)
+            row["variant"] = "dense" if v.get("num_experts") == 1 else "moe"
+            rows.append(row)
+            print(f"  {row['variant']:5s} {row['dispatch']:9s} compile={row['compile']!s:5s} ckpt={row['ckpt']!s:5s} "
+                  f"{row['step_ms']:.1f} ms  MFU {row['mfu']:.1%}", flush=True)
+        results["train"] = rows
+        print_table(f"training step, {clip.name}", rows, ["variant", *cols])
+        by = {(r["variant"], r["dispatch"], r["compile"], r["ckpt"]): r for r in rows}
+        ratios = {
+            "moe_over_dense_step": by[("moe", "grouped", False, False)]["step_ms"]
+            / by[("dense", "grouped", False, False)]["step_ms"],
+            "moe_over_dense_step_compiled": by[("moe", "grouped", True, False)]["step_ms"]
+            / by[("dense", "grouped", True, False)]["step_ms"],
+            "reference_over_grouped_step": by[("moe", "reference", False, False)]["step_ms"]
+            / by[("moe", "grouped", False, False)]["step_ms"],
+        }
+        results["ratios"] = ratios
+        print_table("ratios (same run)", [ratios], list(ratios))
+    if "long" in only and not quick:
+        long_clip = CLIPS["10s_480p"]
+        row = bench_train_variant(preset, long_clip, peak_tflops=peak["tflops"], checkpoint=True,
+                                  compile_blocks=True, iters=3)
+        row["variant"] = "moe"
+        results["train_long"] = row
+        print_table(f"training step, {long_clip.name}", [row], ["variant", *cols])
+    if "peer" in only:
+        peer = bench_ltx2(preset, clip, peak_tflops=peak["tflops"], quick=quick)
+        results["peer"] = peer
+        ours = next((r for r in results.get("train", []) if r["variant"] == "moe" and r["dispatch"] == "grouped"
+                     and not r["compile"] and not r["ckpt"]), None)
+        if ours and "tokens_per_s" in peer:
+            peer["ours_over_peer_throughput"] = ours["tokens_per_s"] / peer["tokens_per_s"]
+        print_table("peer: diffusers LTX-2 transformer at matched width/depth/tokens", [peer],
+                    ["model", "tokens", "step_ms", "tokens_per_s", "params_M", "peak_mem_GiB",
+                     "ours_over_peer_throughput", "note"])
+    if "sample" in only:
+        r = bench_sampling(preset, clip, steps=2 if quick else args.steps, quick=quick,
+                           vae_preset="debug" if quick else "tae_16ch",
+                           codec_preset="debug" if quick else "encodec_24khz", compile_blocks=not quick)
+        results["sampling"] = r
+        print_table(f"sampling latency, {clip.name}, {r['steps']} steps with guidance", [r],
+                    ["text_s", "denoise_s", "decode_s", "total_s", "realtime_ratio", "text"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, default=str))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
