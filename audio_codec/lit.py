@@ -47,7 +47,9 @@ class LossConfig:
         l1_weight: time-domain L1.
         mel_weight: multi-scale mel loss.
         mel_windows: window sizes of the mel loss (short ones keep onsets sharp).
-        mel_bands: mel bands per scale (at most window / 4).
+        mel_bands: mel bands per scale (fewer at short windows, so no band is empty).
+        mel_floor: magnitude floor before the log of the mel loss.
+        mel_l2_weight: weight of the MSE term of the mel loss (next to its L1 term).
         adv_weight: adversarial loss; 0 turns the discriminator off (no second optimizer).
         feat_weight: feature matching loss (used with the discriminator).
         commit_weight: commitment loss of quantized steps.
@@ -62,6 +64,8 @@ class LossConfig:
     mel_weight: float = 1.0
     mel_windows: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512, 1024, 2048])
     mel_bands: int = 64
+    mel_floor: float = 1e-5
+    mel_l2_weight: float = 1.0
     adv_weight: float = 3.0
     feat_weight: float = 3.0
     commit_weight: float = 1.0
@@ -161,7 +165,8 @@ class CodecLitModule(L.LightningModule):
                 self.disc = MultiScaleSTFTDiscriminator(
                     filters=loss.disc_filters, in_channels=codec.channels, n_ffts=list(loss.disc_n_ffts),
                     hop_lengths=[n // 4 for n in loss.disc_n_ffts], win_lengths=list(loss.disc_n_ffts))
-        self.mel_loss = MultiScaleMelLoss(codec.sample_rate, list(loss.mel_windows), n_mels=loss.mel_bands)
+        self.mel_loss = MultiScaleMelLoss(codec.sample_rate, list(loss.mel_windows), n_mels=loss.mel_bands,
+                                          floor=loss.mel_floor, l2_weight=loss.mel_l2_weight)
         self.mel_distance = MelDistance(codec.sample_rate)
         self._reference_written: set[str] = set()
 

@@ -38,20 +38,26 @@ def _max_mel_bands(sample_rate: int, n_fft: int, n_mels: int) -> int:
 
 
 class MultiScaleMelLoss(nn.Module):
-    """Sum over window sizes of L1 + MSE between log mel spectrograms.
+    """Mean over window sizes of L1 + `l2_weight` x MSE between log mel spectrograms.
 
     Args:
         sample_rate: audio rate in Hz.
         windows: STFT window sizes (n_fft), hop = window / 4.
         n_mels: mel bands; short windows use fewer, so that no band is empty.
-        eps: floor of the magnitude before the log.
+        floor: magnitude floor before the log: differences below it (inaudible hiss in silent
+            stretches) cost nothing, so the loss spends itself on the sounds.
+        l2_weight: weight of the MSE term.
     """
 
-    def __init__(self, sample_rate: int, windows: list[int], n_mels: int = 64, eps: float = 1e-5) -> None:
+    def __init__(self, sample_rate: int, windows: list[int], n_mels: int = 64, floor: float = 1e-5,
+                 l2_weight: float = 1.0) -> None:
         super().__init__()
         if not windows or any(w < 16 for w in windows):
             raise ValueError(f"mel loss windows must be a non-empty list of sizes >= 16, got {windows!r}.")
-        self.eps = eps
+        if not floor > 0 or l2_weight < 0:
+            raise ValueError(f"mel loss floor must be > 0 and l2_weight >= 0, got {floor}, {l2_weight}.")
+        self.eps = floor
+        self.l2_weight = l2_weight
         self.specs = nn.ModuleList(
             torchaudio.transforms.MelSpectrogram(
                 sample_rate=sample_rate, n_fft=w, win_length=w, hop_length=w // 4,
@@ -68,7 +74,7 @@ class MultiScaleMelLoss(nn.Module):
             for spec in self.specs:
                 sx = spec(x).clamp_min(self.eps).log()  # (B, C, n_mels, frames)
                 sy = spec(y).clamp_min(self.eps).log()
-                total = total + (sx - sy).abs().mean() + (sx - sy).pow(2).mean()
+                total = total + (sx - sy).abs().mean() + self.l2_weight * (sx - sy).pow(2).mean()
         return total / len(self.specs)
 
 

@@ -151,19 +151,19 @@ class EMA(WeightAveraging):
 class RouterBiasUpdate(L.Callback):
     """Applies the mixture-of-experts selection-bias step (DeepSeek-V3 balancing) after each optimizer step.
 
-    The generator's MoE layers accumulate expert loads during forward passes; their `update_bias()`
+    The generator's MoE layers accumulate expert loads during forward passes; `AVDiT.update_router_bias()`
     must run exactly once per optimizer step, outside autograd (so gradient accumulation and
-    activation-checkpoint recomputation cannot disturb it). The imbalance (max load / mean load) of
-    the updated layers is logged as `moe/load_imbalance`.
+    activation-checkpoint recomputation cannot disturb it). The imbalance of the loads that drove
+    the step (max load / mean load, averaged over layers) is logged as `moe/load_imbalance`.
     """
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if trainer.fit_loop._should_accumulate():
             return
-        loads = [m.update_bias() for m in pl_module.modules() if callable(getattr(m, "update_bias", None))]
-        loads = [x for x in loads if x is not None and x.numel() > 1 and x.sum() > 0]
-        if loads and trainer._logger_connector.should_update_logs:
-            ratio = torch.stack([x.max() / x.mean() for x in loads]).mean()
+        model = getattr(pl_module, "model", pl_module)
+        loads = model.update_router_bias()  # (layers, E) routed slots since the last step
+        if trainer._logger_connector.should_update_logs and loads.numel():
+            ratio = (loads.amax(-1) / loads.mean(-1).clamp_min(1e-9)).mean()
             pl_module.log("moe/load_imbalance", ratio, on_step=True, on_epoch=False)
 
 

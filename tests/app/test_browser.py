@@ -18,6 +18,11 @@ from pathlib import Path
 
 import pytest
 
+try:
+    from playwright.sync_api import expect
+except ImportError:  # the dev extra is not installed: the module is skipped below
+    expect = None
+
 from eval.preference import net_win_rates
 from human_eval_app.store import Store
 from human_eval_app.studies import judgments_frame
@@ -29,6 +34,7 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent (apt-get install chromium)"),
+    pytest.mark.skipif(expect is None, reason="playwright is not installed (pip install -e '.[dev]')"),
 ]
 
 
@@ -89,23 +95,25 @@ def page():
         browser.close()
 
 
-def _rate_current(page, answers: list[str]) -> None:
-    """Play both clips through, check the answers open only then, answer, submit."""
-    player = page.frame_locator("iframe[title*='av_pair']")
+def _rate_current(page, answers: list[str], previous: str | None) -> str:
+    """Play both clips through, check the answers open only then, answer, submit; returns the item id."""
+    player = page.frame_locator("iframe[title*='av_pair']").last
+    item = player.locator("body[data-item]" if previous is None else f"body[data-item]:not([data-item='{previous}'])")
+    item.wait_for(state="attached")  # the player shows the next pair, not the one just answered
+    current = item.get_attribute("data-item")
     submit = page.get_by_role("button", name="Submit and continue")
-    player.get_by_role("button", name="Play both").wait_for()
-    assert submit.is_disabled()
+    expect(submit).to_be_disabled()
     player.get_by_role("button", name="Play both").click()
     player.locator("#left-badge.done").wait_for()
     player.locator("#right-badge.done").wait_for()
     radios = page.locator('[data-testid="stRadio"]')
-    radios.first.locator("input").first.wait_for(state="attached")
-    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stRadio] input')].every(i => !i.disabled)")
+    page.wait_for_function("() => { const i = [...document.querySelectorAll('[data-testid=stRadio] input')];"
+                           " return i.length > 0 && i.every(x => !x.disabled); }")
     for k, answer in enumerate(answers):
         radios.nth(k).get_by_text(answer, exact=True).click()
-    page.wait_for_function("() => ![...document.querySelectorAll('button')].find("
-                           "b => b.innerText.includes('Submit and continue')).disabled")
+    expect(submit).to_be_enabled()
     submit.click()
+    return current
 
 
 def test_rater_session_then_dashboard(server: str, page, store: Store, make_study) -> None:
@@ -119,14 +127,14 @@ def test_rater_session_then_dashboard(server: str, page, store: Store, make_stud
     token_url = page.url
     # 2. First pair, then a reload resumes at the second
     page.get_by_text("Pair 1 of 3").wait_for()
-    _rate_current(page, ["Left", "Right"])
+    first = _rate_current(page, ["Left", "Right"], None)
     page.get_by_text("Pair 2 of 3").wait_for()
     page.reload()
     assert page.url == token_url
     page.get_by_text("Pair 2 of 3").wait_for()
-    _rate_current(page, ["Left", "Tie / no difference"])
+    second = _rate_current(page, ["Left", "Tie / no difference"], first)
     page.get_by_text("Pair 3 of 3").wait_for()
-    _rate_current(page, ["Right", "Left"])
+    _rate_current(page, ["Right", "Left"], second)
     # 3. The end, with the completion link
     page.get_by_text("All done").wait_for()
     link = page.get_by_role("link", name="Finish and return")
