@@ -191,8 +191,12 @@ class _ClipReader(Dataset):
                     f"{plan.num_frames} and {plan.num_samples}; the file is shorter than its manifest says."
                 )
             return {"index": i, "frames": frames, "audio": audio}
-        except (MediaError, OSError) as err:
+        except (MediaError, OSError, ValueError) as err:  # corrupt, truncated or unreadable: skip and report
             return {"index": i, "error": str(err)}
+
+
+def _identity(item: Any) -> Any:
+    return item
 
 
 def _plan_clips(cfg: CacheBuildConfig, tc: int, sample_rate: int, hop: int) -> list[_ClipPlan]:
@@ -339,8 +343,7 @@ def _build_shard(
     codec, vae, text = encoders
     dtype = _DTYPES[cfg.dtype]
     reader = _ClipReader(plans, cfg, codec.sample_rate, codec.channels)
-    loader = DataLoader(reader, batch_size=None, num_workers=min(cfg.workers, len(plans)),
-                        collate_fn=lambda x: x)
+    loader = DataLoader(reader, batch_size=None, num_workers=min(cfg.workers, len(plans)), collate_fn=_identity)
     tensors: dict[str, torch.Tensor] = {}
     rows: list[CacheEntry] = []
     skipped: list[dict[str, str]] = []

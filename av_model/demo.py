@@ -149,7 +149,7 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
     def sample_cmds(task: str) -> list[list[str]]:
         cmds = []
         for name, ckpt in (("moe", moe_dir / "final.ckpt"), ("dense", dense_dir / "final.ckpt"),
-                           ("untrained", untrained_dir / "final.ckpt")):
+                           ("untrained", untrained_dir / "final.ckpt")):  # SYSTEMS
             common = ["--ckpt", ckpt, "--codec", codec, "--vae", vae, "--steps", str(cfg.sample_steps),
                       "--seed", str(cfg.seed)]
             if task == "t2av":
@@ -194,8 +194,7 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
         ),
         Stage(
             "5. untrained reference model",
-            [_avgen("fit", *fit_args(cfg.dit_moe_config, untrained_dir)[:-len(cfg.extra_fit_args) or None],
-                    "--trainer.max_steps", "0")],
+            [_avgen("fit", *fit_args(cfg.dit_moe_config, untrained_dir), "--trainer.max_steps", "0")],
             lambda: (untrained_dir / "final.ckpt").exists(),
             lambda: "same architecture, no training: the floor the trained models must clear",
         ),
@@ -211,4 +210,144 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
             lambda: all(_count_mp4(samples / f"{n}_v2a") >= cfg.n_prompts for n in ("moe", "dense", "untrained")),
             lambda: f"{cfg.n_prompts} held-out reference videos per system",
         ),
+        Stage(
+            "8. automatic metrics",
+            [
+                _avgen("eval", *sum((["--generated", f"{n}={samples / n}"] for n in SYSTEMS), []),
+                       "--reference", manifest, "--reference-split", "heldout", "--task", "t2av",
+                       "--out", run / "eval" / "t2av", "--no-progress"),
+                _avgen("eval", *sum((["--generated", f"{n}={samples / (n + '_v2a')}"] for n in SYSTEMS), []),
+                       "--reference", manifest, "--reference-split", "heldout", "--task", "v2a",
+                       "--pair-by", "id", "--out", run / "eval" / "v2a", "--no-progress"),
+            ],
+            lambda: all((run / "eval" / t / "report.csv").exists() for t in ("t2av", "v2a")),
+            lambda: f"{run / 'eval' / 't2av' / 'report.html'}, {run / 'eval' / 'v2a' / 'report.html'}",
+        ),
+        Stage(
+            "9. human evaluation study",
+            [_avgen("study", "create", run / "study.yaml", "--db", f"sqlite:///{run.resolve() / 'study.db'}")],
+            lambda: (run / "study.db").exists() and (run / "study.created").exists(),
+            lambda: f"sqlite:///{run / 'study.db'}",
+        ),
     ]
+
+
+SYSTEMS = ("moe", "dense", "untrained")
+
+
+def _write_inputs(cfg: DemoConfig) -> None:
+    """Held-out prompts and reference videos for generation, and the study spec (after stage 1)."""
+    from av_model.data import load_manifest
+
+    run = cfg.run_dir
+    manifest = run / "data" / "manifest.jsonl"
+    if not manifest.exists():
+        return
+    heldout = [e for e in load_manifest(manifest) if e.split == "heldout"][: cfg.n_prompts]
+    prompts = run / "heldout_prompts.txt"
+    if not prompts.exists():
+        prompts.write_text("\n".join(json.dumps({"id": e.id, "caption": e.caption}) for e in heldout) + "\n")
+    videos = run / "heldout_videos.txt"
+    if not videos.exists():
+        videos.write_text("".join(f"{(run / 'data' / e.path).resolve()}\t{e.caption}\n" for e in heldout))
+    spec = run / "study.yaml"
+    if not spec.exists():
+        import yaml
+
+        spec.write_text(yaml.safe_dump({
+            "name": "demo: mixture of experts vs dense baseline",
+            "description": "The tiny mixture-of-experts generator against the dense baseline of equal "
+                           "active size, on held-out synthetic prompts.",
+            "systems": [{"name": "moe", "path": "samples/moe"}, {"name": "dense", "path": "samples/dense"}],
+            "model": "moe",
+            "questions": ["overall", "visual", "audio", "sync", "prompt"],
+            "raters_per_pair": 3,
+            "gold": {"count": 4, "per_rater": 2, "kinds": ["audio_shift"], "shift_seconds": 0.5},
+            "open_join": True,
+            "seed": cfg.seed,
+        }, sort_keys=False))
+
+
+def _event_rows(run: Path) -> list[dict]:
+    """Event precision/recall per system and task from the metrics reports."""
+    import pandas as pd
+
+    rows = []
+    for task in ("t2av", "v2a"):
+        csv = run / "eval" / task / "report.csv"
+        if not csv.exists():
+            continue
+        df = pd.read_csv(csv)
+        for _, r in df[(df["metric"] == "events") & (df["status"] == "ok")].iterrows():
+            rows.append({"task": task, "system": r["system"], "f1": r["value"],
+                         "precision": r.get("extra.precision"), "recall": r.get("extra.recall"),
+                         "offset_ms": r.get("extra.mean_abs_offset_ms")})
+    return rows
+
+
+def _summary(cfg: DemoConfig, timings: list[tuple[str, float, bool]]) -> None:
+    table = Table(title="avgen demo: stages")
+    for col in ("stage", "seconds", "status"):
+        table.add_column(col)
+    for name, sec, skipped in timings:
+        table.add_row(name, f"{sec:.1f}", "kept (already done)" if skipped else "ran")
+    console.print(table)
+    rows = _event_rows(cfg.run_dir)
+    if rows:
+        ev = Table(title="Did the models learn? Audio onsets against visible events (higher is better)")
+        for col in ("task", "system", "precision", "recall", "F1", "mean |offset| ms"):
+            ev.add_column(col)
+        for r in rows:
+            ev.add_row(r["task"], r["system"], *(f"{v:.3f}" if isinstance(v, float) else str(v)
+                                                   for v in (r["precision"], r["recall"], r["f1"])),
+                       f"{r['offset_ms']:.1f}" if isinstance(r["offset_ms"], float) else str(r["offset_ms"]))
+        console.print(ev)
+        console.print("t2av: onsets in the generated audio against events seen in the generated video; "
+                      "v2a: generated audio against the reference clip's true event times. 'untrained' is "
+                      "the same architecture before training: the floor.")
+    run = cfg.run_dir
+    console.print(f"\n[bold]Everything is under {run}/[/bold]: data/, codec/codec.pt, vae/vae.pt, cache/, "
+                  f"dit_moe/, dit_dense/, samples/, eval/*/report.html, study.db")
+
+
+def run_demo(cfg: DemoConfig) -> int:
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    timings: list[tuple[str, float, bool]] = []
+    total = time.perf_counter()
+    for stage in build_stages(cfg):
+        _write_inputs(cfg)
+        t0 = time.perf_counter()
+        if stage.is_done():
+            console.print(f"[green]✓ {stage.name}[/green] (kept: {stage.describe()})")
+            timings.append((stage.name, 0.0, True))
+            continue
+        console.rule(f"[bold]{stage.name}")
+        _run_parallel(stage.commands, cfg.run_dir / "logs", stage.name.split(".")[0])
+        if stage.name.startswith("9."):
+            (cfg.run_dir / "study.created").write_text("ok\n")
+        if not stage.is_done():
+            raise SystemExit(f"stage {stage.name!r} finished but its outputs are missing or invalid; "
+                             f"see the logs in {cfg.run_dir / 'logs'}")
+        sec = time.perf_counter() - t0
+        timings.append((stage.name, sec, False))
+        console.print(f"[green]✓ {stage.name}[/green] in {sec:.1f} s: {stage.describe()}")
+    timings.append(("total", time.perf_counter() - total, False))
+    _summary(cfg, timings)
+    if cfg.start_app:
+        db = f"sqlite:///{cfg.run_dir.resolve() / 'study.db'}"
+        console.print(f"\nstarting the rating app on {db} (Ctrl-C to stop; DEMO_APP=0 skips this)")
+        return subprocess.call(_avgen("app", "--db", db))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="avgen demo", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="where every stage writes (default runs/demo)")
+    ap.add_argument("--reduced", action="store_true", help="debug sizes and a handful of clips (seconds, for tests)")
+    ap.add_argument("--no-app", action="store_true", help="do not start the app at the end (also: DEMO_APP=0)")
+    args = ap.parse_args(argv)
+    cfg = DemoConfig.reduced(args.run_dir) if args.reduced else DemoConfig(run_dir=args.run_dir)
+    if args.no_app or os.environ.get("DEMO_APP", "1") == "0":
+        cfg.start_app = False
+    return run_demo(cfg)

@@ -357,6 +357,12 @@ def load_generator(path: str | Path, map_location: str | torch.device = "cpu") -
         ValueError: the file is neither (the message says what it holds).
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(
+            f"{path} is a distributed checkpoint (a folder, one file per rank); gather it into one file with "
+            f"`python -m lightning.pytorch.utilities.consolidate_checkpoint {path} --output_file final_full.ckpt`, "
+            "or train with save_distributed_checkpoint: false."
+        )
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; train with `avgen fit` (writes final.ckpt).")
     ckpt = torch.load(path, map_location=map_location, weights_only=False)

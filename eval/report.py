@@ -39,6 +39,8 @@ def format_value(v: float | None) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-"
     a = abs(v)
+    if 0 < a < 1e-3:
+        return f"{v:.2e}"
     if a >= 100:
         return f"{v:.1f}"
     if a >= 1:

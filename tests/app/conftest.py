@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from clips import make_system  # noqa: E402
+from app_clips import make_system  # noqa: E402
 
 from human_eval_app.spec import StudySpec  # noqa: E402
 from human_eval_app.store import Store  # noqa: E402

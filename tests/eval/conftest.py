@@ -10,12 +10,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from eval.testing import bouncing_clip, dashing_clip, write_mp4
 
-SHIFTS_MS = (0, 40, 80, 160, 320)
+SHIFTS_MS = (0, 40, 80, 160, 320)  # repeated in test_eval_sync.py (conftest modules are not imported)
 N_SHIFT_CLIPS = 4
 
 
@@ -77,8 +76,3 @@ def write_set(tmp_path: Path) -> Callable[..., Path]:
     def make(name: str, n: int, **kwargs: object) -> Path:
         return _write_set(tmp_path, name, n, **kwargs)  # type: ignore[arg-type]
     return make
-
-
-@pytest.fixture(scope="session")
-def rng() -> np.random.Generator:
-    return np.random.default_rng(0)

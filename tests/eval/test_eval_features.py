@@ -82,7 +82,7 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                           enable_fusion=False),
         projection_dim=8)
     fe = ClapFeatureExtractor(feature_size=16, sampling_rate=8000, hop_length=80, max_length_s=1,
-                              fft_window_size=256, truncation="rand_trunc", padding="repeatpad")
+                              fft_window_size=512, truncation="rand_trunc", padding="repeatpad")
     ClapModel(clap_cfg).save_pretrained(d / "clap")
     ClapProcessor(feature_extractor=fe, tokenizer=tok).save_pretrained(d / "clap")
     out["clap"] = d / "clap"

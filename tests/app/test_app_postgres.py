@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from test_load_and_crash import _load_benchmark
+from test_app_load_and_crash import _load_benchmark
 
 from human_eval_app.raters import create_invites, queue_state, start_queue, submit_answers
 from human_eval_app.spec import StudySpec

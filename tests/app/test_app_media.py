@@ -8,7 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from clips import SAMPLE_RATE, make_clip
+from app_clips import SAMPLE_RATE, make_clip
 
 from av_model.data.media import probe, read_clip, write_clip
 from eval.onsets import detect_onsets

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from clips import make_clip
+from app_clips import make_clip
 
 from human_eval_app.sources import match_prompts, read_source
 from human_eval_app.spec import SpecError
