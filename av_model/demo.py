@@ -262,7 +262,7 @@ def _write_inputs(cfg: DemoConfig) -> None:
             "model": "moe",
             "questions": ["overall", "visual", "audio", "sync", "prompt"],
             "raters_per_pair": 3,
-            "gold": {"count": 4, "per_rater": 2, "kinds": ["audio_shift"], "shift_seconds": 0.5},
+            "gold": {"count": min(4, cfg.n_prompts), "per_rater": min(2, cfg.n_prompts), "kinds": ["audio_shift"], "shift_seconds": 0.5},
             "open_join": True,
             "seed": cfg.seed,
         }, sort_keys=False))
@@ -278,10 +278,14 @@ def _event_rows(run: Path) -> list[dict]:
         if not csv.exists():
             continue
         df = pd.read_csv(csv)
-        for _, r in df[(df["metric"] == "events") & (df["status"] == "ok")].iterrows():
+        for _, r in df[df["metric"] == "events"].iterrows():
+            if r["status"] != "ok":  # e.g. an untrained model's video shows no event at all
+                rows.append({"task": task, "system": r["system"], "f1": 0.0, "precision": float("nan"),
+                             "recall": 0.0, "offset_ms": f"not computed: {r['reason']}"})
+                continue
             rows.append({"task": task, "system": r["system"], "f1": r["value"],
                          "precision": r.get("extra.precision"), "recall": r.get("extra.recall"),
-                         "offset_ms": r.get("extra.mean_abs_offset_ms")})
+                         "offset_ms": r.get("extra.offset_ms")})
     return rows
 
 

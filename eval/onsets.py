@@ -3,10 +3,14 @@
 `detect_onsets` finds the times at which new sounds start (impacts, tone starts) to within a few
 milliseconds:
 
-1. Onset strength: spectral flux of a log-compressed magnitude spectrogram with a short hop
-   (about 2 ms), half-wave rectified so that only rising energy counts.
+1. Onset strength: the largest level rise, in dB, of any log-spaced frequency band between STFT
+   frames a few ms apart (2 ms hop), the earlier frame max-filtered along frequency (SuperFlux)
+   so that a note's release or vibrato does not count; levels are floored relative to the clip
+   and to the current frame, so noise and masked sounds do not count either. Written here because
+   library onset functions (spectral flux summed over bins) let one loud broadband impact drown
+   quiet tonal onsets and have a 10-20 ms hop.
 2. Peak picking: local maxima of the strength above an adaptive threshold (local mean plus a
-   margin), at least `min_gap` seconds apart.
+   margin in dB), at least `min_gap` seconds apart.
 3. Refinement: the STFT frame only says "somewhere within one window" (about 20 ms), so each onset
    is moved to the sample where the smoothed Hilbert amplitude envelope leaves its level before
    the sound and rises towards the new sound's level. This gives millisecond accuracy on sharp
@@ -202,7 +206,7 @@ def onset_strength(audio: np.ndarray, sample_rate: int, config: OnsetConfig | No
 
 
 def _pick_peaks(strength: np.ndarray, frame_rate: float, cfg: OnsetConfig) -> np.ndarray:
-    """Indices of local maxima above the adaptive threshold, `min_gap` apart (strongest kept)."""
+    """Indices of local maxima (within +-min_gap/2) above the adaptive threshold."""
     if strength.size == 0 or strength.max() <= cfg.threshold_db:
         return np.zeros(0, dtype=np.int64)
     half = max(1, round(0.5 * cfg.min_gap * frame_rate)) if cfg.min_gap > 0 else 1

@@ -27,6 +27,8 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import aliased
 
+from av_model.data.media import probe
+
 from .assignment import raters_needed
 from .auth import hash_password
 from .errors import StudyError
@@ -206,8 +208,6 @@ def create_study(store: Store, spec: StudySpec, *, progress: ProgressFn | None =
 def _plan_gold(prompts: list[MatchedPrompt], spec: StudySpec, rng: random.Random) -> list[tuple[MatchedPrompt, str]]:
     if not spec.gold.count:
         return []
-    from .media import probe  # the sound of a clip decides whether it can be an audio_shift gold pair
-
     order = rng.sample(prompts, len(prompts))
     plan: list[tuple[MatchedPrompt, str]] = []
     kinds = spec.gold.kinds
@@ -215,7 +215,7 @@ def _plan_gold(prompts: list[MatchedPrompt], spec: StudySpec, rng: random.Random
         if len(plan) == spec.gold.count:
             break
         kind = kinds[len(plan) % len(kinds)]
-        if kind == "audio_shift" and not probe(m.clips[spec.model_name].path).has_audio:
+        if kind == "audio_shift" and not probe(m.clips[spec.model_name].path).has_audio:  # needs sound to shift
             continue
         plan.append((m, kind))
     if len(plan) < spec.gold.count:

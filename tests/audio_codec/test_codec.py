@@ -83,11 +83,17 @@ def test_codes_round_trip(debug_codec: EncodecCodec, wav: torch.Tensor) -> None:
         assert torch.equal(debug_codec.encode_codes(wav), codes)  # deterministic
         y = debug_codec.decode_codes(codes, length=wav.shape[-1])
         assert torch.allclose(y, debug_codec.decode(quantized, length=wav.shape[-1]), atol=1e-6)
-        # More codebooks quantize the latents more finely (each stage codes the residual).
-        z = debug_codec.encode(wav)
-        errors = [(debug_codec.model.quantizer.vq.decode(debug_codec.encode_codes(wav, bw).transpose(0, 1)) - z)
-                  .pow(2).mean() for bw in debug_codec.bandwidths]
-        assert errors[0] >= errors[1] >= errors[2]
+def test_trained_codebooks_refine_with_bandwidth(wav: torch.Tensor) -> None:
+    torch.manual_seed(0)
+    codec = EncodecCodec(get_preset("debug", kmeans_init=True))
+    codec.train()
+    codec(codec.prepare_audio(wav), n_q=4)  # k-means initializes every codebook on these latents
+    codec.eval()
+    with torch.inference_mode():
+        z = codec.encode(wav)
+        errors = [(codec.model.quantizer.vq.decode(codec.encode_codes(wav, bw).transpose(0, 1)) - z).pow(2).mean()
+                  for bw in codec.bandwidths]
+    assert errors[0] > errors[1] > errors[2]
 
 
 def test_normalize_inverts(debug_codec: EncodecCodec, wav: torch.Tensor) -> None:
