@@ -13,9 +13,12 @@ import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
 import numpy as np
+from av.audio.stream import AudioStream
+from av.video.stream import VideoStream
 
 __all__ = ["ProceduralClip", "bouncing_clip", "dashing_clip", "write_mp4"]
 
@@ -159,10 +162,9 @@ def bouncing_clip(
             f = 300.0 * (1.5 ** b) * (1.3 if kind == "wall" else 1.0)
             audio[start:] += 0.5 * np.sin(2 * np.pi * f * tt) * np.exp(-tt / 0.04)
     audio += 1e-3 * rng.standard_normal(n_samples)
-    audio = np.clip(audio, -1, 1).astype(np.float32)[None]
     return ProceduralClip(
         frames=np.clip(np.round(frames), 0, 255).astype(np.uint8),
-        audio=audio,
+        audio=np.clip(audio, -1, 1).astype(np.float32)[None],
         fps=fps,
         sample_rate=sample_rate,
         events=[t for t, _, _ in kept],
@@ -195,29 +197,28 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float, audio: np.ndarra
         raise ValueError("sample_rate is required with audio.")
     path.parent.mkdir(parents=True, exist_ok=True)
     rate = Fraction(fps).limit_denominator(1001)
+    pcm = None if audio is None else np.asarray(audio, dtype=np.float32)  # (C, S)
+    rate_hz = int(sample_rate or 0)
     with av.open(str(path), "w") as out:
-        vs = out.add_stream("libx264", rate=rate)
+        vs = cast(VideoStream, out.add_stream("libx264", rate=rate))
         vs.width, vs.height, vs.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         vs.options = {"crf": "18", "preset": "veryfast"}
-        a_s = None
-        if audio is not None:
-            audio = np.asarray(audio, dtype=np.float32)
-            a_s = out.add_stream("aac", rate=int(sample_rate))
-            a_s.layout = "mono" if audio.shape[0] == 1 else "stereo"
         for i, img in enumerate(frames):
             vf = av.VideoFrame.from_ndarray(img, format="rgb24")
             vf.pts = i
             vf.time_base = Fraction(1) / rate
             out.mux(vs.encode(vf))
         out.mux(vs.encode(None))
-        if a_s is not None:
+        if pcm is not None:
+            a_s = cast(AudioStream, out.add_stream("aac", rate=rate_hz))
+            a_s.layout = "mono" if pcm.shape[0] == 1 else "stereo"
             block = 1024
-            for i in range(0, audio.shape[1], block):
-                chunk = np.ascontiguousarray(audio[:, i:i + block])
+            for i in range(0, pcm.shape[1], block):
+                chunk = np.ascontiguousarray(pcm[:, i:i + block])
                 af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=a_s.layout.name)
-                af.sample_rate = int(sample_rate)
+                af.sample_rate = rate_hz
                 af.pts = i
-                af.time_base = Fraction(1, int(sample_rate))
+                af.time_base = Fraction(1, rate_hz)
                 out.mux(a_s.encode(af))
             out.mux(a_s.encode(None))
     return path

@@ -55,6 +55,7 @@ class ClapExtractor(FeatureExtractor):
     """A transformers ClapModel (with its processor) from a local folder."""
 
     name = "clap"
+    preprocessor: ClapPreprocessor
 
     def __init__(self, path: str | Path, *, device: str | torch.device = "cpu") -> None:
         from transformers import ClapModel, ClapProcessor  # heavy import: only when CLAP is used
@@ -65,7 +66,7 @@ class ClapExtractor(FeatureExtractor):
             raise EvalInputError(f"{self.path}: CLAP weights must be a folder written by save_pretrained.")
         try:
             self.processor = ClapProcessor.from_pretrained(str(self.path), local_files_only=True)
-            self.model = ClapModel.from_pretrained(str(self.path), local_files_only=True).to(self.device).eval()
+            self.model = ClapModel.from_pretrained(str(self.path), local_files_only=True).to(self.device).eval()  # type: ignore[arg-type]
         except (OSError, ValueError) as err:
             raise EvalInputError(
                 f"{self.path}: not a ClapModel folder with its processor ({err}); save both with save_pretrained."

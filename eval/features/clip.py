@@ -46,6 +46,7 @@ class ClipExtractor(FeatureExtractor):
     """A transformers CLIPModel (with its processor) from a local folder."""
 
     name = "clip"
+    preprocessor: ClipFramePreprocessor
 
     def __init__(self, path: str | Path, *, device: str | torch.device = "cpu", frames: int = 8) -> None:
         from transformers import CLIPModel, CLIPProcessor  # heavy import: only when CLIP is used
@@ -56,7 +57,7 @@ class ClipExtractor(FeatureExtractor):
             raise EvalInputError(f"{self.path}: CLIP weights must be a folder written by save_pretrained.")
         try:
             self.processor = CLIPProcessor.from_pretrained(str(self.path), local_files_only=True)
-            self.model = CLIPModel.from_pretrained(str(self.path), local_files_only=True).to(self.device).eval()
+            self.model = CLIPModel.from_pretrained(str(self.path), local_files_only=True).to(self.device).eval()  # type: ignore[arg-type]
         except (OSError, ValueError) as err:
             raise EvalInputError(
                 f"{self.path}: not a CLIPModel folder with its processor ({err}); save both with save_pretrained."

@@ -36,6 +36,7 @@ class CodecExtractor(FeatureExtractor):
     """Latent frames of an `audio_codec.AudioCodec`."""
 
     name = "codec"
+    preprocessor: CodecPreprocessor
 
     def __init__(self, path: str | Path, *, device: str | torch.device = "cpu") -> None:
         try:

@@ -61,6 +61,7 @@ class I3DExtractor(FeatureExtractor):
     """I3D TorchScript detector; `embed` maps (B, 3, T, 224, 224) in [-1, 1] to (B, D) features."""
 
     name = "i3d"
+    preprocessor: I3DPreprocessor
 
     def __init__(self, path: str | Path, *, device: str | torch.device = "cpu", num_frames: int = 16,
                  size: int = 224, fps: float | None = None, windows: str = "first") -> None:

@@ -103,6 +103,7 @@ class PANNsExtractor(FeatureExtractor):
     """CNN14 loaded from a local checkpoint."""
 
     name = "panns"
+    preprocessor: PANNsPreprocessor
 
     def __init__(self, path: str | Path, *, device: str | torch.device = "cpu", window_seconds: float = 1.0) -> None:
         self.path = Path(path)

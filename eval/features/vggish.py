@@ -92,6 +92,7 @@ class VGGishExtractor(FeatureExtractor):
     """VGGish loaded from a local state dict (torchvggish's `vggish-10086976.pth`)."""
 
     name = "vggish"
+    preprocessor: VGGishPreprocessor
 
     def __init__(self, path: str | Path, *, device: str | torch.device = "cpu",
                  model: VGGish | None = None) -> None:

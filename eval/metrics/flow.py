@@ -20,6 +20,11 @@ __all__ = ["FARNEBACK", "FlowStats", "flow_magnitudes", "warp_errors", "clip_flo
 FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
 
 
+def _farneback(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Dense flow (H, W, 2) from luma frame a to b with AV-Align's parameters."""
+    return np.asarray(cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0))  # type: ignore[call-overload]
+
+
 def _gray(frames: np.ndarray) -> np.ndarray:
     """(T, H, W, 3) uint8 RGB -> (T, H, W) uint8 luma."""
     return np.stack([cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in frames])
@@ -37,7 +42,7 @@ def flow_magnitudes(frames: np.ndarray) -> np.ndarray:
     g = _gray(frames)
     out = np.empty(max(len(g) - 1, 0))
     for i in range(len(g) - 1):
-        flow = cv2.calcOpticalFlowFarneback(g[i], g[i + 1], None, **FARNEBACK)  # (H, W, 2)
+        flow = _farneback(g[i], g[i + 1])  # (H, W, 2)
         out[i] = float(np.linalg.norm(flow, axis=-1).mean())
     return out
 
@@ -59,7 +64,7 @@ def warp_errors(frames: np.ndarray) -> np.ndarray:
     grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     out = np.empty(max(len(g) - 1, 0))
     for i in range(len(g) - 1):
-        back = cv2.calcOpticalFlowFarneback(g[i + 1], g[i], None, **FARNEBACK)  # (H, W, 2)
+        back = _farneback(g[i + 1], g[i])  # (H, W, 2)
         map_x, map_y = grid_x + back[..., 0], grid_y + back[..., 1]
         warped = cv2.remap(g[i], map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         valid = (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
