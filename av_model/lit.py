@@ -252,6 +252,23 @@ class AVDiffusion(L.LightningModule):
                 groups[key] += float(value) ** 2
             self.log_dict({f"grad_norm/{k}": math.sqrt(v) for k, v in groups.items()}, on_step=True, on_epoch=False)
 
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """Clip by the Trainer's `gradient_clip_val`, reusing the norm computed before the step.
+
+        Lightning's mixed-precision plugin refuses to clip for fused optimizers because of fp16 loss
+        scaling; bf16 has no scaling, so the gradients can be clipped here directly (fp16 keeps
+        Lightning's path).
+        """
+        if not gradient_clip_val:
+            return
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None or gradient_clip_algorithm not in (None, "norm") or self.last_grad_norm is None:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        torch.nn.utils.clip_grads_with_norm_(params, gradient_clip_val, self.last_grad_norm)
+
     # ------------------------------------------------------------------------- optimization
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.optim_config

@@ -205,15 +205,25 @@ def main() -> None:
     peak = args.peak_tflops
     if peak is None and cuda and "H100" in torch.cuda.get_device_name(device):
         peak = 989.4  # dense bf16 of the H100 SXM, the figure Lightning's table and MFU papers use
-    rows = [bench(name, b, steps, device, ac=args.ac, compile_blocks=args.compile, peak_tflops=peak)
-            for name, b in zip(presets, batches)]
+    rows = []
+    for name, b in zip(presets, batches):
+        try:
+            rows.append(bench(name, b, steps, device, ac=args.ac, compile_blocks=args.compile, peak_tflops=peak))
+        except torch.OutOfMemoryError:
+            print(f"{name} at batch {b}: out of memory (try --ac selective|full or a smaller --batch)")
+            rows.append({"preset": name, "batch": b, "device": _device_name(device), "error": "out of memory",
+                         "ac": args.ac, "compile": args.compile})
+        if cuda:
+            torch.cuda.empty_cache()
     cols = ["preset", "batch", "tokens_per_step", "params_active_M", "step_ms", "tokens_per_s", "tflops_per_s"]
     cols += ["mfu"] if peak else []
     cols += ["peak_mem_GiB"] if cuda else []
-    print(f"device: {rows[0]['device']}, {rows[0]['dtype']}, ac={args.ac}, compile={args.compile}, {steps} timed steps")
+    print(f"device: {rows[0]['device']}, {'bf16-mixed' if cuda else 'fp32'}, ac={args.ac}, compile={args.compile}, "
+          f"{steps} timed steps")
     print(" | ".join(f"{c:>14}" for c in cols))
     for r in rows:
-        print(" | ".join(f"{r[c]:>14.4g}" if isinstance(r[c], float) else f"{r[c]!s:>14}" for c in cols))
+        if "error" not in r:
+            print(" | ".join(f"{r[c]:>14.4g}" if isinstance(r[c], float) else f"{r[c]!s:>14}" for c in cols))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"torch": torch.__version__, "command": " ".join(["python benchmarks/train_bench.py", *sys.argv[1:]]),
             "peak_tflops": peak}

@@ -203,15 +203,17 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float, audio: np.ndarra
         vs = cast(VideoStream, out.add_stream("libx264", rate=rate))
         vs.width, vs.height, vs.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         vs.options = {"crf": "18", "preset": "veryfast"}
+        a_s = None
+        if pcm is not None:  # every stream must exist before the first packet is muxed
+            a_s = cast(AudioStream, out.add_stream("aac", rate=rate_hz))
+            a_s.layout = "mono" if pcm.shape[0] == 1 else "stereo"
         for i, img in enumerate(frames):
             vf = av.VideoFrame.from_ndarray(img, format="rgb24")
             vf.pts = i
             vf.time_base = Fraction(1) / rate
             out.mux(vs.encode(vf))
         out.mux(vs.encode(None))
-        if pcm is not None:
-            a_s = cast(AudioStream, out.add_stream("aac", rate=rate_hz))
-            a_s.layout = "mono" if pcm.shape[0] == 1 else "stereo"
+        if pcm is not None and a_s is not None:
             block = 1024
             for i in range(0, pcm.shape[1], block):
                 chunk = np.ascontiguousarray(pcm[:, i:i + block])

@@ -29,7 +29,7 @@ def test_batches_as_loader_dicts_and_constant_channels(debug_codec: EncodecCodec
     with torch.no_grad():
         # Make channel 0 constant: the last encoder conv's bias alone drives it.
         last = debug_codec.model.encoder.model[-1].conv.conv
-        last.weight_v[0].zero_()
+        last.weight_g[0].zero_()  # weight norm: a zero gain zeroes the filter
     stats = compute_latent_stats(debug_codec, [{"audio": 0.1 * torch.randn(1, 1, 2000)}], progress=False)
     assert stats.std[0] > 0  # floored, so normalization stays finite
     debug_codec.set_latent_stats(stats.mean, stats.std, stats.num_frames)

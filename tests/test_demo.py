@@ -1,0 +1,47 @@
+"""The main job end to end at debug sizes: every stage runs, writes what it promises, and resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from av_model.data import probe
+
+pytestmark = pytest.mark.slow
+
+
+def _demo(run_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, DEMO_APP="0")
+    return subprocess.run(
+        [sys.executable, "-m", "av_model.cli", "demo", "--reduced", "--run-dir", str(run_dir)],
+        capture_output=True, text=True, env=env, timeout=900,
+    )
+
+
+def test_reduced_demo_end_to_end_and_resume(tmp_path: Path) -> None:
+    run = tmp_path / "demo"
+    first = _demo(run)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    # Every stage left its output.
+    assert (run / "codec" / "codec.pt").exists() and (run / "vae" / "vae.pt").exists()
+    assert json.loads((run / "cache" / "meta.json").read_text())
+    for system in ("moe", "dense", "untrained"):
+        clips = sorted((run / "samples" / system).glob("*.mp4"))
+        assert len(clips) == 2, system
+        info = probe(clips[0])
+        assert info.has_video and info.has_audio and info.video_codec == "h264"
+        assert json.loads(clips[0].with_suffix(".json").read_text())["prompt"]
+        assert len(list((run / "samples" / f"{system}_v2a").glob("*.mp4"))) == 2
+    for task in ("t2av", "v2a"):
+        assert (run / "eval" / task / "report.html").exists()
+    assert (run / "study.db").exists()
+    assert "Did the models learn?" in first.stdout
+    # A second run keeps every finished stage.
+    second = _demo(run)
+    assert second.returncode == 0, second.stderr[-4000:]
+    assert second.stdout.count("kept") >= 9
