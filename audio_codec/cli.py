@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -290,13 +291,18 @@ def main(argv: list[str]) -> int:
     if name == "fit":
         from audio_codec.fit import fit_main
 
-        return fit_main(rest)
-    if name not in SUBCOMMANDS:
+        job = fit_main
+    elif name in SUBCOMMANDS:
+        job = SUBCOMMANDS[name]
+    else:
         print(f"avgen codec: unknown subcommand {name!r}.\n\n{USAGE}", file=sys.stderr)
         return 2
     try:
-        return SUBCOMMANDS[name](rest)
+        return job(rest)
     except (ValueError, FileNotFoundError) as err:
-        # Bad inputs (files, codecs, audio) end with their message, not a traceback.
+        # Bad inputs (files, configs, codecs, audio) end with their message, not a traceback;
+        # AVGEN_DEBUG=1 shows the traceback.
+        if os.environ.get("AVGEN_DEBUG"):
+            raise
         print(f"avgen codec {name}: error: {err}", file=sys.stderr)
         return 2

@@ -8,7 +8,9 @@ The YAML holds `model` (CodecLitModule: the `codec` architecture, `loss`, `optim
 `data` (CodecDataModule) and `trainer` (Lightning Trainer) sections; any field can be overridden on
 the command line. The codec's sample rate and channels are linked into the data module. After
 fitting, latent statistics are computed over training clips and the codec is written to
-`<trainer.default_root_dir>/codec.pt` (or `--out`). `--ckpt_path last` resumes the latest run.
+`<trainer.default_root_dir>/codec.pt` (or `--out`). Lightning checkpoints go to
+`<trainer.default_root_dir>/checkpoints/` (`last.ckpt` every 200 steps and at the end), and
+`--ckpt_path last` resumes from there.
 """
 
 from __future__ import annotations
@@ -73,6 +75,12 @@ def fit_main(argv: list[str]) -> int:
         # `args` is how `avgen` passes the options; Lightning warns whenever sys.argv holds more.
         warnings.filterwarnings("ignore", message=".*args parameter is intended.*")
         cli = _make_cli(argv)
+    # Checkpoints go to one folder per run directory (not per logger version), so that
+    # `--ckpt_path last` finds the previous run's last checkpoint.
+    ckpt_dir = Path(cli.trainer.default_root_dir) / "checkpoints"
+    for callback in cli.trainer.checkpoint_callbacks:
+        if callback.dirpath is None:
+            callback.dirpath = str(ckpt_dir)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
     if cli.trainer.interrupted:
         logger.warning("training was interrupted; no codec.pt written (resume with --ckpt_path last)")

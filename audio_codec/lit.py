@@ -87,6 +87,8 @@ class LossConfig:
             raise ValueError(f"loss.mel_windows must be window sizes >= 16, got {self.mel_windows!r}.")
         if self.disc_filters <= 0 or any(n < 16 for n in self.disc_n_ffts) or not self.disc_n_ffts:
             raise ValueError("loss.disc_filters must be > 0 and loss.disc_n_ffts sizes >= 16.")
+        if not self.mel_floor > 0 or self.mel_l2_weight < 0:
+            raise ValueError(f"loss.mel_floor must be > 0 and loss.mel_l2_weight >= 0, got {self.mel_floor}, {self.mel_l2_weight}.")
         if self.disc_start_step < 0:
             raise ValueError(f"loss.disc_start_step must be >= 0, got {self.disc_start_step}.")
 
@@ -265,8 +267,10 @@ class CodecLitModule(L.LightningModule):
     def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
         if batch is None:
             return None
-        x = self.codec.prepare_audio(batch["audio"])  # (B, C, S)
-        y = self.codec(x, n_q=0).audio.float()  # continuous latents: what the generator uses
+        length = batch["audio"].shape[-1]
+        x = self.codec.prepare_audio(batch["audio"])  # (B, C, S'), padded to whole frames
+        y = self.codec(x, n_q=0).audio.float()[..., :length]  # continuous latents: what the generator uses
+        x = x[..., :length]  # (B, C, S)
         n = x.shape[0]
         self.log("val/mel_distance", self.mel_distance(y, x).mean(), prog_bar=True, batch_size=n)
         self.log("val/l1", (y - x).abs().mean(), batch_size=n)

@@ -247,6 +247,8 @@ def bench_ltx2(cfg_preset: str, clip: ClipShape, *, peak_tflops: float, quick: b
         audio_attention_head_dim=dh, audio_cross_attention_dim=cfg.width, num_layers=cfg.depth,
         caption_channels=cfg.text_dims[0],
         )
+    # Checkpointing on both sides: the peer at this size does not fit 80 GB without it.
+    model.enable_gradient_checkpointing()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=CUDA)
     tv, hv, wv = clip.video_latent
     nv = tv * (hv // ph) * (wv // pw)
@@ -407,15 +409,27 @@ def main(argv: list[str] | None = None) -> int:
         results["train_long"] = row
         print_table(f"training step, {long_clip.name}", [row], ["variant", *cols])
     if "peer" in only:
+        # Side by side, same settings: eager (no compile), activation checkpointing, bf16 autocast.
+        ours = bench_train_variant(preset, clip, quick=quick, peak_tflops=peak["tflops"], checkpoint=True)
+        ours_dense = bench_train_variant(preset, clip, quick=quick, peak_tflops=peak["tflops"], checkpoint=True,
+                                         num_experts=1, top_k=1, num_shared_experts=0,
+                                         expert_hidden=(get_preset(preset).top_k + get_preset(preset).num_shared_experts)
+                                         * get_preset(preset).expert_hidden)
         peer = bench_ltx2(preset, clip, peak_tflops=peak["tflops"], quick=quick)
-        results["peer"] = peer
-        ours = next((r for r in results.get("train", []) if r["variant"] == "moe" and r["dispatch"] == "grouped"
-                     and not r["compile"] and not r["ckpt"]), None)
-        if ours and "tokens_per_s" in peer:
+        results["peer"] = {"ours_moe": ours, "ours_dense": ours_dense, "ltx2": peer}
+        rows = [{"model": "ours (moe, ckpt)", "tokens": ours["tokens"], "step_ms": ours["step_ms"],
+                 "tokens_per_s": ours["tokens_per_s"], "params_M": ours["total_params_M"],
+                 "peak_mem_GiB": ours["peak_mem_GiB"]},
+                {"model": "ours (dense, ckpt)", "tokens": ours_dense["tokens"], "step_ms": ours_dense["step_ms"],
+                 "tokens_per_s": ours_dense["tokens_per_s"], "params_M": ours_dense["total_params_M"],
+                 "peak_mem_GiB": ours_dense["peak_mem_GiB"]}, peer]
+        if "tokens_per_s" in peer:
             peer["ours_over_peer_throughput"] = ours["tokens_per_s"] / peer["tokens_per_s"]
-        print_table("peer: diffusers LTX-2 transformer at matched width/depth/tokens", [peer],
+            peer["ours_dense_over_peer_throughput"] = ours_dense["tokens_per_s"] / peer["tokens_per_s"]
+        peer = rows  # printed below
+        print_table("peer: diffusers LTX-2 transformer at matched width/depth/tokens", peer,
                     ["model", "tokens", "step_ms", "tokens_per_s", "params_M", "peak_mem_GiB",
-                     "ours_over_peer_throughput", "note"])
+                     "ours_over_peer_throughput", "ours_dense_over_peer_throughput", "note"])
     if "sample" in only:
         r = bench_sampling(preset, clip, steps=2 if quick else args.steps, quick=quick,
                            vae_preset="debug" if quick else "tae_16ch",
