@@ -50,7 +50,8 @@ def _manifest_rows(path: Path) -> list[dict[str, Any]]:
         rows = []
         for e in load_manifest(path):
             extra = dict(getattr(e, "extra", {}) or {})
-            rows.append({"id": e.id, "path": e.path, "start": getattr(e, "start", None),
+            # The shared reader already resolved the path against the manifest folder.
+            rows.append({"id": e.id, "path": Path(e.path).resolve(), "start": getattr(e, "start", None),
                          "end": getattr(e, "end", None), "split": getattr(e, "split", None) or extra.get("split")})
     elif path.suffix.lower() == ".csv":
         rows = pd.read_csv(path).replace({np.nan: None}).to_dict(orient="records")
