@@ -205,7 +205,7 @@ class FlowMatching:
         xt_a = audio + ta_f[:, None, :].to(audio.dtype) * (eps_a - audio)  # (B, C_a, T_a)
         # 4. Text dropout for classifier-free guidance.
         dropped = rand(b) < cfg.p_drop_text
-        cond = text.drop(dropped) if bool(dropped.any()) else text
+        cond = text.drop(dropped)  # always applied: testing `dropped.any()` would sync with the GPU
         # 5. Predict velocities.
         out = model(xt_v, xt_a, tv_f if per_frame else t_v, ta_f if per_frame else t_a, cond, video_rate, audio_rate)
         # 6. Mean squared error on noisy frames only.

@@ -15,6 +15,7 @@ Writes benchmarks/results/dit_bench.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import sys
@@ -96,9 +97,6 @@ def bench_model(preset: str, device: torch.device, dtype: torch.dtype, warmup: i
             row["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
             torch.cuda.reset_peak_memory_stats()
         rows.append(row)
-    del model
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return rows
 
 
@@ -108,6 +106,13 @@ def _moe_inputs(tokens: int, width: int, device: torch.device, seed: int = 0):
     modality = (torch.arange(tokens) % 5 == 0).long().to(device)
     bucket = torch.randint(0, 4, (tokens,), generator=g).to(device)
     return x, modality, bucket
+
+
+def _moe_step(layer: MoEFeedForward, x: torch.Tensor, modality: torch.Tensor, bucket: torch.Tensor,
+              dtype: torch.dtype) -> None:
+    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        out = layer(x, modality, bucket).out_TD
+    out.float().square().mean().backward()
 
 
 def bench_moe(device: torch.device, dtype: torch.dtype, quick: bool, warmup: int, iters: int) -> list[dict]:
@@ -126,12 +131,7 @@ def bench_moe(device: torch.device, dtype: torch.dtype, quick: bool, warmup: int
             flops = 3 * 2 * 3 * width * hidden * tokens * k  # 3 matmuls, fwd + 2x bwd
             for dispatch in ("grouped", "reference"):
                 layer.dispatch = dispatch
-
-                def step() -> None:
-                    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-                        out = layer(x, modality, bucket).out_TD
-                    out.float().square().mean().backward()
-
+                step = functools.partial(_moe_step, layer, x, modality, bucket, dtype)
                 sec = _time(step, device, warmup, iters)
                 rows.append({
                     "table": "moe", "tokens": tokens, "width": width, "hidden": hidden, "experts": experts,
@@ -207,7 +207,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"device: {torch.cuda.get_device_name() if cuda else platform.processor() or 'cpu'}; "
           f"dtype {dtype}; torch {torch.__version__}\n")
-    model_rows = [r for p in presets for r in bench_model(p, device, dtype, warmup, iters)]
+    model_rows = []
+    for preset in presets:
+        model_rows += bench_model(preset, device, dtype, warmup, iters)
+        if cuda:
+            torch.cuda.empty_cache()
     _print_table(model_rows, ["preset", "dispatch", "batch", "tokens_per_sample", "ms_per_step", "tokens_per_s",
                               "tflops"] + (["mfu", "peak_mem_gb"] if cuda else []))
     moe_rows = bench_moe(device, dtype, args.quick or not cuda, warmup, iters)

@@ -276,7 +276,8 @@ class AVDiT(nn.Module):
         bc = BlockContext(
             layout=lay, cos_NR=cos, sin_NR=sin, ctx_BLD=ctx, ctx_mask_BL=ctx_mask,
             modality_T=lay.modality_ids(x.device).repeat(b),
-            t_bucket_T=bucket.repeat_interleave(sizes, dim=1).reshape(-1),
+            # output_size spares the GPU a host sync to learn the result's length
+            t_bucket_T=bucket.repeat_interleave(sizes, dim=1, output_size=lay.num_tokens).reshape(-1),
         )
         # 6. Blocks, all modulated from the same per-slot projection of the time conditioning.
         mod = self.adaln(c).unflatten(-1, (6, -1))  # (B, S, 6, D)

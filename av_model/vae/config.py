@@ -34,6 +34,9 @@ class VAEConfig:
         channels: width of each resolution level, from the finest to the coarsest. The number of
             levels must be `log2(spatial_compression / patch_size) + 1` (a downsampling step sits
             between consecutive levels) and at least `log2(temporal_compression) + 1`.
+        temporal_patch: time-to-depth factor applied with the spatial patchify (consecutive
+            frames stacked as channels); part of the temporal compression, so only
+            `temporal_compression / temporal_patch` is left to strided convolutions.
         blocks_per_level: residual blocks at each level of the encoder (the decoder uses one more).
         mid_attention: a spatial self-attention layer in the middle blocks (GPU presets; costly on
             CPUs).
@@ -47,6 +50,7 @@ class VAEConfig:
     spatial_compression: int = 8
     latent_channels: int = 8
     patch_size: int = 2
+    temporal_patch: int = 1
     channels: tuple[int, ...] = (32, 64, 64)
     blocks_per_level: int = 1
     mid_attention: bool = False
@@ -62,6 +66,11 @@ class VAEConfig:
             )
         if not _is_power_of_two(self.patch_size):
             raise ValueError(f"patch_size must be a power of two (1, 2, 4, ...), got {self.patch_size}.")
+        if not _is_power_of_two(self.temporal_patch) or self.temporal_patch > self.temporal_compression:
+            raise ValueError(
+                f"temporal_patch must be a power of two <= temporal_compression ({self.temporal_compression}), "
+                f"got {self.temporal_patch}."
+            )
         if not _is_power_of_two(self.spatial_compression) or self.spatial_compression < self.patch_size:
             raise ValueError(
                 f"spatial_compression must be a power of two >= patch_size ({self.patch_size}), "
@@ -80,7 +89,7 @@ class VAEConfig:
             raise ValueError(
                 f"temporal_compression {self.temporal_compression} needs at least "
                 f"{self.num_temporal_down} downsampling steps but the spatial layout has only "
-                f"{self.num_spatial_down}; raise spatial_compression or lower patch_size."
+                f"{self.num_spatial_down}; raise spatial_compression, lower patch_size or raise temporal_patch."
             )
         if any(c < 4 or c % 4 for c in self.channels):
             raise ValueError(f"every entry of channels must be a positive multiple of 4, got {self.channels}.")
@@ -107,7 +116,8 @@ class VAEConfig:
 
     @property
     def num_temporal_down(self) -> int:
-        return int(math.log2(self.temporal_compression))
+        """Strided temporal downsampling steps after the patchify."""
+        return int(math.log2(self.temporal_compression // self.temporal_patch))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python dict (JSON/YAML/`torch.load(weights_only=True)` safe)."""
@@ -116,6 +126,7 @@ class VAEConfig:
             "spatial_compression": self.spatial_compression,
             "latent_channels": self.latent_channels,
             "patch_size": self.patch_size,
+            "temporal_patch": self.temporal_patch,
             "channels": list(self.channels),
             "blocks_per_level": self.blocks_per_level,
             "mid_attention": self.mid_attention,

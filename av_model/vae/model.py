@@ -38,9 +38,9 @@ class Encoder(nn.Module):
 
     def __init__(self, cfg: VAEConfig) -> None:
         super().__init__()
-        p, ch = cfg.patch_size, cfg.channels
-        self.patch = p
-        self.conv_in = FactorizedConv(3 * p * p, ch[0])
+        p, tp, ch = cfg.patch_size, cfg.temporal_patch, cfg.channels
+        self.patch, self.temporal_patch = p, tp
+        self.conv_in = FactorizedConv(3 * tp * p * p, ch[0])
         self.levels = nn.ModuleList()
         for i, c in enumerate(ch):
             level = nn.Sequential(*[ResBlock(c, c) for _ in range(cfg.blocks_per_level)])
@@ -57,8 +57,8 @@ class Encoder(nn.Module):
         self.conv_out = FactorizedConv(ch[-1], 2 * cfg.latent_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = space_to_depth(x, 1, self.patch)  # (B, 3p², T, H/p, W/p)
-        h = self.conv_in(h)  # (B, ch0, T, H/p, W/p)
+        h = space_to_depth(x, self.temporal_patch, self.patch)  # (B, 3 tp p², T/tp, H/p, W/p)
+        h = self.conv_in(h)  # (B, ch0, T/tp, H/p, W/p)
         for level in self.levels:
             h = level(h)  # (B, ch_i+1, T/2^k, H/(p 2^i), ...) after each downsampling
         h = self.mid(h)  # (B, ch_last, T', H', W')
@@ -70,8 +70,8 @@ class Decoder(nn.Module):
 
     def __init__(self, cfg: VAEConfig) -> None:
         super().__init__()
-        p, ch = cfg.patch_size, cfg.channels
-        self.patch = p
+        p, tp, ch = cfg.patch_size, cfg.temporal_patch, cfg.channels
+        self.patch, self.temporal_patch = p, tp
         self.conv_in = FactorizedConv(cfg.latent_channels, ch[-1])
         mid: list[nn.Module] = [ResBlock(ch[-1], ch[-1])]
         if cfg.mid_attention:
@@ -86,14 +86,14 @@ class Decoder(nn.Module):
                 level.append(Upsample(ch[i], ch[i - 1], temporal=i - 1 < cfg.num_temporal_down, shortcut=cfg.shortcut))
             self.levels.append(level)
         self.norm_out = ChannelNormAct(ch[0])
-        self.conv_out = FactorizedConv(ch[0], 3 * p * p)
+        self.conv_out = FactorizedConv(ch[0], 3 * tp * p * p)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.mid(self.conv_in(z))  # (B, ch_last, T', H', W')
         for level in self.levels:
-            h = level(h)  # up to (B, ch0, T, H/p, W/p)
-        h = self.conv_out(self.norm_out(h))  # (B, 3p², T, H/p, W/p)
-        return depth_to_space(h, 1, self.patch)  # (B, 3, T, H, W)
+            h = level(h)  # up to (B, ch0, T/tp, H/p, W/p)
+        h = self.conv_out(self.norm_out(h))  # (B, 3 tp p², T/tp, H/p, W/p)
+        return depth_to_space(h, self.temporal_patch, self.patch)  # (B, 3, T, H, W)
 
     @property
     def last_layer(self) -> torch.Tensor:

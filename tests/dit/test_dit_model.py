@@ -158,3 +158,19 @@ def test_reference_and_grouped_models_agree(debug_model: AVDiT, inputs_factory, 
     out = model(**inputs)
     torch.testing.assert_close(out.video, ref.video, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out.audio, ref.audio, atol=1e-5, rtol=1e-5)
+
+
+def test_model_cli_prints_the_presets(capsys: pytest.CaptureFixture[str]) -> None:
+    from av_model.dit.cli import main
+
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in PRESETS:
+        assert name in out
+    assert "1.10B" in out  # h100_1b active parameters
+    assert main(["presets", "--json", "--seq-len", "512"]) == 0
+    assert '"seq_len": 512' in capsys.readouterr().out
+    assert main(["show", "tiny"]) == 0
+    assert "width: 128" in capsys.readouterr().out
+    assert main(["show", "huge"]) == 2
+    assert "unknown DiT preset" in capsys.readouterr().err
