@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presets", default=None, help="comma-separated presets for the model table")
     parser.add_argument("--iters", type=int, default=None, help="timed iterations (median reported)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON output path")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: up to 2)")
     args = parser.parse_args(argv)
     cuda = torch.cuda.is_available() and args.device != "cpu" and not (args.quick and args.device is None)
     device = torch.device("cuda" if cuda else "cpu")
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     iters = args.iters or (5 if device.type == "cpu" else 10)
     warmup = 2 if device.type == "cpu" else 3
     if device.type == "cpu":
-        torch.set_num_threads(min(2, torch.get_num_threads()))
+        torch.set_num_threads(args.threads or min(2, torch.get_num_threads()))
 
     print(f"device: {torch.cuda.get_device_name() if cuda else platform.processor() or 'cpu'}; "
           f"dtype {dtype}; torch {torch.__version__}\n")

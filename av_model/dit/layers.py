@@ -51,8 +51,10 @@ class JointSelfAttention(nn.Module):
         b, n, d = x_BND.shape
         qkv = self.qkv(x_BND).view(b, n, 3, self.num_heads, d // self.num_heads)  # (B, N, 3, H, Dh)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, N, Dh)
-        q = apply_rotary(self.q_norm(q), cos_NR, sin_NR)  # (B, H, N, Dh)
-        k = apply_rotary(self.k_norm(k), cos_NR, sin_NR)  # (B, H, N, Dh)
+        # Norm and rotation in fp32, then back to v's dtype: SDPA needs q, k, v of one dtype, and
+        # under autocast the norm's output dtype differs between devices.
+        q = apply_rotary(self.q_norm(q.float()), cos_NR, sin_NR).to(v.dtype)  # (B, H, N, Dh)
+        k = apply_rotary(self.k_norm(k.float()), cos_NR, sin_NR).to(v.dtype)  # (B, H, N, Dh)
         out = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, Dh)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))  # (B, N, D)
 
@@ -79,9 +81,10 @@ class TextCrossAttention(nn.Module):
         h, dh = self.num_heads, d // self.num_heads
         ctx = torch.cat([self.null_kv.expand(b, 1, d).to(ctx_BLD.dtype), ctx_BLD], dim=1)  # (B, 1+L, D)
         mask = torch.cat([mask_BL.new_ones(b, 1), mask_BL], dim=1)  # (B, 1+L)
-        q = self.q_norm(self.q(x_BND).view(b, n, h, dh).transpose(1, 2))  # (B, H, N, Dh)
         kv = self.kv(ctx).view(b, -1, 2, h, dh).permute(2, 0, 3, 1, 4)  # (2, B, H, 1+L, Dh)
-        k, v = self.k_norm(kv[0]), kv[1]  # (B, H, 1+L, Dh)
+        v = kv[1]  # (B, H, 1+L, Dh)
+        q = self.q_norm(self.q(x_BND).view(b, n, h, dh).transpose(1, 2).float()).to(v.dtype)  # (B, H, N, Dh)
+        k = self.k_norm(kv[0].float()).to(v.dtype)  # (B, H, 1+L, Dh)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])  # (B, H, N, Dh)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))  # (B, N, D)
 

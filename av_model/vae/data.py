@@ -156,6 +156,12 @@ class VideoClipDataModule(L.LightningDataModule):
             drop_last=len(self._train) >= self.batch_size,
         )
 
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # ClipDataModule counts the files its workers could not decode here (and reports them).
+        if self._clip_dm is not None:
+            return self._clip_dm.on_after_batch_transfer(batch, dataloader_idx)
+        return batch
+
     def val_dataloader(self) -> Any:
         if self.manifest is not None:
             return self._clip_datamodule().val_dataloader()

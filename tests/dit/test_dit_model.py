@@ -174,3 +174,17 @@ def test_model_cli_prints_the_presets(capsys: pytest.CaptureFixture[str]) -> Non
     assert "width: 128" in capsys.readouterr().out
     assert main(["show", "huge"]) == 2
     assert "unknown DiT preset" in capsys.readouterr().err
+
+
+def test_bf16_autocast_forward_and_backward(debug_model: AVDiT, inputs_factory, randomizer) -> None:
+    model = randomizer(debug_model)
+    inputs = inputs_factory()
+    with torch.no_grad():
+        ref = model(**inputs)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(**inputs)
+    assert torch.isfinite(out.video).all() and torch.isfinite(out.audio).all()
+    rel = (out.video.float() - ref.video).norm() / ref.video.norm()
+    assert rel < 0.1, rel  # bf16 rounding only
+    (out.video.float().square().mean() + out.audio.float().square().mean()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
