@@ -17,7 +17,9 @@ Shapes (legend): B batch, C channels, T_v/T_a latent frames, H/W latent size.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -185,7 +187,7 @@ class FlowMatching:
             return torch.rand(n, generator=generator, device=g).to(dev)
 
         # 1. Independent times per modality, one modality sometimes held clean.
-        n_tokens = _num_tokens(model, video, audio, video_rate, audio_rate)
+        n_tokens = num_tokens(model, video.shape, audio.shape, video_rate, audio_rate)
         t_v = self.sample_t(b, n_tokens, dev, generator)  # (B,)
         t_a = self.sample_t(b, n_tokens, dev, generator)  # (B,)
         u = rand(b)
@@ -223,7 +225,8 @@ class FlowMatching:
             prefix_seconds=prefix_s, text_dropped=dropped, aux=out.aux,
         )
 
-    def _prefix_seconds(self, b: int, video: Tensor, video_rate: float, model: nn.Module, rand) -> Tensor:
+    def _prefix_seconds(self, b: int, video: Tensor, video_rate: float, model: nn.Module,
+                        rand: Callable[[int], Tensor]) -> Tensor:
         """(B,) clean-prefix length in seconds, a whole number of video tokens (0 where none)."""
         cfg = self.config
         pt = _unwrap(model).cfg.video_patch[0] if hasattr(_unwrap(model), "cfg") else 1
@@ -246,17 +249,19 @@ def _masked_mean(err_BT: Tensor, mask_BT: Tensor) -> tuple[Tensor, Tensor]:
     return (err_BT * mask_BT).sum(1) / count.clamp_min(1), count > 0
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def _unwrap(model: nn.Module) -> Any:
     while hasattr(model, "module") and isinstance(model.module, nn.Module):
         model = model.module
     return getattr(model, "_orig_mod", model)  # torch.compile wrapper
 
 
-def _num_tokens(model: nn.Module, video: Tensor, audio: Tensor, video_rate: float, audio_rate: float) -> int:
+def num_tokens(model: nn.Module, video_shape: Sequence[int], audio_shape: Sequence[int], video_rate: float,
+               audio_rate: float) -> int:
+    """Tokens per sample the model makes of latents of these shapes (sets the resolution shift)."""
     inner = _unwrap(model)
     if hasattr(inner, "layout"):
-        return inner.layout(tuple(video.shape), tuple(audio.shape), video_rate, audio_rate).num_tokens
-    return video.shape[2] * video.shape[3] * video.shape[4] + audio.shape[2]
+        return int(inner.layout(tuple(video_shape), tuple(audio_shape), video_rate, audio_rate).num_tokens)
+    return int(video_shape[2] * video_shape[3] * video_shape[4] + audio_shape[2])
 
 
 def _gen_device(generator: torch.Generator | None, device: torch.device) -> torch.device:

@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from av_model.flow import resolution_shift, time_shift
+from av_model.flow import num_tokens, resolution_shift, time_shift
 from av_model.text.batch import TextBatch
 
 Task = Literal["t2av", "v2a", "a2v", "extend"]
@@ -133,10 +133,7 @@ def sample(
         x_a[:, :, :k] = audio_cond[:, :, :k].to(device, x_a.dtype)
     per_frame = task == "extend"
     # 3. Time grid and guidance setup.
-    inner = model.module if hasattr(model, "module") else model
-    n_tokens = inner.layout(video_shape, audio_shape, video_rate, audio_rate).num_tokens \
-        if hasattr(inner, "layout") else video_shape[2] * video_shape[3] * video_shape[4] + audio_shape[2]
-    ts = config.time_grid(n_tokens).tolist()
+    ts = config.time_grid(num_tokens(model, video_shape, audio_shape, video_rate, audio_rate)).tolist()
     guided = config.guidance_video != 1.0 or config.guidance_audio != 1.0
     text_in = TextBatch.cat([text, text.null_like()]) if guided else text
 
@@ -186,7 +183,7 @@ def _known_frames(task: str, tv: int, ta: int, video_rate: float, audio_rate: fl
         return torch.ones(tv, dtype=torch.bool), torch.zeros(ta, dtype=torch.bool)
     if task == "a2v":
         return torch.zeros(tv, dtype=torch.bool), torch.ones(ta, dtype=torch.bool)
-    if task == "extend":
+    if task == "extend" and extend_seconds is not None:
         # A latent frame is given when its centre lies inside the prefix (as in training).
         centre_v = (torch.arange(tv, dtype=torch.float64) + 0.5) / video_rate
         centre_a = (torch.arange(ta, dtype=torch.float64) + 0.5) / audio_rate

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from dataclasses import asdict
+from typing import Any
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,7 +49,7 @@ def main(argv: list[str]) -> int:
     if (args.seq_len is not None and args.seq_len < 1) or (args.text_len is not None and args.text_len < 0):
         print("avgen model presets: --seq-len must be >= 1 and --text-len >= 0.", file=sys.stderr)
         return 2
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, cfg in PRESETS.items():
         counts = count_params(cfg, seq_len=args.seq_len, text_len=args.text_len)
         rows.append({

@@ -29,7 +29,7 @@ class TimestepEmbedder(nn.Module):
         # t is scaled by 1000 so the sinusoids resolve the [0, 1] range like DiT's integer steps.
         args = t.float()[..., None] * 1000.0 * freqs  # (..., half)
         emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (..., freq_dim)
-        return self.mlp(emb.to(self.mlp[0].weight.dtype))
+        return self.mlp(emb.to(next(self.mlp.parameters()).dtype))
 
 
 class JointSelfAttention(nn.Module):

@@ -10,6 +10,7 @@ per audio token), L text tokens, E experts, M modalities, Q noise-level buckets,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -149,21 +150,24 @@ class AVDiT(nn.Module):
                     nn.init.zeros_(m.bias)
         nn.init.normal_(self.modality_embed, std=0.02)
         nn.init.normal_(self.modality_cond, std=0.02)
-        for layer in (self.t_embedder.mlp[0], self.t_embedder.mlp[2]):
-            nn.init.normal_(layer.weight, std=0.02)  # DiT's choice for the timestep MLP
+        for layer in self.t_embedder.mlp.modules():
+            if isinstance(layer, nn.Linear):
+                nn.init.normal_(layer.weight, std=0.02)  # DiT's choice for the timestep MLP
         # adaLN-Zero: zero shift/scale/gate (shared projection and per-block offsets), so every
         # block starts as the identity map.
-        nn.init.zeros_(self.adaln[-1].weight)
-        nn.init.zeros_(self.adaln[-1].bias)
-        for block in self.blocks:
+        adaln = cast(nn.Linear, self.adaln[-1])
+        nn.init.zeros_(adaln.weight)
+        nn.init.zeros_(adaln.bias)
+        for block in self.block_list():
             nn.init.zeros_(block.modulation)
             # Zero output of cross-attention completes the identity (it has no adaLN gate).
             nn.init.zeros_(block.cross.proj.weight)
             block.moe.reset_parameters()
         for final in (self.video_out, self.audio_out):
             # Zero outputs: the untrained model predicts velocity 0 rather than noise.
-            nn.init.zeros_(final.adaln[-1].weight)
-            nn.init.zeros_(final.adaln[-1].bias)
+            final_adaln = cast(nn.Linear, final.adaln[-1])
+            nn.init.zeros_(final_adaln.weight)
+            nn.init.zeros_(final_adaln.bias)
             nn.init.zeros_(final.linear.weight)
             nn.init.zeros_(final.linear.bias)
 
@@ -303,15 +307,19 @@ class AVDiT(nn.Module):
         Returns:
             (L, E) routed-slot counts accumulated since the last call (all-reduced across ranks).
         """
-        return torch.stack([blk.moe.update_bias() for blk in self.blocks])
+        return torch.stack([blk.moe.update_bias() for blk in self.block_list()])
 
     def set_dispatch(self, dispatch: str, grouped_impl: str = "auto") -> None:
         """Switch every MoE layer between "grouped" and "reference" dispatch (for tests and benchmarks)."""
         if dispatch not in ("grouped", "reference") or grouped_impl not in ("auto", "torch", "loop"):
             raise ValueError(f"unknown dispatch {dispatch!r}/{grouped_impl!r}.")
-        for blk in self.blocks:
+        for blk in self.block_list():
             blk.moe.dispatch = dispatch
             blk.moe.grouped_impl = grouped_impl  # type: ignore[assignment]
+
+    def block_list(self) -> list[AVDiTBlock]:
+        """`self.blocks` with their type (FSDP and checkpoint wrappers keep the attributes)."""
+        return [cast(AVDiTBlock, b) for b in self.blocks]
 
     def _check_inputs(self, video: Tensor, audio: Tensor, t_video: Tensor, t_audio: Tensor, text: TextBatch,
                       video_rate: float, audio_rate: float) -> None:

@@ -73,6 +73,9 @@ class MoEFeedForward(nn.Module):
         num_t_buckets: Q, for routing statistics.
     """
 
+    expert_bias_E: Tensor
+    load_accum_E: Tensor
+
     def __init__(
         self,
         width: int,

@@ -64,7 +64,7 @@ def count_params(cfg: DiTConfig, seq_len: int | None = None, text_len: int | Non
     d, f, e, k = cfg.width, cfg.expert_hidden, cfg.num_experts, cfg.top_k
     inactive = cfg.depth * (e - k) * 3 * d * f
     active = total - inactive
-    blk = model.blocks[0]
+    blk = model.block_list()[0]
     per_block_token = (
         _numel(blk.attn.qkv, blk.attn.proj, blk.cross.q, blk.cross.proj)
         + k * 3 * d * f

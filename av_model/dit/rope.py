@@ -128,6 +128,10 @@ class AVRotary(torch.nn.Module):
         space_theta: base of the spatial frequencies (standard RoPE over patch indices).
     """
 
+    omega_time: Tensor
+    omega_height: Tensor
+    omega_width: Tensor
+
     def __init__(
         self,
         head_dim: int,

@@ -15,9 +15,9 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import nn
 
 from av_model.text.batch import TextBatch
 
@@ -77,6 +77,8 @@ class HFTextEncoder(TextEncoder):
         device: where the encoder runs; embeddings are returned on the same device.
         dtype: weight dtype (float32 on CPU; bfloat16 is fine on GPU for large T5s).
     """
+
+    model: Any  # a transformers PreTrainedModel (typed loosely: its attributes are dynamic)
 
     def __init__(
         self,
@@ -229,7 +231,7 @@ def load_text_encoder(
     return CachedTextEncoder(encoder, cache_dir=cache_dir, memory_items=memory_items)
 
 
-def _load_encoder_module(path: Path, model_type: str, dtype: torch.dtype) -> nn.Module:
+def _load_encoder_module(path: Path, model_type: str, dtype: torch.dtype) -> Any:
     import transformers
 
     cls_name = _ENCODER_CLASSES.get(model_type)
