@@ -5,7 +5,7 @@ One step is what `AVDiffusion.training_step` runs plus the optimizer: the flow-m
 geometry. FLOPs come from `count_params` at the batch's token counts (active weights plus
 attention), the same figure the ThroughputMFU callback logs during training.
 
-    python benchmarks/train_bench.py --quick                      # CPU: debug, tiny, tiny_dense
+    python benchmarks/train_bench.py --quick [--threads 1]        # CPU: debug, tiny, tiny_dense
     python benchmarks/train_bench.py                              # CUDA: tiny .. h100_1b in bf16
     python benchmarks/train_bench.py --presets h100_1b --compile --ac full
     python benchmarks/train_bench.py --make-cache /tmp/cache --geometry h100_1b --clips 64
@@ -189,8 +189,11 @@ def main() -> None:
     p.add_argument("--make-cache", type=Path, help="write a random-latent cache here and exit")
     p.add_argument("--geometry", default="h100_1b", help="geometry of --make-cache (a preset name)")
     p.add_argument("--clips", type=int, default=64, help="training clips of --make-cache")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's default)")
     p.add_argument("--out", type=Path, default=RESULTS / "train_bench.json", help="JSON results file")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.make_cache:
         print(f"wrote {make_cache(args.make_cache, args.geometry, args.clips)}")
         return

@@ -27,6 +27,16 @@ SIZE = (32, 32)
 FPS = 16.0
 
 
+@pytest.fixture(scope="package", autouse=True)
+def _single_thread() -> object:
+    """One intra-op thread while these tests run: the tiny models gain nothing from a second one, and
+    on a busy machine OpenMP threads waiting for each other make a step ten times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @dataclass
 class Encoders:
     """Paths and loaded objects of the tiny codec and video autoencoder, plus the text encoder."""
@@ -38,7 +48,7 @@ class Encoders:
     text: object
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def encoders(tmp_path_factory: pytest.TempPathFactory) -> Encoders:
     from audio_codec import EncodecCodec
     from audio_codec import get_preset as codec_preset
@@ -120,7 +130,7 @@ def write_fake_cache(root: Path, enc: Encoders, splits: dict[str, int], *, durat
     return root
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def fake_cache(tmp_path_factory: pytest.TempPathFactory, encoders: Encoders) -> Path:
     """16 train clips (1 s and 2 s: two buckets) and 4 validation clips of random latents."""
     return write_fake_cache(tmp_path_factory.mktemp("cache") / "cache", encoders, {"train": 16, "val": 4},
@@ -140,7 +150,7 @@ def fit_args(cache: Path, root: Path, *extra: str) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def trained(tmp_path_factory: pytest.TempPathFactory, fake_cache: Path, encoders: Encoders) -> Path:
     """A debug generator trained for a few steps with validation and sample clips; returns its run dir."""
     from av_model.lit_cli import fit_main

@@ -59,10 +59,10 @@ def test_sigkill_and_resume_continue_the_same_curve(fake_cache: Path, tmp_path: 
     assert fit_main(_args(fake_cache, tmp_path / "ref", "--trainer.max_steps", str(TOTAL_STEPS))) == 0
     killer.join()
     victim.wait()
-    assert victim.returncode == -signal.SIGKILL
+    assert victim.returncode == -signal.SIGKILL, victim.stderr.read()[-2000:]
     assert last.exists(), f"no checkpoint before the kill: {victim.stderr.read()[-2000:]}"
     killed_at = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
-    assert 0 < killed_at < TOTAL_STEPS and killed_at % 4 != 0  # mid-epoch
+    assert 0 < killed_at < TOTAL_STEPS and killed_at % 4 != 0, f"killed at step {killed_at}, not mid-epoch"
 
     assert fit_main(_args(fake_cache, tmp_path / "run", "--trainer.max_steps", str(TOTAL_STEPS),
                           "--ckpt_path", str(last))) == 0
