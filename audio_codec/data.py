@@ -111,11 +111,13 @@ class AudioClipDataset(Dataset):
         segment_seconds: length of the returned audio; None returns whole clips (up to
             `max_seconds`). Clips shorter than a segment are zero-padded.
         random_crop: pick the segment's start at random (training) instead of the clip's start.
+        transient_crops: with `random_crop`, draw this many candidate crops (within a window of
+            four segments) and keep the one with the sharpest onset; 0 or 1 crops uniformly.
         max_seconds: cap on whole-clip length (bounds memory for long files).
     """
 
     def __init__(self, entries: list[AudioEntry], sample_rate: int, channels: int, *,
-                 segment_seconds: float | None = None, random_crop: bool = False,
+                 segment_seconds: float | None = None, random_crop: bool = False, transient_crops: int = 0,
                  max_seconds: float | None = 30.0) -> None:
         if segment_seconds is not None and segment_seconds <= 0:
             raise ValueError(f"segment_seconds must be > 0 or None, got {segment_seconds}.")
@@ -124,6 +126,7 @@ class AudioClipDataset(Dataset):
         self.channels = channels
         self.segment_seconds = segment_seconds
         self.random_crop = random_crop
+        self.transient_crops = transient_crops
         self.max_seconds = max_seconds
         self._durations: dict[int, float] = {}
 
@@ -143,20 +146,50 @@ class AudioClipDataset(Dataset):
         try:
             available = self._clip_duration(index)
             if self.segment_seconds is None:
-                offset, length = 0.0, available if self.max_seconds is None else min(available, self.max_seconds)
-            else:
-                length = min(self.segment_seconds, available)
-                slack = available - length
-                offset = float(torch.rand(()).item()) * slack if self.random_crop and slack > 0 else 0.0
-            audio, _ = read_audio(entry.path, sample_rate=self.sample_rate, channels=self.channels,
-                                  start=entry.start + offset, duration=length)  # (C, S)
+                length = available if self.max_seconds is None else min(available, self.max_seconds)
+                audio, _ = read_audio(entry.path, sample_rate=self.sample_rate, channels=self.channels,
+                                      start=entry.start, duration=length)  # (C, S)
+                return {"id": entry.id, "audio": audio}
+            audio = self._segment(entry, available)  # (C, S)
         except (MediaError, OSError) as err:
             logger.warning("skipping %s (%s): %s", entry.id, entry.path, err)
             return None
-        if self.segment_seconds is not None:
-            want = round(self.segment_seconds * self.sample_rate)
-            audio = torch.nn.functional.pad(audio, (0, max(0, want - audio.shape[-1])))[:, :want]
+        want = round(self.segment_seconds * self.sample_rate)
+        audio = torch.nn.functional.pad(audio, (0, max(0, want - audio.shape[-1])))[:, :want]
         return {"id": entry.id, "audio": audio}
+
+    def _segment(self, entry: AudioEntry, available: float) -> torch.Tensor:
+        """One segment of a clip: its start, a uniform random crop, or the most transient of several."""
+        assert self.segment_seconds is not None
+        length = min(self.segment_seconds, available)
+        slack = available - length
+        if not self.random_crop or slack <= 0:
+            return read_audio(entry.path, sample_rate=self.sample_rate, channels=self.channels,
+                              start=entry.start, duration=length)[0]
+        if self.transient_crops <= 1:
+            offset = float(torch.rand(())) * slack
+            return read_audio(entry.path, sample_rate=self.sample_rate, channels=self.channels,
+                              start=entry.start + offset, duration=length)[0]
+        # Read a window a few segments long and keep the candidate crop with the largest rise of
+        # its energy envelope: most random crops of sparse event audio hold no onset at all, and
+        # onsets are what the codec must learn to place.
+        window = min(available, 4 * length)
+        start = float(torch.rand(())) * (available - window)
+        audio, _ = read_audio(entry.path, sample_rate=self.sample_rate, channels=self.channels,
+                              start=entry.start + start, duration=window)  # (C, W)
+        seg = round(length * self.sample_rate)
+        offsets = torch.randint(0, max(1, audio.shape[-1] - seg + 1), (self.transient_crops,)).tolist()
+        return audio[:, max(offsets, key=lambda o: _max_rise(audio[:, o:o + seg], self.sample_rate)):][:, :seg]
+
+
+def _max_rise(audio: torch.Tensor, sample_rate: int) -> float:
+    """Largest rise (natural log of energy) between 5 ms frames 10 ms apart: how sharp the strongest onset is."""
+    frame = max(2, sample_rate // 200)
+    if audio.shape[-1] < 3 * frame:
+        return 0.0
+    energy = audio.pow(2).mean(dim=0).unfold(0, frame, frame).mean(dim=-1)  # (F,)
+    level = (energy + 1e-6).log()
+    return float((level[2:] - level[:-2]).max())
 
 
 def collate_audio(items: list[dict[str, Any] | None]) -> dict[str, Any] | None:
@@ -183,6 +216,8 @@ class CodecDataModule(L.LightningDataModule):
         train_split: split trained on.
         val_split: split validated on (None: no validation).
         segment_seconds: length of the random training crops.
+        transient_crops: candidate crops per training item, the one with the sharpest onset kept
+            (0: uniform crops); sparse event audio otherwise yields mostly onset-free crops.
         val_seconds: length of the validation excerpts (from each clip's start).
         val_clips: number of validation clips.
         batch_size: training batch size.
@@ -193,7 +228,8 @@ class CodecDataModule(L.LightningDataModule):
     """
 
     def __init__(self, manifest: str = "runs/demo/data/manifest.jsonl", train_split: str = "train",
-                 val_split: str | None = "val", segment_seconds: float = 0.5, val_seconds: float = 2.0,
+                 val_split: str | None = "val", segment_seconds: float = 0.5, transient_crops: int = 0,
+                 val_seconds: float = 2.0,
                  val_clips: int = 4, batch_size: int = 8, num_workers: int = 1, sample_rate: int = 24000,
                  channels: int = 1, stats_clips: int = 256) -> None:
         super().__init__()
@@ -204,12 +240,14 @@ class CodecDataModule(L.LightningDataModule):
                             ("stats_clips", stats_clips)):
             if value <= 0:
                 raise ValueError(f"data.{name} must be > 0, got {value}.")
-        if num_workers < 0 or val_clips < 0:
-            raise ValueError(f"data.num_workers and data.val_clips must be >= 0, got {num_workers}, {val_clips}.")
+        if num_workers < 0 or val_clips < 0 or transient_crops < 0:
+            raise ValueError("data.num_workers, data.val_clips and data.transient_crops must be >= 0, got "
+                             f"{num_workers}, {val_clips}, {transient_crops}.")
         self.save_hyperparameters()
         self.manifest = manifest
         self.train_split, self.val_split = train_split, val_split
         self.segment_seconds, self.val_seconds, self.val_clips = segment_seconds, val_seconds, val_clips
+        self.transient_crops = transient_crops
         self.batch_size, self.num_workers = batch_size, num_workers
         self.sample_rate, self.channels, self.stats_clips = sample_rate, channels, stats_clips
         self.train_entries: list[AudioEntry] = []
@@ -230,7 +268,8 @@ class CodecDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = AudioClipDataset(self.train_entries, self.sample_rate, self.channels,
-                              segment_seconds=self.segment_seconds, random_crop=True)
+                              segment_seconds=self.segment_seconds, random_crop=True,
+                              transient_crops=self.transient_crops)
         return self._loader(ds, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:

@@ -29,6 +29,7 @@ from audio_codec.checkpoint import load_codec
 from audio_codec.config import OFFICIAL_CHECKPOINTS, CodecConfig
 from audio_codec.encodec_codec import EncodecCodec, quiet_weight_norm
 from audio_codec.losses import (
+    EnvelopeLoss,
     MultiScaleMelLoss,
     discriminator_hinge_loss,
     feature_matching_loss,
@@ -45,6 +46,8 @@ class LossConfig:
 
     Attributes:
         l1_weight: time-domain L1.
+        l2_weight: time-domain MSE (gets level and phase of tonal sounds early; 0 in EnCodec).
+        envelope_weight: log energy envelope loss (`EnvelopeLoss`: sharp attacks in place).
         mel_weight: multi-scale mel loss.
         mel_windows: window sizes of the mel loss (short ones keep onsets sharp).
         mel_bands: mel bands per scale (fewer at short windows, so no band is empty).
@@ -61,6 +64,8 @@ class LossConfig:
     """
 
     l1_weight: float = 0.1
+    l2_weight: float = 0.0
+    envelope_weight: float = 0.0
     mel_weight: float = 1.0
     mel_windows: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512, 1024, 2048])
     mel_bands: int = 64
@@ -75,12 +80,13 @@ class LossConfig:
     disc_start_step: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("l1_weight", "mel_weight", "adv_weight", "feat_weight", "commit_weight"):
+        for name in ("l1_weight", "l2_weight", "envelope_weight", "mel_weight", "adv_weight", "feat_weight",
+                     "commit_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"loss.{name} must be a finite number >= 0, got {value!r}.")
-        if self.l1_weight + self.mel_weight <= 0:
-            raise ValueError("loss.l1_weight and loss.mel_weight are both 0: nothing would teach reconstruction.")
+        if self.l1_weight + self.l2_weight + self.mel_weight <= 0:
+            raise ValueError("loss.l1_weight, l2_weight and mel_weight are all 0: nothing would teach reconstruction.")
         if not 0 <= self.quantize_prob <= 1:
             raise ValueError(f"loss.quantize_prob must lie in [0, 1], got {self.quantize_prob!r}.")
         if any(w < 16 for w in self.mel_windows) or not self.mel_windows:
@@ -102,6 +108,8 @@ class OptimConfig:
         disc_lr: discriminator learning rate.
         betas: Adam betas.
         warmup_steps: linear learning-rate warmup of the generator.
+        cosine_decay: decay the generator's learning rate to 0 along a half cosine over
+            `trainer.max_steps` (short runs end better on a small learning rate).
         grad_clip: clip the gradient norm of each optimizer to this (0: off).
     """
 
@@ -109,6 +117,7 @@ class OptimConfig:
     disc_lr: float = 3e-4
     betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
     warmup_steps: int = 0
+    cosine_decay: bool = False
     grad_clip: float = 1.0
 
     def __post_init__(self) -> None:
@@ -169,6 +178,7 @@ class CodecLitModule(L.LightningModule):
                     hop_lengths=[n // 4 for n in loss.disc_n_ffts], win_lengths=list(loss.disc_n_ffts))
         self.mel_loss = MultiScaleMelLoss(codec.sample_rate, list(loss.mel_windows), n_mels=loss.mel_bands,
                                           floor=loss.mel_floor, l2_weight=loss.mel_l2_weight)
+        self.envelope_loss = EnvelopeLoss(codec.sample_rate)
         self.mel_distance = MelDistance(codec.sample_rate)
         self._reference_written: set[str] = set()
 
@@ -203,8 +213,11 @@ class CodecLitModule(L.LightningModule):
         return self.disc is not None and self.global_step >= self.loss_cfg.disc_start_step
 
     def _set_lr(self, opt: torch.optim.Optimizer) -> None:
-        warm = self.optim_cfg.warmup_steps
-        scale = min(1.0, (self.global_step + 1) / warm) if warm else 1.0
+        step, warm = self.global_step, self.optim_cfg.warmup_steps
+        scale = min(1.0, (step + 1) / warm) if warm else 1.0
+        total = self.trainer.max_steps if self._trainer is not None else -1
+        if self.optim_cfg.cosine_decay and total and total > 0:
+            scale *= 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
         for group in opt.param_groups:
             group["lr"] = self.optim_cfg.lr * scale
 
@@ -220,9 +233,15 @@ class CodecLitModule(L.LightningModule):
         out = self.codec(x, n_q=self._draw_codebooks())
         y = out.audio  # (B, C, S)
         l1 = (y.float() - x).abs().mean()
+        l2 = (y.float() - x).pow(2).mean()
         mel = self.mel_loss(y, x)
-        total = cfg.l1_weight * l1 + cfg.mel_weight * mel + cfg.commit_weight * out.commit_loss
-        logs = {"train/l1": l1, "train/mel": mel, "train/commit": out.commit_loss}
+        total = (cfg.l1_weight * l1 + cfg.l2_weight * l2 + cfg.mel_weight * mel
+                 + cfg.commit_weight * out.commit_loss)
+        logs = {"train/l1": l1, "train/l2": l2, "train/mel": mel, "train/commit": out.commit_loss}
+        if cfg.envelope_weight > 0:
+            envelope = self.envelope_loss(y, x)
+            total = total + cfg.envelope_weight * envelope
+            logs["train/envelope"] = envelope
         adversarial = self._adversarial_active()
         if adversarial:
             assert self.disc is not None and opt_d is not None

@@ -231,7 +231,7 @@ def read_meta(cache_dir: str | Path) -> CacheMeta:
     if not path.is_file():
         raise CacheError(
             f"{cache_dir} is not a latent cache (no {META_FILE}); build one with "
-            "`avgen cache build --manifest ... --codec ... --vae ... --out {cache_dir}`."
+            f"`avgen cache build --manifest ... --codec ... --vae ... --out {cache_dir}`."
         )
     try:
         data = json.loads(path.read_text())

@@ -160,7 +160,7 @@ class RouterBiasUpdate(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if trainer.fit_loop._should_accumulate():
             return
-        model = getattr(pl_module, "model", pl_module)
+        model: Any = getattr(pl_module, "model", pl_module)
         loads = model.update_router_bias()  # (layers, E) routed slots since the last step
         if trainer._logger_connector.should_update_logs and loads.numel():
             ratio = (loads.amax(-1) / loads.mean(-1).clamp_min(1e-9)).mean()
@@ -191,7 +191,7 @@ class ThroughputMFU(ThroughputMonitor):
         self.peak_tflops, self.measure_peak = peak_tflops, measure_peak
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        tokens = getattr(pl_module, "tokens_in_batch", None)
+        tokens: Any = getattr(pl_module, "tokens_in_batch", None)
         self.length_fn = tokens if callable(tokens) else None
         super().setup(trainer, pl_module, stage)
         if self.peak_tflops is not None:
@@ -286,7 +286,9 @@ class SampleWriter(L.Callback):
         from av_model.pipeline import AVPipeline, load_decoders
 
         if self._decoders is None:
-            self._decoders = load_decoders(self.codec, self.vae, pl_module.device, expect=pl_module.cache_meta)
+            assert self.codec is not None and self.vae is not None  # checked by _enabled
+            meta: dict[str, Any] = getattr(pl_module, "cache_meta")  # noqa: B009 - AVDiffusion's, not LightningModule's
+            self._decoders = load_decoders(self.codec, self.vae, pl_module.device, expect=meta)
         codec, vae = self._decoders
         pipe = AVPipeline.from_module(pl_module, codec=codec, vae=vae)
         with torch.no_grad():

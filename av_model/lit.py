@@ -180,7 +180,7 @@ class AVDiffusion(L.LightningModule):
 
     # ---------------------------------------------------------------------------------- steps
     def _generator(self, *stream: int) -> torch.Generator:
-        return torch.Generator(device=self.device).manual_seed(_step_seed(self.hparams.seed, *stream))
+        return torch.Generator(device=self.device).manual_seed(_step_seed(self.hparams["seed"], *stream))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         micro = batch_idx % self.trainer.accumulate_grad_batches
@@ -203,12 +203,13 @@ class AVDiffusion(L.LightningModule):
         return out.loss
 
     def _logging_step(self) -> bool:
-        return (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0 or self.global_step == 0
+        every = max(1, int(getattr(self.trainer, "log_every_n_steps", 50)))  # set by Lightning's logger connector
+        return (self.global_step + 1) % every == 0 or self.global_step == 0
 
     def _log_details(self, out: Any) -> None:
         """Loss per noise-level bucket and expert load per modality (host syncs: only on logging steps)."""
         details = {}
-        for key, value in out.by_t_bucket(self.hparams.loss_buckets).items():
+        for key, value in out.by_t_bucket(self.hparams["loss_buckets"]).items():
             if not math.isnan(float(value)):  # empty bucket in this batch
                 details[f"loss_by_t/{key}"] = value
         stats = out.aux.stats
@@ -270,9 +271,10 @@ class AVDiffusion(L.LightningModule):
         torch.nn.utils.clip_grads_with_norm_(params, gradient_clip_val, self.last_grad_norm)
 
     # ------------------------------------------------------------------------- optimization
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> Any:
         cfg = self.optim_config
-        decay, no_decay = [], []
+        decay: list[torch.nn.Parameter] = []
+        no_decay: list[torch.nn.Parameter] = []
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue

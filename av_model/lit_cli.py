@@ -23,6 +23,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from av_model.cache_format import CacheError
 from av_model.callbacks import EMA, NaNGuard, NonFiniteLossError, SampleWriter, ThroughputMFU
 from av_model.latents import LatentDataModule
 from av_model.lit import AVDiffusion
@@ -85,7 +86,8 @@ def _cli(args: list[str], cli_class: type[AVLightningCLI] | None = None, **kwarg
             auto_configure_optimizers=False,
             # The bucketing sampler splits data across ranks itself (Lightning would replace it).
             trainer_defaults={"use_distributed_sampler": False},
-            parser_kwargs={"default_env": False},
+            parser_kwargs={"default_env": False, "prog": "avgen",
+                           "description": "Train or validate the audio-video diffusion transformer on a latent cache."},
             **kwargs,
         )
 
@@ -99,12 +101,24 @@ def _apply_thread_limit() -> None:
         torch.set_num_threads(max(1, int(threads)))
 
 
+def _root_cause(err: BaseException) -> BaseException:
+    while err.__cause__ is not None:  # jsonargparse wraps a config class's own error
+        err = err.__cause__
+    return err
+
+
 def _run(subcommand: str, argv: list[str]) -> int:
     _apply_thread_limit()
     try:
         _cli([subcommand, *argv], save_config_kwargs={"overwrite": True})
     except NonFiniteLossError as err:
         print(f"avgen {subcommand}: training stopped: {err}", file=sys.stderr)
+        return 1
+    except (CacheError, ValueError, KeyError, FileNotFoundError) as err:
+        # Bad configs, caches and paths: the message says what to change; a traceback would bury it.
+        if os.environ.get("AVGEN_DEBUG"):
+            raise
+        print(f"avgen {subcommand}: {_root_cause(err)}\n(set AVGEN_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
     return 0
 

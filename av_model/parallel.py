@@ -24,6 +24,7 @@ experts (all-to-all expert parallelism) is not implemented.
 from __future__ import annotations
 
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -33,6 +34,8 @@ from torch import nn
 __all__ = ["ParallelConfig", "apply_parallelism", "expert_parameters", "shard_mesh"]
 
 ACMode = Literal["none", "full", "selective"]
+# Models already wrapped: wrapping twice would nest checkpoint wrappers and shard twice.
+_PARALLELIZED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
 @dataclass
@@ -146,7 +149,7 @@ def apply_parallelism(model: nn.Module, cfg: ParallelConfig, device_mesh: Any | 
         device_mesh: `ModelParallelStrategy`'s mesh with dims ("data_parallel", "tensor_parallel");
             None (any other strategy) skips FSDP.
     """
-    if getattr(model, "_avgen_parallelized", False):
+    if model in _PARALLELIZED:
         return model  # configure_model may run more than once (fit, then validate)
     if cfg.activation_checkpointing != "none":
         _checkpoint(model, cfg)
@@ -154,5 +157,5 @@ def apply_parallelism(model: nn.Module, cfg: ParallelConfig, device_mesh: Any | 
         _compile(model)
     if cfg.fsdp and device_mesh is not None:
         _fully_shard(model, device_mesh, cfg)
-    model._avgen_parallelized = True  # type: ignore[attr-defined]
+    _PARALLELIZED.add(model)
     return model

@@ -19,15 +19,16 @@ import json
 import math
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from tqdm import tqdm
 
 from av_model.lit import GeneratorBundle, load_generator
-from av_model.sampling import TASKS, SamplerConfig, sample
+from av_model.sampling import TASKS, SamplerConfig, Task, sample
 
 __all__ = ["AVPipeline", "GeneratedClip", "load_decoders", "main"]
 
@@ -195,8 +196,8 @@ class AVPipeline:
         prompts: list[str],
         *,
         task: str = "t2av",
-        videos: list[str | Path] | None = None,
-        audios: list[str | Path] | None = None,
+        videos: Sequence[str | Path] | None = None,
+        audios: Sequence[str | Path] | None = None,
         duration: float | None = None,
         extend_seconds: float | None = None,
         steps: int | None = None,
@@ -238,6 +239,7 @@ class AVPipeline:
         if task in ("t2av", "extend") and duration is None:
             raise ValueError(f"task {task!r} needs a duration in seconds.")
         if task == "extend":
+            assert duration is not None  # checked just above
             if extend_seconds is None or not 0 < extend_seconds < duration:
                 raise ValueError(f"extend needs 0 < extend_seconds < duration ({duration} s); got {extend_seconds}.")
             if self._floor_duration(extend_seconds) <= 0:
@@ -248,9 +250,13 @@ class AVPipeline:
         ids = list(ids) if ids is not None else [f"{i:04d}" for i in range(len(prompts))]
         if len(ids) != len(prompts) or len(set(ids)) != len(ids):
             raise ValueError("ids must be unique, one per prompt.")
-        sampler = replace(self.sampler, progress=False,
-                          **{k: v for k, v in (("steps", steps), ("solver", solver), ("guidance_video", cfg_video),
-                                               ("guidance_audio", cfg_audio)) if v is not None})
+        sampler = replace(
+            self.sampler, progress=False,
+            steps=self.sampler.steps if steps is None else steps,
+            solver=self.sampler.solver if solver is None else solver,  # type: ignore[arg-type]
+            guidance_video=self.sampler.guidance_video if cfg_video is None else cfg_video,
+            guidance_audio=self.sampler.guidance_audio if cfg_audio is None else cfg_audio,
+        )
         clips: list[GeneratedClip] = []
         batches = range(0, len(prompts), batch_size)
         bar = tqdm(batches, desc=f"sampling {task}", unit="batch", disable=not progress)
@@ -260,7 +266,7 @@ class AVPipeline:
                                  extend_seconds, sampler, seed + start)
         return clips
 
-    def _batch(self, prompts: list[str], ids: list[str], task: str, inputs: list[Any] | None, duration: float | None,
+    def _batch(self, prompts: list[str], ids: list[str], task: str, inputs: Sequence[Any] | None, duration: float | None,
                extend_seconds: float | None, sampler: SamplerConfig, seed: int) -> list[GeneratedClip]:
         from av_model.data.media import read_audio, read_clip
 
@@ -269,29 +275,34 @@ class AVPipeline:
         # 2. Encode prompt.
         text = self.text_encoder.encode(prompts)
         # 3. Read and encode the given modality.
-        video_cond = audio_cond = None
-        given_frames = given_audio = None
+        video_cond: torch.Tensor | None = None
+        audio_cond: torch.Tensor | None = None
+        given_frames: torch.Tensor | None = None
+        given_audio: torch.Tensor | None = None
+        sources: Sequence[Any] = inputs or []  # one input file per prompt for v2a, a2v and extend
         if task == "v2a":
-            lengths = [self._input_seconds(p, duration, video=True) for p in inputs]
+            lengths = [self._input_seconds(p, duration, video=True) for p in sources]
             duration = min(lengths)
-            clips = [read_clip(p, fps=self.fps, size=(h, w), duration=duration, require_audio=False) for p in inputs]
+            clips = [read_clip(p, fps=self.fps, size=(h, w), duration=duration, require_audio=False) for p in sources]
             given_frames = torch.stack([c.frames for c in clips])  # (B, T, H, W, 3)
             video_cond = self._encode_video(given_frames)
         elif task == "a2v":
-            lengths = [self._input_seconds(p, duration, video=False) for p in inputs]
+            lengths = [self._input_seconds(p, duration, video=False) for p in sources]
             duration = min(lengths)
             wavs = [read_audio(p, sample_rate=self.sample_rate, channels=self.codec.channels, duration=duration)[0]
-                    for p in inputs]
+                    for p in sources]
             given_audio = torch.stack(wavs)  # (B, C, S)
             audio_cond = self._encode_audio(given_audio)
         elif task == "extend":
+            assert extend_seconds is not None  # checked in __call__
             prefix = self._floor_duration(extend_seconds)
             clips = [read_clip(p, fps=self.fps, size=(h, w), duration=prefix, sample_rate=self.sample_rate,
-                               channels=self.codec.channels) for p in inputs]
+                               channels=self.codec.channels) for p in sources]
             video_cond = self._encode_video(torch.stack([c.frames for c in clips]))
-            audio_cond = self._encode_audio(torch.stack([c.audio for c in clips]))
+            audio_cond = self._encode_audio(torch.stack([_audio_of(c) for c in clips]))
             extend_seconds = prefix
         # 4. Prepare latent shapes.
+        assert duration is not None  # given, or the inputs' length (checked in __call__)
         frames = self.check_duration(duration)
         num_samples = round(duration * self.sample_rate)
         sc = int(self.meta["video"]["spatial_compression"])
@@ -301,12 +312,14 @@ class AVPipeline:
         if audio_cond is not None and task == "a2v":
             audio_cond = audio_cond[..., :audio_frames]
         if task == "extend":
+            assert video_cond is not None and audio_cond is not None
             # Given latents padded to the full length: only the frames inside the prefix are read.
             video_cond = _pad_time(video_cond, video_shape[2])
             audio_cond = _pad_time(audio_cond, audio_shape[2])
         # 5. Denoising loop.
         z_v, z_a = sample(self.model, text, video_shape=video_shape, audio_shape=audio_shape,
-                          video_rate=self.video_rate, audio_rate=self.audio_rate, config=sampler, task=task,
+                          video_rate=self.video_rate, audio_rate=self.audio_rate, config=sampler,
+                          task=cast(Task, task),
                           video_cond=video_cond, audio_cond=audio_cond, extend_seconds=extend_seconds, seed=seed)
         # 6. Decode latents; the given modality keeps its original pixels or samples.
         out_frames, out_audio = self._decode(z_v, z_a, num_samples)
@@ -362,6 +375,12 @@ class AVPipeline:
         return paths
 
 
+def _audio_of(clip: Any) -> torch.Tensor:
+    if clip.audio is None:
+        raise ValueError("the clip to continue has no audio; extend needs a clip with sound.")
+    return clip.audio
+
+
 def _pad_time(z: torch.Tensor, frames: int) -> torch.Tensor:
     """Zero-pad (or cut) the time axis (dim 2) of video (B,C,T,H,W) or audio (B,C,T) latents to `frames`."""
     if z.shape[2] >= frames:
@@ -412,10 +431,10 @@ def _read_video_list(path: Path) -> tuple[list[str], list[str], list[str]]:
     else:
         for line in path.read_text().splitlines():
             if line.strip():
-                video, _, prompt = line.partition("\t")
-                videos.append(video.strip())
+                name, _, prompt = line.partition("\t")
+                videos.append(name.strip())
                 prompts.append(prompt.strip())
-                ids.append(Path(video.strip()).stem)
+                ids.append(Path(name.strip()).stem)
     if len(set(ids)) != len(ids):
         ids = [f"{i:04d}_{s}" for i, s in enumerate(ids)]
     return videos, prompts, ids
@@ -497,9 +516,10 @@ def _sample(args: argparse.Namespace) -> int:
                 raise FileNotFoundError(f"input {path} does not exist.")
     elif not prompts:
         raise ValueError("nothing to sample: give --prompt, --prompts, --video, --video-list, --audio or --extend.")
-    bundle_meta = load_generator(args.ckpt, map_location="cpu").cache_meta if not (args.codec and args.vae) else None
-    codec = args.codec or bundle_meta["encoders"]["codec"]
-    vae = args.vae or bundle_meta["encoders"]["vae"]
+    codec, vae = args.codec, args.vae
+    if not (codec and vae):  # the files the cache was built with, as recorded in the checkpoint
+        encoders = load_generator(args.ckpt, map_location="cpu").cache_meta["encoders"]
+        codec, vae = codec or encoders["codec"], vae or encoders["vae"]
     pipe = AVPipeline.from_checkpoint(args.ckpt, codec, vae, device=args.device, text=args.text)
     duration = args.duration
     if duration is None and task in ("t2av", "extend"):

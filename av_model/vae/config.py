@@ -254,7 +254,8 @@ class OptimConfig:
     Attributes:
         lr: peak learning rate of the autoencoder.
         disc_lr: learning rate of the discriminator.
-        betas: Adam betas (0.5, 0.9 is the usual choice for GAN-trained autoencoders).
+        betas: Adam betas of the autoencoder.
+        disc_betas: Adam betas of the discriminator (0.5, 0.9, the usual choice for GANs).
         weight_decay: decoupled weight decay.
         warmup_steps: linear learning-rate warm-up from 0.
         grad_clip: gradient-norm clip for both networks (0 disables it). Manual optimization
@@ -263,17 +264,19 @@ class OptimConfig:
 
     lr: float = 1e-3
     disc_lr: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.9)
+    betas: tuple[float, float] = (0.9, 0.999)
+    disc_betas: tuple[float, float] = (0.5, 0.9)
     weight_decay: float = 0.0
     warmup_steps: int = 50
     grad_clip: float = 1.0
 
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
+        self.disc_betas = (float(self.disc_betas[0]), float(self.disc_betas[1]))
         if self.lr <= 0 or self.disc_lr <= 0:
             raise ValueError(f"lr and disc_lr must be > 0, got {self.lr} and {self.disc_lr}.")
-        if not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"betas must be in [0, 1), got {self.betas}.")
+        if not all(0 <= b < 1 for b in (*self.betas, *self.disc_betas)):
+            raise ValueError(f"betas and disc_betas must be in [0, 1), got {self.betas} and {self.disc_betas}.")
         if self.weight_decay < 0 or self.warmup_steps < 0 or self.grad_clip < 0:
             raise ValueError("weight_decay, warmup_steps and grad_clip must be >= 0.")
 

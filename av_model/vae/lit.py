@@ -225,7 +225,7 @@ class VideoAutoencoderModule(L.LightningModule):
         if self.discriminator is None:
             return opt_ae
         opt_d = torch.optim.AdamW(
-            self.discriminator.parameters(), lr=oc.disc_lr, betas=oc.betas, weight_decay=oc.weight_decay
+            self.discriminator.parameters(), lr=oc.disc_lr, betas=oc.disc_betas, weight_decay=oc.weight_decay
         )
         for group in opt_d.param_groups:
             group["initial_lr"] = oc.disc_lr

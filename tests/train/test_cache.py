@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from av_model import cache as cache_mod
+from av_model import cache_build
 from av_model.cache import CacheBuildConfig, build_cache, check_cache, load_build_config
 from av_model.cache_format import CacheError, ShardReader, read_index, read_meta
 
@@ -64,7 +65,7 @@ def test_interrupted_build_resumes_and_skips_finished_shards(
     dataset: Path, encoders: Encoders, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "cache"
-    real = cache_mod._build_shard
+    real = cache_build._build_shard
     built: list[int] = []
 
     def crash_after_first(index: int, *args: object, **kwargs: object) -> dict:
@@ -73,7 +74,7 @@ def test_interrupted_build_resumes_and_skips_finished_shards(
         built.append(index)
         return real(index, *args, **kwargs)
 
-    monkeypatch.setattr(cache_mod, "_build_shard", crash_after_first)
+    monkeypatch.setattr(cache_build, "_build_shard", crash_after_first)
     with pytest.raises(KeyboardInterrupt):
         _build(_config(dataset, out, encoders), encoders)
     meta = read_meta(out)
@@ -87,7 +88,7 @@ def test_interrupted_build_resumes_and_skips_finished_shards(
         resumed.append(index)
         return real(index, *args, **kwargs)
 
-    monkeypatch.setattr(cache_mod, "_build_shard", record)
+    monkeypatch.setattr(cache_build, "_build_shard", record)
     meta = _build(_config(dataset, out, encoders), encoders)
     assert resumed == [1, 2] and meta.complete
     assert len(read_index(out)[1]) == 5

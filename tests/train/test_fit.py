@@ -113,6 +113,13 @@ def test_tokens_flops_and_noise_seeds(module_and_batch: tuple[AVDiffusion, dict]
     assert losses[0] == losses[1] != losses[2]  # the noise is a function of the step
 
 
+def test_bad_command_lines_are_explained(tmp_path: Path, fake_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert fit_main(fit_args(tmp_path / "nowhere", tmp_path)) == 1
+    assert "is not a latent cache" in capsys.readouterr().err
+    assert fit_main(fit_args(fake_cache, tmp_path, "--model.optimizer.lr", "-1")) == 1
+    assert "optimizer.lr must be > 0" in capsys.readouterr().err
+
+
 def test_bad_configuration_is_explained(fake_cache: Path) -> None:
     meta = LatentDataModule(str(fake_cache)).meta_dict
     with pytest.raises(ValueError, match="contradicts the latent cache"):

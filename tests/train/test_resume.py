@@ -32,8 +32,9 @@ def _args(cache: Path, root: Path, *extra: str) -> list[str]:
 
 
 def _losses(root: Path) -> pd.Series:
-    frames = [pd.read_csv(p) for p in sorted(root.glob("logs/version_*/metrics.csv"))]
-    m = pd.concat(frames).dropna(subset=["train/loss"])
+    """`train/loss` by step from the newest log of `root` (the killed run's log may be empty or cut)."""
+    newest = max(root.glob("logs/version_*"), key=lambda p: int(p.name.split("_")[1]))
+    m = pd.read_csv(newest / "metrics.csv").dropna(subset=["train/loss"])
     return m.set_index("step")["train/loss"].sort_index()
 
 
