@@ -17,8 +17,10 @@ pytestmark = pytest.mark.slow
 
 def _demo(run_dir: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, DEMO_APP="0")
+    # A relative run directory, as `make demo` uses: every stage must resolve manifest paths itself.
+    rel = os.path.relpath(run_dir, Path.cwd())
     return subprocess.run(
-        [sys.executable, "-m", "av_model.cli", "demo", "--reduced", "--run-dir", str(run_dir)],
+        [sys.executable, "-m", "av_model.cli", "demo", "--reduced", "--run-dir", rel],
         capture_output=True, text=True, env=env, timeout=900,
     )
 

@@ -33,7 +33,7 @@ class ManifestEntry:
 
     Attributes:
         id: unique within the manifest.
-        path: the media file (resolved against the manifest's folder).
+        path: the media file, absolute (relative paths are resolved against the manifest's folder).
         caption: text describing the clip ("" for uncaptioned data).
         start: seconds into the file where the clip starts.
         end: seconds where it ends (None: the end of the file).
@@ -98,7 +98,8 @@ def _entry(where: str, rec: dict[str, Any], root: Path) -> ManifestEntry:
     split = rec.get("split")
     return ManifestEntry(
         id=str(rec["id"]),
-        path=path if path.is_absolute() else root / path,
+        # Absolute, so every consumer can open it whatever its working directory.
+        path=path if path.is_absolute() else (root / path).absolute(),
         caption="" if _missing(rec["caption"]) else str(rec["caption"]),
         start=start,
         end=end,
