@@ -221,7 +221,6 @@ def bench_train_variant(preset: str, clip: ClipShape, *, batch: int = 1, dispatc
         "peak_mem_GiB": torch.cuda.max_memory_allocated() / 2**30 if CUDA else float("nan"),
         "spread_ms": (max(times) - min(times)) * 1e3,
     }
-    del model, opt
     free()
     return row
 
@@ -275,7 +274,6 @@ def bench_ltx2(cfg_preset: str, clip: ClipShape, *, peak_tflops: float, quick: b
     row = {"model": "diffusers LTX2VideoTransformer3DModel", "tokens": nv + na, "step_ms": sec * 1e3,
            "tokens_per_s": (nv + na) / sec, "params_M": params / 1e6,
            "peak_mem_GiB": torch.cuda.max_memory_allocated() / 2**30 if CUDA else float("nan")}
-    del model, opt
     free()
     return row
 
@@ -335,7 +333,6 @@ def bench_sampling(preset: str, clip: ClipShape, *, steps: int, quick: bool, vae
     r = run()
     r.update(preset=preset, clip=clip.name, steps=steps, guidance="video 3, audio 3 (batched cond+uncond)",
              realtime_ratio=r["total_s"] / clip.seconds, text=text_note)
-    del model, vae, codec
     free()
     return r
 
