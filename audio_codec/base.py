@@ -46,6 +46,10 @@ class AudioCodec(nn.Module, abc.ABC):
     """
 
     codec_type: str = "abstract"
+    # Buffers registered by `_init_latent_stats` (declared for type checkers).
+    latent_mean: torch.Tensor
+    latent_std: torch.Tensor
+    latent_stats_frames: torch.Tensor
 
     # -- architecture (implemented by subclasses) -------------------------------------------------
     @property
@@ -133,6 +137,9 @@ class AudioCodec(nn.Module, abc.ABC):
             wav = torch.from_numpy(wav)
         if not isinstance(wav, torch.Tensor):
             raise CodecInputError(f"wav must be a torch.Tensor of shape (B, C, S), got {type(wav).__name__}.")
+        return self._prepare_tensor(wav, sample_rate)
+
+    def _prepare_tensor(self, wav: torch.Tensor, sample_rate: int | None) -> torch.Tensor:
         if wav.dim() != 3:
             hint = " For one clip (C, S) pass wav[None]." if wav.dim() == 2 else ""
             raise CodecInputError(f"wav must have shape (B, C, S) (batch, channels, samples), got {tuple(wav.shape)}.{hint}")

@@ -48,7 +48,8 @@ class CodecConfig:
         last_kernel_size: kernel of the last convolution.
         residual_kernel_size: kernel of the residual convolutions.
         dilation_base: dilation growth between residual layers of one stage.
-        true_skip: identity skip connections instead of 1x1 convolutions.
+        true_skip: identity skip connections in the residual blocks instead of 1x1 convolutions
+            (EnCodec's own models use convolutions; identity skips train much faster from scratch).
         pad_mode: padding mode of the non-causal convolutions, one of PAD_MODES.
         n_q: number of residual codebooks (maximum bandwidth).
         bins: codebook size (a power of two).
@@ -77,7 +78,7 @@ class CodecConfig:
     last_kernel_size: int = 7
     residual_kernel_size: int = 3
     dilation_base: int = 2
-    true_skip: bool = False
+    true_skip: bool = True
     pad_mode: str = "reflect"
     n_q: int = 8
     bins: int = 256
@@ -181,21 +182,21 @@ PRESETS: dict[str, CodecConfig] = {
     # Meta's EnCodec 24 kHz (EncodecModel.encodec_model_24khz): causal, weight norm, 2 LSTM layers.
     "encodec_24khz": CodecConfig(
         name="encodec_24khz", sample_rate=24000, channels=1, dimension=128, n_filters=32, lstm_layers=2,
-        causal=True, norm="weight_norm", n_q=32, bins=1024, target_bandwidths=[1.5, 3.0, 6.0, 12.0, 24.0],
+        causal=True, norm="weight_norm", true_skip=False, n_q=32, bins=1024, target_bandwidths=[1.5, 3.0, 6.0, 12.0, 24.0],
         audio_normalize=False, chunk_seconds=10.0, overlap_seconds=0.25,
     ),
     # Meta's EnCodec 48 kHz stereo: non-causal, time group norm, trained on 1 s segments with
     # per-segment loudness normalization, so chunks are 1 s as in the reference implementation.
     "encodec_48khz": CodecConfig(
         name="encodec_48khz", sample_rate=48000, channels=2, dimension=128, n_filters=32, lstm_layers=2,
-        causal=False, norm="time_group_norm", n_q=16, bins=1024, target_bandwidths=[3.0, 6.0, 12.0, 24.0],
+        causal=False, norm="time_group_norm", true_skip=False, n_q=16, bins=1024, target_bandwidths=[3.0, 6.0, 12.0, 24.0],
         audio_normalize=True, chunk_seconds=1.0, overlap_seconds=0.1,
     ),
     # The embedded default: trains on the synthetic dataset on a CPU in minutes; 16 latent channels
     # at 75 frames/s keep the generator's audio tokens small.
     "small": CodecConfig(
         name="small", sample_rate=24000, channels=1, dimension=16, n_filters=8, lstm_layers=0,
-        causal=False, norm="weight_norm", n_q=8, bins=256, target_bandwidths=[1.2, 2.4, 4.8],
+        causal=False, norm="weight_norm", true_skip=True, n_q=8, bins=256, target_bandwidths=[1.2, 2.4, 4.8],
         chunk_seconds=10.0, overlap_seconds=0.25,
     ),
     # Unit tests: a few thousand parameters, hop 64.

@@ -1,9 +1,9 @@
 """Audio from dataset manifests for codec training, statistics and the benchmark.
 
 The codec needs only the sound of each clip, so it reads audio alone (`av_model.data.read_audio`,
-PyAV underneath) instead of decoding video frames too. Manifests are the project's format (JSONL or
-CSV; each clip has an id, a path relative to the manifest's folder, optional start/end in seconds
-and split).
+PyAV underneath) instead of decoding video frames as `ClipDataset` would. Manifests are the
+project's format, read by `av_model.data.manifest.load_manifest` (JSONL or CSV; each clip has an
+id, a path relative to the manifest's folder, a caption, optional start/end seconds and split).
 
 Items are dicts {"id": str, "audio": (C, S) float32}; batches {"id": list[str], "audio": (B, C, S)}.
 Files that fail to decode are skipped with a warning naming them, so one bad file does not stop
@@ -12,18 +12,16 @@ a training run.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from av_model.data.manifest import load_manifest
 from av_model.data.media import MediaError, probe, read_audio
 
 logger = logging.getLogger("audio_codec")
@@ -40,45 +38,13 @@ class AudioEntry:
     split: str | None = None
 
 
-def _manifest_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a manifest as dicts with id, path (resolved), start, end, split."""
-    try:
-        from av_model.data.manifest import load_manifest
-    except ImportError:  # the shared manifest reader is not installed: read JSONL/CSV directly
-        load_manifest = None
-    if load_manifest is not None:
-        rows = []
-        for e in load_manifest(path):
-            extra = dict(getattr(e, "extra", {}) or {})
-            # The shared reader already resolved the path against the manifest folder.
-            rows.append({"id": e.id, "path": Path(e.path).resolve(), "start": getattr(e, "start", None),
-                         "end": getattr(e, "end", None), "split": getattr(e, "split", None) or extra.get("split")})
-    elif path.suffix.lower() == ".csv":
-        rows = pd.read_csv(path).replace({np.nan: None}).to_dict(orient="records")
-    else:
-        rows = []
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{number}: not valid JSON ({err.msg}); fix or remove the line.") from err
-    for number, row in enumerate(rows, start=1):
-        missing = [k for k in ("id", "path") if row.get(k) in (None, "")]
-        if missing:
-            raise ValueError(f"{path}: clip {number} lacks {missing}; every clip needs an id and a path.")
-        clip = Path(str(row["path"]))
-        row["path"] = clip if clip.is_absolute() else path.parent / clip
-    return rows
-
-
 def load_audio_entries(manifest: str | Path, split: str | None = None) -> list[AudioEntry]:
-    """Clips of `manifest` (JSONL or CSV), optionally only those of `split`.
+    """Clips of `manifest` (JSONL or CSV, read by `av_model.data.manifest`), optionally of one split.
 
     Raises:
         FileNotFoundError: no manifest at that path.
-        ValueError: unreadable manifest, or no clip in the requested split (the message lists the
-            splits present).
+        ValueError: unreadable manifest (`ManifestError`), or no clip in the requested split (the
+            message lists the splits present).
     """
     path = Path(manifest)
     if not path.is_file():
@@ -86,17 +52,11 @@ def load_audio_entries(manifest: str | Path, split: str | None = None) -> list[A
             f"manifest {path} does not exist; make one with `avgen data synth --out DIR ...` (it writes "
             "DIR/manifest.jsonl) or point to your own JSONL/CSV manifest."
         )
-    rows = _manifest_rows(path)
-    entries = []
-    for row in rows:
-        if split is not None and row.get("split") != split:
-            continue
-        start = float(row.get("start") or 0.0)
-        end = row.get("end")
-        entries.append(AudioEntry(id=str(row["id"]), path=Path(row["path"]), start=start,
-                                  duration=float(end) - start if end is not None else None, split=row.get("split")))
+    clips = load_manifest(path)
+    entries = [AudioEntry(id=c.id, path=c.path, start=c.start, duration=c.duration, split=c.split)
+               for c in clips if split is None or c.split == split]
     if not entries:
-        present = sorted({str(row.get("split")) for row in rows})
+        present = sorted({str(c.split) for c in clips})
         raise ValueError(f"manifest {path} has no clip in split {split!r}; splits present: {present}.")
     return entries
 
@@ -194,18 +154,19 @@ def _max_rise(audio: torch.Tensor, sample_rate: int) -> float:
 
 def collate_audio(items: list[dict[str, Any] | None]) -> dict[str, Any] | None:
     """Stack items of equal length into {"id": [...], "audio": (B, C, S)}; drops failed items."""
-    items = [it for it in items if it is not None]
-    if not items:
+    present = [it for it in items if it is not None]
+    if not present:
         return None
-    lengths = {it["audio"].shape[-1] for it in items}
+    lengths = {it["audio"].shape[-1] for it in present}
     if len(lengths) > 1:
         # Whole clips of different lengths: pad to the longest; only used with batch_size 1 by
         # the statistics, so padding never enters them.
         longest = max(lengths)
-        audio = torch.stack([torch.nn.functional.pad(it["audio"], (0, longest - it["audio"].shape[-1])) for it in items])
+        audio = torch.stack([torch.nn.functional.pad(it["audio"], (0, longest - it["audio"].shape[-1]))
+                             for it in present])
     else:
-        audio = torch.stack([it["audio"] for it in items])
-    return {"id": [it["id"] for it in items], "audio": audio}
+        audio = torch.stack([it["audio"] for it in present])
+    return {"id": [it["id"] for it in present], "audio": audio}
 
 
 class CodecDataModule(L.LightningDataModule):

@@ -107,11 +107,12 @@ def init_seanet_weights(module: nn.Module, gain: float = 1.0) -> None:
         if isinstance(m, nn.ConvTranspose1d):
             fan_in = max(1, fan_in // m.stride[0])
         with torch.no_grad():
-            target = m.weight_v if hasattr(m, "weight_v") else m.weight
+            target: torch.Tensor = getattr(m, "weight_v", m.weight)
             draw = torch.randn_like(target) * (gain / math.sqrt(fan_in))
             target.copy_(draw)
             if hasattr(m, "weight_g"):
-                m.weight_g.copy_(torch.norm_except_dim(draw, 2, 0))
+                gain_param = m.weight_g  # a Parameter (weight norm adds it to the module)
+                gain_param.copy_(torch.norm_except_dim(draw, 2, 0))  # type: ignore[operator]
             if m.bias is not None:
                 m.bias.zero_()
 

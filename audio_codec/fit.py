@@ -79,7 +79,7 @@ def fit_main(argv: list[str]) -> int:
     # `--ckpt_path last` finds the previous run's last checkpoint.
     ckpt_dir = Path(cli.trainer.default_root_dir) / "checkpoints"
     for callback in cli.trainer.checkpoint_callbacks:
-        if callback.dirpath is None:
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
             callback.dirpath = str(ckpt_dir)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
     if cli.trainer.interrupted:

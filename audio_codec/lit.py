@@ -192,7 +192,7 @@ class CodecLitModule(L.LightningModule):
             )
 
     def configure_optimizers(self) -> Any:
-        betas = tuple(self.optim_cfg.betas)
+        betas = (self.optim_cfg.betas[0], self.optim_cfg.betas[1])
         gen_params = [p for p in self.codec.parameters() if p.requires_grad]
         opt_g = torch.optim.Adam(gen_params, lr=self.optim_cfg.lr, betas=betas)
         if self.disc is None:
@@ -212,7 +212,7 @@ class CodecLitModule(L.LightningModule):
     def _adversarial_active(self) -> bool:
         return self.disc is not None and self.global_step >= self.loss_cfg.disc_start_step
 
-    def _set_lr(self, opt: torch.optim.Optimizer) -> None:
+    def _set_lr(self, opt: Any) -> None:
         step, warm = self.global_step, self.optim_cfg.warmup_steps
         scale = min(1.0, (step + 1) / warm) if warm else 1.0
         total = self.trainer.max_steps if self._trainer is not None else -1
@@ -257,7 +257,7 @@ class CodecLitModule(L.LightningModule):
         opt_g.zero_grad()
         self.manual_backward(total)
         if self.optim_cfg.grad_clip:
-            self.clip_gradients(opt_g, gradient_clip_val=self.optim_cfg.grad_clip, gradient_clip_algorithm="norm")
+            self.clip_gradients(opt_g, self.optim_cfg.grad_clip, "norm")  # type: ignore[arg-type]
         opt_g.step()
         if adversarial:
             self.untoggle_optimizer(opt_g)

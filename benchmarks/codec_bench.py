@@ -37,25 +37,21 @@ sys.path.insert(0, str(ROOT))
 from audio_codec import AudioCodec, load_codec  # noqa: E402
 from audio_codec.data import load_audio_entries  # noqa: E402
 from audio_codec.metrics import MelDistance, si_snr  # noqa: E402
+from av_model.data.manifest import load_manifest  # noqa: E402
 from av_model.data.media import read_audio  # noqa: E402
 from eval.onsets import detect_onsets, match_events  # noqa: E402
 
 
 def _events(manifest: Path, ids: set[str]) -> dict[str, list[float]]:
     """Ground-truth event times per clip id, when the manifest has them (the synthetic dataset)."""
-    out: dict[str, list[float]] = {}
-    for line in manifest.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            if row.get("id") in ids and "events" in row:
-                out[row["id"]] = sorted(float(e["time"]) for e in row["events"])
-    return out
+    return {e.id: sorted(float(ev["time"]) for ev in e.extra["events"])
+            for e in load_manifest(manifest) if e.id in ids and isinstance(e.extra.get("events"), list)}
 
 
 def quality(codec: AudioCodec, manifest: Path, split: str, max_clips: int, tolerance: float) -> dict[str, Any]:
     """Onset preservation, SI-SNR and mel distance over up to `max_clips` clips of `split`."""
     entries = load_audio_entries(manifest, split)[:max_clips]
-    truth = _events(manifest, {e.id for e in entries}) if manifest.suffix == ".jsonl" else {}
+    truth = _events(manifest, {e.id for e in entries})
     mel = MelDistance(codec.sample_rate).to(codec.device)
     sr = codec.sample_rate
     pairs = {"recon_vs_original": [0, 0], "recon_vs_events": [0, 0], "original_vs_events": [0, 0]}

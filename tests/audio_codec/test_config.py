@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,9 @@ def test_config_dict_round_trip() -> None:
 def test_yaml_configs_are_serialized_dataclasses(path: Path) -> None:
     doc = yaml.safe_load(path.read_text())
     model = doc["model"]
+    # Every field written out, so the file documents the whole run.
+    for section, cls in ((model["codec"], CodecConfig), (model["loss"], LossConfig), (model["optim"], OptimConfig)):
+        assert set(section) == {f.name for f in dataclasses.fields(cls)}, cls.__name__
     codec = CodecConfig(**model["codec"])
     LossConfig(**model["loss"])
     OptimConfig(**model["optim"])

@@ -61,3 +61,15 @@ def test_metrics_agree_with_references() -> None:
     assert (mel(y, x) > 0).all()
     with pytest.raises(ValueError, match="same shape"):
         si_snr(y[:, :1], x)
+
+
+def test_envelope_loss_punishes_smeared_attacks() -> None:
+    from audio_codec.losses import EnvelopeLoss
+
+    loss = EnvelopeLoss(24000)
+    t = torch.arange(4800) / 24000
+    sharp = (t > 0.1).float() * torch.sin(2 * torch.pi * 500 * t) * 0.5
+    smeared = sharp * ((t - 0.1) / 0.03).clamp(0, 1)  # 30 ms fade-in instead of an instant attack
+    x = sharp.reshape(1, 1, -1)
+    assert loss(x, x).item() == 0.0
+    assert loss(smeared.reshape(1, 1, -1), x) > 3 * loss(0.9 * x, x)
