@@ -206,12 +206,15 @@ def _info(argv: list[str]) -> int:
 def _presets(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="avgen vae presets", description="List the named architectures.")
     p.parse_args(argv)
+    import torch
+
     from .config import PRESETS
     from .model import VideoAutoencoder
 
     print(f"{'preset':<14} {'tc':>3} {'sc':>3} {'ch':>3}  {'params':>9}  levels")
     for name, cfg in PRESETS.items():
-        n = sum(q.numel() for q in VideoAutoencoder(cfg).parameters())
+        with torch.device("meta"):  # shapes only: no memory, no initialization time
+            n = sum(q.numel() for q in VideoAutoencoder(cfg).parameters())
         print(f"{name:<14} {cfg.temporal_compression:>3} {cfg.spatial_compression:>3} "
               f"{cfg.latent_channels:>3}  {n / 1e6:>8.2f}M  {list(cfg.channels)}")
     return 0

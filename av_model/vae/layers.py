@@ -17,9 +17,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-_EXPERIMENT: dict[str, bool] = {}
-
-
 class ChannelRMSNorm(nn.Module):
     """RMS normalization over the channel axis of `(B, C, T, H, W)`, with a learned scale and bias."""
 
@@ -172,11 +169,7 @@ class Downsample(nn.Module):
         if self.shortcut:
             # DC-AE's residual autoencoding: the strided convolutions only learn a correction
             # to a lossless rearrangement, which converges far faster from scratch.
-            if _EXPERIMENT.get("subsample") and self.t == 2:
-                x = x[:, :, ::2]
-                s = space_to_depth(x, 1, 2)
-            else:
-                s = space_to_depth(x, self.t, 2)  # (B, C_in * t * 4, T/t, H/2, W/2)
+            s = space_to_depth(x, self.t, 2)  # (B, C_in * t * 4, T/t, H/2, W/2)
             h = h + match_channels(s, h.shape[1])
         return h
 

@@ -55,6 +55,13 @@ class Encoder(nn.Module):
         self.mid = nn.Sequential(*mid)
         self.norm_out = ChannelNormAct(ch[-1])
         self.conv_out = FactorizedConv(ch[-1], 2 * cfg.latent_channels)
+        # The posterior starts nearly deterministic (std e^-4 ~ 0.02). With the usual log-variance
+        # of 0, unit-variance noise drowns the young latents and the decoder learns to ignore
+        # them; Adam would need thousands of steps to walk the log-variance down.
+        with torch.no_grad():
+            c = cfg.latent_channels
+            self.conv_out.spatial.weight[c:] *= 0.1
+            self.conv_out.spatial.bias[c:] = -8.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = space_to_depth(x, self.temporal_patch, self.patch)  # (B, 3 tp p², T/tp, H/p, W/p)
