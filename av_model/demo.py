@@ -120,7 +120,7 @@ def _count_mp4(folder: Path) -> int:
 
 
 def build_stages(cfg: DemoConfig) -> list[Stage]:
-    run = cfg.run_dir
+    run = cfg.run_dir.resolve()  # absolute: `avgen eval` resolves listed files against the cwd
     data, manifest = run / "data", run / "data" / "manifest.jsonl"
     codec, vae = run / "codec" / "codec.pt", run / "vae" / "vae.pt"
     cache = run / "cache"
@@ -239,7 +239,7 @@ def _write_inputs(cfg: DemoConfig) -> None:
     """Held-out prompts and reference videos for generation, and the study spec (after stage 1)."""
     from av_model.data import load_manifest
 
-    run = cfg.run_dir
+    run = cfg.run_dir.resolve()  # absolute: `avgen eval` resolves listed files against the cwd
     manifest = run / "data" / "manifest.jsonl"
     if not manifest.exists():
         return
@@ -309,7 +309,7 @@ def _summary(cfg: DemoConfig, timings: list[tuple[str, float, bool]]) -> None:
         console.print("t2av: onsets in the generated audio against events seen in the generated video; "
                       "v2a: generated audio against the reference clip's true event times. 'untrained' is "
                       "the same architecture before training: the floor.")
-    run = cfg.run_dir
+    run = cfg.run_dir.resolve()  # absolute: `avgen eval` resolves listed files against the cwd
     console.print(f"\n[bold]Everything is under {run}/[/bold]: data/, codec/codec.pt, vae/vae.pt, cache/, "
                   f"dit_moe/, dit_dense/, samples/, eval/*/report.html, study.db")
 
