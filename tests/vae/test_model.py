@@ -118,3 +118,10 @@ def test_presets_and_config_validation() -> None:
         VAEConfig(channels=(12, 20, 20))
     with pytest.raises(ValueError, match="needs at least 3"):
         VAEConfig(temporal_compression=8, spatial_compression=8, patch_size=2, channels=(8, 8, 8))
+
+
+def test_a_fresh_posterior_is_nearly_deterministic(tiny_vae: VideoAutoencoder) -> None:
+    # unit-variance posterior noise at the start would drown the latents (see Encoder.__init__)
+    out = tiny_vae(torch.rand(1, 3, 4, 16, 16) * 2 - 1)
+    assert float(out.logvar.mean()) < -6.0
+    assert float((out.z - out.mean).abs().max()) < 0.2
