@@ -204,6 +204,7 @@ class AVPipeline:
         solver: str | None = None,
         cfg_video: float | None = None,
         cfg_audio: float | None = None,
+        guidance_interval: tuple[float, float] | None = None,
         seed: int = 0,
         batch_size: int = 4,
         ids: list[str] | None = None,
@@ -218,7 +219,7 @@ class AVPipeline:
             audios: input audio files, one per prompt (a2v).
             duration: seconds per clip (t2av/extend: required; v2a/a2v: at most the input's length).
             extend_seconds: seconds of the input kept as the given beginning (extend).
-            steps, solver, cfg_video, cfg_audio: override the sampler defaults.
+            steps, solver, cfg_video, cfg_audio, guidance_interval: override the sampler defaults.
             seed: base seed; batch k uses seed + k * batch_size, so a clip depends on its batch.
             batch_size: clips sampled together.
             ids: output ids (default: 0000, 0001, ...).
@@ -256,6 +257,7 @@ class AVPipeline:
             solver=self.sampler.solver if solver is None else solver,  # type: ignore[arg-type]
             guidance_video=self.sampler.guidance_video if cfg_video is None else cfg_video,
             guidance_audio=self.sampler.guidance_audio if cfg_audio is None else cfg_audio,
+            guidance_interval=self.sampler.guidance_interval if guidance_interval is None else guidance_interval,
         )
         clips: list[GeneratedClip] = []
         batches = range(0, len(prompts), batch_size)
@@ -329,7 +331,8 @@ class AVPipeline:
             out_audio = given_audio[..., :num_samples].float().cpu()
         # 7. Package clips with their record.
         info = {"task": task, "seed": seed, "sampler": sampler.solver, "steps": sampler.steps,
-                "guidance": {"video": sampler.guidance_video, "audio": sampler.guidance_audio},
+                "guidance": {"video": sampler.guidance_video, "audio": sampler.guidance_audio,
+                             "interval": list(sampler.guidance_interval)},
                 "duration": duration, "fps": self.fps, "sample_rate": self.sample_rate, "size": [h, w],
                 "checkpoint": self.checkpoint, "checkpoint_sha256": self.checkpoint_sha256,
                 "batch_size": b, "codec_fingerprint": self.meta["fingerprints"]["codec"],
@@ -470,6 +473,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--solver", choices=("euler", "heun"), default="heun", help="ODE solver (default heun)")
     p.add_argument("--cfg-video", type=float, default=3.0, help="guidance scale of the video (default 3)")
     p.add_argument("--cfg-audio", type=float, default=3.0, help="guidance scale of the audio (default 3)")
+    p.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LOW", "HIGH"), default=(0.0, 1.0),
+                   help="guide only the steps with flow time in [LOW, HIGH] (1 = noise); the others run one "
+                   "pass instead of two (default 0 1: every step)")
     p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     p.add_argument("--batch-size", type=int, default=4, help="clips sampled together (default 4)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
@@ -527,7 +533,7 @@ def _sample(args: argparse.Namespace) -> int:
     clips = pipe(prompts, task=task, videos=inputs if task in ("v2a", "extend") else None,
                  audios=inputs if task == "a2v" else None, duration=duration, extend_seconds=args.extend_seconds,
                  steps=args.steps, solver=args.solver, cfg_video=args.cfg_video, cfg_audio=args.cfg_audio,
-                 seed=args.seed, batch_size=args.batch_size, ids=ids)
+                 guidance_interval=tuple(args.guidance_interval), seed=args.seed, batch_size=args.batch_size, ids=ids)
     paths = pipe.save(clips, args.out)
     print(f"wrote {len(paths)} clips to {args.out}", file=sys.stderr)
     return 0

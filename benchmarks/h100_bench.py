@@ -225,6 +225,178 @@ def bench_train_variant(preset: str, clip: ClipShape, *, batch: int = 1, dispatc
     return row
 
 
+# -------------------------------------------------------------------------------------- moe layer
+def _unfused_grouped(layer, x_TD: torch.Tensor, idx_TK: torch.Tensor, gates_TK: torch.Tensor) -> torch.Tensor:
+    """The previous dispatch, kept here as the baseline of the `moe` table: three grouped matmuls
+    (w1, w3 and w2 separately) on tokens gathered in fp32 and cast afterwards."""
+    import torch.nn.functional as F
+
+    e, k = layer.num_experts, idx_TK.shape[1]
+    flat_S = idx_TK.reshape(-1)
+    order_S = torch.argsort(flat_S, stable=True)
+    tok_S = order_S // k
+    counts_E = torch.zeros(e, dtype=torch.int32, device=x_TD.device).scatter_add_(
+        0, flat_S, torch.ones_like(flat_S, dtype=torch.int32))
+    offs = torch.cumsum(counts_E, dim=0, dtype=torch.int32)
+    xs = x_TD[tok_S].to(torch.bfloat16)
+    w1, w3 = (w.to(torch.bfloat16).contiguous() for w in layer.w13_ED2F.chunk(2, dim=-1))
+    w2 = layer.w2_EFD.to(torch.bfloat16)
+    h = F.silu(torch._grouped_mm(xs, w1, offs=offs)) * torch._grouped_mm(xs, w3, offs=offs)
+    y = torch._grouped_mm(h, w2, offs=offs) * gates_TK.reshape(-1)[order_S, None].to(torch.bfloat16)
+    return torch.zeros_like(x_TD).index_add(0, tok_S, y.to(x_TD.dtype))
+
+
+def bench_moe_layer(preset: str, clip: ClipShape, *, quick: bool, peak_tflops: float) -> list[dict]:
+    """One feed-forward layer, forward + backward, at the clip's token count: where the MoE overhead is.
+
+    Rows: the MoE layer with grouped dispatch (as trained), the previous unfused dispatch, the
+    reference loop, and the dense SwiGLU of equal active size; each eager and compiled.
+    """
+    from av_model.dit.moe import MoEFeedForward
+
+    cfg = get_preset(preset)
+    t_tok = 1 * (clip.video_latent[0] * clip.video_latent[1] * clip.video_latent[2]
+                 // math.prod(cfg.video_patch)) + math.ceil(clip.audio_frames / cfg.audio_group)
+    d, f = cfg.width, cfg.expert_hidden
+    active_hidden = (cfg.top_k + cfg.num_shared_experts) * f
+    flops = 3 * 2 * t_tok * d * active_hidden * 3  # fwd + bwd, three matrices per SwiGLU
+    torch.manual_seed(0)
+    x = torch.randn(t_tok, d, device=DEVICE, requires_grad=True)
+    modality = torch.zeros(t_tok, dtype=torch.long, device=DEVICE)
+    bucket = torch.zeros(t_tok, dtype=torch.long, device=DEVICE)
+    moe = MoEFeedForward(d, f, cfg.num_experts, cfg.top_k, cfg.num_shared_experts).to(DEVICE)
+    dense = MoEFeedForward(d, active_hidden, 1, 1, 0).to(DEVICE)
+
+    def unfused_forward(x_TD, modality_T, bucket_T):
+        idx, gates, aux, z = moe.route(x_TD, modality_T)
+        out = _unfused_grouped(moe, x_TD, idx, gates)
+        return out + moe.shared(x_TD) + 0 * (aux + z)
+
+    variants = {
+        "moe grouped": lambda a, b, c: moe(a, b, c).out_TD,
+        "moe unfused (previous)": unfused_forward,
+        "moe reference": None,
+        "dense equal active": lambda a, b, c: dense(a, b, c).out_TD,
+    }
+    rows = []
+    for name, fn in variants.items():
+        for compiled in (False, True):
+            if fn is None:
+                if compiled:
+                    continue
+                moe.dispatch = "reference"
+                fn_run = lambda a, b, c: moe(a, b, c).out_TD  # noqa: E731
+            else:
+                moe.dispatch = "grouped"
+                fn_run = fn
+            call = torch.compile(fn_run) if compiled and not quick else fn_run
+            if compiled and quick:
+                continue
+            if quick and name == "moe unfused (previous)":
+                continue  # torch._grouped_mm needs CUDA
+
+            def step(call=call) -> None:
+                with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=CUDA):
+                    out = call(x, modality, bucket)
+                out.float().sum().backward()
+                x.grad = None
+
+            sec = statistics.median(timed(step, 1 if quick else 3, 3 if quick else 20))
+            moe.dispatch = "grouped"
+            rows.append({"layer": name, "compile": compiled, "tokens": t_tok, "ms": sec * 1e3,
+                         "tflops": flops / sec / 1e12, "mfu": flops / sec / 1e12 / peak_tflops})
+            print(f"  {name:24s} compile={compiled!s:5s} {sec * 1e3:.2f} ms", flush=True)
+    by = {(r["layer"], r["compile"]): r["ms"] for r in rows}
+    for r in rows:
+        dense_ms = by.get(("dense equal active", r["compile"]))
+        r["over_dense"] = r["ms"] / dense_ms if dense_ms else float("nan")
+    free()
+    return rows
+
+
+# ---------------------------------------------------------------------------------------- profile
+KERNEL_KINDS = (  # first match wins; lower-case substrings of CUDA kernel names
+    ("attention", ("fmha", "flash", "cudnn", "attention", "sdpa")),
+    ("grouped matmul", ("grouped", "group_gemm", "groupedgemm", "ptr_array")),
+    ("matmul", ("gemm", "nvjet", "cutlass", "xmma", "sm90")),
+    ("sort / gather / scatter", ("sort", "scatter", "index", "gather", "radix", "cub::", "cumsum", "scan")),
+    ("optimizer", ("adam", "multi_tensor", "foreach")),
+    ("fused elementwise (triton)", ("triton",)),
+    ("elementwise / copy", ("elementwise", "copy", "cast", "fill", "vectorized", "unrolled")),
+    ("norm / reduce", ("norm", "reduce", "softmax")),
+)
+
+
+def bench_profile(preset: str, clip: ClipShape, *, quick: bool, out_dir: Path) -> dict:
+    """Kernel time by kind for one compiled training step of the MoE and of the dense model."""
+    base = get_preset(preset)
+    dense_hidden = (base.top_k + base.num_shared_experts) * base.expert_hidden
+    result = {}
+    for variant, overrides in (("moe", {}), ("dense", dict(num_experts=1, top_k=1, num_shared_experts=0,
+                                                           expert_hidden=dense_hidden))):
+        free()
+        result[variant] = _profile_variant(get_preset(preset, **overrides), clip, quick=quick,
+                                           trace=out_dir / f"h100_profile_{variant}.json")
+    free()
+    return result
+
+
+def _profile_variant(cfg, clip: ClipShape, *, quick: bool, trace: Path) -> dict:
+    from torch.profiler import ProfilerActivity, profile
+
+    from av_model.parallel import ParallelConfig, apply_parallelism
+
+    torch.manual_seed(0)
+    with DEVICE:
+        model = AVDiT(cfg)
+    apply_parallelism(model, ParallelConfig(fsdp=False, compile=not quick))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=CUDA)
+    video, audio, text = make_inputs(cfg, clip, 1, 64)
+    t = torch.rand(1, device=DEVICE)
+
+    def step() -> None:
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=CUDA):
+            out = model(video, audio, t, t, text, clip.video_rate, clip.audio_rate)
+            loss = out.video.float().square().mean() + out.audio.float().square().mean()
+            loss = loss + sum(out.aux.losses.values())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        model.update_router_bias()
+
+    for _ in range(1 if quick else 3):
+        step()
+    sync()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if CUDA else [])
+    steps = 1 if quick else 3
+    with profile(activities=acts) as prof:
+        for _ in range(steps):
+            step()
+        sync()
+    kinds: dict[str, float] = {}
+    kernels = []
+    for ev in prof.key_averages():
+        us = (ev.self_device_time_total if CUDA else ev.self_cpu_time_total) / steps
+        if us <= 0 or (CUDA and ev.device_type.name != "CUDA"):
+            continue
+        name = ev.key.lower()
+        kind = next((k for k, subs in KERNEL_KINDS if any(sub in name for sub in subs)), "other")
+        kinds[kind] = kinds.get(kind, 0.0) + us / 1e3
+        kernels.append({"kernel": ev.key[:120], "kind": kind, "ms_per_step": us / 1e3, "calls": ev.count // steps})
+    kernels.sort(key=lambda k: -k["ms_per_step"])
+    if CUDA:  # the trace, gzipped (chrome://tracing and Perfetto read it as is)
+        import gzip
+        import shutil
+
+        raw = trace.with_suffix(".tmp.json")
+        prof.export_chrome_trace(str(raw))
+        with raw.open("rb") as src, gzip.open(trace.with_suffix(".json.gz"), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        raw.unlink()
+    return {"total_kernel_ms": sum(kinds.values()), "by_kind_ms": dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
+            "top_kernels": kernels[:30]}
+
+
 # ------------------------------------------------------------------------------------------- peer
 def bench_ltx2(cfg_preset: str, clip: ClipShape, *, peak_tflops: float, quick: bool, iters: int = 5,
                text_len: int = 64) -> dict:
@@ -280,8 +452,12 @@ def bench_ltx2(cfg_preset: str, clip: ClipShape, *, peak_tflops: float, quick: b
 
 # --------------------------------------------------------------------------------------- sampling
 def bench_sampling(preset: str, clip: ClipShape, *, steps: int, quick: bool, vae_preset: str,
-                   codec_preset: str, compile_blocks: bool) -> dict:
-    """Latency of one clip: text encoding, denoising (guided), video and audio decoding."""
+                   codec_preset: str, compile_blocks: bool, text_encoder: str = "minilm",
+                   intervals: tuple[tuple[float, float], ...] = ((0.0, 1.0),)) -> list[dict]:
+    """Latency of one clip: text encoding, denoising (guided), video and audio decoding.
+
+    One row per guidance interval; (0, 1) guides every step.
+    """
     from audio_codec import EncodecCodec
     from audio_codec import get_preset as codec_get_preset
     from av_model.parallel import ParallelConfig, apply_parallelism
@@ -297,20 +473,22 @@ def bench_sampling(preset: str, clip: ClipShape, *, steps: int, quick: bool, vae
     vae = VideoAutoencoder(vae_get_preset(vae_preset)).to(DEVICE).eval()
     codec = EncodecCodec(codec_get_preset(codec_preset)).to(DEVICE).eval()
     try:
-        encoder = load_text_encoder("minilm")
-        text_note = "minilm"
+        encoder = load_text_encoder(text_encoder, device=DEVICE)
+        text_note = text_encoder
     except Exception as err:  # the packaged encoder may be absent on a GPU machine
-        encoder, text_note = None, f"random text (MiniLM not installed: {type(err).__name__})"
+        encoder, text_note = None, f"random text ({text_encoder} not available: {type(err).__name__})"
     tv, hv, wv = clip.video_latent
     vshape = (1, cfg.video_channels, tv, hv, wv)
     ashape = (1, cfg.audio_channels, clip.audio_frames)
-    scfg = SamplerConfig(steps=steps, solver="euler", guidance_video=3.0, guidance_audio=3.0)
+    prompt_ids = iter(range(1_000_000))
 
-    def run() -> dict:
+    def run(scfg: SamplerConfig) -> dict:
         sync()
         t0 = time.perf_counter()
         if encoder is not None:
-            text = encoder.encode(["a red ball bounces on the floor"]).to(DEVICE)
+            # a new prompt every run: the embedding cache must not answer from memory
+            prompt = f"a red ball bounces on the floor, take {next(prompt_ids)}"
+            text = encoder.encode([prompt]).to(DEVICE)  # type: ignore[union-attr]
         else:
             text = make_inputs(cfg, clip, 1, 16)[2]
         sync()
@@ -329,19 +507,32 @@ def bench_sampling(preset: str, clip: ClipShape, *, steps: int, quick: bool, vae
         return {"text_s": t1 - t0, "denoise_s": t2 - t1, "decode_s": t3 - t2, "total_s": t3 - t0,
                 "frames": tuple(frames.shape), "audio": tuple(wav.shape)}
 
-    run()  # warm-up: compilation, cuDNN plans, allocator
-    r = run()
-    r.update(preset=preset, clip=clip.name, steps=steps, guidance="video 3, audio 3 (batched cond+uncond)",
-             realtime_ratio=r["total_s"] / clip.seconds, text=text_note)
+    n_tok = model.layout(vshape, ashape, clip.video_rate, clip.audio_rate).num_tokens
+    rows = []
+    for interval in intervals:
+        scfg = SamplerConfig(steps=steps, solver="euler", guidance_video=3.0, guidance_audio=3.0,
+                             guidance_interval=interval)
+        guided_steps = sum(scfg.guided_at(t) for t in scfg.time_grid(n_tok).tolist()[:-1])
+        run(scfg)  # warm-up: compilation (both batch sizes), cuDNN plans, allocator
+        r = run(scfg)
+        r.update(preset=preset, clip=clip.name, steps=steps, guidance_interval=list(interval),
+                 guided_steps=guided_steps, model_calls=steps + guided_steps,
+                 guidance="video 3, audio 3 (batched cond+uncond)", realtime_ratio=r["total_s"] / clip.seconds,
+                 text=text_note)
+        rows.append(r)
     free()
-    return r
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny sizes (CPU check of the script)")
-    ap.add_argument("--only", default="peak,sdpa,train,long,peer,sample",
-                    help="comma-separated sections: peak, sdpa, train, long, peer, sample")
+    ap.add_argument("--only", default="peak,sdpa,moe,train,profile,long,peer,sample",
+                    help="comma-separated sections: peak, sdpa, moe, train, profile, long, peer, sample")
+    ap.add_argument("--text-encoder", default="minilm", help="text encoder spec for the sampling row (a folder "
+                    "written by save_pretrained works where the packaged MiniLM is not installed)")
+    ap.add_argument("--guidance-interval", type=float, nargs=2, action="append", metavar=("LOW", "HIGH"),
+                    help="extra sampling rows guided only inside [LOW, HIGH] (repeatable); (0, 1) always runs")
     ap.add_argument("--preset", default=None, help="generator preset (default h100_1b; debug with --quick)")
     ap.add_argument("--steps", type=int, default=50, help="sampling steps")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/h100_bench.json"))
@@ -364,6 +555,24 @@ def main(argv: list[str] | None = None) -> int:
         print_table("SDPA backends, forward, 8192 tokens x 16 heads x 128", results["sdpa"],
                     ["backend", "ms", "tflops", "kernel", "note"])
 
+    if "moe" in only:
+        results["moe_layer"] = bench_moe_layer(preset, clip, quick=quick, peak_tflops=peak["tflops"])
+        print_table(f"one feed-forward layer, forward + backward, {clip.name}", results["moe_layer"],
+                    ["layer", "compile", "tokens", "ms", "tflops", "mfu", "over_dense"])
+    if "profile" in only:
+        prof = bench_profile(preset, clip, quick=quick, out_dir=args.out.parent)
+        results["profile"] = prof
+        kinds = sorted({k for v in prof.values() for k in v["by_kind_ms"]},
+                       key=lambda k: -prof["moe"]["by_kind_ms"].get(k, 0.0))
+        rows = [{"kind": k, **{f"{v} ms": prof[v]["by_kind_ms"].get(k, 0.0) for v in prof},
+                 "moe - dense ms": prof["moe"]["by_kind_ms"].get(k, 0.0) - prof["dense"]["by_kind_ms"].get(k, 0.0)}
+                for k in kinds]
+        rows.append({"kind": "total", **{f"{v} ms": prof[v]["total_kernel_ms"] for v in prof},
+                     "moe - dense ms": prof["moe"]["total_kernel_ms"] - prof["dense"]["total_kernel_ms"]})
+        print_table(f"kernel time per compiled training step by kind, {clip.name}", rows,
+                    ["kind", "moe ms", "dense ms", "moe - dense ms"])
+        print_table("top kernels of the MoE step", prof["moe"]["top_kernels"][:15],
+                    ["kernel", "kind", "ms_per_step", "calls"])
     cols = ["preset", "clip", "tokens", "dispatch", "compile", "ckpt", "step_ms", "tokens_per_s", "tflops", "mfu",
             "active_params_M", "total_params_M", "peak_mem_GiB", "spread_ms"]
     if "train" in only:
@@ -428,12 +637,15 @@ def main(argv: list[str] | None = None) -> int:
                     ["model", "tokens", "step_ms", "tokens_per_s", "params_M", "peak_mem_GiB",
                      "ours_over_peer_throughput", "ours_dense_over_peer_throughput", "note"])
     if "sample" in only:
-        r = bench_sampling(preset, clip, steps=2 if quick else args.steps, quick=quick,
-                           vae_preset="debug" if quick else "tae_16ch",
-                           codec_preset="debug" if quick else "encodec_24khz", compile_blocks=not quick)
-        results["sampling"] = r
-        print_table(f"sampling latency, {clip.name}, {r['steps']} steps with guidance", [r],
-                    ["text_s", "denoise_s", "decode_s", "total_s", "realtime_ratio", "text"])
+        intervals = ((0.0, 1.0), *(tuple(iv) for iv in args.guidance_interval or ()))
+        rows = bench_sampling(preset, clip, steps=2 if quick else args.steps, quick=quick,
+                              vae_preset="debug" if quick else "tae_16ch",
+                              codec_preset="debug" if quick else "encodec_24khz", compile_blocks=not quick,
+                              text_encoder=args.text_encoder, intervals=intervals)
+        results["sampling"] = rows
+        print_table(f"sampling latency, {clip.name}, {rows[0]['steps']} steps with guidance", rows,
+                    ["guidance_interval", "guided_steps", "model_calls", "text_s", "denoise_s", "decode_s", "total_s",
+                     "realtime_ratio", "text"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, default=str))
     print(f"\nwrote {args.out}")

@@ -57,18 +57,18 @@ def test_grouped_dispatch_equals_reference_forward_and_backward(impl: str) -> No
     for name in ref_grads:
         torch.testing.assert_close(grads[name], ref_grads[name], atol=1e-5, rtol=1e-5, msg=f"gradient of {name}")
     for e in UNUSED:  # experts that got no tokens get exactly zero gradient
-        assert ref_grads["w1_EDF"][e].abs().sum() == 0
+        assert ref_grads["w13_ED2F"][e].abs().sum() == 0
 
 
 def test_grouped_handles_all_tokens_on_one_expert() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(10, 8, generator=g)
-    w1, w3 = torch.randn(3, 8, 16, generator=g), torch.randn(3, 8, 16, generator=g)
+    w13 = torch.randn(3, 8, 32, generator=g)
     w2 = torch.randn(3, 16, 8, generator=g)
     idx = torch.full((10, 1), 1)
     gates = torch.ones(10, 1)
-    torch.testing.assert_close(moe_grouped(x, idx, gates, w1, w3, w2, impl="loop"),
-                               moe_reference(x, idx, gates, w1, w3, w2))
+    torch.testing.assert_close(moe_grouped(x, idx, gates, w13, w2, impl="loop"),
+                               moe_reference(x, idx, gates, w13, w2))
 
 
 def test_dense_baseline_has_no_router_and_matches_a_swiglu() -> None:
@@ -77,7 +77,8 @@ def test_dense_baseline_has_no_router_and_matches_a_swiglu() -> None:
     assert not any("router" in name for name, _ in layer.named_parameters())
     x, modality, bucket = _tokens()
     out = layer(x, modality, bucket)
-    expected = (torch.nn.functional.silu(x @ layer.w1_EDF[0]) * (x @ layer.w3_EDF[0])) @ layer.w2_EFD[0]
+    w1, w3 = layer.w13_ED2F[0].chunk(2, dim=-1)  # gate and up projections side by side
+    expected = (torch.nn.functional.silu(x @ w1) * (x @ w3)) @ layer.w2_EFD[0]
     torch.testing.assert_close(out.out_TD, expected)
     assert out.aux_loss == 0 and out.z_loss == 0
 

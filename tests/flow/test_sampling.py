@@ -111,6 +111,35 @@ def test_guidance_batches_cond_and_uncond_and_scales_per_modality(debug_model: A
     assert (v1 - v0).abs().max() > 1e-4
 
 
+def test_guidance_interval_guides_only_the_steps_inside_it(debug_model: AVDiT, inputs_factory, randomizer) -> None:
+    model = randomizer(debug_model)
+    inputs = inputs_factory()
+    kw = _shapes(inputs)
+    batch_sizes: list[int] = []
+    hook = model.register_forward_pre_hook(lambda _m, args: batch_sizes.append(args[0].shape[0]))
+    try:
+        def run(interval: tuple[float, float], scale: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:
+            batch_sizes.clear()
+            cfg = SamplerConfig(steps=4, shift=1.0, guidance_video=scale, guidance_audio=scale,
+                                guidance_interval=interval)
+            return sample(model, inputs["text"], config=cfg, seed=5, **kw)
+
+        b = inputs["video"].shape[0]
+        everywhere = run((0.0, 1.0))
+        assert batch_sizes == [2 * b] * 4
+        middle = run((0.3, 0.8))  # steps at t = 1, 0.75, 0.5, 0.25: the middle two are guided
+        assert batch_sizes == [b, 2 * b, 2 * b, b]
+        nowhere = run((0.0, 0.0))
+        assert batch_sizes == [b] * 4
+        unguided = run((0.0, 1.0), scale=1.0)
+    finally:
+        hook.remove()
+    assert torch.equal(nowhere[0], unguided[0]) and torch.equal(nowhere[1], unguided[1])
+    assert not torch.allclose(middle[0], everywhere[0]) and not torch.allclose(middle[0], nowhere[0])
+    with pytest.raises(ValueError, match="guidance_interval"):
+        SamplerConfig(guidance_interval=(0.8, 0.2))
+
+
 def test_sampling_is_seeded_and_deterministic(debug_model: AVDiT, inputs_factory, randomizer) -> None:
     model = randomizer(debug_model)
     inputs = inputs_factory()
