@@ -5,9 +5,14 @@ A set is either
 - a folder of mp4 files (also .mov, .mkv, .webm), each optionally with a JSON sidecar of the same
   stem as `avgen sample` writes: {"prompt", "id", "seed", ...} (a "reference_id" field, when
   present, names the reference clip a generated clip was made from), or
-- a manifest, JSONL (one object per line) or CSV, with at least "id" and "path" (relative to the
-  manifest's folder), usually "caption", and optionally "split", "start", "end" and ground-truth
+- a manifest, JSONL (one object per line) or CSV, with at least "id" and "path", usually
+  "caption", and optionally "split", "start", "end" and ground-truth
   "events": [{"time", "kind", "obj"}] as the synthetic dataset writes them.
+
+A relative listed path is resolved against the folder of the file that lists it (the manifest's
+folder), whatever the current directory is; if no file is there but one exists at the path taken
+relative to the current directory, that one is used (lists written by hand from the project root).
+Absolute paths are used as they are.
 
 Pairing (needed by paired metrics such as the video-to-audio event measure) is by id, or by
 prompt; unmatched ids are an error that lists them.
@@ -143,12 +148,23 @@ def _float_or(value: Any, default: float | None, name: str, where: str) -> float
         raise EvalInputError(f"{where}: '{name}' must be a number of seconds, got {value!r}.") from err
 
 
+def _resolve(listed: str, base: Path) -> Path:
+    """The file a listed path names: absolute as is; relative against `base` (the folder of the
+    listing file), or against the current directory when only that one exists."""
+    path = Path(listed)
+    if path.is_absolute():
+        return path
+    beside = base / path
+    if not beside.exists() and path.exists():
+        return path
+    return beside  # may not exist: load_set reports it against `base`
+
+
 def _record(row: dict[str, Any], base: Path, where: str) -> ClipRecord:
     for key in ("id", "path"):
         if key not in row or row[key] is None or (isinstance(row[key], float) and math.isnan(row[key])):
             raise EvalInputError(f"{where}: missing '{key}'; every manifest row needs 'id' and 'path'.")
-    path = Path(str(row["path"]))
-    path = path if path.is_absolute() else base / path
+    path = _resolve(str(row["path"]), base)
     start = _float_or(row.get("start"), 0.0, "start", where) or 0.0
     end = _float_or(row.get("end"), None, "end", where)
     if end is not None and end <= start:
@@ -210,7 +226,9 @@ def _load_folder(path: Path) -> list[ClipRecord]:
                 raise EvalInputError(f"{sidecar}: not valid JSON ({err}); fix or delete the sidecar.") from err
             if not isinstance(meta, dict):
                 raise EvalInputError(f"{sidecar}: a sidecar must hold a JSON object.")
-        row = {"id": f.stem, **meta, "path": str(f)}
+        # the media file found here, not a "path" the sidecar may carry; named relative to `path`
+        # because `_record` resolves against it (str(f) would double a relative folder: a/b/a/b/x.mp4)
+        row = {"id": f.stem, **meta, "path": f.name}
         records.append(_record(row, path, str(sidecar if meta else f)))
     return records
 
@@ -259,7 +277,11 @@ def load_set(source: str | Path, *, name: str | None = None, split: str | None =
         missing = [str(r.path) for r in records if not r.path.is_file()]
         if missing:
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            raise EvalInputError(f"{src}: {len(missing)} listed files do not exist: {shown}.")
+            base = src if src.is_dir() else src.parent
+            raise EvalInputError(
+                f"{src}: {len(missing)} listed files do not exist: {shown} (relative paths are resolved against "
+                f"the listing file's folder {base.resolve()}, then against the current directory {Path.cwd()})."
+            )
     return ClipSet(name=name or label, source=src, records=records)
 
 

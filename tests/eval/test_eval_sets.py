@@ -80,6 +80,39 @@ def test_bad_sets_give_clear_errors(tmp_path: Path, write_set) -> None:
         load_set(folder / "clip0.mp4")
 
 
+def test_relative_folder_and_listed_paths_resolve_from_any_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`avgen eval runs/x` from the project root: a relative folder, and manifests listing paths
+    relative to their own folder (or, written by hand, to the current directory)."""
+    monkeypatch.chdir(tmp_path)
+    folder = Path("runs") / "x"
+    clip = bouncing_clip(0, duration=1.0)
+    for stem in ("a", "b"):
+        write_mp4(folder / f"{stem}.mp4", clip.frames, clip.fps, clip.audio, clip.sample_rate)
+        (folder / f"{stem}.json").write_text(json.dumps({"prompt": stem, "id": stem, "path": f"{stem}.mp4"}))
+    from_folder = load_set("runs/x")
+    assert [r.id for r in from_folder] == ["a", "b"]
+    assert all(r.path.is_file() and r.path.resolve() == (tmp_path / "runs/x" / f"{r.id}.mp4") for r in from_folder)
+
+    # relative to the manifest's folder; relative to the cwd; absolute
+    rows = [{"id": "a", "path": "a.mp4"}, {"id": "b", "path": "runs/x/b.mp4"},
+            {"id": "c", "path": str(tmp_path / "runs/x/a.mp4")}]
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    listed = load_set("runs/x/manifest.jsonl")
+    assert [r.path.resolve() for r in listed] == [tmp_path / "runs/x" / n for n in ("a.mp4", "b.mp4", "a.mp4")]
+
+    # a manifest read from another cwd still finds the files beside it
+    (folder / "beside.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:1] + rows[2:]))
+    monkeypatch.chdir(tmp_path / "runs")
+    assert [r.path.resolve() for r in load_set("x/beside.jsonl")] == [tmp_path / "runs/x/a.mp4"] * 2
+    monkeypatch.chdir(tmp_path)
+
+    # a file that is really missing is named, with the folder it was looked for in
+    (folder.parent / "bad.jsonl").write_text(json.dumps({"id": "z", "path": "gone/z.mp4"}) + "\n")
+    with pytest.raises(EvalInputError, match="do not exist") as err:
+        load_set("runs/bad.jsonl")
+    assert "runs/gone/z.mp4" in str(err.value) and str(tmp_path / "runs") in str(err.value)
+
+
 def test_reader_keeps_audio_and_video_in_sync(tmp_path: Path) -> None:
     clip = bouncing_clip(5, duration=2.0, sample_rate=24000, min_event_gap=0.2)
     path = write_mp4(tmp_path / "c.mp4", clip.frames, clip.fps, clip.audio, clip.sample_rate)
