@@ -82,6 +82,11 @@ class AudioCodec(nn.Module, abc.ABC):
         """Latent frames shared by consecutive chunks."""
         return 0
 
+    @property
+    def edge_frames(self) -> int:
+        """Latent frames at an inner chunk edge that the receptive field corrupts; the blend drops them."""
+        return 0
+
     @abc.abstractmethod
     def config_dict(self) -> dict[str, Any]:
         """The architecture as a plain dict; `load_codec` rebuilds the codec from it."""
@@ -234,7 +239,8 @@ class AudioCodec(nn.Module, abc.ABC):
         if self._use_chunks(frames, chunked):
             return chunked_apply(x, self._encode_chunk, in_chunk=self.chunk_frames * self.hop_length,
                                  in_overlap=self.overlap_frames * self.hop_length, scale=-self.hop_length,
-                                 progress=progress, desc="encode")  # (B, D, T)
+                                 in_margin=self.edge_frames * self.hop_length, progress=progress,
+                                 desc="encode")  # (B, D, T)
         return self._encode_chunk(x)  # (B, D, T)
 
     def decode(self, z: torch.Tensor, *, length: int | None = None, chunked: bool | None = None,
@@ -254,7 +260,8 @@ class AudioCodec(nn.Module, abc.ABC):
         frames = z.shape[-1]
         if self._use_chunks(frames, chunked):
             wav = chunked_apply(z, self._decode_chunk, in_chunk=self.chunk_frames, in_overlap=self.overlap_frames,
-                                scale=self.hop_length, progress=progress, desc="decode")  # (B, C, T * hop)
+                                scale=self.hop_length, in_margin=self.edge_frames, progress=progress,
+                                desc="decode")  # (B, C, T * hop)
         else:
             wav = self._decode_chunk(z)  # (B, C, T * hop)
         return self._trim(wav, length)

@@ -2,10 +2,11 @@
 
 A codec's encoder and decoder are convolutional (plus an optional LSTM), so memory grows with the
 length of the input. Long inputs are cut into equal chunks of latent frames that overlap; each
-chunk is processed alone and the results are blended with linear cross-fades over the overlaps
-and normalized by the summed weights. The chunk edges, where zero/reflect padding makes the output
-differ from a whole-signal pass, get weights near zero, so the blend approaches the whole-signal
-result as the overlap grows past the receptive field.
+chunk is processed alone and the results are blended over the overlaps. Near an inner chunk edge
+an output's receptive field reaches past the chunk and sees padding instead of the neighbouring
+signal, so those `margin` positions get zero weight; the rest of the overlap is cross-faded
+linearly and normalized by the summed weights. With a margin that covers the receptive field of a
+convolutional codec the blend equals the whole-signal result up to float rounding.
 
 Written here rather than taken from `encodec.utils._linear_overlap_add` because that helper is
 private, works in samples only, and uses triangle windows that also down-weight chunk centres.
@@ -40,18 +41,21 @@ def plan_chunks(total: int, chunk: int, overlap: int) -> list[int]:
     return starts
 
 
-def crossfade_window(length: int, fade: int, *, device: torch.device | None = None,
-                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Trapezoid window (length,): linear ramps of `fade` samples at both ends, 1 in between.
+def crossfade_window(length: int, fade: int, *, skip_start: int = 0, skip_end: int = 0,
+                     device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Blending window (length,): `skip_*` zeros at either end, then linear ramps of `fade`, 1 in between.
 
     Ramp values are strictly positive, so a position covered by one chunk only keeps its value
-    after normalization.
+    after normalization; skipped positions must be covered by a neighbouring chunk.
     """
     window = torch.ones(length, device=device, dtype=dtype)
     if fade > 0:
         ramp = (torch.arange(fade, device=device, dtype=dtype) + 0.5) / fade  # (fade,) in (0, 1)
-        window[:fade] = ramp
-        window[length - fade:] = torch.minimum(window[length - fade:], ramp.flip(0))
+        window[skip_start:skip_start + fade] = ramp
+        end = length - skip_end
+        window[end - fade:end] = torch.minimum(window[end - fade:end], ramp.flip(0))
+    window[:skip_start] = 0
+    window[length - skip_end:] = 0
     return window
 
 
@@ -62,6 +66,7 @@ def chunked_apply(
     in_chunk: int,
     in_overlap: int,
     scale: int,
+    in_margin: int = 0,
     progress: bool = False,
     desc: str = "chunks",
 ) -> torch.Tensor:
@@ -74,8 +79,11 @@ def chunked_apply(
             `scale` < 0 (downsampling by -scale; `in_chunk`, `in_overlap` and every chunk start
             are then multiples of -scale).
         in_chunk: chunk length in input positions.
-        in_overlap: overlap in input positions.
+        in_overlap: overlap in input positions (at least 2 * in_margin).
         scale: output positions per input position (> 0), or -k for k input positions per output.
+        in_margin: input positions at each inner chunk edge whose outputs are dropped because `fn`
+            sees padding there instead of the neighbouring input (its receptive field reaches past
+            the edge); the outer edges of `x` are kept, as a whole-signal pass pads them too.
         progress: show a progress bar over the chunks.
         desc: label of the progress bar.
 
@@ -88,18 +96,22 @@ def chunked_apply(
     def out_len(length: int) -> int:
         return length * scale if scale > 0 else length // -scale
 
+    if not 0 <= 2 * in_margin <= in_overlap:
+        raise ValueError(f"in_overlap ({in_overlap}) must be at least 2 * in_margin ({in_margin}) so every position "
+                         "has a chunk whose receptive field covers it.")
     n = x.shape[-1]
     starts = plan_chunks(n, in_chunk, in_overlap)
+    margin, fade = out_len(in_margin), out_len(in_overlap - 2 * in_margin)
     out: torch.Tensor | None = None
     weight_sum: torch.Tensor | None = None
-    window: torch.Tensor | None = None
-    for start in tqdm(starts, desc=desc, disable=not progress or len(starts) < 2, leave=False):
+    for k, start in enumerate(tqdm(starts, desc=desc, disable=not progress or len(starts) < 2, leave=False)):
         y = fn(x[..., start:start + in_chunk])  # (B, C', out_len(in_chunk))
         if out is None:
             out = y.new_zeros(*y.shape[:-1], out_len(n))  # (B, C', out_len(N))
             weight_sum = y.new_zeros(out_len(n))
-            window = crossfade_window(y.shape[-1], out_len(in_overlap), device=y.device, dtype=y.dtype)
-        assert weight_sum is not None and window is not None
+        assert weight_sum is not None
+        window = crossfade_window(y.shape[-1], fade, skip_start=margin if k > 0 else 0,
+                                  skip_end=margin if k < len(starts) - 1 else 0, device=y.device, dtype=y.dtype)
         a = out_len(start)
         out[..., a:a + y.shape[-1]] += y * window
         weight_sum[a:a + y.shape[-1]] += window

@@ -11,8 +11,8 @@ Presets:
 |-----------------|------------------|-----|-----------------|------------|--------|---------------------------|
 | `encodec_24khz` | 24 kHz mono      | 320 | 75              | 128        | ~15 M  | Meta's pretrained weights |
 | `encodec_48khz` | 48 kHz stereo    | 320 | 150             | 128 + 1    | ~15 M  | Meta's pretrained weights |
-| `small`         | 24 kHz mono      | 320 | 75              | 16         | ~0.4 M | the embedded CPU default  |
-| `debug`         | 24 kHz mono      | 64  | 375             | 8          | ~10 k  | unit tests                |
+| `small`         | 24 kHz mono      | 320 | 75              | 16         | ~0.36 M | the embedded CPU default |
+| `debug`         | 24 kHz mono      | 64  | 375             | 8          | ~16 k  | unit tests                |
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 CONV_NORMS = ("none", "weight_norm", "spectral_norm", "time_layer_norm", "layer_norm", "time_group_norm")
@@ -60,7 +61,9 @@ class CodecConfig:
             so); the log scale becomes an extra latent channel so decoding restores the loudness.
         chunk_seconds: audio longer than this is encoded/decoded in chunks of this length so memory
             stays bounded; None processes any length at once.
-        overlap_seconds: overlap between consecutive chunks, cross-faded linearly.
+        overlap_seconds: overlap between consecutive chunks. The `edge_frames` at each inner chunk
+            edge are dropped (their receptive field reaches past the edge) and the rest of the
+            overlap is cross-faded linearly, so it must hold at least `2 * edge_frames` frames.
     """
 
     name: str = "small"
@@ -134,6 +137,15 @@ class CodecConfig:
                     f"CodecConfig.chunk_seconds={self.chunk_seconds} holds fewer than 2 latent frames at "
                     f"{self.frame_rate:g} frames/s; use a longer chunk."
                 )
+            if self.overlap_frames < 2 * self.edge_frames:
+                need = 2 * self.edge_frames
+                raise ValueError(
+                    f"CodecConfig.overlap_seconds={self.overlap_seconds} gives {self.overlap_frames} shared latent "
+                    f"frames, but padding at a chunk edge reaches {self.edge_frames} frames into the chunk (receptive "
+                    f"field: encoder {self.encoder_receptive_field} samples, decoder "
+                    f"{float(self.decoder_receptive_span):.3g} frames), so consecutive chunks must share at least "
+                    f"{need} frames; set overlap_seconds >= {need / self.frame_rate:.4g}."
+                )
 
     @property
     def hop_length(self) -> int:
@@ -164,6 +176,47 @@ class CodecConfig:
         """Latent frames shared by consecutive chunks."""
         return round(self.overlap_seconds * self.frame_rate)
 
+    # Receptive fields of the SEANet convolutions, walked in the order `SEANetEncoder` and
+    # `SEANetDecoder` stack them (tests/audio_codec/test_config.py checks both against autograd).
+    # An LSTM or time group norm sees the whole chunk, so for those codecs chunking stays an
+    # approximation however long the overlap.
+    @property
+    def encoder_receptive_field(self) -> int:
+        """Audio samples that one latent frame of the encoder's convolutions depends on."""
+        reach, jump = 1, 1  # receptive field so far; input samples per position at the current rate
+        layers = [(self.kernel_size, 1, 1)]
+        for ratio in reversed(self.ratios):
+            layers += [(self.residual_kernel_size, self.dilation_base**j, 1) for j in range(self.n_residual_layers)]
+            layers.append((2 * ratio, 1, ratio))  # downsampling convolution
+        layers.append((self.last_kernel_size, 1, 1))
+        for kernel, dilation, stride in layers:
+            reach += (kernel - 1) * dilation * jump
+            jump *= stride
+        return reach
+
+    @property
+    def decoder_receptive_span(self) -> Fraction:
+        """Distance in latent frames between the first and last latent frame one output sample depends on."""
+        span, jump = Fraction(self.kernel_size - 1), Fraction(1)  # jump: latent frames per position
+        for ratio in self.ratios:
+            # Transposed convolution, kernel 2r, stride r: each output mixes 2 neighbouring inputs.
+            span += jump
+            jump /= ratio
+            for j in range(self.n_residual_layers):
+                span += (self.residual_kernel_size - 1) * self.dilation_base**j * jump
+        return span + (self.last_kernel_size - 1) * jump
+
+    @property
+    def edge_frames(self) -> int:
+        """Latent frames at an inner chunk edge that differ from a whole-signal pass.
+
+        An output whose receptive field reaches past the chunk sees padding instead of the
+        neighbouring audio. The field is not centred in general (causal convolutions, asymmetric
+        padding), so the whole field less one position bounds the reach on either side.
+        """
+        encoder = math.ceil((self.encoder_receptive_field - 1) / self.hop_length)
+        return max(encoder, math.ceil(self.decoder_receptive_span))
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (YAML/JSON/torch.save friendly)."""
         return dataclasses.asdict(self)
@@ -186,11 +239,12 @@ PRESETS: dict[str, CodecConfig] = {
         audio_normalize=False, chunk_seconds=10.0, overlap_seconds=0.25,
     ),
     # Meta's EnCodec 48 kHz stereo: non-causal, time group norm, trained on 1 s segments with
-    # per-segment loudness normalization, so chunks are 1 s as in the reference implementation.
+    # per-segment loudness normalization, so chunks are 1 s as in the reference implementation;
+    # the overlap is 0.12 s = 18 frames, twice the 9 edge frames of its convolutions.
     "encodec_48khz": CodecConfig(
         name="encodec_48khz", sample_rate=48000, channels=2, dimension=128, n_filters=32, lstm_layers=2,
         causal=False, norm="time_group_norm", true_skip=False, n_q=16, bins=1024, target_bandwidths=[3.0, 6.0, 12.0, 24.0],
-        audio_normalize=True, chunk_seconds=1.0, overlap_seconds=0.1,
+        audio_normalize=True, chunk_seconds=1.0, overlap_seconds=0.12,
     ),
     # The embedded default: trains on the synthetic dataset on a CPU in minutes; 16 latent channels
     # at 75 frames/s keep the generator's audio tokens small.
@@ -199,7 +253,7 @@ PRESETS: dict[str, CodecConfig] = {
         causal=False, norm="weight_norm", true_skip=True, n_q=8, bins=256, target_bandwidths=[1.2, 2.4, 4.8],
         chunk_seconds=10.0, overlap_seconds=0.25,
     ),
-    # Unit tests: a few thousand parameters, hop 64.
+    # Unit tests: about 16 k parameters, hop 64.
     "debug": CodecConfig(
         name="debug", sample_rate=24000, channels=1, dimension=8, n_filters=4, ratios=[4, 4, 4],
         lstm_layers=0, causal=False, norm="weight_norm", n_q=4, bins=64, target_bandwidths=[2.25, 4.5, 9.0],

@@ -203,6 +203,10 @@ class EncodecCodec(AudioCodec):
         return self.config.overlap_frames
 
     @property
+    def edge_frames(self) -> int:
+        return self.config.edge_frames
+
+    @property
     def bandwidths(self) -> list[float]:
         """Bandwidths (kbps) `encode_codes` accepts."""
         return list(self.config.target_bandwidths)

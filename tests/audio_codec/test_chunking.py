@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from audio_codec.chunking import chunked_apply, crossfade_window, plan_chunks
 
@@ -42,3 +43,28 @@ def test_pointwise_function_is_reproduced_exactly(scale: int) -> None:
 
     out = chunked_apply(x, fn, in_chunk=24, in_overlap=8, scale=scale)
     assert torch.allclose(out, fn(x), atol=1e-6)
+
+
+def test_window_skips_margins_before_the_ramps() -> None:
+    w = crossfade_window(12, 2, skip_start=3, skip_end=1)
+    assert (w[:3] == 0).all() and w[-1] == 0
+    assert 0 < w[3] < w[4] < 1 and (w[5:9] == 1).all() and 1 > w[9] > w[10] > 0
+
+
+@pytest.mark.parametrize("scale", [1, 4, -4])
+def test_local_function_is_reproduced_exactly_when_the_margin_covers_its_reach(scale: int) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 96)
+    kernel = torch.randn(3, 3, 9)  # each output sees 4 inputs either side, zero-padded at the ends
+
+    def fn(chunk: torch.Tensor) -> torch.Tensor:
+        y = F.conv1d(chunk, kernel, padding=4)
+        return y.repeat_interleave(scale, dim=-1) if scale > 0 else y.unfold(-1, -scale, -scale).mean(-1)
+
+    exact = chunked_apply(x, fn, in_chunk=24, in_overlap=8, scale=scale, in_margin=4)
+    assert torch.allclose(exact, fn(x), atol=1e-5)
+    # Without the margin the zero padding at inner chunk edges leaks into the blend.
+    blurred = chunked_apply(x, fn, in_chunk=24, in_overlap=8, scale=scale)
+    assert not torch.allclose(blurred, fn(x), atol=1e-3)
+    with pytest.raises(ValueError, match="2 \\* in_margin"):
+        chunked_apply(x, fn, in_chunk=24, in_overlap=8, scale=scale, in_margin=5)

@@ -49,19 +49,25 @@ def test_round_trip_keeps_shape_and_is_deterministic(debug_codec: EncodecCodec, 
     assert y1.shape == wav.shape and torch.equal(y1, y2)
 
 
-@pytest.mark.xfail(reason="known regression: chunked encoding of the debug codec differs from whole by 3% "
-                   "of the latent range (bound 1%); open, see the closing note", strict=False)
-def test_chunked_equals_whole(debug_codec: EncodecCodec) -> None:
+@pytest.mark.parametrize("overrides", [{}, {"causal": True}, {"true_skip": False, "pad_mode": "constant"}])
+def test_chunked_equals_whole(overrides: dict) -> None:
+    torch.manual_seed(0)
+    codec = EncodecCodec(get_preset("debug", **overrides)).eval()
     torch.manual_seed(1)
     x = 0.2 * torch.randn(1, 1, 24000 * 2)  # 2 s, chunks of 0.5 s with 0.1 s overlap
     with torch.inference_mode():
-        z_whole = debug_codec.encode(x, chunked=False)
-        z_chunk = debug_codec.encode(x, chunked=True)
-        y_whole = debug_codec.decode(z_whole, chunked=False)
-        y_chunk = debug_codec.decode(z_whole, chunked=True)
+        z_whole = codec.encode(x, chunked=False)
+        z_chunk = codec.encode(x, chunked=True)
+        y_whole = codec.decode(z_whole, chunked=False)
+        y_chunk = codec.decode(z_whole, chunked=True)
     assert z_chunk.shape == z_whole.shape and y_chunk.shape == y_whole.shape
-    assert (z_chunk - z_whole).abs().max() <= 0.01 * z_whole.abs().max()
-    assert (y_chunk - y_whole).abs().max() <= 0.01 * y_whole.abs().max()
+    # The blend drops the `edge_frames` whose receptive field reaches past an inner chunk edge, so a
+    # convolutional codec's chunks agree with the whole pass up to float rounding (measured 4e-7).
+    # The old 1% bound passed (0.13%) only while PyTorch's default init made the latents hardly
+    # depend on the input, hiding that edge frames were blended in (3% since the variance-preserving
+    # init); 1e-4 catches that.
+    assert (z_chunk - z_whole).abs().max() <= 1e-4 * z_whole.abs().max()
+    assert (y_chunk - y_whole).abs().max() <= 1e-4 * y_whole.abs().max()
 
 
 def test_long_audio_is_chunked_automatically(debug_codec: EncodecCodec, monkeypatch: pytest.MonkeyPatch) -> None:

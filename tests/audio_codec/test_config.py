@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
-from audio_codec import PRESETS, CodecConfig, get_preset
+from audio_codec import PRESETS, CodecConfig, EncodecCodec, get_preset
 from audio_codec.data import CodecDataModule
 from audio_codec.lit import LossConfig, OptimConfig
 
@@ -58,6 +60,41 @@ def test_bad_config_is_refused(field: str, value: object, match: str) -> None:
 def test_chunks_must_hold_two_frames() -> None:
     with pytest.raises(ValueError, match="fewer than 2 latent frames"):
         get_preset("small", chunk_seconds=0.01, overlap_seconds=0.0)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"causal": True}, {"n_residual_layers": 2, "dilation_base": 3},
+                                       {"ratios": [5, 4, 2], "kernel_size": 5}])
+def test_receptive_fields_match_autograd(overrides: dict) -> None:
+    torch.manual_seed(0)
+    cfg = get_preset("debug", **overrides)
+    model = EncodecCodec(cfg).model
+    # Encoder: the input samples one latent frame (far from the padded ends) has a gradient on.
+    x = torch.randn(1, 1, 64 * cfg.hop_length, requires_grad=True)
+    model.encoder(x)[0, :, 32].sum().backward()
+    assert x.grad is not None
+    seen = x.grad[0, 0].nonzero()
+    assert int(seen.max() - seen.min()) + 1 == cfg.encoder_receptive_field
+    # Decoder: first to last latent frame that the samples of one frame depend on.
+    z = torch.randn(1, cfg.dimension, 64, requires_grad=True)
+    y = model.decoder(z)
+    spans = []
+    for u in range(32 * cfg.hop_length, 33 * cfg.hop_length):
+        (grad,) = torch.autograd.grad(y[0, 0, u], z, retain_graph=True)
+        frames = grad[0].abs().sum(0).nonzero()
+        spans.append(int(frames.max() - frames.min()))
+    assert max(spans) == math.ceil(cfg.decoder_receptive_span)
+
+
+def test_edge_frames_of_presets_fit_their_overlap() -> None:
+    # debug: encoder field 580 samples = 9.05 hops -> 10 frames; the others 2718 samples at hop 320.
+    assert [PRESETS[n].edge_frames for n in ("debug", "small", "encodec_24khz", "encodec_48khz")] == [10, 9, 9, 9]
+    assert all(cfg.overlap_frames >= 2 * cfg.edge_frames for cfg in PRESETS.values())
+
+
+def test_overlap_shorter_than_the_receptive_field_is_refused() -> None:
+    # 0.05 s at 375 frames/s is 19 frames; the debug codec's chunk edges corrupt 10 frames each.
+    with pytest.raises(ValueError, match=r"share at least 20 frames; set overlap_seconds >= 0\.05333"):
+        get_preset("debug", overlap_seconds=0.05)
 
 
 def test_causal_group_norm_is_refused() -> None:
