@@ -126,7 +126,7 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
     cache = run / "cache"
     moe_dir, dense_dir, untrained_dir = run / "dit_moe", run / "dit_dense", run / "dit_untrained"
     samples = run / "samples"
-    prompts = run / "heldout_prompts.txt"
+    prompts = run / "heldout_prompts.jsonl"
     heldout_videos = run / "heldout_videos.txt"
     n_clips = cfg.n_train + cfg.n_val + cfg.n_heldout
 
@@ -244,7 +244,7 @@ def _write_inputs(cfg: DemoConfig) -> None:
     if not manifest.exists():
         return
     heldout = [e for e in load_manifest(manifest) if e.split == "heldout"][: cfg.n_prompts]
-    prompts = run / "heldout_prompts.txt"
+    prompts = run / "heldout_prompts.jsonl"
     if not prompts.exists():
         prompts.write_text("\n".join(json.dumps({"id": e.id, "caption": e.caption}) for e in heldout) + "\n")
     videos = run / "heldout_videos.txt"

@@ -411,11 +411,21 @@ def _read_prompt_file(path: Path) -> tuple[list[str], list[str] | None]:
     """Prompts from a text file (one per line) or a JSONL manifest (`id` and `caption`/`prompt`)."""
     if not path.is_file():
         raise FileNotFoundError(f"--prompts {path} does not exist.")
-    if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        return [r.get("prompt", r.get("caption", "")) for r in rows], [str(r["id"]) for r in rows]
-    prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    return prompts, None
+    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if path.suffix == ".jsonl" or (lines and lines[0].startswith("{")):  # JSONL whatever the file is called
+        rows = []
+        for n, line in enumerate(lines, 1):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"--prompts {path}: line {n} is not JSON ({err.msg}); a JSONL prompt file has "
+                                 "one object with 'caption' (or 'prompt') and 'id' per line.") from err
+            if not isinstance(row, dict) or not ({"caption", "prompt"} & row.keys()):
+                raise ValueError(f"--prompts {path}: line {n} has no 'caption' or 'prompt' field.")
+            rows.append(row)
+        ids = [str(r.get("id", f"{i:04d}")) for i, r in enumerate(rows)]
+        return [str(r.get("prompt", r.get("caption", ""))) for r in rows], ids
+    return lines, None
 
 
 def _read_video_list(path: Path) -> tuple[list[str], list[str], list[str]]:
