@@ -85,7 +85,7 @@ def expert_parameters(module: nn.Module) -> list[nn.Parameter]:
     params = []
     for m in module.modules():
         if getattr(m, "num_experts", 1) > 1:
-            params += [p for name, p in m.named_parameters(recurse=False) if name.endswith(("_EDF", "_EFD"))]
+            params += [p for name, p in m.named_parameters(recurse=False) if name.endswith(("_ED2F", "_EFD"))]
     return params
 
 

@@ -55,7 +55,7 @@ def _pipeline() -> AVPipeline:
     from av_model.vae import get_preset as vae_preset
 
     torch.manual_seed(0)
-    codec = EncodecCodec(codec_preset("debug", ratios=[8, 8, 5], target_bandwidths=[0.45, 0.9, 1.8])).eval()
+    codec = EncodecCodec(codec_preset("debug", ratios=[8, 8, 5], target_bandwidths=[0.45, 0.9, 1.8], chunk_seconds=None)).eval()
     vae = VideoAutoencoder(vae_preset("debug")).eval()
     text = load_text_encoder("minilm")
     meta = {

@@ -58,7 +58,7 @@ def encoders(tmp_path_factory: pytest.TempPathFactory) -> Encoders:
 
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("encoders")
-    codec = EncodecCodec(codec_preset("debug", ratios=[8, 8, 5], target_bandwidths=[0.45, 0.9, 1.8])).eval()
+    codec = EncodecCodec(codec_preset("debug", ratios=[8, 8, 5], target_bandwidths=[0.45, 0.9, 1.8], chunk_seconds=None)).eval()
     vae = VideoAutoencoder(vae_preset("debug")).eval()
     codec.save(root / "codec.pt")
     vae.save(str(root / "vae.pt"))

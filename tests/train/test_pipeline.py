@@ -47,7 +47,7 @@ def test_text_to_audio_video(trained: Path, encoders: Encoders, tmp_path: Path) 
     assert [p.stem for p in paths] == ["0000", "0001"]
     side = _check(paths[0], 1.0)
     assert side["prompt"] == "a red ball bounces" and side["task"] == "t2av" and side["sampler"] == "heun"
-    assert side["steps"] == 2 and side["guidance"] == {"video": 2.5, "audio": 3.0} and side["seed"] == 0
+    assert side["steps"] == 2 and side["guidance"] == {"video": 2.5, "audio": 3.0, "interval": [0.0, 1.0]} and side["seed"] == 0
     assert len(side["checkpoint_sha256"]) == 64 and side["duration"] == 1.0
 
 
