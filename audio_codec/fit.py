@@ -81,7 +81,10 @@ def fit_main(argv: list[str]) -> int:
     for callback in cli.trainer.checkpoint_callbacks:
         if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
             callback.dirpath = str(ckpt_dir)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
+    with warnings.catch_warnings():
+        # Checkpoints hold the state after the step; with manual optimization Lightning warns about it.
+        warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
     if cli.trainer.interrupted:
         logger.warning("training was interrupted; no codec.pt written (resume with --ckpt_path last)")
         return 1

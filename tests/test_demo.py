@@ -47,3 +47,15 @@ def test_reduced_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     second = _demo(run)
     assert second.returncode == 0, second.stderr[-4000:]
     assert second.stdout.count("kept") >= 9
+
+
+def test_verdict_compares_the_moe_model_with_the_untrained_floor() -> None:
+    from av_model.demo import LEARNED_MARGIN, _verdicts
+
+    rows = [{"task": "v2a", "system": "moe", "f1": 0.30}, {"task": "v2a", "system": "untrained", "f1": 0.12},
+            {"task": "t2av", "system": "moe", "f1": 0.10}, {"task": "t2av", "system": "untrained", "f1": 0.10},
+            {"task": "t2av", "system": "dense", "f1": 0.90}]
+    t2av, v2a = _verdicts(rows)
+    assert t2av.startswith("t2av") and "not clearly above" in t2av and f"+{LEARNED_MARGIN}" in t2av
+    assert v2a.startswith("v2a") and "learned" in v2a and "not clearly" not in v2a
+    assert _verdicts([{"task": "v2a", "system": "dense", "f1": 0.3}]) == []  # nothing to compare
