@@ -25,7 +25,30 @@ def _demo(run_dir: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_reduced_demo_end_to_end_and_resume(tmp_path: Path) -> None:
+def _study_opens_in_the_app(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's study holds moe-vs-dense pairs plus gold pairs, and its rater page renders."""
+    from streamlit.testing.v1 import AppTest
+
+    from human_eval_app.store import open_store
+    from human_eval_app.studies import list_studies
+
+    url = f"sqlite:///{run.resolve() / 'study.db'}"
+    store = open_store(url, create=False)
+    try:
+        (info,) = list_studies(store)
+    finally:
+        store.dispose()
+    assert set(info.systems) == {"moe", "dense"} and info.n_pairs > 0 and info.n_gold > 0
+    app = Path(__file__).resolve().parents[1] / "human_eval_app" / "app.py"
+    monkeypatch.setenv("AVGEN_DB_URL", url)
+    monkeypatch.setenv("AVGEN_ADMIN_PASSWORD", "demo test password")
+    at = AppTest.from_file(str(app), default_timeout=60)
+    at.query_params["study"] = info.code
+    at.run()
+    assert not at.exception and at.text_input(key="join-code").value == info.code
+
+
+def test_reduced_demo_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = tmp_path / "demo"
     first = _demo(run)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
@@ -42,6 +65,7 @@ def test_reduced_demo_end_to_end_and_resume(tmp_path: Path) -> None:
     for task in ("t2av", "v2a"):
         assert (run / "eval" / task / "report.html").exists()
     assert (run / "study.db").exists()
+    _study_opens_in_the_app(run, monkeypatch)
     assert "Did the models learn?" in first.stdout
     # A second run keeps every finished stage.
     second = _demo(run)

@@ -290,7 +290,7 @@ PRESETS: dict[str, VAEConfig] = {
     ),
     "small": VAEConfig(
         temporal_compression=4, spatial_compression=8, latent_channels=8, patch_size=2,
-        channels=(32, 64, 64), blocks_per_level=1,
+        channels=(16, 32, 64), blocks_per_level=1,
     ),
     "tae_16ch": VAEConfig(
         temporal_compression=4, spatial_compression=8, latent_channels=16, patch_size=1,
