@@ -202,6 +202,9 @@ class LossConfig:
 
     Attributes:
         l1_weight: pixel L1 reconstruction.
+        l2_weight: pixel mean squared error. Its gradient grows with the error, so a short run
+            learns the small, far-off-colour objects that L1 (whose optimum is the per-pixel
+            median, here the background) leaves as faint ghosts.
         gradient_weight: L1 between spatial finite differences of input and reconstruction; a
             cheap, perceptual-network-free loss that keeps edges (and so object positions) sharp.
         temporal_weight: L1 between frame differences of input and reconstruction; keeps motion.
@@ -220,6 +223,7 @@ class LossConfig:
     """
 
     l1_weight: float = 1.0
+    l2_weight: float = 0.0
     gradient_weight: float = 0.5
     temporal_weight: float = 0.5
     kl_weight: float = 1e-6
@@ -233,7 +237,7 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         for name in (
-            "l1_weight", "gradient_weight", "temporal_weight", "kl_weight", "outlier_weight", "adversarial_weight"
+            "l1_weight", "l2_weight", "gradient_weight", "temporal_weight", "kl_weight", "outlier_weight", "adversarial_weight"
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")

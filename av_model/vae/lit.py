@@ -144,12 +144,13 @@ class VideoAutoencoderModule(L.LightningModule):
 
         out = self.vae(x, sample=True, generator=self._generator(step, 1))
         rec = reconstruction_losses(x, out.recon)
-        rec_total = lc.l1_weight * rec.l1 + lc.gradient_weight * rec.gradient + lc.temporal_weight * rec.temporal
+        rec_total = (lc.l1_weight * rec.l1 + lc.l2_weight * rec.l2 + lc.gradient_weight * rec.gradient
+                     + lc.temporal_weight * rec.temporal)
         kl = kl_divergence(out.mean, out.logvar)
         opl = outlier_penalty(out.mean, lc.outlier_r)
         loss = rec_total + lc.kl_weight * kl + lc.outlier_weight * opl
         gan = self.gan_active(step)
-        logs = {"l1": rec.l1, "grad": rec.gradient, "temporal": rec.temporal, "kl": kl, "outlier": opl}
+        logs = {"l1": rec.l1, "l2": rec.l2, "grad": rec.gradient, "temporal": rec.temporal, "kl": kl, "outlier": opl}
         if gan:
             assert self.discriminator is not None
             self.discriminator.requires_grad_(False)  # the autoencoder step must not train D

@@ -16,9 +16,10 @@ from torch import nn
 
 @dataclass
 class ReconstructionLosses:
-    """Per-term reconstruction losses (scalars): pixel L1, spatial-gradient L1, frame-difference L1."""
+    """Per-term reconstruction losses (scalars): pixel L1 and MSE, spatial-gradient L1, frame-difference L1."""
 
     l1: torch.Tensor
+    l2: torch.Tensor
     gradient: torch.Tensor
     temporal: torch.Tensor
 
@@ -32,6 +33,7 @@ def reconstruction_losses(x: torch.Tensor, recon: torch.Tensor) -> Reconstructio
     """
     x, recon = x.float(), recon.float()
     l1 = (x - recon).abs().mean()
+    l2 = (x - recon).square().mean()
     dx = lambda v: v[..., :, 1:] - v[..., :, :-1]  # noqa: E731 - (B, 3, T, H, W-1)
     dy = lambda v: v[..., 1:, :] - v[..., :-1, :]  # noqa: E731 - (B, 3, T, H-1, W)
     gradient = 0.5 * ((dx(x) - dx(recon)).abs().mean() + (dy(x) - dy(recon)).abs().mean())
@@ -40,7 +42,7 @@ def reconstruction_losses(x: torch.Tensor, recon: torch.Tensor) -> Reconstructio
         temporal = (dt(x) - dt(recon)).abs().mean()
     else:
         temporal = x.new_zeros(())
-    return ReconstructionLosses(l1=l1, gradient=gradient, temporal=temporal)
+    return ReconstructionLosses(l1=l1, l2=l2, gradient=gradient, temporal=temporal)
 
 
 def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
