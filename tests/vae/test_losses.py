@@ -37,8 +37,9 @@ def test_outlier_penalty_only_counts_values_beyond_r_std() -> None:
 def test_reconstruction_terms() -> None:
     x = torch.rand(1, 3, 4, 8, 8)
     zero = reconstruction_losses(x, x)
-    assert float(zero.l1) == float(zero.gradient) == float(zero.temporal) == 0.0
+    assert float(zero.l1) == float(zero.l2) == float(zero.gradient) == float(zero.temporal) == 0.0
     shifted = reconstruction_losses(x, x + 0.25)  # a constant offset has no edges or motion
+    assert abs(float(shifted.l2) - 0.0625) < 1e-6  # MSE weighs the error by its size
     assert abs(float(shifted.l1) - 0.25) < 1e-6 and float(shifted.gradient) < 1e-6 and float(shifted.temporal) < 1e-6
     moved = reconstruction_losses(x, torch.roll(x, 1, dims=2))
     assert float(moved.temporal) > 0
