@@ -358,10 +358,36 @@ def run_demo(cfg: DemoConfig) -> int:
     timings.append(("total", time.perf_counter() - total, False))
     _summary(cfg, timings)
     if cfg.start_app:
-        db = f"sqlite:///{cfg.run_dir.resolve() / 'study.db'}"
-        console.print(f"\nstarting the rating app on {db} (Ctrl-C to stop; DEMO_APP=0 skips this)")
-        return subprocess.call(_avgen("app", "--db", db))
+        return _start_app(cfg)
     return 0
+
+
+def _start_app(cfg: DemoConfig, port: int = 8501) -> int:
+    """Serve the demo's study and print the rater link and the lead pages with their password."""
+    import secrets
+
+    from human_eval_app.auth import admin_configured
+    from human_eval_app.store import open_store
+    from human_eval_app.studies import list_studies
+
+    db = f"sqlite:///{cfg.run_dir.resolve() / 'study.db'}"
+    store = open_store(db, create=False)
+    try:
+        codes = [info.code for info in list_studies(store)]
+    finally:
+        store.dispose()
+    env = dict(os.environ)
+    url = f"http://localhost:{port}"
+    console.print(f"\n[bold]rating app[/bold] on {db} (Ctrl-C to stop; DEMO_APP=0 skips this)")
+    for code in codes:
+        console.print(f"  rater link:  {url}/?study={code}")
+    if admin_configured(None):
+        console.print(f"  admin pages: {url}/studies and {url}/dashboard (your configured admin password)")
+    else:
+        # A password for this session only, so the lead pages open without any setup.
+        env["AVGEN_ADMIN_PASSWORD"] = password = secrets.token_urlsafe(9)
+        console.print(f"  admin pages: {url}/studies and {url}/dashboard, password for this session: {password}")
+    return subprocess.call(_avgen("app", "--db", db, "--port", str(port)), env=env)
 
 
 def main(argv: list[str] | None = None) -> int:

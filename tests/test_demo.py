@@ -25,7 +25,7 @@ def _demo(run_dir: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _study_opens_in_the_app(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _study_opens_in_the_app(run: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """The demo's study holds moe-vs-dense pairs plus gold pairs, and its rater page renders."""
     from streamlit.testing.v1 import AppTest
 
@@ -46,9 +46,29 @@ def _study_opens_in_the_app(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at.query_params["study"] = info.code
     at.run()
     assert not at.exception and at.text_input(key="join-code").value == info.code
+    return info.code
 
 
-def test_reduced_demo_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _app_start_prints_the_links(run: Path, code: str, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo's last step serves the study with a session admin password, and prints both links."""
+    from av_model.demo import DemoConfig, _start_app
+
+    calls: list[tuple[list[str], dict[str, str]]] = []
+    monkeypatch.setattr("av_model.demo.subprocess.call", lambda cmd, env: calls.append((cmd, env)) or 0)
+    for key in ("AVGEN_ADMIN_PASSWORD", "AVGEN_ADMIN_PASSWORD_HASH"):
+        monkeypatch.delenv(key, raising=False)
+    capsys.readouterr()
+    assert _start_app(DemoConfig.reduced(run)) == 0
+    out = capsys.readouterr().out
+    ((cmd, env),) = calls
+    assert cmd[-5:-3] == ["app", "--db"] and cmd[-3].endswith("study.db")
+    assert f"http://localhost:8501/?study={code}" in out and "http://localhost:8501/studies" in out
+    assert len(env["AVGEN_ADMIN_PASSWORD"]) >= 12 and env["AVGEN_ADMIN_PASSWORD"] in out
+
+
+def test_reduced_demo_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "demo"
     first = _demo(run)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
@@ -65,7 +85,8 @@ def test_reduced_demo_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.
     for task in ("t2av", "v2a"):
         assert (run / "eval" / task / "report.html").exists()
     assert (run / "study.db").exists()
-    _study_opens_in_the_app(run, monkeypatch)
+    code = _study_opens_in_the_app(run, monkeypatch)
+    _app_start_prints_the_links(run, code, monkeypatch, capsys)
     assert "Did the models learn?" in first.stdout
     # A second run keeps every finished stage.
     second = _demo(run)
