@@ -368,12 +368,13 @@ def _start_app(cfg: DemoConfig, port: int = 8501) -> int:
 
     from human_eval_app.auth import admin_configured
     from human_eval_app.store import open_store
-    from human_eval_app.studies import list_studies
+    from human_eval_app.studies import admin_hashes, list_studies
 
     db = f"sqlite:///{cfg.run_dir.resolve() / 'study.db'}"
     store = open_store(db, create=False)
     try:
         codes = [info.code for info in list_studies(store)]
+        has_admin = admin_configured(None, extra_hashes=admin_hashes(store))  # env, or named admins in the db
     finally:
         store.dispose()
     env = dict(os.environ)
@@ -381,7 +382,7 @@ def _start_app(cfg: DemoConfig, port: int = 8501) -> int:
     console.print(f"\n[bold]rating app[/bold] on {db} (Ctrl-C to stop; DEMO_APP=0 skips this)")
     for code in codes:
         console.print(f"  rater link:  {url}/?study={code}")
-    if admin_configured(None):
+    if has_admin:
         console.print(f"  admin pages: {url}/studies and {url}/dashboard (your configured admin password)")
     else:
         # A password for this session only, so the lead pages open without any setup.
