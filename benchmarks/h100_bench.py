@@ -227,30 +227,44 @@ def bench_train_variant(preset: str, clip: ClipShape, *, batch: int = 1, dispatc
 
 
 # -------------------------------------------------------------------------------------- moe layer
-def _unfused_grouped(layer, x_TD: torch.Tensor, idx_TK: torch.Tensor, gates_TK: torch.Tensor) -> torch.Tensor:
-    """The previous dispatch, kept here as the baseline of the `moe` table: three grouped matmuls
-    (w1, w3 and w2 separately) on tokens gathered in fp32 and cast afterwards."""
-    import torch.nn.functional as F
+def _scatter_grouped(x_TD: torch.Tensor, idx_TK: torch.Tensor, gates_TK: torch.Tensor, w13_ED2F: torch.Tensor,
+                     w2_EFD: torch.Tensor, impl: str = "auto") -> torch.Tensor:
+    """The previous dispatch (run C), kept as the baseline of the `moe` table; it stands in for
+    `av_model.dit.moe.moe_grouped` so that only the dispatch differs between the rows: tokens
+    gathered by index (its backward scatter-adds) and outputs combined by `index_add`."""
+    from av_model.dit.moe import glu
 
-    e, k = layer.num_experts, idx_TK.shape[1]
+    e, k = w13_ED2F.shape[0], idx_TK.shape[1]
     flat_S = idx_TK.reshape(-1)
     order_S = torch.argsort(flat_S, stable=True)
     tok_S = order_S // k
     counts_E = torch.zeros(e, dtype=torch.int32, device=x_TD.device).scatter_add_(
         0, flat_S, torch.ones_like(flat_S, dtype=torch.int32))
     offs = torch.cumsum(counts_E, dim=0, dtype=torch.int32)
-    xs = x_TD[tok_S].to(torch.bfloat16)
-    w1, w3 = (w.to(torch.bfloat16).contiguous() for w in layer.w13_ED2F.chunk(2, dim=-1))
-    w2 = layer.w2_EFD.to(torch.bfloat16)
-    h = F.silu(torch._grouped_mm(xs, w1, offs=offs)) * torch._grouped_mm(xs, w3, offs=offs)
+    xs = x_TD.to(torch.bfloat16)[tok_S]
+    w13, w2 = w13_ED2F.to(torch.bfloat16), w2_EFD.to(torch.bfloat16)
+    h = glu(torch._grouped_mm(xs, w13, offs=offs))
     y = torch._grouped_mm(h, w2, offs=offs) * gates_TK.reshape(-1)[order_S, None].to(torch.bfloat16)
     return torch.zeros_like(x_TD).index_add(0, tok_S, y.to(x_TD.dtype))
+
+
+@contextlib.contextmanager
+def _dispatch_fn(fn: Callable | None):
+    """Run the MoE layers with `fn` in place of `moe_grouped` (None: as shipped)."""
+    import av_model.dit.moe as moe_mod
+
+    shipped = moe_mod.moe_grouped
+    moe_mod.moe_grouped = fn or shipped
+    try:
+        yield
+    finally:
+        moe_mod.moe_grouped = shipped
 
 
 def bench_moe_layer(preset: str, clip: ClipShape, *, quick: bool, peak_tflops: float) -> list[dict]:
     """One feed-forward layer, forward + backward, at the clip's token count: where the MoE overhead is.
 
-    Rows: the MoE layer with grouped dispatch (as trained), the previous unfused dispatch, the
+    Rows: the MoE layer with grouped dispatch (as trained), the previous scatter-add dispatch, the
     reference loop, and the dense SwiGLU of equal active size; each eager and compiled.
     """
     from av_model.dit.moe import MoEFeedForward
@@ -268,33 +282,21 @@ def bench_moe_layer(preset: str, clip: ClipShape, *, quick: bool, peak_tflops: f
     moe = MoEFeedForward(d, f, cfg.num_experts, cfg.top_k, cfg.num_shared_experts).to(DEVICE)
     dense = MoEFeedForward(d, active_hidden, 1, 1, 0).to(DEVICE)
 
-    def unfused_forward(x_TD, modality_T, bucket_T):
-        idx, gates, aux, z = moe.route(x_TD, modality_T)
-        out = _unfused_grouped(moe, x_TD, idx, gates)
-        return out + moe.shared(x_TD) + 0 * (aux + z)
-
     variants = {
-        "moe grouped": lambda a, b, c: moe(a, b, c).out_TD,
-        "moe unfused (previous)": unfused_forward,
+        "moe grouped": None,
+        "moe scatter-add (previous)": None,
         "moe reference": None,
         "dense equal active": lambda a, b, c: dense(a, b, c).out_TD,
     }
     rows = []
     for name, fn in variants.items():
         for compiled in (False, True):
-            if fn is None:
-                if compiled:
-                    continue
-                moe.dispatch = "reference"
-                fn_run = lambda a, b, c: moe(a, b, c).out_TD  # noqa: E731
-            else:
-                moe.dispatch = "grouped"
-                fn_run = fn
-            call = torch.compile(fn_run) if compiled and not quick else fn_run
-            if compiled and quick:
-                continue
-            if quick and name == "moe unfused (previous)":
-                continue  # torch._grouped_mm needs CUDA
+            if (compiled and (quick or name == "moe reference")) or (quick and name == "moe scatter-add (previous)"):
+                continue  # torch._grouped_mm needs CUDA; the loop is too slow to be worth compiling
+            moe.dispatch = "reference" if name == "moe reference" else "grouped"
+            fn_run = fn or (lambda a, b, c: moe(a, b, c).out_TD)
+            call = torch.compile(fn_run) if compiled else fn_run
+            patch = _scatter_grouped if name == "moe scatter-add (previous)" else None
 
             def step(call=call) -> None:
                 with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=CUDA):
@@ -302,11 +304,13 @@ def bench_moe_layer(preset: str, clip: ClipShape, *, quick: bool, peak_tflops: f
                 out.float().sum().backward()
                 x.grad = None
 
-            sec = statistics.median(timed(step, 1 if quick else 3, 3 if quick else 20))
+            with _dispatch_fn(patch):
+                sec = statistics.median(timed(step, 1 if quick else 3, 3 if quick else 20))
+            torch._dynamo.reset()  # the next row compiles afresh (the patched function is a new graph)
             moe.dispatch = "grouped"
             rows.append({"layer": name, "compile": compiled, "tokens": t_tok, "ms": sec * 1e3,
                          "tflops": flops / sec / 1e12, "mfu": flops / sec / 1e12 / peak_tflops})
-            print(f"  {name:24s} compile={compiled!s:5s} {sec * 1e3:.2f} ms", flush=True)
+            print(f"  {name:26s} compile={compiled!s:5s} {sec * 1e3:.2f} ms", flush=True)
     by = {(r["layer"], r["compile"]): r["ms"] for r in rows}
     for r in rows:
         dense_ms = by.get(("dense equal active", r["compile"]))
@@ -536,6 +540,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="extra sampling rows guided only inside [LOW, HIGH] (repeatable); (0, 1) always runs")
     ap.add_argument("--preset", default=None, help="generator preset (default h100_1b; debug with --quick)")
     ap.add_argument("--steps", type=int, default=50, help="sampling steps")
+    ap.add_argument("--train-variants", choices=("all", "compiled"), default="all",
+                    help="train section: every variant, or only the compiled MoE and dense steps (the targets)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/h100_bench.json"))
     args = ap.parse_args(argv)
     only = set(args.only.split(","))
@@ -588,6 +594,8 @@ def main(argv: list[str] | None = None) -> int:
             dict(num_experts=1, top_k=1, num_shared_experts=0, expert_hidden=dense_hidden),  # dense, equal active
             dict(num_experts=1, top_k=1, num_shared_experts=0, expert_hidden=dense_hidden, compile_blocks=True),
         ]
+        if args.train_variants == "compiled":
+            variants = [v for v in variants if v.get("compile_blocks")]
         rows = []
         for v in variants:
             row = bench_train_variant(preset, clip, quick=quick, peak_tflops=peak["tflops"], **v)
@@ -598,14 +606,10 @@ def main(argv: list[str] | None = None) -> int:
         results["train"] = rows
         print_table(f"training step, {clip.name}", rows, ["variant", *cols])
         by = {(r["variant"], r["dispatch"], r["compile"], r["ckpt"]): r for r in rows}
-        ratios = {
-            "moe_over_dense_step": by[("moe", "grouped", False, False)]["step_ms"]
-            / by[("dense", "grouped", False, False)]["step_ms"],
-            "moe_over_dense_step_compiled": by[("moe", "grouped", True, False)]["step_ms"]
-            / by[("dense", "grouped", True, False)]["step_ms"],
-            "reference_over_grouped_step": by[("moe", "reference", False, False)]["step_ms"]
-            / by[("moe", "grouped", False, False)]["step_ms"],
-        }
+        pairs = {"moe_over_dense_step": (("moe", "grouped", False, False), ("dense", "grouped", False, False)),
+                 "moe_over_dense_step_compiled": (("moe", "grouped", True, False), ("dense", "grouped", True, False)),
+                 "reference_over_grouped_step": (("moe", "reference", False, False), ("moe", "grouped", False, False))}
+        ratios = {name: by[a]["step_ms"] / by[b]["step_ms"] for name, (a, b) in pairs.items() if a in by and b in by}
         if not quick:  # the MFU target is stated at 8k tokens or more; the 5 s clip has 7,805
             long8 = CLIPS["8s_256p"]
             for v in (dict(compile_blocks=True), dict(num_experts=1, top_k=1, num_shared_experts=0,

@@ -163,7 +163,10 @@ class MoEFeedForward(nn.Module):
         """
         # fp32 even under autocast: near-tied bf16 scores would flip expert choices from noise.
         with torch.autocast(device_type=x_TD.device.type, enabled=False):
-            logits_TE = x_TD.float() @ self.router_DE.float() + self.router_bias_ME.float()[modality_T]
+            # The modality offset as a one-hot product, not `router_bias_ME[modality_T]`: indexing's
+            # backward scatter-adds every token into the same few rows (atomics on 2 x E addresses).
+            onehot_TM = F.one_hot(modality_T, NUM_MODALITIES).float()
+            logits_TE = x_TD.float() @ self.router_DE.float() + onehot_TM @ self.router_bias_ME.float()
             probs_TE = logits_TE.softmax(dim=-1)
             select_TE = probs_TE + self.expert_bias_E if self.balance == "bias" else probs_TE
             idx_TK = select_TE.topk(self.top_k, dim=-1).indices  # bias chooses experts, never weights them
@@ -181,15 +184,12 @@ class MoEFeedForward(nn.Module):
         return idx_TK, gates_TK.to(x_TD.dtype), aux_loss, z_loss
 
     def _counts(self, idx_TK: Tensor, modality_T: Tensor, t_bucket_T: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        e, k = self.num_experts, idx_TK.shape[1]
-        flat_S = idx_TK.reshape(-1)
-        ones_S = torch.ones_like(flat_S, dtype=torch.float32)
-        counts_E = torch.zeros(e, device=flat_S.device).scatter_add_(0, flat_S, ones_S)
-        mod_S = modality_T.repeat_interleave(k)
-        counts_ME = torch.zeros(NUM_MODALITIES * e, device=flat_S.device).scatter_add_(0, mod_S * e + flat_S, ones_S)
-        q_S = t_bucket_T.repeat_interleave(k)
-        counts_QE = torch.zeros(self.num_t_buckets * e, device=flat_S.device).scatter_add_(0, q_S * e + flat_S, ones_S)
-        return counts_E, counts_ME.view(NUM_MODALITIES, e), counts_QE.view(self.num_t_buckets, e)
+        """Slots per expert: in all, per modality and per noise bucket, from one joint histogram."""
+        e, m, q = self.num_experts, NUM_MODALITIES, self.num_t_buckets
+        key_TK = (t_bucket_T[:, None] * m + modality_T[:, None]) * e + idx_TK  # (T, K) cell of (Q, M, E)
+        ones = torch.ones(1, device=idx_TK.device).expand(key_TK.numel())
+        counts_QME = torch.zeros(q * m * e, device=idx_TK.device).scatter_add_(0, key_TK.reshape(-1), ones).view(q, m, e)
+        return counts_QME.sum((0, 1)), counts_QME.sum(0), counts_QME.sum(1)
 
     @torch.no_grad()
     def update_bias(self) -> Tensor:
@@ -239,29 +239,70 @@ def moe_grouped(
     w2_EFD: Tensor,
     impl: GroupedImpl = "auto",
 ) -> Tensor:
-    """Dropless dispatch: sort slots by expert, grouped SwiGLU, weighted scatter-add back.
+    """Dropless dispatch: sort slots by expert, grouped SwiGLU, unsort and mix by the gates.
+
+    Every move of rows is a gather by a permutation whose backward is the gather by the inverse
+    permutation (`_Dispatch`, `_Unsort`), so neither direction scatter-adds: no atomics, no sort of
+    indices in the backward pass, and deterministic gradients.
 
     Args:
         impl: "torch" uses `torch._grouped_mm`; "loop" multiplies segment by segment; "auto"
             picks `torch._grouped_mm` on CUDA when the dtype and sizes allow it, else "loop".
     """
-    e, k = w13_ED2F.shape[0], idx_TK.shape[1]
-    flat_S = idx_TK.reshape(-1)  # (S,) expert of each slot, token-major
+    e, (t, k) = w13_ED2F.shape[0], idx_TK.shape
+    flat_S = idx_TK.reshape(-1)  # (S,) expert of each slot, token-major: slot s = token * K + k
     order_S = torch.argsort(flat_S, stable=True)  # slots sorted by expert
-    tok_S = order_S // k  # token of each sorted slot
+    inv_S = torch.empty_like(order_S).scatter_(0, order_S, torch.arange(order_S.numel(), device=order_S.device))
     counts_E = torch.zeros(e, dtype=torch.int32, device=x_TD.device).scatter_add_(
         0, flat_S, torch.ones_like(flat_S, dtype=torch.int32)
     )  # scatter_add, not bincount: bincount reads its size on the host (a GPU sync)
     offsets_E = torch.cumsum(counts_E, dim=0, dtype=torch.int32)  # end of each expert's segment
     dtype = _compute_dtype(x_TD)
-    xs_SD = x_TD.to(dtype)[tok_S]  # (S, D) tokens in expert order, cast before the gather
+    xs_SD = _Dispatch.apply(x_TD.to(dtype), order_S // k, inv_S, k)  # (S, D) in expert order, cast first
     w13, w2 = w13_ED2F.to(dtype), w2_EFD.to(dtype)
     use_torch = impl == "torch" or (impl == "auto" and _grouped_mm_ok(xs_SD, w13, w2))
     mm = _grouped_mm_torch if use_torch else _grouped_mm_loop
     h_SF = glu(mm(xs_SD, w13, offsets_E, counts_E))  # (S, F)
-    y_SD = mm(h_SF, w2, offsets_E, counts_E)  # (S, D)
-    y_SD = y_SD * gates_TK.reshape(-1)[order_S, None].to(y_SD.dtype)
-    return torch.zeros_like(x_TD).index_add(0, tok_S, y_SD.to(x_TD.dtype))  # (T, D)
+    y_SD = mm(h_SF, w2, offsets_E, counts_E)  # (S, D), expert order
+    y_TKD = _Unsort.apply(y_SD, inv_S, order_S).view(t, k, -1)  # back to token-major slots
+    out_TD = (y_TKD.float() * gates_TK.float().unsqueeze(-1)).sum(dim=1)  # mix in fp32
+    return out_TD.to(x_TD.dtype)
+
+
+class _Dispatch(torch.autograd.Function):
+    """Rows of x_TD in expert order, `x_TD[tok_S]`, where every token appears K times.
+
+    Backward: the gradient rows are put back in slot order by the inverse permutation and the K
+    slots of each token summed, instead of autograd's scatter-add into `tok_S` (atomic, and on
+    CUDA it sorts the indices first). Written by hand because autograd cannot know that an index
+    is a permutation.
+    """
+
+    @staticmethod
+    def forward(ctx, x_TD: Tensor, tok_S: Tensor, inv_S: Tensor, k: int) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(inv_S)
+        ctx.k = k
+        return x_TD.index_select(0, tok_S)
+
+    @staticmethod
+    def backward(ctx, grad_SD: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
+        (inv_S,) = ctx.saved_tensors
+        grad_TKD = grad_SD.index_select(0, inv_S).view(-1, ctx.k, grad_SD.shape[-1])
+        return grad_TKD.sum(dim=1), None, None, None
+
+
+class _Unsort(torch.autograd.Function):
+    """`y_SD[inv_S]`: rows from expert order back to slot order; backward gathers by `order_S`."""
+
+    @staticmethod
+    def forward(ctx, y_SD: Tensor, inv_S: Tensor, order_S: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(order_S)
+        return y_SD.index_select(0, inv_S)
+
+    @staticmethod
+    def backward(ctx, grad_SD: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        (order_S,) = ctx.saved_tensors
+        return grad_SD.index_select(0, order_S), None, None
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
