@@ -53,6 +53,8 @@ class ParallelConfig:
         activation_checkpointing: "none", "full" (every block) or "selective" (every `ac_every`-th).
         ac_every: with "selective", checkpoint blocks 0, n, 2n, ...
         compile: `torch.compile` each block (one graph per block type keeps compile time flat in depth).
+        compile_mode: `torch.compile`'s mode for the blocks: "default", or "reduce-overhead" to replay
+            each block's kernels as a CUDA graph (fewer launches when the host is the limit).
         sharding: "full" (FSDP over all ranks) or "hybrid" (HSDP: shard within the mesh's second
             axis, replicate along the first).
     """
@@ -64,6 +66,7 @@ class ParallelConfig:
     activation_checkpointing: ACMode = "none"
     ac_every: int = 2
     compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     sharding: Literal["full", "hybrid"] = "full"
 
     def __post_init__(self) -> None:
@@ -76,6 +79,9 @@ class ParallelConfig:
             )
         if self.ac_every < 1:
             raise ValueError(f"parallel.ac_every must be >= 1; got {self.ac_every}.")
+        modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+        if self.compile_mode not in modes:
+            raise ValueError(f"parallel.compile_mode must be one of {', '.join(modes)}; got {self.compile_mode!r}.")
         if self.sharding not in ("full", "hybrid"):
             raise ValueError(f"parallel.sharding must be full or hybrid; got {self.sharding!r}.")
 
@@ -107,9 +113,9 @@ def _checkpoint(model: nn.Module, cfg: ParallelConfig) -> None:
             blocks[i] = checkpoint_wrapper(block, preserve_rng_state=True)
 
 
-def _compile(model: nn.Module) -> None:
+def _compile(model: nn.Module, mode: str) -> None:
     for block in _blocks(model):
-        block.compile()  # in place: module names (and checkpoint keys) do not change
+        block.compile(mode=mode)  # in place: module names (and checkpoint keys) do not change
 
 
 def shard_mesh(mesh: Any, sharding: str) -> Any:
@@ -154,7 +160,7 @@ def apply_parallelism(model: nn.Module, cfg: ParallelConfig, device_mesh: Any | 
     if cfg.activation_checkpointing != "none":
         _checkpoint(model, cfg)
     if cfg.compile:
-        _compile(model)
+        _compile(model, cfg.compile_mode)
     if cfg.fsdp and device_mesh is not None:
         _fully_shard(model, device_mesh, cfg)
     _PARALLELIZED.add(model)

@@ -180,7 +180,8 @@ def make_inputs(cfg, clip: ClipShape, batch: int, text_len: int):
 
 def bench_train_variant(preset: str, clip: ClipShape, *, batch: int = 1, dispatch: str = "grouped",
                         compile_blocks: bool = False, checkpoint: bool = False, quick: bool = False,
-                        peak_tflops: float = 1.0, iters: int = 5, text_len: int = 64, **overrides) -> dict:
+                        peak_tflops: float = 1.0, iters: int = 5, text_len: int = 64,
+                        compile_mode: str = "default", **overrides) -> dict:
     """Forward, backward and AdamW step of one model variant; returns throughput and memory."""
     from av_model.parallel import ParallelConfig, apply_parallelism
 
@@ -190,7 +191,7 @@ def bench_train_variant(preset: str, clip: ClipShape, *, batch: int = 1, dispatc
     with DEVICE:  # initialize on the GPU: a 3B-parameter init on the host takes longer than the benchmark
         model = AVDiT(cfg)
     model.set_dispatch(dispatch)
-    apply_parallelism(model, ParallelConfig(fsdp=False, compile=compile_blocks,
+    apply_parallelism(model, ParallelConfig(fsdp=False, compile=compile_blocks, compile_mode=compile_mode,
                                             activation_checkpointing="full" if checkpoint else "none"))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=CUDA)
     video, audio, text = make_inputs(cfg, clip, batch, text_len)
@@ -216,7 +217,7 @@ def bench_train_variant(preset: str, clip: ClipShape, *, batch: int = 1, dispatc
     tflops = pc.flops_per_token * n_tok * batch / sec / 1e12
     row = {
         "preset": preset, "clip": clip.name, "tokens": n_tok * batch, "dispatch": dispatch,
-        "compile": compile_blocks, "ckpt": checkpoint, "step_ms": sec * 1e3,
+        "compile": compile_blocks, "compile_mode": compile_mode if compile_blocks else None, "ckpt": checkpoint, "step_ms": sec * 1e3,
         "tokens_per_s": n_tok * batch / sec, "tflops": tflops, "mfu": tflops / peak_tflops,
         "active_params_M": pc.active / 1e6, "total_params_M": pc.total / 1e6,
         "peak_mem_GiB": torch.cuda.max_memory_allocated() / 2**30 if CUDA else float("nan"),
