@@ -541,6 +541,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="extra sampling rows guided only inside [LOW, HIGH] (repeatable); (0, 1) always runs")
     ap.add_argument("--preset", default=None, help="generator preset (default h100_1b; debug with --quick)")
     ap.add_argument("--steps", type=int, default=50, help="sampling steps")
+    ap.add_argument("--compile-mode", default="default",
+                    choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+                    help="torch.compile mode of the compiled training-step rows (reduce-overhead: CUDA graphs)")
     ap.add_argument("--train-variants", choices=("all", "compiled"), default="all",
                     help="train section: every variant, or only the compiled MoE and dense steps (the targets)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/h100_bench.json"))
@@ -581,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
                     ["kind", "moe ms", "dense ms", "moe - dense ms"])
         print_table("top kernels of the MoE step", prof["moe"]["top_kernels"][:15],
                     ["kernel", "kind", "ms_per_step", "calls"])
-    cols = ["preset", "clip", "tokens", "dispatch", "compile", "ckpt", "step_ms", "tokens_per_s", "tflops", "mfu",
+    cols = ["preset", "clip", "tokens", "dispatch", "compile", "compile_mode", "ckpt", "step_ms", "tokens_per_s", "tflops", "mfu",
             "active_params_M", "total_params_M", "peak_mem_GiB", "spread_ms"]
     if "train" in only:
         dense_hidden = None
@@ -597,6 +600,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         if args.train_variants == "compiled":
             variants = [v for v in variants if v.get("compile_blocks")]
+        variants = [{**v, "compile_mode": args.compile_mode} if v.get("compile_blocks") else v for v in variants]
         rows = []
         for v in variants:
             row = bench_train_variant(preset, clip, quick=quick, peak_tflops=peak["tflops"], **v)
@@ -615,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
             long8 = CLIPS["8s_256p"]
             for v in (dict(compile_blocks=True), dict(num_experts=1, top_k=1, num_shared_experts=0,
                                                       expert_hidden=dense_hidden, compile_blocks=True)):
-                row = bench_train_variant(preset, long8, peak_tflops=peak["tflops"], **v)
+                row = bench_train_variant(preset, long8, peak_tflops=peak["tflops"], compile_mode=args.compile_mode, **v)
                 row["variant"] = "dense" if v.get("num_experts") == 1 else "moe"
                 rows.append(row)
                 print(f"  {row['variant']:5s} {long8.name} compile=True {row['step_ms']:.1f} ms  MFU {row['mfu']:.1%}",

@@ -76,3 +76,5 @@ def test_ema_refuses_sharded_training(fake_cache: Path, tmp_path: Path, capsys: 
             torch.distributed.destroy_process_group()
     with pytest.raises(ValueError, match="activation_checkpointing"):
         ParallelConfig(activation_checkpointing="some")
+    with pytest.raises(ValueError, match="compile_mode must be one of"):
+        ParallelConfig(compile_mode="fast")  # type: ignore[arg-type]
