@@ -7,6 +7,9 @@ On held-out clips of a dataset manifest (the synthetic dataset's `heldout` split
   tolerance (10 ms) is the pass criterion (>= 95%). The same is reported against the manifest's
   ground-truth event times for the reconstruction and, as the ceiling, for the original audio.
 - quality: SI-SNR (dB) and mel distance (mean |log mel| difference), mean over clips.
+- spectral balance: power per octave band of the reconstructions against the originals (dB,
+  summed over the clips), printed as a table and drawn next to the JSON (`codec_bench_bands.png`):
+  a band far below the original is a hole that drops the events living in it.
 - speed: encode and decode of a long signal, in times real time (audio seconds per wall second),
   on the CPU with `--threads` threads, and on the GPU when there is one.
 
@@ -36,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from audio_codec import AudioCodec, load_codec  # noqa: E402
 from audio_codec.data import load_audio_entries  # noqa: E402
-from audio_codec.metrics import MelDistance, si_snr  # noqa: E402
+from audio_codec.metrics import MelDistance, OctavePower, si_snr  # noqa: E402
 from av_model.data.manifest import load_manifest  # noqa: E402
 from av_model.data.media import read_audio  # noqa: E402
 from eval.onsets import detect_onsets, match_events  # noqa: E402
@@ -53,6 +56,8 @@ def quality(codec: AudioCodec, manifest: Path, split: str, max_clips: int, toler
     entries = load_audio_entries(manifest, split)[:max_clips]
     truth = _events(manifest, {e.id for e in entries})
     mel = MelDistance(codec.sample_rate).to(codec.device)
+    octaves = OctavePower(codec.sample_rate).to(codec.device)
+    band_power = {"original": 0.0, "recon": 0.0}
     sr = codec.sample_rate
     pairs = {"recon_vs_original": [0, 0], "recon_vs_events": [0, 0], "original_vs_events": [0, 0]}
     offsets: list[float] = []
@@ -65,6 +70,8 @@ def quality(codec: AudioCodec, manifest: Path, split: str, max_clips: int, toler
             y = codec.decode(codec.encode(x), length=x.shape[-1])  # (1, C, S)
             snrs.append(float(si_snr(y, x)[0]))
             mels.append(float(mel(y, x)[0]))
+            band_power["original"] = band_power["original"] + octaves(x)[0].cpu()
+            band_power["recon"] = band_power["recon"] + octaves(y)[0].cpu()
         original = detect_onsets(x[0].cpu().numpy(), sr)
         recon = detect_onsets(y[0].clamp(-1, 1).cpu().numpy(), sr)
         m = match_events(recon, original, tolerance)
@@ -77,6 +84,10 @@ def quality(codec: AudioCodec, manifest: Path, split: str, max_clips: int, toler
                 pairs[key][0] += mt.n_matched
                 pairs[key][1] += mt.n_ref
     recall = {k: (v[0] / v[1] if v[1] else float("nan")) for k, v in pairs.items()}
+    db = {k: (10 * torch.log10(torch.as_tensor(v) / max(len(entries), 1) + 1e-12)).tolist()
+          for k, v in band_power.items()}
+    bands = [{"band_hz": [round(lo), round(hi)], "original_db": o, "recon_db": r, "recon_minus_original_db": r - o}
+             for lo, hi, o, r in zip(octaves.edges_hz[:-1], octaves.edges_hz[1:], db["original"], db["recon"])]
     return {
         "clips": len(entries),
         "split": split,
@@ -90,6 +101,8 @@ def quality(codec: AudioCodec, manifest: Path, split: str, max_clips: int, toler
         "si_snr_db": float(np.mean(snrs)),
         "mel_distance": float(np.mean(mels)),
         "passes_onset_criterion": bool(recall["recon_vs_original"] >= 0.95),
+        "octave_bands": bands,
+        "worst_band_deficit_db": min(b["recon_minus_original_db"] for b in bands),
     }
 
 
@@ -116,6 +129,27 @@ def speed(codec: AudioCodec, device: torch.device, seconds: float, reps: int) ->
         t_enc = timed(lambda: codec.encode(x))
         t_dec = timed(lambda: codec.decode(z))
     return {"seconds": seconds, "encode_x_realtime": seconds / t_enc, "decode_x_realtime": seconds / t_dec}
+
+
+def _plot_bands(bands: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Bars of original and reconstructed power per octave band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{b['band_hz'][0]}-{b['band_hz'][1]}" for b in bands]
+    pos = np.arange(len(bands))
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.bar(pos - 0.2, [b["original_db"] for b in bands], width=0.4, label="original")
+    ax.bar(pos + 0.2, [b["recon_db"] for b in bands], width=0.4, label="reconstruction")
+    ax.set_xticks(pos, labels, rotation=30, ha="right")
+    ax.set_xlabel("octave band (Hz)")
+    ax.set_ylabel("mean power (dB)")
+    ax.set_title(title, fontsize=9)
+    ax.legend()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
 
 
 def _cpu_name() -> str:
@@ -174,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                                            f"{100 * q['event_recall_original']:.1f}% of {q['events']}"),
         ("SI-SNR", f"{q['si_snr_db']:.2f} dB"),
         ("mel distance", f"{q['mel_distance']:.3f}"),
+        ("worst octave band, recon - original", f"{q['worst_band_deficit_db']:+.1f} dB"),
     ]
     for name, s in result["speed"].items():
         label = f"{name} ({args.threads} threads)" if name == "cpu" else f"{name} ({result['hardware']['gpu']})"
@@ -183,10 +218,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ncodec {args.codec} ({result['fingerprint']}), CPU {result['hardware']['cpu']}")
     for name, value in rows:
         print(f"  {name.ljust(width)}  {value}")
+    print("\n  octave band (Hz)   original dB   recon dB   difference")
+    for b in q["octave_bands"]:
+        lo, hi = b["band_hz"]
+        print(f"  {lo:>6d}-{hi:<6d}     {b['original_db']:9.1f}   {b['recon_db']:8.1f}   {b['recon_minus_original_db']:+9.1f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    plot = out.with_name(out.stem + "_bands.png")
+    _plot_bands(q["octave_bands"], plot, title=f"{args.codec}: power per octave band, {q['clips']} {q['split']} clips")
+    print(f"wrote {out}, {plot}")
     return 0
 
 

@@ -73,3 +73,16 @@ def test_envelope_loss_punishes_smeared_attacks() -> None:
     x = sharp.reshape(1, 1, -1)
     assert loss(x, x).item() == 0.0
     assert loss(smeared.reshape(1, 1, -1), x) > 3 * loss(0.9 * x, x)
+
+
+def test_octave_power_puts_a_tone_in_its_band_and_dc_in_the_lowest() -> None:
+    from audio_codec.metrics import OctavePower
+
+    op = OctavePower(24000)
+    assert [round(e) for e in op.edges_hz] == [0, 94, 188, 375, 750, 1500, 3000, 6000, 12000]
+    t = torch.arange(24000) / 24000
+    tone = torch.sin(2 * torch.pi * 440 * t).reshape(1, 1, -1)
+    assert int(op(tone)[0].argmax()) == 3  # 375-750 Hz
+    assert int(op(tone + 2.0)[0].argmax()) == 0  # a DC offset lands in the band down to 0 Hz
+    with pytest.raises(ValueError, match="n_bands"):
+        OctavePower(24000, n_bands=0)
