@@ -228,6 +228,14 @@ class CodecDataModule(L.LightningDataModule):
                           collate_fn=collate_audio, drop_last=shuffle, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
+        if len(self.train_entries) < self.batch_size:
+            # The training loader drops the last incomplete batch, so there would be no batch at
+            # all and Lightning would finish "training" after 0 steps without a word.
+            raise ValueError(
+                f"the {self.train_split!r} split of {self.manifest} has {len(self.train_entries)} clip(s), fewer than "
+                f"data.batch_size={self.batch_size}, so not one full training batch; lower --data.batch_size or "
+                "add clips to the split."
+            )
         ds = AudioClipDataset(self.train_entries, self.sample_rate, self.channels,
                               segment_seconds=self.segment_seconds, random_crop=True,
                               transient_crops=self.transient_crops)

@@ -68,3 +68,7 @@ def test_datamodule_validates_arguments(tiny_manifest: Path) -> None:
     dm = CodecDataModule(str(tiny_manifest), val_split="missing", num_workers=0, batch_size=2)
     dm.setup("fit")
     assert dm.val_dataloader() == [] and len(dm.train_dataloader()) == 1
+    too_few = CodecDataModule(str(tiny_manifest), num_workers=0, batch_size=4)  # 3 training clips
+    too_few.setup("fit")
+    with pytest.raises(ValueError, match="fewer than data.batch_size=4"):
+        too_few.train_dataloader()
