@@ -77,7 +77,7 @@ class Stage:
     describe: Callable[[], str] = lambda: ""
 
 
-def _avgen(*args: str | Path) -> list[str]:
+def _avgen(*args: object) -> list[str]:  # paths and numbers become their str()
     return [sys.executable, "-m", "av_model.cli", *map(str, args)]
 
 
