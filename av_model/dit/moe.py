@@ -9,7 +9,8 @@ Tensor names carry their axes (as torchtitan's moe.py does):
 Two dispatch paths compute the same function:
   * `reference`: a plain loop over experts (index, SwiGLU, scatter-add): the readable oracle.
   * `grouped`: sort the S slots by expert, run every expert in one grouped matmul over contiguous
-    segments, scatter-add back. On CUDA in bf16 this is `torch._grouped_mm` with int32 cumulative
+    segments, gather back into slot order and mix each token's K outputs by its gates (every row
+    move is a gather by a permutation, also in the backward pass: no scatter-add). On CUDA in bf16 this is `torch._grouped_mm` with int32 cumulative
     offsets and no host synchronization; elsewhere the segments are multiplied one by one (the
     segment sizes must then be read on the host, which costs nothing on a CPU).
 
