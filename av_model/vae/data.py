@@ -120,6 +120,7 @@ class VideoClipDataModule(L.LightningDataModule):
         if self._clip_dm is None:
             from av_model.data import ClipDataModule
 
+            assert self.manifest is not None, "only manifest-backed data has a clip datamodule"
             self._clip_dm = ClipDataModule(
                 manifest=self.manifest,
                 fps=self.fps,
@@ -136,7 +137,7 @@ class VideoClipDataModule(L.LightningDataModule):
         if self.manifest is not None:
             dm = self._clip_datamodule()
             dm.trainer = self.trainer
-            dm.setup(stage)
+            dm.setup(stage or "fit")
             return
         if self._train is None:
             self._train = synthetic_clips(self.synthetic_train, "train", self.seed, self.size, self.fps, self.duration)

@@ -84,7 +84,7 @@ def encode_file(
     from av_model.data.media import read_clip
 
     # 1. Read and pad the clip
-    clip = read_clip(src, fps=fps, size=size, start=start, duration=duration, require_audio=False)
+    clip = read_clip(Path(src), fps=fps, size=size, start=start, duration=duration, require_audio=False)
     x, (t, h, w) = pad_clip(frames_to_pixels(clip.frames), vae.temporal_compression, vae.spatial_compression)
     # 2. Encode
     vae = vae.to(device).eval()
@@ -189,6 +189,6 @@ def decode_file(
     out_fps = fps if fps is not None else float(meta.get("fps", 16.0))
     audio, sr = None, None
     if audio_from is not None:
-        audio, sr = read_audio(audio_from, duration=frames.shape[0] / out_fps)
-    write_clip(dst, frames, fps=out_fps, audio=audio, sample_rate=sr)
+        audio, sr = read_audio(Path(audio_from), duration=frames.shape[0] / out_fps)
+    write_clip(Path(dst), frames, fps=out_fps, audio=audio, sample_rate=sr)
     return tuple(frames.shape)

@@ -52,6 +52,7 @@ class TemporalConv(nn.Module):
             if in_ch != out_ch:
                 raise ValueError("identity_init needs in_ch == out_ch")
             # Centre tap = identity: a new temporal layer passes frames through untouched.
+            assert self.conv.bias is not None
             with torch.no_grad():
                 self.conv.weight.zero_()
                 self.conv.weight[:, :, 1, 0, 0] = torch.eye(in_ch)
@@ -119,6 +120,7 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv3d(in_ch, out_ch, kernel_size=1) if in_ch != out_ch else nn.Identity()
         # The last spatial convolution starts at zero so each block starts as the identity: deep
         # stacks then train from the first step without a warm-up of their own.
+        assert self.conv2.spatial.bias is not None
         nn.init.zeros_(self.conv2.spatial.weight)
         nn.init.zeros_(self.conv2.spatial.bias)
 
@@ -136,6 +138,7 @@ class SpatialAttention(nn.Module):
         self.norm = ChannelRMSNorm(channels)
         self.qkv = nn.Conv3d(channels, 3 * channels, kernel_size=1)
         self.proj = nn.Conv3d(channels, channels, kernel_size=1)
+        assert self.proj.bias is not None
         nn.init.zeros_(self.proj.weight)  # starts as the identity, like the residual blocks
         nn.init.zeros_(self.proj.bias)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -214,8 +214,8 @@ class VideoAutoencoderModule(L.LightningModule):
         self.log("val/l1", (recon - video).abs().mean(), prog_bar=True, sync_dist=True, batch_size=b)
         self.log("val/psnr", peak_signal_noise_ratio(frames(recon), frames(video), data_range=1.0),
                  prog_bar=True, sync_dist=True, batch_size=b)
-        self.log("val/ssim", structural_similarity_index_measure(frames(recon), frames(video), data_range=1.0),
-                 sync_dist=True, batch_size=b)
+        ssim = cast(torch.Tensor, structural_similarity_index_measure(frames(recon), frames(video), data_range=1.0))
+        self.log("val/ssim", ssim, sync_dist=True, batch_size=b)
 
     # ---------------------------------------------------------------------------- optimizers
     def configure_optimizers(self) -> Any:

@@ -58,10 +58,12 @@ class Encoder(nn.Module):
         # The posterior starts nearly deterministic (std e^-4 ~ 0.02). With the usual log-variance
         # of 0, unit-variance noise drowns the young latents and the decoder learns to ignore
         # them; Adam would need thousands of steps to walk the log-variance down.
+        bias = self.conv_out.spatial.bias
+        assert bias is not None
         with torch.no_grad():
             c = cfg.latent_channels
             self.conv_out.spatial.weight[c:] *= 0.1
-            self.conv_out.spatial.bias[c:] = -8.0
+            bias[c:] = -8.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = space_to_depth(x, self.temporal_patch, self.patch)  # (B, 3 tp p², T/tp, H/p, W/p)
@@ -144,6 +146,10 @@ class VideoAutoencoder(nn.Module):
     Args:
         config: the architecture; `VAEConfig()` or `get_preset(name)`.
     """
+
+    latent_mean: torch.Tensor
+    latent_std: torch.Tensor
+    latent_stats_set: torch.Tensor
 
     def __init__(self, config: VAEConfig | None = None) -> None:
         super().__init__()

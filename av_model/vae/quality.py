@@ -10,6 +10,7 @@ centroid of the object pixels, and compare original and reconstruction frame by 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -18,10 +19,13 @@ from tqdm.auto import tqdm
 
 from .model import VideoAutoencoder
 
+if TYPE_CHECKING:
+    from av_model.data.synthetic import SynthConfig
+
 DEFAULT_THRESHOLD = 40  # uint8 levels; objects differ from backgrounds by >= ~60, codec noise by < 10
 
 
-def synthetic_background(clip: object, config: object) -> np.ndarray:
+def synthetic_background(clip: object, config: SynthConfig) -> np.ndarray:
     """The background (with floor and walls, without objects) of a synthetic clip, `(H, W, 3)` uint8.
 
     Args:
@@ -153,7 +157,8 @@ def evaluate_synthetic(
         nf = x.shape[0] * x.shape[2]
         psnr += float(peak_signal_noise_ratio(to01(recon), to01(x), data_range=1.0, reduction="none",
                                               dim=(1, 2, 3)).sum())
-        ssim += float(structural_similarity_index_measure(to01(recon), to01(x), data_range=1.0, reduction="sum"))
+        ssim += float(cast(torch.Tensor, structural_similarity_index_measure(to01(recon), to01(x), data_range=1.0,
+                                                                            reduction="sum")))
         l1 += float((recon - x).abs().mean(dim=(1, 3, 4)).sum())
         n_frames += nf
         bar.update(len(clips))
