@@ -11,8 +11,9 @@ Two dispatch paths compute the same function:
   * `grouped`: sort the S slots by expert, run every expert in one grouped matmul over contiguous
     segments, gather back into slot order and mix each token's K outputs by its gates (every row
     move is a gather by a permutation, also in the backward pass: no scatter-add). On CUDA in bf16
-    this is `torch._grouped_mm` with int32 cumulative offsets and no host synchronization; elsewhere the segments are multiplied one by one (the
-    segment sizes must then be read on the host, which costs nothing on a CPU).
+    this is `torch._grouped_mm` with int32 cumulative offsets and no host synchronization; elsewhere
+    the segments are multiplied one by one (the segment sizes must then be read on the host, which
+    costs nothing on a CPU).
 
 Each expert's gate and up projections are stored side by side, `w13_ED2F = [w1 | w3]`, so the
 grouped path runs two grouped matmuls per layer instead of three (one of width 2F, which uses the
