@@ -26,7 +26,7 @@ from __future__ import annotations
 import warnings
 import weakref
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -34,6 +34,8 @@ from torch import nn
 __all__ = ["ParallelConfig", "apply_parallelism", "expert_parameters", "shard_mesh"]
 
 ACMode = Literal["none", "full", "selective"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+COMPILE_MODES: tuple[str, ...] = get_args(CompileMode)
 # Models already wrapped: wrapping twice would nest checkpoint wrappers and shard twice.
 _PARALLELIZED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
@@ -66,7 +68,7 @@ class ParallelConfig:
     activation_checkpointing: ACMode = "none"
     ac_every: int = 2
     compile: bool = False
-    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    compile_mode: CompileMode = "default"
     sharding: Literal["full", "hybrid"] = "full"
 
     def __post_init__(self) -> None:
@@ -79,9 +81,8 @@ class ParallelConfig:
             )
         if self.ac_every < 1:
             raise ValueError(f"parallel.ac_every must be >= 1; got {self.ac_every}.")
-        modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-        if self.compile_mode not in modes:
-            raise ValueError(f"parallel.compile_mode must be one of {', '.join(modes)}; got {self.compile_mode!r}.")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"parallel.compile_mode must be one of {', '.join(COMPILE_MODES)}; got {self.compile_mode!r}.")
         if self.sharding not in ("full", "hybrid"):
             raise ValueError(f"parallel.sharding must be full or hybrid; got {self.sharding!r}.")
 

@@ -31,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from av_model.dit import AVDiT, count_params, get_preset  # noqa: E402
+from av_model.parallel import COMPILE_MODES  # noqa: E402
 from av_model.sampling import SamplerConfig, sample  # noqa: E402
 from av_model.text.batch import TextBatch  # noqa: E402
 
@@ -541,8 +542,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="extra sampling rows guided only inside [LOW, HIGH] (repeatable); (0, 1) always runs")
     ap.add_argument("--preset", default=None, help="generator preset (default h100_1b; debug with --quick)")
     ap.add_argument("--steps", type=int, default=50, help="sampling steps")
-    ap.add_argument("--compile-mode", default="default",
-                    choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+    ap.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
                     help="torch.compile mode of the compiled training-step rows (reduce-overhead: CUDA graphs)")
     ap.add_argument("--train-variants", choices=("all", "compiled"), default="all",
                     help="train section: every variant, or only the compiled MoE and dense steps (the targets)")
