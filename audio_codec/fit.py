@@ -19,6 +19,7 @@ import logging
 import warnings
 from pathlib import Path
 
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -41,11 +42,18 @@ class CodecCLI(LightningCLI):
                             help="Where to write the trained codec (default: <trainer.default_root_dir>/codec.pt).")
 
 
-def export_codec(module: CodecLitModule, datamodule: CodecDataModule, out: Path, **meta: object) -> Path:
-    """Compute latent statistics over training clips and save the codec to `out`."""
+def export_codec(module: CodecLitModule, datamodule: CodecDataModule, out: Path, *,
+                 device: torch.device | None = None, **meta: object) -> Path:
+    """Compute latent statistics over training clips (on `device`, e.g. the GPU it trained on) and
+    save the codec to `out`."""
     codec = module.codec
     loader = datamodule.stats_dataloader()
-    stats = compute_latent_stats(codec, loader, total=len(loader))
+    home = codec.device
+    codec.to(device or home)  # Lightning hands the model back on the CPU after fitting
+    try:
+        stats = compute_latent_stats(codec, loader, total=len(loader))
+    finally:
+        codec.to(home)
     codec.set_latent_stats(stats.mean, stats.std, stats.num_frames)
     return codec.save(out, stats_clips=len(loader), **meta)
 
@@ -90,7 +98,8 @@ def fit_main(argv: list[str]) -> int:
         return 1
     if cli.trainer.is_global_zero:
         out = Path(cli.config.get("out") or Path(cli.trainer.default_root_dir) / "codec.pt")
-        path = export_codec(cli.model, cli.datamodule, out, steps=int(cli.trainer.global_step),
+        path = export_codec(cli.model, cli.datamodule, out, device=cli.trainer.strategy.root_device,
+                            steps=int(cli.trainer.global_step),
                             manifest=str(cli.datamodule.manifest))
         print(f"wrote {path} (fingerprint {cli.model.codec.fingerprint}, {cli.trainer.global_step} steps)")
     return 0

@@ -61,6 +61,10 @@ class LossConfig:
         disc_n_ffts: FFT sizes of its scales (hop n_fft / 4).
         disc_start_step: generator steps before adversarial training starts (the reconstruction
             losses first give the discriminator something worth judging).
+        disc_clips: clips of each batch the discriminator judges (0: all); fewer make a CPU step
+            cheaper.
+        disc_seconds: length of the random window (the same for real and reconstructed audio) the
+            discriminator judges (0: the whole training segment).
     """
 
     l1_weight: float = 0.1
@@ -78,6 +82,8 @@ class LossConfig:
     disc_filters: int = 32
     disc_n_ffts: list[int] = field(default_factory=lambda: [1024, 2048, 512])
     disc_start_step: int = 0
+    disc_clips: int = 0
+    disc_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("l1_weight", "l2_weight", "envelope_weight", "mel_weight", "adv_weight", "feat_weight",
@@ -97,6 +103,9 @@ class LossConfig:
             raise ValueError(f"loss.mel_floor must be > 0 and loss.mel_l2_weight >= 0, got {self.mel_floor}, {self.mel_l2_weight}.")
         if self.disc_start_step < 0:
             raise ValueError(f"loss.disc_start_step must be >= 0, got {self.disc_start_step}.")
+        if self.disc_clips < 0 or not (math.isfinite(self.disc_seconds) and self.disc_seconds >= 0):
+            raise ValueError(f"loss.disc_clips and loss.disc_seconds must be >= 0 (0: all), got {self.disc_clips}, "
+                             f"{self.disc_seconds}.")
 
 
 @dataclass
@@ -172,6 +181,10 @@ class CodecLitModule(L.LightningModule):
             _load_initial_weights(self.codec, init_from)
         self.disc: MultiScaleSTFTDiscriminator | None = None
         if loss.adv_weight > 0:
+            window = round(loss.disc_seconds * codec.sample_rate)
+            if 0 < window < max(loss.disc_n_ffts):
+                raise ValueError(f"loss.disc_seconds={loss.disc_seconds} is {window} samples, shorter than the "
+                                 f"discriminator's largest FFT ({max(loss.disc_n_ffts)}); use a longer window or 0.")
             with quiet_weight_norm():
                 self.disc = MultiScaleSTFTDiscriminator(
                     filters=loss.disc_filters, in_channels=codec.channels, n_ffts=list(loss.disc_n_ffts),
@@ -208,6 +221,17 @@ class CodecLitModule(L.LightningModule):
         bandwidths = self.codec.bandwidths
         pick = bandwidths[int(torch.randint(len(bandwidths), ()))]
         return self.codec.config.codebooks_for_bandwidth(pick)
+
+    def _disc_window(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The clips and random time window of (real, reconstructed) audio the discriminator judges."""
+        cfg = self.loss_cfg
+        if cfg.disc_clips:
+            x, y = x[:cfg.disc_clips], y[:cfg.disc_clips]
+        window = round(cfg.disc_seconds * self.codec.sample_rate)
+        if 0 < window < x.shape[-1]:
+            start = int(torch.randint(x.shape[-1] - window + 1, ()))
+            x, y = x[..., start:start + window], y[..., start:start + window]
+        return x, y
 
     def _adversarial_active(self) -> bool:
         return self.disc is not None and self.global_step >= self.loss_cfg.disc_start_step
@@ -246,9 +270,10 @@ class CodecLitModule(L.LightningModule):
         if adversarial:
             assert self.disc is not None and opt_d is not None
             self.toggle_optimizer(opt_g)  # no gradients into the discriminator from this loss
-            fake_logits, fake_maps = self.disc(y.float())
+            x_d, y_d = self._disc_window(x, y)
+            fake_logits, fake_maps = self.disc(y_d.float())
             with torch.no_grad():
-                _, real_maps = self.disc(x)
+                _, real_maps = self.disc(x_d)
             adv = generator_hinge_loss(fake_logits)
             feat = feature_matching_loss(real_maps, fake_maps)
             total = total + cfg.adv_weight * adv + cfg.feat_weight * feat
@@ -266,8 +291,8 @@ class CodecLitModule(L.LightningModule):
         if adversarial:
             assert self.disc is not None and opt_d is not None
             self.toggle_optimizer(opt_d)
-            real_logits, _ = self.disc(x)
-            fake_logits, _ = self.disc(y.detach().float())
+            real_logits, _ = self.disc(x_d)
+            fake_logits, _ = self.disc(y_d.detach().float())
             d_loss = discriminator_hinge_loss(real_logits, fake_logits)
             opt_d.zero_grad()
             self.manual_backward(d_loss)

@@ -629,12 +629,22 @@ def main(argv: list[str] | None = None) -> int:
         results["ratios"] = ratios
         print_table("ratios (same run)", [ratios], list(ratios))
     if "long" in only and not quick:
+        # The long clip needs activation checkpointing to fit; MoE and its dense twin side by side.
         long_clip = CLIPS["10s_480p"]
-        row = bench_train_variant(preset, long_clip, peak_tflops=peak["tflops"], checkpoint=True,
-                                  compile_blocks=True, iters=3)
-        row["variant"] = "moe"
-        results["train_long"] = row
-        print_table(f"training step, {long_clip.name}", [row], ["variant", *cols])
+        base = get_preset(preset)
+        dense = dict(num_experts=1, top_k=1, num_shared_experts=0,
+                     expert_hidden=(base.top_k + base.num_shared_experts) * base.expert_hidden)
+        long_rows = []
+        for name, v in (("moe", {}), ("dense", dense)):
+            row = bench_train_variant(preset, long_clip, peak_tflops=peak["tflops"], checkpoint=True,
+                                      compile_blocks=True, compile_mode=args.compile_mode, iters=3, **v)
+            row["variant"] = name
+            long_rows.append(row)
+            print(f"  {name:5s} {long_clip.name} {row['step_ms']:.1f} ms  MFU {row['mfu']:.1%}", flush=True)
+        results["train_long"] = long_rows
+        results.setdefault("ratios", {})["moe_over_dense_step_compiled_10s_480p"] = (
+            long_rows[0]["step_ms"] / long_rows[1]["step_ms"])
+        print_table(f"training step, {long_clip.name}", long_rows, ["variant", *cols])
     if "peer" in only:
         # Side by side, same settings: eager (no compile), activation checkpointing, bf16 autocast.
         ours = bench_train_variant(preset, clip, quick=quick, peak_tflops=peak["tflops"], checkpoint=True)

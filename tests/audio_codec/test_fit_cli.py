@@ -30,8 +30,9 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("fit")
     manifest = write_manifest(tmp / "data", {"train": [("a", 1.0), ("b", 0.8), ("c", 1.0)], "val": [("v", 0.6)]})
     root = tmp / "run"
-    assert _fit(manifest, root, "--trainer.max_steps", "2") == 0
-    assert _fit(manifest, root, "--trainer.max_steps", "4", "--ckpt_path", "last") == 0
+    disc = ("--model.loss.disc_clips", "1", "--model.loss.disc_seconds", "0.1")  # judge a part of each batch
+    assert _fit(manifest, root, "--trainer.max_steps", "2", *disc) == 0
+    assert _fit(manifest, root, "--trainer.max_steps", "4", "--ckpt_path", "last", *disc) == 0
     return root, manifest
 
 
