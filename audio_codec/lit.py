@@ -14,6 +14,7 @@ continuous latents the generator produces as well as the discrete codes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -65,6 +66,8 @@ class LossConfig:
             cheaper.
         disc_seconds: length of the random window (the same for real and reconstructed audio) the
             discriminator judges (0: the whole training segment).
+        disc_bf16: run the discriminator under bf16 autocast whatever the trainer's precision (its
+            losses stay fp32); on CPUs with AMX its step is about 3x faster.
     """
 
     l1_weight: float = 0.1
@@ -84,6 +87,7 @@ class LossConfig:
     disc_start_step: int = 0
     disc_clips: int = 0
     disc_seconds: float = 0.0
+    disc_bf16: bool = False
 
     def __post_init__(self) -> None:
         for name in ("l1_weight", "l2_weight", "envelope_weight", "mel_weight", "adv_weight", "feat_weight",
@@ -222,6 +226,17 @@ class CodecLitModule(L.LightningModule):
         pick = bandwidths[int(torch.randint(len(bandwidths), ()))]
         return self.codec.config.codebooks_for_bandwidth(pick)
 
+    def _judge(self, audio: torch.Tensor) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
+        """The discriminator's logits and feature maps of `audio` (B, C, S), as fp32."""
+        assert self.disc is not None
+        # Without disc_bf16 the trainer's own precision applies (an autocast(enabled=False) here
+        # would switch a bf16-mixed trainer's autocast off).
+        amp = (torch.autocast(audio.device.type, dtype=torch.bfloat16) if self.loss_cfg.disc_bf16
+               else contextlib.nullcontext())
+        with amp:
+            logits, maps = self.disc(audio)
+        return [t.float() for t in logits], [[t.float() for t in scale] for scale in maps]
+
     def _disc_window(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The clips and random time window of (real, reconstructed) audio the discriminator judges."""
         cfg = self.loss_cfg
@@ -271,9 +286,9 @@ class CodecLitModule(L.LightningModule):
             assert self.disc is not None and opt_d is not None
             self.toggle_optimizer(opt_g)  # no gradients into the discriminator from this loss
             x_d, y_d = self._disc_window(x, y)
-            fake_logits, fake_maps = self.disc(y_d.float())
+            fake_logits, fake_maps = self._judge(y_d.float())
             with torch.no_grad():
-                _, real_maps = self.disc(x_d)
+                _, real_maps = self._judge(x_d)
             adv = generator_hinge_loss(fake_logits)
             feat = feature_matching_loss(real_maps, fake_maps)
             total = total + cfg.adv_weight * adv + cfg.feat_weight * feat
@@ -291,8 +306,8 @@ class CodecLitModule(L.LightningModule):
         if adversarial:
             assert self.disc is not None and opt_d is not None
             self.toggle_optimizer(opt_d)
-            real_logits, _ = self.disc(x_d)
-            fake_logits, _ = self.disc(y_d.detach().float())
+            real_logits, _ = self._judge(x_d)
+            fake_logits, _ = self._judge(y_d.detach().float())
             d_loss = discriminator_hinge_loss(real_logits, fake_logits)
             opt_d.zero_grad()
             self.manual_backward(d_loss)

@@ -42,3 +42,14 @@ def test_zero_means_everything() -> None:
 def test_bad_settings_are_refused(loss: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         _module(**loss)
+
+
+def test_bf16_discriminator_returns_fp32_close_to_the_fp32_one() -> None:
+    torch.manual_seed(0)
+    exact, fast = _module(), _module(disc_bf16=True)
+    fast.disc.load_state_dict(exact.disc.state_dict())
+    audio = 0.3 * torch.randn(2, 1, 4000)
+    (logits32, maps32), (logits16, maps16) = exact._judge(audio), fast._judge(audio)
+    assert all(t.dtype == torch.float32 for t in [*logits16, *maps16[0]])
+    for a, b in zip([*logits32, *maps32[0]], [*logits16, *maps16[0]]):
+        assert (a - b).abs().mean() <= 0.05 * a.abs().mean() + 1e-6
