@@ -179,6 +179,14 @@ def make_inputs(cfg, clip: ClipShape, batch: int, text_len: int):
     return video, audio, text
 
 
+def dense_twin(preset: str) -> dict:
+    """Overrides that turn `preset` into the dense model of equal active parameters: one SwiGLU as
+    wide as the routed (top-k) plus shared experts a token goes through."""
+    base = get_preset(preset)
+    return dict(num_experts=1, top_k=1, num_shared_experts=0,
+                expert_hidden=(base.top_k + base.num_shared_experts) * base.expert_hidden)
+
+
 def bench_train_variant(preset: str, clip: ClipShape, *, batch: int = 1, dispatch: str = "grouped",
                         compile_blocks: bool = False, checkpoint: bool = False, quick: bool = False,
                         peak_tflops: float = 1.0, iters: int = 5, text_len: int = 64,
@@ -336,11 +344,8 @@ KERNEL_KINDS = (  # first match wins; lower-case substrings of CUDA kernel names
 
 def bench_profile(preset: str, clip: ClipShape, *, quick: bool, out_dir: Path) -> dict:
     """Kernel time by kind for one compiled training step of the MoE and of the dense model."""
-    base = get_preset(preset)
-    dense_hidden = (base.top_k + base.num_shared_experts) * base.expert_hidden
     result = {}
-    for variant, overrides in (("moe", {}), ("dense", dict(num_experts=1, top_k=1, num_shared_experts=0,
-                                                           expert_hidden=dense_hidden))):
+    for variant, overrides in (("moe", {}), ("dense", dense_twin(preset))):
         free()
         result[variant] = _profile_variant(get_preset(preset, **overrides), clip, quick=quick,
                                            trace=out_dir / f"h100_profile_{variant}.json")
@@ -587,16 +592,14 @@ def main(argv: list[str] | None = None) -> int:
     cols = ["preset", "clip", "tokens", "dispatch", "compile", "compile_mode", "ckpt", "step_ms", "tokens_per_s", "tflops", "mfu",
             "active_params_M", "total_params_M", "peak_mem_GiB", "spread_ms"]
     if "train" in only:
-        dense_hidden = None
-        base = get_preset(preset)
-        dense_hidden = (base.top_k + base.num_shared_experts) * base.expert_hidden
+        dense = dense_twin(preset)
         variants = [
             dict(dispatch="grouped"),
             dict(dispatch="grouped", compile_blocks=True),
             dict(dispatch="reference"),
             dict(dispatch="grouped", checkpoint=True),
-            dict(num_experts=1, top_k=1, num_shared_experts=0, expert_hidden=dense_hidden),  # dense, equal active
-            dict(num_experts=1, top_k=1, num_shared_experts=0, expert_hidden=dense_hidden, compile_blocks=True),
+            dict(dense),  # dense, equal active
+            dict(dense, compile_blocks=True),
         ]
         if args.train_variants == "compiled":
             variants = [v for v in variants if v.get("compile_blocks")]
@@ -617,8 +620,7 @@ def main(argv: list[str] | None = None) -> int:
         ratios = {name: by[a]["step_ms"] / by[b]["step_ms"] for name, (a, b) in pairs.items() if a in by and b in by}
         if not quick:  # the MFU target is stated at 8k tokens or more; the 5 s clip has 7,805
             long8 = CLIPS["8s_256p"]
-            for v in (dict(compile_blocks=True), dict(num_experts=1, top_k=1, num_shared_experts=0,
-                                                      expert_hidden=dense_hidden, compile_blocks=True)):
+            for v in (dict(compile_blocks=True), dict(dense, compile_blocks=True)):
                 row = bench_train_variant(preset, long8, peak_tflops=peak["tflops"], compile_mode=args.compile_mode, **v)
                 row["variant"] = "dense" if v.get("num_experts") == 1 else "moe"
                 rows.append(row)
@@ -631,11 +633,8 @@ def main(argv: list[str] | None = None) -> int:
     if "long" in only and not quick:
         # The long clip needs activation checkpointing to fit; MoE and its dense twin side by side.
         long_clip = CLIPS["10s_480p"]
-        base = get_preset(preset)
-        dense = dict(num_experts=1, top_k=1, num_shared_experts=0,
-                     expert_hidden=(base.top_k + base.num_shared_experts) * base.expert_hidden)
         long_rows = []
-        for name, v in (("moe", {}), ("dense", dense)):
+        for name, v in (("moe", {}), ("dense", dense_twin(preset))):
             row = bench_train_variant(preset, long_clip, peak_tflops=peak["tflops"], checkpoint=True,
                                       compile_blocks=True, compile_mode=args.compile_mode, iters=3, **v)
             row["variant"] = name
@@ -649,9 +648,7 @@ def main(argv: list[str] | None = None) -> int:
         # Side by side, same settings: eager (no compile), activation checkpointing, bf16 autocast.
         ours = bench_train_variant(preset, clip, quick=quick, peak_tflops=peak["tflops"], checkpoint=True)
         ours_dense = bench_train_variant(preset, clip, quick=quick, peak_tflops=peak["tflops"], checkpoint=True,
-                                         num_experts=1, top_k=1, num_shared_experts=0,
-                                         expert_hidden=(get_preset(preset).top_k + get_preset(preset).num_shared_experts)
-                                         * get_preset(preset).expert_hidden)
+                                         **dense_twin(preset))
         peer = bench_ltx2(preset, clip, peak_tflops=peak["tflops"], quick=quick)
         results["peer"] = {"ours_moe": ours, "ours_dense": ours_dense, "ltx2": peer}
         rows = [{"model": "ours (moe, ckpt)", "tokens": ours["tokens"], "step_ms": ours["step_ms"],
