@@ -106,7 +106,7 @@ def run_one(run: Run, *, base: Path, manifest: Path, split: str, accelerator: st
            "--data.num_workers", str(workers), "--data.stats_clips", str(stats_clips), *run.overrides]
     t0 = time.perf_counter()
     with (run.root / "fit.log").open("w") as log:
-        rc = subprocess.call(fit, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        rc = subprocess.call(fit, stdout=log, stderr=subprocess.STDOUT, env=env)
     row["train_s"] = time.perf_counter() - t0
     if rc != 0 or not (run.root / "codec.pt").exists():
         row["error"] = f"training failed (exit {rc}): ...{_tail(run.root / 'fit.log')}"
@@ -115,7 +115,7 @@ def run_one(run: Run, *, base: Path, manifest: Path, split: str, accelerator: st
              "--manifest", str(manifest), "--split", split, "--threads", str(threads), "--seconds", "1",
              "--reps", "1", "--out", str(run.root / "bench.json")]
     with (run.root / "bench.log").open("w") as log:
-        rc = subprocess.call(bench, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        rc = subprocess.call(bench, stdout=log, stderr=subprocess.STDOUT, env=env)
     if rc != 0:
         row["error"] = f"measuring failed (exit {rc}): ...{_tail(run.root / 'bench.log')}"
         return row
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
-        futures = [pool.submit(run_one, r, base=base, manifest=args.manifest.resolve(), split=args.split,
+        futures = [pool.submit(run_one, r, base=base, manifest=args.manifest, split=args.split,
                                accelerator=args.accelerator, threads=threads, workers=workers,
                                stats_clips=args.stats_clips) for r in runs]
         for fut in tqdm(as_completed(futures), total=len(futures), desc="codec runs"):

@@ -104,3 +104,41 @@ def test_verdict_compares_the_moe_model_with_the_untrained_floor() -> None:
     assert t2av.startswith("t2av") and "not clearly above" in t2av and f"+{LEARNED_MARGIN}" in t2av
     assert v2a.startswith("v2a") and "learned" in v2a and "not clearly" not in v2a
     assert _verdicts([{"task": "v2a", "system": "dense", "f1": 0.3}]) == []  # nothing to compare
+
+
+def test_codec_recipe_is_chosen_by_flag_or_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import av_model.demo as demo
+
+    seen: list[demo.DemoConfig] = []
+    monkeypatch.setattr(demo, "run_demo", lambda cfg: seen.append(cfg) or 0)
+    monkeypatch.delenv("DEMO_CODEC", raising=False)
+    assert demo.main(["--run-dir", str(tmp_path)]) == 0
+    monkeypatch.setenv("DEMO_CODEC", "adversarial")
+    assert demo.main(["--run-dir", str(tmp_path)]) == 0
+    assert demo.main(["--run-dir", str(tmp_path), "--codec-recipe", "fast"]) == 0  # the flag wins
+    assert [(c.codec_config, c.codec_steps) for c in seen] == [demo.CODEC_RECIPES["fast"],
+                                                               demo.CODEC_RECIPES["adversarial"],
+                                                               demo.CODEC_RECIPES["fast"]]
+    assert all((Path(__file__).resolve().parents[1] / c.codec_config).exists() for c in seen)
+    stage2 = [demo.build_stages(c)[1] for c in seen]
+    assert [s.side_by_side for s in stage2] == [True, False, True]  # the long codec run gets both cores
+    monkeypatch.setenv("DEMO_CODEC", "best")
+    with pytest.raises(SystemExit) as exc:
+        demo.main(["--run-dir", str(tmp_path)])
+    assert exc.value.code == 2 and "must be one of fast, adversarial; got 'best'" in capsys.readouterr().err
+
+
+def test_a_codec_of_another_recipe_is_refused(tmp_path: Path) -> None:
+    import torch
+
+    from av_model.demo import DemoConfig, _check_codec_recipe
+
+    cfg = DemoConfig(run_dir=tmp_path)
+    _check_codec_recipe(cfg)  # nothing trained yet
+    (tmp_path / "codec").mkdir()
+    torch.save({"meta": {"steps": cfg.codec_steps}}, tmp_path / "codec" / "codec.pt")
+    _check_codec_recipe(cfg)  # the same recipe: kept
+    cfg.codec_steps = 1500
+    with pytest.raises(SystemExit, match="trained for 500 steps, but this demo's codec recipe trains 1500"):
+        _check_codec_recipe(cfg)
