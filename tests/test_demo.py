@@ -142,3 +142,21 @@ def test_a_codec_of_another_recipe_is_refused(tmp_path: Path) -> None:
     cfg.codec_steps = 1500
     with pytest.raises(SystemExit, match="trained for 500 steps, but this demo's codec recipe trains 1500"):
         _check_codec_recipe(cfg)
+
+
+def test_a_stage_not_side_by_side_runs_its_commands_one_after_another(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import av_model.demo as demo
+
+    groups: list[list[list[str]]] = []
+    done: list[str] = []
+    monkeypatch.setattr(demo, "_run_parallel", lambda commands, log_dir, stage: (groups.append(commands),
+                                                                                 done.append(stage)))
+    stages = [demo.Stage("1. pair", [["a"], ["b"]], lambda: bool(done)),
+              demo.Stage("2. alone", [["c"], ["d"]], lambda: len(done) > 1, side_by_side=False)]
+    monkeypatch.setattr(demo, "build_stages", lambda cfg: stages)
+    monkeypatch.setattr(demo, "_write_inputs", lambda cfg: None)
+    monkeypatch.setattr(demo, "_summary", lambda cfg, timings: None)
+    cfg = demo.DemoConfig(run_dir=tmp_path, start_app=False)
+    assert demo.run_demo(cfg) == 0
+    assert groups == [[["a"], ["b"]], [["c"]], [["d"]]]
