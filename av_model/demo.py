@@ -26,15 +26,6 @@ from rich.table import Table
 console = Console()
 
 
-#: The demo's codec recipes (config, steps). "fast" fits the demo's budget and keeps about 77% of
-#: held-out onsets within 10 ms; "adversarial" kept 97.4% on 2 CPU cores (100% on a GPU) and adds
-#: about 20 minutes on 2 CPU cores (docs/audio_codec.md).
-CODEC_RECIPES = {
-    "fast": ("configs/codec/small.yaml", 500),
-    "adversarial": ("configs/codec/small_adversarial.yaml", 1500),
-}
-
-
 @dataclass
 class DemoConfig:
     """Sizes of the demo run. `reduced()` gives the handful-of-clips version the test suite runs."""
@@ -43,12 +34,12 @@ class DemoConfig:
     n_train: int = 500
     n_val: int = 32
     n_heldout: int = 32
-    codec_steps: int = CODEC_RECIPES["fast"][1]
+    codec_steps: int = 500
     vae_steps: int = 400
     dit_steps: int = 600
     dit_moe_config: str = "configs/dit/tiny_moe.yaml"
     dit_dense_config: str = "configs/dit/tiny_dense.yaml"
-    codec_config: str = CODEC_RECIPES["fast"][0]
+    codec_config: str = "configs/codec/small.yaml"
     vae_config: str = "configs/vae/small.yaml"
     sample_steps: int = 16
     n_prompts: int = 16
@@ -78,14 +69,12 @@ class DemoConfig:
 
 @dataclass
 class Stage:
-    """One step of the demo: commands run side by side (or one after another with every core each),
-    then a check that the outputs are valid."""
+    """One step of the demo: commands run side by side, then a check that the outputs are valid."""
 
     name: str
     commands: list[list[str]]
     is_done: Callable[[], bool]
     describe: Callable[[], str] = lambda: ""
-    side_by_side: bool = True
 
 
 def _avgen(*args: object) -> list[str]:  # paths and numbers become their str()
@@ -188,8 +177,6 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
             ],
             lambda: codec.exists() and vae.exists(),
             lambda: f"{codec}, {vae}",
-            # A long codec run is better off with both cores than with one beside the autoencoder.
-            side_by_side=cfg.codec_steps <= CODEC_RECIPES["fast"][1],
         ),
         Stage(
             "3. latent cache",
@@ -347,29 +334,8 @@ def _summary(cfg: DemoConfig, timings: list[tuple[str, float, bool]]) -> None:
                   f"dit_moe/, dit_dense/, samples/, eval/*/report.html, study.db")
 
 
-def _check_codec_recipe(cfg: DemoConfig) -> None:
-    """Refuse a run directory whose codec was trained for another number of steps (another recipe):
-    every later stage would silently keep it."""
-    import torch
-
-    path = cfg.run_dir / "codec" / "codec.pt"
-    if not path.exists():
-        return
-    try:
-        steps = torch.load(path, map_location="cpu", weights_only=True).get("meta", {}).get("steps")
-    except Exception as exc:  # unreadable: left to the codec stage, whose loaders say what is wrong
-        console.print(f"[yellow]could not read {path} ({exc})[/yellow]")
-        return
-    if steps is not None and int(steps) != cfg.codec_steps:
-        raise SystemExit(
-            f"{path} was trained for {steps} steps, but this demo's codec recipe trains {cfg.codec_steps} "
-            f"({cfg.codec_config}). Use a fresh run directory (make demo RUN_DIR=runs/demo_adversarial, or "
-            f"avgen demo --run-dir ...), or delete {cfg.run_dir} to start over.")
-
-
 def run_demo(cfg: DemoConfig) -> int:
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    _check_codec_recipe(cfg)
     timings: list[tuple[str, float, bool]] = []
     total = time.perf_counter()
     for stage in build_stages(cfg):
@@ -380,9 +346,7 @@ def run_demo(cfg: DemoConfig) -> int:
             timings.append((stage.name, 0.0, True))
             continue
         console.rule(f"[bold]{stage.name}")
-        tag = stage.name.split(".")[0]
-        for group in [stage.commands] if stage.side_by_side else [[cmd] for cmd in stage.commands]:
-            _run_parallel(group, cfg.run_dir / "logs", tag)
+        _run_parallel(stage.commands, cfg.run_dir / "logs", stage.name.split(".")[0])
         if stage.name.startswith("9."):
             (cfg.run_dir / "study.created").write_text("ok\n")
         if not stage.is_done():
@@ -433,15 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="where every stage writes (default runs/demo)")
     ap.add_argument("--reduced", action="store_true", help="debug sizes and a handful of clips (seconds, for tests)")
     ap.add_argument("--no-app", action="store_true", help="do not start the app at the end (also: DEMO_APP=0)")
-    ap.add_argument("--codec-recipe", default=os.environ.get("DEMO_CODEC", "fast"),
-                    help="audio codec recipe: 'fast' (default; fits the demo's budget) or 'adversarial' (keeps "
-                         "the held-out onsets, about 20 minutes more on 2 CPU cores); also DEMO_CODEC=...")
     args = ap.parse_args(argv)
-    if args.codec_recipe not in CODEC_RECIPES:
-        ap.error(f"--codec-recipe (or DEMO_CODEC) must be one of {', '.join(CODEC_RECIPES)}; got {args.codec_recipe!r}")
     cfg = DemoConfig.reduced(args.run_dir) if args.reduced else DemoConfig(run_dir=args.run_dir)
-    if not args.reduced:
-        cfg.codec_config, cfg.codec_steps = CODEC_RECIPES[args.codec_recipe]
     if args.no_app or os.environ.get("DEMO_APP", "1") == "0":
         cfg.start_app = False
     return run_demo(cfg)
