@@ -35,6 +35,7 @@ from .errors import StudyError
 from .media import MediaError, RegisteredMedia, register_media
 from .sources import MatchedPrompt, match_prompts, read_source
 from .spec import GOLD_KINDS, SpecError, StudySpec
+from .spreadsheet import neutralise_formulas
 from .store import Admin, Assignment, Judgment, Pair, Prompt, Rater, Sample, Store, Study, System, find_study
 
 __all__ = [
@@ -375,6 +376,10 @@ def export_judgments(store: Store, ref: str | int, path: str | Path, fmt: str | 
                      all_gold_rows: bool = False) -> Path:
     """Write a study's judgments to CSV or Parquet.
 
+    CSV is what people open in a spreadsheet, so its text cells that a spreadsheet would run as a
+    formula (a rater named ``=HYPERLINK(...)``) get a leading apostrophe (`neutralise_formulas`);
+    Parquet keeps every value exactly (it is read by pandas and Arrow, which run nothing).
+
     Args:
         fmt: "csv" or "parquet"; default from the file's suffix.
         all_gold_rows: see `judgments_frame`.
@@ -389,7 +394,7 @@ def export_judgments(store: Store, ref: str | int, path: str | Path, fmt: str | 
     frame = judgments_frame(store, ref, all_gold_rows=all_gold_rows)
     p.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
-        frame.to_csv(p, index=False)
+        neutralise_formulas(frame).to_csv(p, index=False)
     else:
         frame.to_parquet(p, index=False)
     return p

@@ -12,6 +12,7 @@ from human_eval_app.errors import StudyError
 from human_eval_app.media import MediaError
 from human_eval_app.raters import create_invites
 from human_eval_app.spec import DEFAULT_QUESTIONS, GOLD_KINDS, StudySpec
+from human_eval_app.spreadsheet import neutralise_formulas
 from human_eval_app.store import StoreError
 from human_eval_app.studies import (
     create_study,
@@ -136,7 +137,7 @@ def _manage_tab(studies: list) -> None:
         frame = pd.DataFrame(made[1], columns=["name", "link", "expires_at"])
         st.caption("Each link is shown only now; send one to each rater.")
         st.dataframe(frame, hide_index=True)
-        st.download_button("Download the links (CSV)", frame.to_csv(index=False), f"invites-{info.code}.csv",
+        st.download_button("Download the links (CSV)", neutralise_formulas(frame).to_csv(index=False), f"invites-{info.code}.csv",
                            mime="text/csv", key="invite-csv")
     status = st.toggle("Open for raters", value=info.status == "open", key=f"status-{info.id}")
     if status != (info.status == "open"):
@@ -148,7 +149,7 @@ def _manage_tab(studies: list) -> None:
     parquet = io.BytesIO()
     frame.to_parquet(parquet, index=False)
     c1, c2 = st.columns(2)
-    c1.download_button("Judgments as CSV", frame.to_csv(index=False), f"judgments-{info.code}.csv", mime="text/csv",
+    c1.download_button("Judgments as CSV", neutralise_formulas(frame).to_csv(index=False), f"judgments-{info.code}.csv", mime="text/csv",
                        key="export-csv")
     c2.download_button("Judgments as Parquet", parquet.getvalue(), f"judgments-{info.code}.parquet",
                        mime="application/octet-stream", key="export-parquet")
