@@ -203,18 +203,16 @@ class FlowMatching:
         # 3. Straight path between data and noise.
         eps_v = torch.randn(video.shape, generator=generator, device=g).to(dev, video.dtype)
         eps_a = torch.randn(audio.shape, generator=generator, device=g).to(dev, audio.dtype)
-        xt_v = video + tv_f[:, None, :, None, None].to(video.dtype) * (eps_v - video)  # (B, C_v, T_v, H, W)
-        xt_a = audio + ta_f[:, None, :].to(audio.dtype) * (eps_a - audio)  # (B, C_a, T_a)
+        xt_v = noisy_latents(video, eps_v, tv_f)  # (B, C_v, T_v, H, W)
+        xt_a = noisy_latents(audio, eps_a, ta_f)  # (B, C_a, T_a)
         # 4. Text dropout for classifier-free guidance.
         dropped = rand(b) < cfg.p_drop_text
         cond = text.drop(dropped)  # always applied: testing `dropped.any()` would sync with the GPU
         # 5. Predict velocities.
         out = model(xt_v, xt_a, tv_f if per_frame else t_v, ta_f if per_frame else t_a, cond, video_rate, audio_rate)
         # 6. Mean squared error on noisy frames only.
-        err_v = (out.video.float() - (eps_v - video).float()).square().mean(dim=(1, 3, 4))  # (B, T_v)
-        err_a = (out.audio.float() - (eps_a - audio).float()).square().mean(dim=1)  # (B, T_a)
-        loss_v, valid_v = _masked_mean(err_v, tv_f > 0)  # (B,), (B,)
-        loss_a, valid_a = _masked_mean(err_a, ta_f > 0)
+        loss_v, valid_v = velocity_error(out.video, video, eps_v, tv_f)  # (B,), (B,)
+        loss_a, valid_a = velocity_error(out.audio, audio, eps_a, ta_f)
         video_loss = (loss_v * valid_v).sum() / valid_v.sum().clamp_min(1)
         audio_loss = (loss_a * valid_a).sum() / valid_a.sum().clamp_min(1)
         flow_loss = cfg.video_weight * video_loss + cfg.audio_weight * audio_loss
@@ -237,6 +235,39 @@ class FlowMatching:
             return torch.zeros(b, device=video.device)
         rows = 1 + (rand(b) * max_rows).long().clamp_max(max_rows - 1)  # uniform in [1, max_rows]
         return (rand(b) < cfg.p_prefix) * rows * token_s
+
+
+def noisy_latents(x0: Tensor, eps: Tensor, t_BT: Tensor) -> Tensor:
+    """The straight path x_t = x_0 + t (eps - x_0) at a flow time per latent frame.
+
+    Args:
+        x0: (B, C, T, ...) clean latents (frames on axis 2: video (B, C, T_v, H, W), audio (B, C, T_a)).
+        eps: noise shaped like `x0`.
+        t_BT: (B, T) flow time of each frame (0 keeps the frame clean).
+
+    Returns:
+        (B, C, T, ...) noisy latents in the dtype of `x0`.
+    """
+    t = t_BT.reshape(t_BT.shape[0], 1, t_BT.shape[1], *([1] * (x0.dim() - 3))).to(x0.dtype)
+    return x0 + t * (eps - x0)
+
+
+def velocity_error(pred: Tensor, x0: Tensor, eps: Tensor, t_BT: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-sample mean squared error of a predicted velocity against eps - x_0, over noisy frames only.
+
+    Clean frames (t = 0) carry no error: their target, the noise they never saw, is unpredictable.
+
+    Args:
+        pred: (B, C, T, ...) predicted velocity.
+        x0, eps: (B, C, T, ...) the clean latents and the noise of the path.
+        t_BT: (B, T) flow time of each frame.
+
+    Returns:
+        (B,) float32 mean error per sample (0 where no frame is noisy) and (B,) bool, whether any was.
+    """
+    frame_axes = tuple(d for d in range(1, pred.dim()) if d != 2)
+    err_BT = (pred.float() - (eps - x0).float()).square().mean(dim=frame_axes)  # (B, T)
+    return _masked_mean(err_BT, t_BT > 0)
 
 
 def _frame_times(n: int, rate: float, device: torch.device) -> Tensor:
