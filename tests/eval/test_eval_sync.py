@@ -74,3 +74,39 @@ def test_v2a_without_ground_truth_is_not_applicable(small_sets: dict[str, Path])
     gen = load_set(small_sets["sync"])
     with pytest.raises(NotApplicable, match="ground-truth events"):
         EventSync().evaluate(gen, load_set(small_sets["late"]), MetricOptions(task="v2a"), {"progress": False})
+
+
+def _clips(n: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [np.sort(rng.choice(np.arange(0.1, 1.9, 0.1), size=int(rng.integers(2, 5)), replace=False))
+            for _ in range(n)]
+
+
+def test_event_floor_separates_own_events_from_other_clips() -> None:
+    from eval.metrics.sync import event_floor
+
+    events = _clips(24, seed=0)
+    jitter = np.random.default_rng(1)
+    own = [e + jitter.normal(0, 0.01, e.shape) for e in events]  # a system in sync with its clip
+    other = own[1:] + own[:1]  # the same audio given to the wrong clips: ignores its condition
+    rng = np.random.default_rng(0)
+    good = event_floor(own, events, 0.05, 200, 0.95, rng)
+    bad = event_floor(other, events, 0.05, 200, 0.95, rng)
+    assert good.f1 > 0.9 and good.cleared and good.gap_ci[0] > 0.3, good
+    # A system whose audio belongs to other clips scores about its own floor and never clears it.
+    assert not bad.cleared and bad.gap_ci[0] < 0 < bad.gap_ci[1] + 0.05, bad
+    assert abs(bad.f1 - bad.mismatched_f1) < 0.15, bad
+    # The floor is the same population either way: each clip's onsets against every other clip's events.
+    assert abs(good.mismatched_f1 - bad.mismatched_f1) < 0.1
+    flat = good.flat("50ms")
+    assert flat["floor_cleared_50ms"] is True and flat["mismatched_f1_50ms"] == good.mismatched_f1
+
+
+def test_event_results_carry_floors_at_50_and_100_ms(shift_sets: dict[str, Path]) -> None:
+    res = _run(EventSync(), shift_sets, MetricOptions(task="v2a", n_boot=50))
+    in_sync, late = res[0].extra, res[320].extra
+    for tag in ("50ms", "100ms"):
+        assert in_sync[f"floor_cleared_{tag}"] and in_sync[f"f1_{tag}"] > in_sync[f"mismatched_f1_{tag}"] + 0.3
+        assert not late[f"floor_cleared_{tag}"]
+    # 80 ms late: inside the 100 ms tolerance, outside the 50 ms one.
+    assert res[80].extra["floor_cleared_100ms"] and not res[80].extra["floor_cleared_50ms"]
