@@ -9,6 +9,7 @@ left and right clip only.
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import json
 import re
 import unicodedata
@@ -166,24 +167,37 @@ def create_invites(store: Store, study_ref: str | int, n: int, *, names: list[st
 
 
 def join_with_code(store: Store, code: str, name: str | None = None, *,
-                   prolific: ProlificParams | None = None) -> tuple[RaterContext, str]:
+                   prolific: ProlificParams | None = None, token: str | None = None) -> tuple[RaterContext, str]:
     """Join a study with its code and a name (or as a Prolific participant).
 
-    A Prolific participant who comes back gets a fresh token for the same rater, so the queue
-    resumes where it stopped.
+    A Prolific participant id is no secret (researchers, other participants' screenshots and
+    exports show it), so it alone never hands over an existing rater. A participant who comes back
+    resumes their queue only with proof of being the same person: the same Prolific session id
+    (``SESSION_ID``, which Prolific gives each submission and repeats when the participant reopens
+    it), or the token this browser already holds. Resuming by session id gives a fresh token (the
+    rater holds one link at a time); anyone else with the same participant id is refused and the
+    first person's link keeps working.
+
+    Args:
+        code: the study code.
+        name: the rater's name; a Prolific participant gets ``prolific-<pid>``.
+        prolific: Prolific's URL parameters, when joining from Prolific.
+        token: the rater token this browser already holds, if any (a Prolific participant who
+            holds their own token resumes with it unchanged).
 
     Returns:
         The rater and the token to put into the page's address.
 
     Raises:
-        AccessError: malformed code, unknown study, or joining by code is off for the study.
+        AccessError: malformed code, unknown study, joining by code is off for the study, or the
+            Prolific participant id belongs to a rater of another session.
         StudyClosed: the study is closed.
     """
     code = (code or "").strip().upper()
     if not _CODE_RE.fullmatch(code):
         raise AccessError("that is not a study code (4-16 letters and digits); check the code you were given")
     display = clean_name(name if name else (f"prolific-{prolific.pid}" if prolific else ""))
-    token = new_token()
+    new = new_token()
     with store.write() as s:
         study = s.scalar(select(Study).where(Study.code == code))
         if study is None:
@@ -197,9 +211,18 @@ def join_with_code(store: Store, code: str, name: str | None = None, *,
         if prolific is not None:
             rater = s.scalar(select(Rater).where(Rater.study_id == study.id, Rater.prolific_pid == prolific.pid))
         if rater is not None:
-            rater.token_hash, rater.expires_at = token_hash(token), expires  # the old link stops working
+            assert prolific is not None
+            if _holds_token(rater, token):
+                return _context(study, rater), token  # type: ignore[return-value]
+            if not _same_prolific_session(rater, prolific):
+                raise AccessError(
+                    "this Prolific participant has already joined this study from another session, so it "
+                    "cannot be opened here. If that was you, go back to the tab where you started, or open "
+                    "the study again from your Prolific submission; otherwise message the researcher on Prolific."
+                )
+            rater.token_hash, rater.expires_at = token_hash(new), expires  # the same person, a new link
         else:
-            rater = Rater(study_id=study.id, name=display, token_hash=token_hash(token), expires_at=expires,
+            rater = Rater(study_id=study.id, name=display, token_hash=token_hash(new), expires_at=expires,
                           joined_via="prolific" if prolific else "code",
                           prolific_pid=prolific.pid if prolific else None,
                           prolific_study_id=prolific.study_id if prolific else None,
@@ -207,7 +230,25 @@ def join_with_code(store: Store, code: str, name: str | None = None, *,
             s.add(rater)
             s.flush()
         context = _context(study, rater)
-    return context, token
+    return context, new
+
+
+def _holds_token(rater: Rater, token: str | None) -> bool:
+    """Whether `token` is the rater's current, unexpired token (compared in constant time)."""
+    if not valid_token_format(token):
+        return False
+    return hmac.compare_digest(token_hash(token), rater.token_hash) and rater.expires_at > utcnow()  # type: ignore[arg-type]
+
+
+def _same_prolific_session(rater: Rater, prolific: ProlificParams) -> bool:
+    """Whether a returning participant comes from the Prolific session the rater joined in.
+
+    Both must have a session id: without one there is nothing that tells the participant from
+    someone who only knows their id.
+    """
+    if not rater.prolific_session_id or not prolific.session_id:
+        return False
+    return hmac.compare_digest(rater.prolific_session_id.encode(), prolific.session_id.encode())
 
 
 def _context(study: Study, rater: Rater) -> RaterContext:

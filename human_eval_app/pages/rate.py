@@ -2,8 +2,9 @@
 
 A rater arrives with a personal link (``?token=...``), or joins with the study code and a name
 (``?study=CODE`` fills the code in), or from Prolific (``?study=CODE&PROLIFIC_PID=..&STUDY_ID=..&
-SESSION_ID=..`` joins at once). After joining, the token is put into the address, so a reload or
-coming back later resumes at the first unanswered pair.
+SESSION_ID=..`` joins at once; a participant id that joined before resumes only with the same
+SESSION_ID or this session's token, see `raters.join_with_code`). After joining, the token is put
+into the address, so a reload or coming back later resumes at the first unanswered pair.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def _enter(token: str) -> None:
     for name in ("study", "PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "name"):
         params.pop(name, None)
     params["token"] = token
+    st.session_state["rater_token"] = token  # proof of who this browser is, should Prolific's link be opened again
     st.rerun()
 
 
@@ -48,7 +50,8 @@ def _join_page() -> None:
     if pid and code:
         try:
             prolific = ProlificParams(pid=pid, study_id=params.get("STUDY_ID"), session_id=params.get("SESSION_ID"))
-            _, token = join_with_code(store, code, None, prolific=prolific)
+            _, token = join_with_code(store, code, None, prolific=prolific,
+                                      token=st.session_state.get("rater_token"))
         except (AccessError, StudyError) as err:
             st.error(str(err))
             st.stop()
@@ -96,6 +99,7 @@ try:
 except AccessError as err:
     st.error(str(err))
     st.stop()
+st.session_state["rater_token"] = token
 
 # 2. Where they are in their queue
 start_queue(store, ctx.rater_id)

@@ -131,3 +131,33 @@ def test_answers_are_checked_and_recorded_once(store: Store, make_study) -> None
         submit_answers(store, ann.rater_id, aid, {"overall": "right", "sync": "right"}, 1)
     with store.session() as s:
         assert dict(s.execute(select(Judgment.question, Judgment.answer)).all()) == {"overall": "left", "sync": "tie"}
+
+
+def test_a_known_prolific_id_does_not_take_over_the_rater(store: Store, make_study) -> None:
+    """Someone who knows a participant id but not their Prolific session is refused; the first link works."""
+    info = make_study().info
+    first, token = join_with_code(store, info.code, None, prolific=ProlificParams(pid="5f1a2b3c4d", session_id="S1"))
+    for other in (ProlificParams(pid="5f1a2b3c4d", session_id="S2"), ProlificParams(pid="5f1a2b3c4d")):
+        with pytest.raises(AccessError, match="already joined this study from another session"):
+            join_with_code(store, info.code, None, prolific=other)
+        with pytest.raises(AccessError, match="another session"):  # a forged token is no proof either
+            join_with_code(store, info.code, None, prolific=other, token="forged-but-well-formed-token-000")
+    assert authenticate(store, token).rater_id == first.rater_id  # the first person's link keeps working
+
+    # the same browser (it holds the token) resumes with its link unchanged
+    again, same = join_with_code(store, info.code, None, prolific=ProlificParams(pid="5f1a2b3c4d", session_id="S2"),
+                                 token=token)
+    assert again.rater_id == first.rater_id and same == token and authenticate(store, token)
+
+    # a token of another rater is no proof for this participant id
+    _, other_token = join_with_code(store, info.code, "Bob")
+    with pytest.raises(AccessError, match="another session"):
+        join_with_code(store, info.code, None, prolific=ProlificParams(pid="5f1a2b3c4d", session_id="S9"),
+                       token=other_token)
+
+
+def test_prolific_participant_without_session_id_cannot_be_resumed_by_id(store: Store, make_study) -> None:
+    info = make_study().info
+    join_with_code(store, info.code, None, prolific=ProlificParams(pid="abc123"))
+    with pytest.raises(AccessError, match="another session"):
+        join_with_code(store, info.code, None, prolific=ProlificParams(pid="abc123"))
