@@ -1,11 +1,20 @@
-"""Registered media: import (copy or transcode to H.264 + AAC), gold-pair variants, and serving.
+"""Registered media: one normalised H.264 + AAC copy of every clip, gold-pair variants, and serving.
 
-A study registers every clip it shows: the file is copied (or transcoded, when a browser could not
-play it) into the store's media folder under the study's code, and the `Sample` row records its
-path relative to that folder. Serving reads only such files, by sample id, after checking that the
-resolved path still lies inside the media folder; nothing a rater sends is ever used as a path.
+A study registers every clip it shows. Every clip, whatever its source (a browser-playable mp4, a
+.mov or .mkv, a gold pair's altered copy), is written by one function, `normalize_clip`, with one
+fixed set of options: the same x264 settings, AAC at one sample rate, layout and bit rate, mp4
+muxed bit-exact (no "encoder" tag, no creation time), no metadata carried over from the source,
+and the x264 "encoder settings" SEI message removed from the H.264 stream. So the bytes a rater
+receives tell neither the system, nor the file's origin, nor whether a pair is gold.
 
-Transcoding streams frame by frame through PyAV (not `av_model.data.media.read_clip`, which holds a
+Normalised copies are kept under ``<media>/_normalized/`` by a key made of the source file's
+SHA-256, the settings version and the alteration, and copied into the study's folder;
+a rerun of a study creation that failed half-way reuses them instead of encoding again. The `Sample`
+row records the study file's path relative to the media folder. Serving reads only such files, by
+sample id, after checking that the resolved path still lies inside the media folder; nothing a
+rater sends is ever used as a path.
+
+Encoding streams frame by frame through PyAV (not `av_model.data.media.read_clip`, which holds a
 whole clip in memory) so that long or large clips import with constant memory; `probe` from the
 data package describes files.
 """
@@ -21,6 +30,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import av.bitstream
 import av.error
 import numpy as np
 
@@ -28,11 +38,13 @@ from av_model.data.media import MediaError, MediaInfo, probe
 
 __all__ = [
     "MAX_MEDIA_BYTES",
+    "NORMALIZE_VERSION",
+    "NORMALIZED_DIR",
     "MediaError",
     "RegisteredMedia",
     "browser_playable",
+    "normalize_clip",
     "register_media",
-    "transcode",
     "read_registered",
     "resolve_registered",
 ]
@@ -40,6 +52,23 @@ __all__ = [
 # Clips reach the browser inside the page's websocket messages (see components/av_pair), so a
 # clip must stay small; evaluation clips (seconds long, H.264) are a few MB.
 MAX_MEDIA_BYTES = 50 * 1024 * 1024
+
+# The one encoding every served clip gets. Change any of these and bump NORMALIZE_VERSION, so that
+# cached copies made with the old settings are not reused next to new ones.
+NORMALIZE_VERSION = "1"
+NORMALIZED_DIR = "_normalized"  # under the media folder; study codes are upper case, so never clash
+# threads=1: x264's decisions (and its reported settings) depend on the thread count, which
+# differs between machines; clips are seconds long, so one thread is fast enough.
+_X264_OPTIONS = {"preset": "veryfast", "crf": "20", "bf": "0", "g": "250", "threads": "1",
+                 "profile": "high", "flags": "+bitexact"}
+_AUDIO_RATE = 48000
+_AUDIO_LAYOUT = "stereo"
+_AUDIO_BITRATE = 128_000
+# bitexact: no "encoder=Lavf..." tag and zero creation times; faststart: playable while loading.
+_MP4_OPTIONS = {"movflags": "+faststart", "fflags": "+bitexact"}
+# x264 writes its version and every option as an SEI user-data message in the first frame; SEI
+# NAL units (type 6) carry nothing a player needs here, so FFmpeg's filter_units removes them.
+_STRIP_SEI = "filter_units=remove_types=6"
 
 # What every current browser (Chromium, Firefox, Safari) decodes in an mp4 or webm container.
 _PLAYABLE = {
@@ -52,14 +81,16 @@ _BROWSER_PIX_FMTS = {"yuv420p", "yuvj420p"}
 
 @dataclass(frozen=True)
 class RegisteredMedia:
-    """A clip copied into the media folder.
+    """A clip normalised into the media folder.
 
     Attributes:
         relpath: path relative to the media folder (POSIX separators).
         sha256: hex digest of the registered file.
         size_bytes: its size.
         duration: seconds; width, height: pixels; has_audio: whether it has sound.
-        transcoded: whether it was re-encoded (else a byte-exact copy of the source).
+        transcoded: whether the source itself was in a form browsers cannot play (another codec,
+            10-bit, .mov, .mkv); every registered file is re-encoded either way.
+        reused: whether the normalised copy was made before (same source bytes, same settings).
     """
 
     relpath: str
@@ -70,6 +101,7 @@ class RegisteredMedia:
     height: int
     has_audio: bool
     transcoded: bool
+    reused: bool = False
 
 
 def _sha256(path: Path) -> str:
@@ -101,10 +133,11 @@ def browser_playable(info: MediaInfo) -> bool:
     return _pix_fmt(info.path) in _BROWSER_PIX_FMTS
 
 
-def transcode(src: str | Path, dst: str | Path, *, audio_delay: float = 0.0, video_downscale: int = 1,
-              crf: int = 20) -> Path:
-    """Re-encode a clip as a browser-playable mp4 (H.264 yuv420p + AAC, moov atom first).
+def normalize_clip(src: str | Path, dst: str | Path, *, audio_delay: float = 0.0, video_downscale: int = 1) -> Path:
+    """Encode a clip the one way every served clip is encoded (see the module docstring).
 
+    H.264 yuv420p with the fixed x264 options (its settings SEI removed) + AAC 48 kHz stereo at a
+    fixed bit rate, in a bit-exact mp4 with the moov atom first and no metadata from the source.
     Frames are re-timed at the stream's average rate (constant frame rate) and cropped by one pixel
     where a side is odd (4:2:0 chroma needs even sizes).
 
@@ -115,7 +148,6 @@ def transcode(src: str | Path, dst: str | Path, *, audio_delay: float = 0.0, vid
             gold pairs whose audio is out of sync with the picture.
         video_downscale: show the picture at 1/k of its resolution (scaled back up), for gold pairs
             with a visibly worse picture; 1 keeps it.
-        crf: x264 quality.
 
     Raises:
         MediaError: the source cannot be decoded or has no video; the arguments are out of range.
@@ -129,22 +161,21 @@ def transcode(src: str | Path, dst: str | Path, *, audio_delay: float = 0.0, vid
     if not info.has_video:
         raise MediaError(f"{src}: has no video stream; a study compares video clips")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(suffix=".mp4", dir=dst.parent, prefix=".transcode-")
+    fd, tmp_name = tempfile.mkstemp(suffix=".mp4", dir=dst.parent, prefix=".normalize-")
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        _transcode_into(src, tmp, info, audio_delay, video_downscale, crf)
+        _encode_into(src, tmp, info, audio_delay, video_downscale)
         os.replace(tmp, dst)
     except av.error.FFmpegError as err:
-        raise MediaError(f"{src}: transcoding failed ({err.strerror or err}); the file is corrupt or "
+        raise MediaError(f"{src}: re-encoding failed ({err.strerror or err}); the file is corrupt or "
                          "uses a codec this FFmpeg cannot decode. Re-encode or remove it.") from err
     finally:
         tmp.unlink(missing_ok=True)
     return dst
 
 
-def _transcode_into(src: Path, dst: Path, info: MediaInfo, audio_delay: float, downscale: int,
-                    crf: int) -> None:
+def _encode_into(src: Path, dst: Path, info: MediaInfo, audio_delay: float, downscale: int) -> None:
     with av.open(str(src)) as inp:
         vin = inp.streams.video[0]
         ain = inp.streams.audio[0] if info.has_audio and inp.streams.audio else None
@@ -152,24 +183,32 @@ def _transcode_into(src: Path, dst: Path, info: MediaInfo, audio_delay: float, d
         width, height = vin.codec_context.width // 2 * 2, vin.codec_context.height // 2 * 2
         if width == 0 or height == 0:
             raise MediaError(f"{src}: the video is {width}x{height} pixels; nothing to show")
-        with av.open(str(dst), mode="w", format="mp4", options={"movflags": "+faststart"}) as out:
+        with av.open(str(dst), mode="w", format="mp4", options=dict(_MP4_OPTIONS)) as out:
             vout = out.add_stream("libx264", rate=rate)
             vout.width, vout.height, vout.pix_fmt = width, height, "yuv420p"
-            vout.codec_context.options = {"crf": str(crf), "preset": "veryfast"}
+            vout.codec_context.options = dict(_X264_OPTIONS)
+            vout.codec_context.open()  # the SEI filter reads the opened encoder's parameters
+            strip = av.bitstream.BitStreamFilterContext(_STRIP_SEI, vout)
+
+            def mux_video(packets: list[av.Packet]) -> None:
+                filtered = [q for p in packets for q in strip.filter(p)]
+                for q in filtered:
+                    q.stream = vout
+                out.mux(filtered)
+
             aout = resampler = None
+            max_samples = written = 0
             if ain is not None:
-                sr = ain.codec_context.sample_rate
-                layout = "mono" if ain.codec_context.channels == 1 else "stereo"
-                aout = out.add_stream("aac", rate=sr)
-                aout.layout = layout
-                resampler = av.AudioResampler(format="fltp", layout=layout, rate=sr)
+                aout = out.add_stream("aac", rate=_AUDIO_RATE)
+                aout.layout = _AUDIO_LAYOUT
+                aout.bit_rate = _AUDIO_BITRATE
+                aout.codec_context.options = {"flags": "+bitexact"}
+                resampler = av.AudioResampler(format="fltp", layout=_AUDIO_LAYOUT, rate=_AUDIO_RATE)
                 # The sound may last as long as the file says; the delayed copy is cut there.
-                max_samples = int(round(info.duration * sr)) if info.duration > 0 else None
-                written = 0
+                max_samples = int(round(info.duration * _AUDIO_RATE)) if info.duration > 0 else 0
                 if audio_delay > 0:
-                    written = _encode_audio(out, aout, np.zeros((len(aout.layout.channels),
-                                                                 int(round(audio_delay * sr))), np.float32),
-                                            layout, sr, 0, max_samples)
+                    silence = np.zeros((len(aout.layout.channels), int(round(audio_delay * _AUDIO_RATE))), np.float32)
+                    written = _encode_audio(out, aout, silence, 0, max_samples)
             n_frames = 0
             streams = [s for s in (vin, ain) if s is not None]
             for frame in inp.decode(*streams):
@@ -180,67 +219,87 @@ def _transcode_into(src: Path, dst: Path, info: MediaInfo, audio_delay: float, d
                     else:
                         frame = frame.reformat(width=width, height=height, format="yuv420p")
                     frame.pts, frame.time_base = n_frames, Fraction(1) / rate
-                    out.mux(vout.encode(frame))
+                    mux_video(vout.encode(frame))
                     n_frames += 1
                 elif isinstance(frame, av.AudioFrame) and aout is not None and resampler is not None:
                     for rf in resampler.resample(frame):
-                        written = _encode_audio(out, aout, rf.to_ndarray(), layout, sr, written, max_samples)
+                        written = _encode_audio(out, aout, rf.to_ndarray(), written, max_samples)
             if n_frames == 0:
                 raise MediaError(f"{src}: the video stream has no decodable frames; re-encode or remove it")
-            out.mux(vout.encode(None))
-            if aout is not None:
+            mux_video(vout.encode(None))
+            mux_video(list(strip.filter(None)))
+            if aout is not None and resampler is not None:
+                for rf in resampler.resample(None):
+                    written = _encode_audio(out, aout, rf.to_ndarray(), written, max_samples)
                 out.mux(aout.encode(None))
 
 
 def _encode_audio(out: av.container.OutputContainer, aout: av.audio.stream.AudioStream, samples: np.ndarray,
-                  layout: str, sr: int, written: int, max_samples: int | None) -> int:
-    """Encode planar float samples (C, S) starting at sample `written`, stopping at `max_samples`."""
-    if max_samples is not None:
+                  written: int, max_samples: int) -> int:
+    """Encode planar float samples (C, S) starting at sample `written`, stopping at `max_samples`
+    (0: no limit)."""
+    if max_samples:
         samples = samples[:, : max(max_samples - written, 0)]
     if samples.shape[1] == 0:
         return written
     frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, dtype=np.float32), format="fltp",
-                                       layout=layout)
-    frame.sample_rate, frame.pts, frame.time_base = sr, written, Fraction(1, sr)
+                                       layout=_AUDIO_LAYOUT)
+    frame.sample_rate, frame.pts, frame.time_base = _AUDIO_RATE, written, Fraction(1, _AUDIO_RATE)
     out.mux(aout.encode(frame))
     return written + samples.shape[1]
 
 
-def register_media(src: str | Path, media_root: str | Path, relpath: str, *, audio_delay: float = 0.0,
-                   video_downscale: int = 1) -> RegisteredMedia:
-    """Copy (or transcode) `src` to `media_root/relpath` and describe the registered file.
+def _cache_key(source_sha256: str, audio_delay: float, video_downscale: int) -> str:
+    text = f"v{NORMALIZE_VERSION}|{source_sha256}|delay={float(audio_delay)!r}|downscale={int(video_downscale)}"
+    return hashlib.sha256(text.encode()).hexdigest()
 
-    A file browsers play as it is is copied byte for byte; anything else (another codec, 10-bit,
-    a .mov or .mkv) is transcoded to H.264 + AAC. With `audio_delay` or `video_downscale` the clip
-    is always re-encoded (gold-pair variants).
+
+def register_media(src: str | Path, media_root: str | Path, relpath: str, *, audio_delay: float = 0.0,
+                   video_downscale: int = 1, require_audio: bool = False) -> RegisteredMedia:
+    """Normalise `src` (see `normalize_clip`) into `media_root/relpath` and describe the file.
+
+    The normalised copy is cached under ``media_root/_normalized/`` by the source's SHA-256, the
+    settings version and the alteration; an earlier copy of the same source is reused.
+
+    Args:
+        audio_delay, video_downscale: the gold-pair alterations (see `normalize_clip`).
+        require_audio: refuse a source without sound (before spending time on encoding it).
 
     Raises:
-        MediaError: the source is missing, not media, has no video, or is larger than
-            MAX_MEDIA_BYTES; or `relpath` would leave the media folder.
+        MediaError: the source is missing, not media, has no video (or no sound with
+            `require_audio`), or it or its copy is larger than MAX_MEDIA_BYTES; or `relpath` would
+            leave the media folder.
     """
     src = Path(src)
     root = Path(media_root).resolve()
     dst = (root / relpath).resolve()
-    if not dst.is_relative_to(root) or dst == root:
-        raise MediaError(f"{relpath!r}: a registered file must lie inside the media folder {root}")
+    if not dst.is_relative_to(root) or dst == root or dst.is_relative_to(root / NORMALIZED_DIR):
+        raise MediaError(f"{relpath!r}: a registered file must lie inside the media folder {root} "
+                         f"(and outside its {NORMALIZED_DIR}/ cache)")
     info = probe(src)  # MediaError for missing files and non-media
     if not info.has_video:
         raise MediaError(f"{src}: has no video stream; a study compares video clips. Remove it from the samples.")
+    if require_audio and not info.has_audio:
+        raise MediaError(f"{src}: has no sound; raters compare clips with sound. Sample it again with audio "
+                         "or remove it from the samples.")
     size = src.stat().st_size
     if size > MAX_MEDIA_BYTES:
         raise MediaError(
             f"{src}: is {size / 2**20:.1f} MB, more than the {MAX_MEDIA_BYTES / 2**20:.0f} MB a study clip may "
             "have (clips are sent to raters' browsers whole); shorten it or re-encode at a lower bit rate"
         )
-    must_encode = audio_delay > 0 or video_downscale > 1
-    if must_encode or not browser_playable(info):
-        transcode(src, dst, audio_delay=audio_delay, video_downscale=video_downscale)
-        transcoded = True
-    else:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
-        transcoded = False
-    out_info = probe(dst) if transcoded else info
+    cached = root / NORMALIZED_DIR / f"{_cache_key(_sha256(src), audio_delay, video_downscale)}.mp4"
+    reused = cached.is_file()
+    if not reused:
+        normalize_clip(src, cached, audio_delay=audio_delay, video_downscale=video_downscale)
+    out_size = cached.stat().st_size
+    if out_size > MAX_MEDIA_BYTES:
+        raise MediaError(f"{src}: its normalised copy is {out_size / 2**20:.1f} MB, more than the "
+                         f"{MAX_MEDIA_BYTES / 2**20:.0f} MB a study clip may have; shorten the clip")
+    # A copy, not a hard link: editing a study's file in place must not change the cache as well.
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(cached, dst)
+    out_info = probe(dst)
     return RegisteredMedia(
         relpath=dst.relative_to(root).as_posix(),
         sha256=_sha256(dst),
@@ -249,7 +308,8 @@ def register_media(src: str | Path, media_root: str | Path, relpath: str, *, aud
         width=int(out_info.width or 0),
         height=int(out_info.height or 0),
         has_audio=bool(out_info.has_audio),
-        transcoded=transcoded,
+        transcoded=not browser_playable(info),
+        reused=reused,
     )
 
 

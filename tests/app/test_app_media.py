@@ -1,4 +1,4 @@
-"""Registered media: copy or transcode on import, gold-pair variants, and what may be served."""
+"""Registered media: one normalised encoding on import, gold-pair variants, the copy cache, and what may be served."""
 
 from __future__ import annotations
 
@@ -43,11 +43,24 @@ def _mpeg4_mkv(path: Path, width: int = 33, height: int = 31) -> Path:
     return path
 
 
-def test_playable_clip_is_copied_byte_for_byte(tmp_path: Path) -> None:
+def test_playable_clip_is_reencoded_once_and_the_copy_is_reused(tmp_path: Path) -> None:
     src = make_clip(tmp_path / "a.mp4", 0)
     reg = register_media(src, tmp_path / "media", "S/a.mp4")
-    assert not reg.transcoded and reg.has_audio
-    assert (tmp_path / "media" / "S" / "a.mp4").read_bytes() == src.read_bytes()
+    assert not reg.transcoded and not reg.reused and reg.has_audio
+    assert (tmp_path / "media" / "S" / "a.mp4").read_bytes() != src.read_bytes()  # never served as the source
+    again = register_media(src, tmp_path / "media", "T/a.mp4")
+    assert again.reused and again.sha256 == reg.sha256
+    shifted = register_media(src, tmp_path / "media", "T/shifted.mp4", audio_delay=0.5)
+    assert not shifted.reused and shifted.sha256 != reg.sha256  # another alteration, another copy
+    with pytest.raises(MediaError, match="cache"):
+        register_media(src, tmp_path / "media", f"{media_mod.NORMALIZED_DIR}/x.mp4")
+
+
+def test_clip_without_sound_is_refused_when_sound_is_required(tmp_path: Path) -> None:
+    src = write_clip(tmp_path / "silent.mp4", np.zeros((8, 32, 32, 3), np.uint8), 8)
+    with pytest.raises(MediaError, match="has no sound"):
+        register_media(src, tmp_path / "media", "S/silent.mp4", require_audio=True)
+    assert not (tmp_path / "media" / "S" / "silent.mp4").exists()
 
 
 def test_unplayable_clip_is_transcoded_to_h264_aac(tmp_path: Path) -> None:
@@ -65,8 +78,9 @@ def test_audio_shift_delays_the_sound_by_the_asked_amount(tmp_path: Path) -> Non
     reg = register_media(src, tmp_path / "media", "S/shifted.mp4", audio_delay=0.5)
     before, after = read_clip(src), read_clip(tmp_path / "media" / reg.relpath)
     assert after.frames.shape == before.frames.shape  # picture untouched, same length
-    t0 = detect_onsets(before.audio.numpy(), SAMPLE_RATE)[0]
-    t1 = detect_onsets(after.audio.numpy(), SAMPLE_RATE)[0]
+    assert before.sample_rate == SAMPLE_RATE and after.sample_rate == 48000  # every served clip: 48 kHz
+    t0 = detect_onsets(before.audio.numpy(), before.sample_rate)[0]
+    t1 = detect_onsets(after.audio.numpy(), after.sample_rate)[0]
     assert t1 - t0 == pytest.approx(0.5, abs=0.01)
 
 
@@ -116,7 +130,8 @@ def test_symlink_in_media_folder_is_not_served(tmp_path: Path) -> None:
 def test_changed_file_is_not_served(tmp_path: Path) -> None:
     src = make_clip(tmp_path / "a.mp4", 0)
     reg = register_media(src, tmp_path / "media", "S/a.mp4")
-    assert read_registered(tmp_path / "media", reg.relpath, reg.sha256) == src.read_bytes()
+    served = (tmp_path / "media" / reg.relpath).read_bytes()
+    assert read_registered(tmp_path / "media", reg.relpath, reg.sha256) == served
     (tmp_path / "media" / reg.relpath).write_bytes(b"tampered")
     with pytest.raises(MediaError, match="changed since"):
         read_registered(tmp_path / "media", reg.relpath, reg.sha256)
