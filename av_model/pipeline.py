@@ -1,5 +1,5 @@
-"""`AVPipeline` and `avgen sample`: prompts (and optionally a video, an audio track or a clip to
-continue) to mp4 files with sound, each with a JSON sidecar.
+"""`AVPipeline`: prompts (and optionally a video, an audio track or a clip to continue) to clips
+with sound, saved as mp4 files each with a JSON sidecar (`avgen sample` is in `sample_cli`).
 
 Tasks:
     t2av    text to audio and video
@@ -9,17 +9,18 @@ Tasks:
             are given, the rest up to `--duration` is generated
 
 Frame size, frame rate and latent rates come from the latent cache's metadata stored in the
-checkpoint, so a model samples at the geometry it was trained on.
+checkpoint, so a model samples at the geometry it was trained on. Clip i's noise comes from its own
+seed (base seed + i), so a clip does not depend on which clips share its batch; v2a/a2v batches
+hold clips of one length only, so every clip is as long as its input.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import re
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -30,7 +31,22 @@ from tqdm import tqdm
 from av_model.lit import GeneratorBundle, load_generator
 from av_model.sampling import TASKS, SamplerConfig, Task, sample
 
-__all__ = ["AVPipeline", "GeneratedClip", "load_decoders", "main"]
+__all__ = ["AVPipeline", "GeneratedClip", "SkippedItem", "load_decoders"]
+
+
+@dataclass(frozen=True)
+class SkippedItem:
+    """An item of a sampling job that could not be made.
+
+    Attributes:
+        id: the clip id it would have had.
+        reason: what is wrong with it and what to do (the error's message).
+        input: the input file, if the task has one.
+    """
+
+    id: str
+    reason: str
+    input: str | None = None
 
 
 @dataclass
@@ -191,7 +207,21 @@ class AVPipeline:
         return torch.cat(video), audio
 
     # -------------------------------------------------------------------------------- the call
-    def __call__(
+    def __call__(self, prompts: list[str], **kwargs: Any) -> list[GeneratedClip]:
+        """Generate one clip per prompt (the arguments of `generate`); a bad input raises `ValueError`.
+
+        Returns:
+            the clips in the order of `prompts`.
+        """
+        clips: dict[str, GeneratedClip] = {}
+        for result in self.generate(prompts, **kwargs):
+            if isinstance(result, SkippedItem):
+                raise ValueError(f"{result.input or result.id}: {result.reason}")
+            clips[result.id] = result
+        ids = kwargs.get("ids") or [f"{i:04d}" for i in range(len(prompts))]
+        return [clips[i] for i in ids]
+
+    def generate(
         self,
         prompts: list[str],
         *,
@@ -206,11 +236,17 @@ class AVPipeline:
         cfg_audio: float | None = None,
         guidance_interval: tuple[float, float] | None = None,
         seed: int = 0,
+        seeds: Sequence[int] | None = None,
         batch_size: int = 4,
         ids: list[str] | None = None,
         progress: bool = True,
-    ) -> list[GeneratedClip]:
-        """Generate one clip per prompt.
+    ) -> Iterator[GeneratedClip | SkippedItem]:
+        """Generate one clip per prompt, yielding each batch's clips as soon as they are made.
+
+        Each clip is as long as its own input (v2a/a2v): clips are batched only with clips of the
+        same length, never cut to the shortest of a batch. An input that cannot be used (missing,
+        unreadable, without the needed stream, too short) is yielded as a `SkippedItem` with the
+        reason, before any sampling; the other clips are still made.
 
         Args:
             prompts: text prompts (one per clip; may be "" for v2a/a2v).
@@ -220,8 +256,9 @@ class AVPipeline:
             duration: seconds per clip (t2av/extend: required; v2a/a2v: at most the input's length).
             extend_seconds: seconds of the input kept as the given beginning (extend).
             steps, solver, cfg_video, cfg_audio, guidance_interval: override the sampler defaults.
-            seed: base seed; batch k uses seed + k * batch_size, so a clip depends on its batch.
-            batch_size: clips sampled together.
+            seed: base seed; clip i's noise comes from seed + i alone, whatever batch it falls in.
+            seeds: the seed of each clip instead (e.g. to resume a job with its original seeds).
+            batch_size: clips sampled together (at most; clips of other lengths go to other batches).
             ids: output ids (default: 0000, 0001, ...).
             progress: show a progress bar over batches.
         """
@@ -246,11 +283,15 @@ class AVPipeline:
             if self._floor_duration(extend_seconds) <= 0:
                 raise ValueError(f"extend_seconds {extend_seconds} is shorter than one latent frame "
                                  f"({self.tc / self.fps:g} s).")
+            extend_seconds = self._floor_duration(extend_seconds)
         if duration is not None and task in ("t2av", "extend"):
             self.check_duration(duration)
         ids = list(ids) if ids is not None else [f"{i:04d}" for i in range(len(prompts))]
         if len(ids) != len(prompts) or len(set(ids)) != len(ids):
             raise ValueError("ids must be unique, one per prompt.")
+        seeds = [seed + i for i in range(len(prompts))] if seeds is None else [int(s) for s in seeds]
+        if len(seeds) != len(prompts):
+            raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts; give one per prompt.")
         sampler = replace(
             self.sampler, progress=False,
             steps=self.sampler.steps if steps is None else steps,
@@ -259,52 +300,75 @@ class AVPipeline:
             guidance_audio=self.sampler.guidance_audio if cfg_audio is None else cfg_audio,
             guidance_interval=self.sampler.guidance_interval if guidance_interval is None else guidance_interval,
         )
-        clips: list[GeneratedClip] = []
-        batches = range(0, len(prompts), batch_size)
-        bar = tqdm(batches, desc=f"sampling {task}", unit="batch", disable=not progress)
-        for start in bar:
-            sl = slice(start, start + batch_size)
-            clips += self._batch(prompts[sl], ids[sl], task, None if inputs is None else inputs[sl], duration,
-                                 extend_seconds, sampler, seed + start)
-        return clips
+        # 2. Each clip's length: the given duration, or its input's (v2a/a2v); unusable inputs are skipped.
+        lengths: dict[int, float] = {}
+        for i in range(len(prompts)):
+            if task in ("v2a", "a2v"):
+                assert inputs is not None  # checked above
+                try:
+                    lengths[i] = self._input_seconds(inputs[i], duration, video=task == "v2a")
+                except (ValueError, OSError) as err:  # MediaError is a ValueError
+                    yield SkippedItem(ids[i], str(err), str(inputs[i]))
+            else:
+                assert duration is not None
+                lengths[i] = duration
+        # 3. Batches of clips of one length, in list order within each length.
+        order = sorted(lengths, key=lambda i: (lengths[i], i))
+        groups = [[i for i in order if lengths[i] == d] for d in sorted(set(lengths.values()))]
+        batches = [g[k:k + batch_size] for g in groups for k in range(0, len(g), batch_size)]
+        for batch in tqdm(batches, desc=f"sampling {task}", unit="batch", disable=not progress):
+            given: dict[int, dict[str, torch.Tensor]] = {}
+            for i in batch:  # read each input alone: one that fails is skipped, its batch goes on
+                try:
+                    given[i] = self._read_input(task, None if inputs is None else inputs[i], lengths[i], extend_seconds)
+                except (ValueError, OSError) as err:
+                    yield SkippedItem(ids[i], str(err), None if inputs is None else str(inputs[i]))
+            kept = [i for i in batch if i in given]
+            if kept:
+                yield from self._batch([prompts[i] for i in kept], [ids[i] for i in kept], task,
+                                       [given[i] for i in kept], None if inputs is None else [inputs[i] for i in kept],
+                                       lengths[kept[0]], extend_seconds, sampler, [seeds[i] for i in kept])
 
-    def _batch(self, prompts: list[str], ids: list[str], task: str, inputs: Sequence[Any] | None, duration: float | None,
-               extend_seconds: float | None, sampler: SamplerConfig, seed: int) -> list[GeneratedClip]:
+    def _read_input(self, task: str, path: str | Path | None, duration: float,
+                    extend_seconds: float | None) -> dict[str, torch.Tensor]:
+        """The given modality of one clip: {"frames": (T, H, W, 3) uint8} and/or {"audio": (C, S) float}."""
         from av_model.data.media import read_audio, read_clip
 
+        if task == "t2av" or path is None:
+            return {}
+        h, w = self.size
+        if task == "v2a":
+            clip = read_clip(path, fps=self.fps, size=(h, w), duration=duration, require_audio=False)
+            return {"frames": clip.frames}
+        if task == "a2v":
+            wav, _ = read_audio(path, sample_rate=self.sample_rate, channels=self.codec.channels, duration=duration)
+            return {"audio": wav}
+        clip = read_clip(path, fps=self.fps, size=(h, w), duration=extend_seconds, sample_rate=self.sample_rate,
+                         channels=self.codec.channels)
+        return {"frames": clip.frames, "audio": _audio_of(clip)}
+
+    def _batch(self, prompts: list[str], ids: list[str], task: str, given: list[dict[str, torch.Tensor]],
+               inputs: Sequence[Any] | None, duration: float, extend_seconds: float | None, sampler: SamplerConfig,
+               seeds: list[int]) -> list[GeneratedClip]:
+        """Sample one batch of clips that all last `duration` seconds."""
         h, w = self.size
         b = len(prompts)
         # 2. Encode prompt.
         text = self.text_encoder.encode(prompts)
-        # 3. Read and encode the given modality.
+        # 3. Encode the given modality.
         video_cond: torch.Tensor | None = None
         audio_cond: torch.Tensor | None = None
         given_frames: torch.Tensor | None = None
         given_audio: torch.Tensor | None = None
-        sources: Sequence[Any] = inputs or []  # one input file per prompt for v2a, a2v and extend
-        if task == "v2a":
-            lengths = [self._input_seconds(p, duration, video=True) for p in sources]
-            duration = min(lengths)
-            clips = [read_clip(p, fps=self.fps, size=(h, w), duration=duration, require_audio=False) for p in sources]
-            given_frames = torch.stack([c.frames for c in clips])  # (B, T, H, W, 3)
-            video_cond = self._encode_video(given_frames)
-        elif task == "a2v":
-            lengths = [self._input_seconds(p, duration, video=False) for p in sources]
-            duration = min(lengths)
-            wavs = [read_audio(p, sample_rate=self.sample_rate, channels=self.codec.channels, duration=duration)[0]
-                    for p in sources]
-            given_audio = torch.stack(wavs)  # (B, C, S)
-            audio_cond = self._encode_audio(given_audio)
-        elif task == "extend":
-            assert extend_seconds is not None  # checked in __call__
-            prefix = self._floor_duration(extend_seconds)
-            clips = [read_clip(p, fps=self.fps, size=(h, w), duration=prefix, sample_rate=self.sample_rate,
-                               channels=self.codec.channels) for p in sources]
-            video_cond = self._encode_video(torch.stack([c.frames for c in clips]))
-            audio_cond = self._encode_audio(torch.stack([_audio_of(c) for c in clips]))
-            extend_seconds = prefix
+        if task in ("v2a", "extend"):
+            frames_in = torch.stack([g["frames"] for g in given])  # (B, T, H, W, 3)
+            video_cond = self._encode_video(frames_in)
+            given_frames = frames_in if task == "v2a" else None
+        if task in ("a2v", "extend"):
+            audio_in = torch.stack([g["audio"] for g in given])  # (B, C, S)
+            audio_cond = self._encode_audio(audio_in)
+            given_audio = audio_in if task == "a2v" else None
         # 4. Prepare latent shapes.
-        assert duration is not None  # given, or the inputs' length (checked in __call__)
         frames = self.check_duration(duration)
         num_samples = round(duration * self.sample_rate)
         sc = int(self.meta["video"]["spatial_compression"])
@@ -322,7 +386,7 @@ class AVPipeline:
         z_v, z_a = sample(self.model, text, video_shape=video_shape, audio_shape=audio_shape,
                           video_rate=self.video_rate, audio_rate=self.audio_rate, config=sampler,
                           task=cast(Task, task),
-                          video_cond=video_cond, audio_cond=audio_cond, extend_seconds=extend_seconds, seed=seed)
+                          video_cond=video_cond, audio_cond=audio_cond, extend_seconds=extend_seconds, seed=seeds)
         # 6. Decode latents; the given modality keeps its original pixels or samples.
         out_frames, out_audio = self._decode(z_v, z_a, num_samples)
         if given_frames is not None:
@@ -330,7 +394,7 @@ class AVPipeline:
         if given_audio is not None:
             out_audio = given_audio[..., :num_samples].float().cpu()
         # 7. Package clips with their record.
-        info = {"task": task, "seed": seed, "sampler": sampler.solver, "steps": sampler.steps,
+        info = {"task": task, "sampler": sampler.solver, "steps": sampler.steps,
                 "guidance": {"video": sampler.guidance_video, "audio": sampler.guidance_audio,
                              "interval": list(sampler.guidance_interval)},
                 "duration": duration, "fps": self.fps, "sample_rate": self.sample_rate, "size": [h, w],
@@ -342,12 +406,13 @@ class AVPipeline:
         return [
             GeneratedClip(id=ids[i], prompt=prompts[i], task=task, frames=out_frames[i], audio=out_audio[i],
                           fps=self.fps, sample_rate=self.sample_rate,
-                          info={**info, "batch_position": i,
+                          info={**info, "seed": seeds[i], "batch_position": i,
                                 **({"input": str(inputs[i])} if inputs is not None else {})})
             for i in range(b)
         ]
 
     def _input_seconds(self, path: str | Path, duration: float | None, *, video: bool) -> float:
+        """The longest valid duration of the input (at most `duration`); raises `MediaError`/`ValueError`."""
         from av_model.data.media import probe
 
         info = probe(path)
@@ -363,7 +428,11 @@ class AVPipeline:
 
     # ------------------------------------------------------------------------------------ output
     def save(self, clips: list[GeneratedClip], out_dir: str | Path) -> list[Path]:
-        """Write `<out>/<id>.mp4` (H.264 + AAC) and `<out>/<id>.json` for each clip."""
+        """Write `<out>/<id>.mp4` (H.264 + AAC) and `<out>/<id>.json` for each clip.
+
+        Both are written to a temporary name and renamed, the sidecar last: a job killed midway
+        leaves no half-written mp4 under a clip's name, and a sidecar always has its mp4.
+        """
         from av_model.data.media import write_clip
 
         out = Path(out_dir)
@@ -371,9 +440,13 @@ class AVPipeline:
         paths = []
         for clip in clips:
             path = out / f"{clip.id}.mp4"
-            write_clip(path, clip.frames, clip.fps, audio=clip.audio, sample_rate=clip.sample_rate)
+            tmp = out / f".{clip.id}.mp4.partial"
+            write_clip(tmp, clip.frames, clip.fps, audio=clip.audio, sample_rate=clip.sample_rate)
+            os.replace(tmp, path)
             record = {"id": clip.id, "prompt": clip.prompt, **clip.info}
-            (out / f"{clip.id}.json").write_text(json.dumps(record, indent=2) + "\n")
+            side = out / f".{clip.id}.json.partial"
+            side.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            os.replace(side, out / f"{clip.id}.json")
             paths.append(path)
         return paths
 
@@ -404,150 +477,3 @@ def _text_encoder(meta: dict[str, Any], specs: list[str] | None, device: torch.d
         print(f"note: text encoder(s) {specs} differ from the ones the cache was built with "
               f"(fingerprint {encoder.fingerprint} vs {meta['fingerprints']['text']}).", file=sys.stderr)
     return encoder
-
-
-# ----------------------------------------------------------------------------------------------- CLI
-def _read_prompt_file(path: Path) -> tuple[list[str], list[str] | None]:
-    """Prompts from a text file (one per line) or a JSONL manifest (`id` and `caption`/`prompt`)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"--prompts {path} does not exist.")
-    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if path.suffix == ".jsonl" or (lines and lines[0].startswith("{")):  # JSONL whatever the file is called
-        rows = []
-        for n, line in enumerate(lines, 1):
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"--prompts {path}: line {n} is not JSON ({err.msg}); a JSONL prompt file has "
-                                 "one object with 'caption' (or 'prompt') and 'id' per line.") from err
-            if not isinstance(row, dict) or not ({"caption", "prompt"} & row.keys()):
-                raise ValueError(f"--prompts {path}: line {n} has no 'caption' or 'prompt' field.")
-            rows.append(row)
-        ids = [str(r.get("id", f"{i:04d}")) for i, r in enumerate(rows)]
-        return [str(r.get("prompt", r.get("caption", ""))) for r in rows], ids
-    return lines, None
-
-
-def _read_video_list(path: Path) -> tuple[list[str], list[str], list[str]]:
-    """(videos, prompts, ids) from lines "path[<TAB>prompt]" or a JSONL manifest (`path`, `caption`, `id`)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"--video-list {path} does not exist.")
-    videos, prompts, ids = [], [], []
-    if path.suffix == ".jsonl":
-        for line in path.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                video = Path(row["path"])
-                videos.append(str(video if video.is_absolute() else path.parent / video))
-                prompts.append(row.get("caption", row.get("prompt", "")))
-                ids.append(str(row.get("id", video.stem)))
-    else:
-        for line in path.read_text().splitlines():
-            if line.strip():
-                name, _, prompt = line.partition("\t")
-                videos.append(name.strip())
-                prompts.append(prompt.strip())
-                ids.append(Path(name.strip()).stem)
-    if len(set(ids)) != len(ids):
-        ids = [f"{i:04d}_{s}" for i, s in enumerate(ids)]
-    return videos, prompts, ids
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:60].strip("_") or "clip"
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="avgen sample",
-        description="Generate mp4 clips with sound from prompts, a video (video-to-audio), an audio track "
-        "(audio-to-video), or a clip to continue. Writes <out>/<id>.mp4 and <out>/<id>.json.")
-    p.add_argument("--ckpt", required=True, help="generator checkpoint (final.ckpt from `avgen fit`, or exported)")
-    p.add_argument("--codec", help="audio codec file (default: the one the latent cache was built with)")
-    p.add_argument("--vae", help="video autoencoder file (default: the one the latent cache was built with)")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--prompt", action="append", help="a text prompt (repeat for several)")
-    src.add_argument("--prompts", type=Path, help="file of prompts: one per line, or JSONL with id and caption")
-    cond = p.add_mutually_exclusive_group()
-    cond.add_argument("--video", type=Path, action="append", help="video-to-audio: the video to add sound to")
-    cond.add_argument("--video-list", type=Path, help="video-to-audio for many videos: lines 'path[<TAB>prompt]' "
-                      "or a JSONL manifest")
-    cond.add_argument("--audio", type=Path, action="append", help="audio-to-video: the sound to make a video for")
-    cond.add_argument("--extend", type=Path, action="append", help="continuation: the clip to continue")
-    p.add_argument("--extend-seconds", type=float, default=1.0, help="seconds of --extend kept as the given "
-                   "beginning (default 1.0)")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--duration", type=float, help="seconds per clip (default: the training clips' duration; "
-                   "v2a/a2v: the input's length)")
-    p.add_argument("--steps", type=int, default=25, help="sampler steps (default 25)")
-    p.add_argument("--solver", choices=("euler", "heun"), default="heun", help="ODE solver (default heun)")
-    p.add_argument("--cfg-video", type=float, default=3.0, help="guidance scale of the video (default 3)")
-    p.add_argument("--cfg-audio", type=float, default=3.0, help="guidance scale of the audio (default 3)")
-    p.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LOW", "HIGH"), default=(0.0, 1.0),
-                   help="guide only the steps with flow time in [LOW, HIGH] (1 = noise); the others run one "
-                   "pass instead of two (default 0 1: every step)")
-    p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
-    p.add_argument("--batch-size", type=int, default=4, help="clips sampled together (default 4)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
-    p.add_argument("--text", nargs="+", help="text encoder specs (default: the cache's)")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `avgen sample`."""
-    args = _parser().parse_args(argv)
-    try:
-        return _sample(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"avgen sample: {err}", file=sys.stderr)
-        return 1
-
-
-def _sample(args: argparse.Namespace) -> int:
-    # 1. Check inputs: what to sample and from which inputs.
-    prompts: list[str] = []
-    ids: list[str] | None = None
-    if args.prompts:
-        prompts, ids = _read_prompt_file(args.prompts)
-    elif args.prompt:
-        prompts = list(args.prompt)
-    task, inputs = "t2av", None
-    if args.video_list:
-        task = "v2a"
-        inputs, listed, ids = _read_video_list(args.video_list)
-        prompts = prompts or listed
-    elif args.video or args.audio or args.extend:
-        task = "v2a" if args.video else "a2v" if args.audio else "extend"
-        inputs = [str(p) for p in (args.video or args.audio or args.extend)]
-        ids = ids or [f"{i:04d}_{_slug(Path(p).stem)}" for i, p in enumerate(inputs)]
-    if inputs is not None:
-        if not prompts:
-            prompts = [""] * len(inputs)  # no text: guidance falls back to the unconditional model
-        elif len(prompts) == 1 and len(inputs) > 1:
-            prompts = prompts * len(inputs)
-        if len(prompts) != len(inputs):
-            raise ValueError(f"{len(prompts)} prompts for {len(inputs)} inputs; give one prompt, or one per input.")
-        for path in inputs:
-            if not Path(path).is_file():
-                raise FileNotFoundError(f"input {path} does not exist.")
-    elif not prompts:
-        raise ValueError("nothing to sample: give --prompt, --prompts, --video, --video-list, --audio or --extend.")
-    codec, vae = args.codec, args.vae
-    if not (codec and vae):  # the files the cache was built with, as recorded in the checkpoint
-        encoders = load_generator(args.ckpt, map_location="cpu").cache_meta["encoders"]
-        codec, vae = codec or encoders["codec"], vae or encoders["vae"]
-    pipe = AVPipeline.from_checkpoint(args.ckpt, codec, vae, device=args.device, text=args.text)
-    duration = args.duration
-    if duration is None and task in ("t2av", "extend"):
-        duration = float(pipe.meta.get("train_duration") or 2.0)
-    clips = pipe(prompts, task=task, videos=inputs if task in ("v2a", "extend") else None,
-                 audios=inputs if task == "a2v" else None, duration=duration, extend_seconds=args.extend_seconds,
-                 steps=args.steps, solver=args.solver, cfg_video=args.cfg_video, cfg_audio=args.cfg_audio,
-                 guidance_interval=tuple(args.guidance_interval), seed=args.seed, batch_size=args.batch_size, ids=ids)
-    paths = pipe.save(clips, args.out)
-    print(f"wrote {len(paths)} clips to {args.out}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

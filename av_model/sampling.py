@@ -105,7 +105,7 @@ def sample(
     video_cond: Tensor | None = None,
     audio_cond: Tensor | None = None,
     extend_seconds: float | None = None,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
 ) -> tuple[Tensor, Tensor]:
     """Generate normalized video and audio latents.
 
@@ -121,7 +121,8 @@ def sample(
             least the frames of the first `extend_seconds`).
         audio_cond: normalized audio latents, required for "a2v" and "extend", likewise.
         extend_seconds: length of the given prefix for "extend".
-        seed: noise seed; the same seed gives the same result.
+        seed: noise seed; the same seed gives the same result. A sequence of B seeds draws each
+            sample's noise from its own seed, so a sample does not depend on the batch it is in.
 
     Returns:
         (video (B, C_v, T_v, H_v, W_v), audio (B, C_a, T_a)) latents at t = 0, given parts unchanged.
@@ -134,9 +135,8 @@ def sample(
     device, b = param.device, video_shape[0]
     text = text.to(device)
     # 2. Prepare latents: seeded noise, then the given frames written in and frozen.
-    gen = torch.Generator("cpu").manual_seed(seed)
-    x_v = torch.randn(video_shape, generator=gen).to(device)  # (B, C_v, T_v, H_v, W_v)
-    x_a = torch.randn(audio_shape, generator=gen).to(device)  # (B, C_a, T_a)
+    x_v, x_a = _noise(seed, video_shape, audio_shape)
+    x_v, x_a = x_v.to(device), x_a.to(device)  # (B, C_v, T_v, H_v, W_v), (B, C_a, T_a)
     known_v, known_a = _known_frames(task, video_shape[2], audio_shape[2], video_rate, audio_rate, extend_seconds)
     _check_cond("video_cond", video_cond, video_shape, task, int(known_v.sum()))
     _check_cond("audio_cond", audio_cond, audio_shape, task, int(known_a.sum()))
@@ -191,6 +191,23 @@ def sample(
     finally:
         model.train(was_training)
     return x_v, x_a
+
+
+def _noise(seed: int | Sequence[int], video_shape: tuple[int, ...],
+           audio_shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """Seeded CPU noise: (B, C_v, T_v, H_v, W_v) and (B, C_a, T_a), from one seed or one per sample."""
+    if isinstance(seed, int):
+        gen = torch.Generator("cpu").manual_seed(seed)
+        return torch.randn(video_shape, generator=gen), torch.randn(audio_shape, generator=gen)
+    seeds = [int(s) for s in seed]
+    if len(seeds) != video_shape[0]:
+        raise ValueError(f"got {len(seeds)} seeds for a batch of {video_shape[0]}; give one seed, or one per sample.")
+    vs, aus = [], []
+    for s in seeds:  # video then audio from each sample's own generator: batch-independent noise
+        gen = torch.Generator("cpu").manual_seed(s)
+        vs.append(torch.randn(video_shape[1:], generator=gen))
+        aus.append(torch.randn(audio_shape[1:], generator=gen))
+    return torch.stack(vs), torch.stack(aus)
 
 
 def _known_frames(task: str, tv: int, ta: int, video_rate: float, audio_rate: float,

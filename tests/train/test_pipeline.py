@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from av_model.data.media import probe, write_audio, write_clip
-from av_model.pipeline import main
+from av_model.sample_cli import main
 
 from .conftest import FPS, SIZE, Encoders
 
@@ -81,3 +81,85 @@ def test_bad_requests_are_explained(trained: Path, encoders: Encoders, tmp_path:
     assert main(["--ckpt", str(tmp_path / "none.ckpt"), "--prompt", "x", "--out", str(tmp_path)]) == 1
     assert "does not exist" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.mp4"))
+
+
+# ------------------------------------------------------------------------------- batch jobs over lists
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory, inputs: dict[str, Path]) -> dict[str, Path]:
+    """Inputs of three lengths (1.5, 0.5 and 1.0 s), an audio-only file and lists naming them."""
+    root = tmp_path_factory.mktemp("mixed")
+    rng = np.random.default_rng(1)
+    for name, seconds in (("short", 0.5), ("mid", 1.0)):
+        frames = rng.integers(0, 255, (int(seconds * FPS), 32, 32, 3), dtype=np.uint8)
+        audio = (0.1 * rng.standard_normal((1, int(seconds * 24000)))).astype(np.float32)
+        write_clip(root / f"{name}.mp4", frames, FPS, audio, 24000)
+        write_audio(root / f"{name}.wav", audio, 24000)
+    write_audio(root / "sound_only.m4a.wav", (0.1 * rng.standard_normal((1, 24000))).astype(np.float32), 24000)
+    # relative paths: resolved from the list's folder, whatever the current folder is
+    (root / "videos.txt").write_text(f"{inputs['video']}\tlong\nshort.mp4\tshort\nmid.mp4\tmid\n")
+    (root / "with_bad.txt").write_text(f"{inputs['video']}\tlong\nsound_only.m4a.wav\tno video\nmissing.mp4\tgone\n"
+                                       "short.mp4\tshort\n")
+    (root / "sounds.txt").write_text(f"{inputs['audio']}\nshort.wav\nmid.wav\n")
+    return {"root": root, "videos": root / "videos.txt", "with_bad": root / "with_bad.txt",
+            "sounds": root / "sounds.txt"}
+
+
+def test_a_list_of_videos_keeps_every_clip_at_its_own_length(trained: Path, encoders: Encoders,
+                                                             mixed: dict[str, Path], tmp_path: Path) -> None:
+    # default batch size 4: all three fit in one batch, yet none may be cut to the shortest
+    assert _sample(trained, encoders, tmp_path, "--video-list", str(mixed["videos"])) == 0
+    for stem, seconds in (("clip", 1.5), ("short", 0.5), ("mid", 1.0)):
+        side = _check(tmp_path / f"{stem}.mp4", seconds)
+        assert side["duration"] == pytest.approx(seconds) and side["input"].endswith(f"{stem}.mp4")
+    assert _check(tmp_path / "clip.mp4", 1.5)["seed"] == 0 and _check(tmp_path / "mid.mp4", 1.0)["seed"] == 2
+
+
+def test_a_list_of_audio_files_keeps_every_clip_at_its_own_length(trained: Path, encoders: Encoders,
+                                                                  mixed: dict[str, Path], tmp_path: Path) -> None:
+    assert _sample(trained, encoders, tmp_path, "--audio-list", str(mixed["sounds"])) == 0
+    for stem, seconds in (("sound", 1.0), ("short", 0.5), ("mid", 1.0)):
+        side = _check(tmp_path / f"{stem}.mp4", seconds)
+        assert side["task"] == "a2v" and side["duration"] == pytest.approx(seconds)
+
+
+def test_bad_items_are_skipped_named_and_summarized(trained: Path, encoders: Encoders, mixed: dict[str, Path],
+                                                   tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _sample(trained, encoders, tmp_path, "--video-list", str(mixed["with_bad"])) == 0
+    assert sorted(p.stem for p in tmp_path.glob("*.mp4")) == ["clip", "short"]
+    err = capsys.readouterr().err
+    summary = err[err.index("skipped 2 items"):]
+    assert "sound_only.m4a: " in summary and "no video stream" in summary
+    assert "missing: " in summary and f"resolved to {mixed['root'] / 'missing.mp4'}" in summary
+    assert "wrote 2 clips" in err
+
+
+def test_strict_stops_at_the_first_bad_item(trained: Path, encoders: Encoders, mixed: dict[str, Path],
+                                            tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _sample(trained, encoders, tmp_path, "--video-list", str(mixed["with_bad"]), "--strict") == 2
+    assert "--strict" in capsys.readouterr().err and not list(tmp_path.glob("*.mp4"))
+
+
+def test_nothing_usable_is_an_error(trained: Path, encoders: Encoders, mixed: dict[str, Path], tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert _sample(trained, encoders, tmp_path, "--video", str(mixed["root"] / "sound_only.m4a.wav")) == 1
+    assert "no clip could be made" in capsys.readouterr().err
+
+
+def test_a_rerun_keeps_finished_clips_and_makes_the_rest(trained: Path, encoders: Encoders, mixed: dict[str, Path],
+                                                        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _sample(trained, encoders, tmp_path, "--video-list", str(mixed["videos"]), "--batch-size", "2") == 0
+    stamps = {p.stem: p.stat().st_mtime_ns for p in tmp_path.glob("*.mp4")}
+    (tmp_path / "mid.mp4").unlink()  # as if the job was killed before this clip was written
+    side = json.loads((tmp_path / "short.json").read_text())
+    (tmp_path / "short.json").write_text(json.dumps({**side, "duration": 0.25}))  # a truncated clip of old
+    capsys.readouterr()
+    assert _sample(trained, encoders, tmp_path, "--video-list", str(mixed["videos"]), "--batch-size", "2") == 0
+    err = capsys.readouterr().err
+    assert "1 of 3 clips already made" in err and "wrote 2 clips" in err
+    assert (tmp_path / "clip.mp4").stat().st_mtime_ns == stamps["clip"]
+    assert (tmp_path / "short.mp4").stat().st_mtime_ns != stamps["short"]
+    assert _check(tmp_path / "short.mp4", 0.5)["duration"] == 0.5 and _check(tmp_path / "mid.mp4", 1.0)
+    assert not list(tmp_path.glob(".*.partial"))
+    # other sampler settings are another job: nothing is kept
+    assert _sample(trained, encoders, tmp_path, "--video-list", str(mixed["videos"]), "--steps", "1") == 0
+    assert "wrote 3 clips" in capsys.readouterr().err

@@ -6,16 +6,21 @@ from pathlib import Path
 
 import pytest
 
-from av_model.pipeline import _read_prompt_file
+from av_model.sample_cli import _read_prompt_file
+
+
+def _prompts(path: Path) -> tuple[list[str], list[str]]:
+    listing = _read_prompt_file(path)
+    return [it.prompt for it in listing.items], [it.id for it in listing.items]
 
 
 def test_plain_lines_and_jsonl_by_content(tmp_path: Path) -> None:
     plain = tmp_path / "prompts.txt"
     plain.write_text("a red ball bounces\n\n  a beep  \n")
-    assert _read_prompt_file(plain) == (["a red ball bounces", "a beep"], None)
+    assert _prompts(plain) == (["a red ball bounces", "a beep"], ["0000", "0001"])
     jsonl = tmp_path / "heldout.txt"  # JSON objects in a .txt file are still read as JSONL
     jsonl.write_text('{"id": "h-1", "caption": "a drum"}\n{"prompt": "a bell"}\n')
-    assert _read_prompt_file(jsonl) == (["a drum", "a bell"], ["h-1", "0001"])
+    assert _prompts(jsonl) == (["a drum", "a bell"], ["h-1", "0001"])
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -23,10 +28,18 @@ def test_plain_lines_and_jsonl_by_content(tmp_path: Path) -> None:
     ('{"id": 1, "text": "a drum"}\n', "line 1 has no 'caption' or 'prompt'"),
     ('{"id": 1, "caption": "a drum"}\n[1, 2]\n', "line 2 has no 'caption' or 'prompt'"),
 ])
-def test_malformed_jsonl_says_which_line(tmp_path: Path, text: str, message: str) -> None:
+def test_malformed_jsonl_lines_are_bad_items_named_by_line(tmp_path: Path, text: str, message: str) -> None:
     bad = tmp_path / "prompts.jsonl"
     bad.write_text(text)
-    with pytest.raises(ValueError, match=message):
-        _read_prompt_file(bad)
+    listing = _read_prompt_file(bad)
+    assert len(listing.bad) == 1 and message in listing.bad[0].reason
+    assert [it.prompt for it in listing.items] == (["a drum"] if "drum" in text and "text" not in text else [])
     with pytest.raises(FileNotFoundError, match="does not exist"):
         _read_prompt_file(tmp_path / "missing.jsonl")
+
+
+def test_a_latin1_prompt_file_names_its_line(tmp_path: Path) -> None:
+    latin = tmp_path / "prompts.txt"
+    latin.write_bytes("a drum\nun caf\u00e9 bruyant\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"line 2 is not UTF-8 .*byte 0xe9.*iconv"):
+        _read_prompt_file(latin)

@@ -1,0 +1,356 @@
+"""`avgen sample`: mp4 clips with sound from prompts, videos (v2a), audio tracks (a2v) or clips to
+continue, each written with a JSON sidecar as soon as it is made.
+
+A job over a list (`--prompts`, `--video-list`, `--audio-list`, or repeated `--video`/`--audio`/
+`--extend`) is a batch job:
+
+- a bad item (a missing or unreadable input, an input without the stream the task needs, a
+  malformed list line) is skipped; it is named with its reason as it is found and again in the
+  summary at the end;
+- the exit status is 0 when at least one clip exists at the end, 1 when nothing usable is left,
+  and 2 when `--strict` stopped the job at its first bad item;
+- a rerun into the same `--out` keeps every clip whose mp4 and sidecar are already there and match
+  the item (prompt, input, seed, sampler settings, checkpoint and length), and makes only the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from av_model.lit import load_generator
+from av_model.pipeline import AVPipeline, GeneratedClip, SkippedItem
+
+__all__ = ["main"]
+
+EXIT_NOTHING_MADE = 1
+EXIT_STRICT = 2
+
+
+@dataclass
+class _Item:
+    """One clip to make: its id, prompt, input file (v2a/a2v/extend) and position in the job's list."""
+
+    id: str
+    prompt: str
+    index: int
+    input: str | None = None
+
+
+@dataclass
+class _Listing:
+    """The items of a list file, and the lines that could not be read as items."""
+
+    items: list[_Item] = field(default_factory=list)
+    bad: list[SkippedItem] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------ lists
+def _lines(path: Path, flag: str) -> list[tuple[int, str]]:
+    """Non-empty (line number, text) of a UTF-8 list file; a file in another encoding is refused
+    with the line that is not UTF-8 (a per-line problem would hide the rest of a Latin-1 file)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{flag} {path} does not exist.")
+    out = []
+    for n, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            text = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as err:
+            raise ValueError(
+                f"{flag} {path}: line {n} is not UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1}); "
+                "save the list as UTF-8, e.g. `iconv -f latin1 -t utf-8 IN > OUT`."
+            ) from None
+        if text:
+            out.append((n, text.lstrip("\ufeff")))
+    return out
+
+
+def _resolve(listed: str, base: Path) -> Path:
+    """A listed path: absolute as is; relative against the list's folder, or against the current
+    folder when only that one exists (lists written by hand from the project root)."""
+    path = Path(listed).expanduser()
+    if path.is_absolute():
+        return path
+    beside = base / path
+    return path if not beside.exists() and path.exists() else beside
+
+
+def _read_prompt_file(path: Path) -> _Listing:
+    """Prompts from a text file (one per line) or a JSONL manifest (`id` and `caption`/`prompt`);
+    a malformed JSONL line becomes a bad item named by its line."""
+    lines = _lines(path, "--prompts")
+    listing = _Listing()
+    if not (path.suffix == ".jsonl" or (lines and lines[0][1].startswith("{"))):
+        listing.items = [_Item(f"{i:04d}", text, i) for i, (_, text) in enumerate(lines)]
+        return listing
+    for i, (n, line) in enumerate(lines):  # JSONL whatever the file is called
+        where = f"{path.name}:{n}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            listing.bad.append(SkippedItem(where, f"--prompts {path}: line {n} is not JSON ({err.msg}); a JSONL "
+                                                  "prompt file has one object with 'caption' (or 'prompt') and 'id' "
+                                                  "per line."))
+            continue
+        if not isinstance(row, dict) or not ({"caption", "prompt"} & row.keys()):
+            listing.bad.append(SkippedItem(where, f"--prompts {path}: line {n} has no 'caption' or 'prompt' field."))
+            continue
+        listing.items.append(_Item(str(row.get("id", f"{i:04d}")), str(row.get("prompt", row.get("caption", ""))), i))
+    return listing
+
+
+def _read_input_list(path: Path, flag: str) -> _Listing:
+    """Inputs from lines "path[<TAB>prompt]" or a JSONL manifest (`path`, `caption`/`prompt`, `id`).
+
+    Relative paths are resolved against the list's folder (see `_resolve`).
+    """
+    listing = _Listing()
+    jsonl = path.suffix == ".jsonl"
+    for i, (n, line) in enumerate(_lines(path, flag)):
+        where = f"{path.name}:{n}"
+        if jsonl:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                listing.bad.append(SkippedItem(where, f"{flag} {path}: line {n} is not JSON ({err.msg})."))
+                continue
+            if not isinstance(row, dict) or not isinstance(row.get("path"), str):
+                listing.bad.append(SkippedItem(where, f"{flag} {path}: line {n} has no 'path' field; each line "
+                                                      "needs 'path' and optionally 'caption' and 'id'."))
+                continue
+            name, prompt, cid = row["path"], str(row.get("caption", row.get("prompt", ""))), row.get("id")
+        else:
+            name, _, prompt = line.partition("\t")
+            cid = None
+        resolved = _resolve(name.strip(), path.parent)
+        listing.items.append(_Item(str(cid) if cid is not None else Path(name.strip()).stem, prompt.strip(), i,
+                                   str(resolved)))
+    ids = [it.id for it in listing.items]
+    if len(set(ids)) != len(ids):
+        for it in listing.items:
+            it.id = f"{it.index:04d}_{it.id}"
+    return listing
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:60].strip("_") or "clip"
+
+
+# ----------------------------------------------------------------------------------------- parser
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="avgen sample",
+        description="Generate mp4 clips with sound from prompts, a video (video-to-audio), an audio track "
+        "(audio-to-video), or a clip to continue. Writes <out>/<id>.mp4 and <out>/<id>.json as each clip is "
+        "made. Bad items of a list are skipped and named; a rerun keeps the clips already made.")
+    p.add_argument("--ckpt", required=True, help="generator checkpoint (final.ckpt from `avgen fit`, or exported)")
+    p.add_argument("--codec", help="audio codec file (default: the one the latent cache was built with)")
+    p.add_argument("--vae", help="video autoencoder file (default: the one the latent cache was built with)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--prompt", action="append", help="a text prompt (repeat for several)")
+    src.add_argument("--prompts", type=Path, help="file of prompts: one per line, or JSONL with id and caption")
+    cond = p.add_mutually_exclusive_group()
+    cond.add_argument("--video", type=Path, action="append", help="video-to-audio: the video to add sound to")
+    cond.add_argument("--video-list", type=Path, help="video-to-audio for many videos: lines 'path[<TAB>prompt]' "
+                      "or a JSONL manifest (relative paths are from the list's folder)")
+    cond.add_argument("--audio", type=Path, action="append", help="audio-to-video: the sound to make a video for")
+    cond.add_argument("--audio-list", type=Path, help="audio-to-video for many audio files: lines "
+                      "'path[<TAB>prompt]' or a JSONL manifest (relative paths are from the list's folder)")
+    cond.add_argument("--extend", type=Path, action="append", help="continuation: the clip to continue")
+    p.add_argument("--extend-seconds", type=float, default=1.0, help="seconds of --extend kept as the given "
+                   "beginning (default 1.0)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--duration", type=float, help="seconds per clip (default: the training clips' duration; "
+                   "v2a/a2v: each input's own length)")
+    p.add_argument("--steps", type=int, default=25, help="sampler steps (default 25)")
+    p.add_argument("--solver", choices=("euler", "heun"), default="heun", help="ODE solver (default heun)")
+    p.add_argument("--cfg-video", type=float, default=3.0, help="guidance scale of the video (default 3)")
+    p.add_argument("--cfg-audio", type=float, default=3.0, help="guidance scale of the audio (default 3)")
+    p.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LOW", "HIGH"), default=(0.0, 1.0),
+                   help="guide only the steps with flow time in [LOW, HIGH] (1 = noise); the others run one "
+                   "pass instead of two (default 0 1: every step)")
+    p.add_argument("--seed", type=int, default=0, help="base seed; item i of the list uses seed + i (default 0)")
+    p.add_argument("--batch-size", type=int, default=4, help="clips sampled together; v2a/a2v batch only inputs "
+                   "of one length (default 4)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
+    p.add_argument("--text", nargs="+", help="text encoder specs (default: the cache's)")
+    p.add_argument("--strict", action="store_true", help="stop at the first bad item with exit status 2 "
+                   "(default: skip it, name it, and go on)")
+    return p
+
+
+# ------------------------------------------------------------------------------------------- job
+def _items(args: argparse.Namespace) -> tuple[str, list[_Item], list[SkippedItem]]:
+    """(task, items, bad items) of the command line."""
+    prompts: _Listing | None = None
+    if args.prompts:
+        prompts = _read_prompt_file(args.prompts)
+    elif args.prompt:
+        prompts = _Listing([_Item(f"{i:04d}", text, i) for i, text in enumerate(args.prompt)])
+    task, inputs = "t2av", None
+    if args.video_list or args.audio_list:
+        task = "v2a" if args.video_list else "a2v"
+        inputs = _read_input_list(args.video_list or args.audio_list,
+                                  "--video-list" if args.video_list else "--audio-list")
+    elif args.video or args.audio or args.extend:
+        task = "v2a" if args.video else "a2v" if args.audio else "extend"
+        paths = [str(p) for p in (args.video or args.audio or args.extend)]
+        inputs = _Listing([_Item(f"{i:04d}_{_slug(Path(p).stem)}", "", i, p) for i, p in enumerate(paths)])
+    if inputs is None:
+        if prompts is None or not (prompts.items or prompts.bad):
+            raise ValueError("nothing to sample: give --prompt, --prompts, --video, --video-list, --audio, "
+                             "--audio-list or --extend.")
+        return task, prompts.items, prompts.bad
+    bad = inputs.bad + (prompts.bad if prompts else [])
+    texts = [it.prompt for it in prompts.items] if prompts else []
+    if texts:  # prompts given apart from the inputs: one for all, or one per input
+        if len(texts) == 1:
+            texts = texts * len(inputs.items)
+        if len(texts) != len(inputs.items):
+            raise ValueError(f"{len(texts)} prompts for {len(inputs.items)} inputs; give one prompt, or one per input.")
+        for it, text in zip(inputs.items, texts):
+            it.prompt = text
+    items = []
+    for it in inputs.items:
+        assert it.input is not None
+        if Path(it.input).is_file():
+            items.append(it)
+        else:  # say where the path was looked for: list paths are resolved from the list's folder
+            bad.append(SkippedItem(it.id, f"{it.input} does not exist (resolved to {Path(it.input).absolute()}); "
+                                          "relative paths in a list are taken from the list's folder.", it.input))
+    return task, items, bad
+
+
+def _expected(pipe: AVPipeline, args: argparse.Namespace, task: str, item: _Item,
+              duration: float | None) -> dict[str, Any] | None:
+    """The sidecar fields a finished output of `item` must have (None: its length is unknown)."""
+    want: dict[str, Any] = {
+        "id": item.id, "prompt": item.prompt, "task": task, "seed": args.seed + item.index, "sampler": args.solver,
+        "steps": args.steps, "guidance": {"video": args.cfg_video, "audio": args.cfg_audio,
+                                          "interval": [float(v) for v in args.guidance_interval]},
+        "checkpoint_sha256": pipe.checkpoint_sha256, "fps": pipe.fps, "sample_rate": pipe.sample_rate,
+        "size": list(pipe.size),
+    }
+    if item.input is not None:
+        want["input"] = item.input
+    if task in ("v2a", "a2v"):
+        assert item.input is not None
+        try:
+            want["duration"] = pipe._input_seconds(item.input, duration, video=task == "v2a")
+        except (ValueError, OSError):
+            return None  # the input is bad: generation will skip it with the reason
+    else:
+        want["duration"] = duration
+    if task == "extend":
+        want["extend_seconds"] = pipe._floor_duration(args.extend_seconds)
+    return want
+
+
+def _finished(out: Path, want: dict[str, Any]) -> bool:
+    """Whether `out` holds this item's clip: a valid sidecar with the expected fields, and its mp4."""
+    from av_model.data.media import MediaError, probe
+
+    side, mp4 = out / f"{want['id']}.json", out / f"{want['id']}.mp4"
+    if not (side.is_file() and mp4.is_file()):
+        return False
+    try:
+        record = json.loads(side.read_text(encoding="utf-8"))
+        info = probe(mp4)
+    except (OSError, ValueError, MediaError):  # unreadable sidecar or mp4: make the clip again
+        return False
+    if not isinstance(record, dict):
+        return False
+    for key, value in want.items():
+        have = record.get(key)
+        if isinstance(value, float) and isinstance(have, int | float):
+            if not math.isclose(value, have, abs_tol=1e-6):
+                return False
+        elif have != value:
+            return False
+    return info.has_video and info.has_audio and abs(info.duration - float(want["duration"])) < 0.1
+
+
+def _summary(made: int, kept: int, skipped: list[SkippedItem], out: Path) -> None:
+    line = f"wrote {made} clips to {out}"
+    if kept:
+        line += f"; kept {kept} made by an earlier run"
+    print(line, file=sys.stderr)
+    if skipped:
+        print(f"skipped {len(skipped)} items:", file=sys.stderr)
+        for s in skipped:
+            print(f"  {s.id}: {s.reason}", file=sys.stderr)
+
+
+def _sample(args: argparse.Namespace) -> int:
+    # 1. Check inputs: what to sample and from which inputs; bad items are named now.
+    task, items, skipped = _items(args)
+    for s in skipped:
+        print(f"skipping {s.id}: {s.reason}", file=sys.stderr)
+    if skipped and args.strict:
+        print("avgen sample: stopped at the first bad item (--strict).", file=sys.stderr)
+        return EXIT_STRICT
+    # 2. Load the model (the decoders are the cache's, as the checkpoint records them, unless given).
+    codec, vae = args.codec, args.vae
+    if not (codec and vae):
+        encoders = load_generator(args.ckpt, map_location="cpu").cache_meta["encoders"]
+        codec, vae = codec or encoders["codec"], vae or encoders["vae"]
+    pipe = AVPipeline.from_checkpoint(args.ckpt, codec, vae, device=args.device, text=args.text)
+    duration = args.duration
+    if duration is None and task in ("t2av", "extend"):
+        duration = float(pipe.meta.get("train_duration") or 2.0)
+    # 3. Resume: keep the clips an earlier run of this job already made.
+    todo = []
+    for it in items:
+        want = _expected(pipe, args, task, it, duration)
+        if want is None or not _finished(args.out, want):
+            todo.append(it)
+    kept = len(items) - len(todo)
+    if kept:
+        print(f"resuming {args.out}: {kept} of {len(items)} clips already made", file=sys.stderr)
+    # 4. Sample the rest, writing each clip as soon as it is made.
+    made = 0
+    if todo:
+        inputs = [str(it.input) for it in todo] if task != "t2av" else None
+        results = pipe.generate(
+            [it.prompt for it in todo], task=task, videos=inputs if task in ("v2a", "extend") else None,
+            audios=inputs if task == "a2v" else None, duration=duration, extend_seconds=args.extend_seconds,
+            steps=args.steps, solver=args.solver, cfg_video=args.cfg_video, cfg_audio=args.cfg_audio,
+            guidance_interval=tuple(args.guidance_interval), seeds=[args.seed + it.index for it in todo],
+            batch_size=args.batch_size, ids=[it.id for it in todo])
+        for result in results:
+            if isinstance(result, GeneratedClip):
+                pipe.save([result], args.out)
+                made += 1
+                continue
+            print(f"skipping {result.id}: {result.reason}", file=sys.stderr)
+            skipped.append(result)
+            if args.strict:
+                _summary(made, kept, skipped, args.out)
+                print("avgen sample: stopped at the first bad item (--strict).", file=sys.stderr)
+                return EXIT_STRICT
+    # 5. Summary: what was made, kept and skipped, and why.
+    _summary(made, kept, skipped, args.out)
+    if made + kept == 0:
+        print("avgen sample: no clip could be made; fix or remove the items above.", file=sys.stderr)
+        return EXIT_NOTHING_MADE
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `avgen sample`."""
+    args = _parser().parse_args(argv)
+    try:
+        return _sample(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"avgen sample: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
