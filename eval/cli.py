@@ -26,7 +26,8 @@ _OPTION_FIELDS = {
     "bootstrap_fd": "n_boot_fd", "seed": "seed", "fvd_frames": "fvd_frames", "fvd_size": "fvd_size",
     "fvd_fps": "fvd_fps", "panns_window": "panns_window", "clip_frames": "clip_frames", "task": "task",
     "pair_by": "pair_by", "event_tolerance": "event_tolerance", "event_window": "event_window",
-    "av_align_tolerance": "av_align_tolerance",
+    "av_align_tolerance": "av_align_tolerance", "attr_calibration": "attr_calibration",
+    "attr_panel_rows": "attr_panel_rows",
 }
 
 
@@ -81,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--event-tolerance", type=float, metavar="S", help="onset-event match tolerance (default 0.1 s)")
     o.add_argument("--event-window", type=float, metavar="S", help="window for measuring the audio lag (default 0.5 s)")
     o.add_argument("--av-align-tolerance", type=float, metavar="S", help="AV-Align window (default one frame)")
+    o.add_argument("--attr-calibration", metavar="SPLITS|MANIFEST",
+                   help="clips the attribute recognisers are fitted on: splits of the reference manifest "
+                        "(default train,val; evaluated clips left out) or another manifest with params")
+    o.add_argument("--attr-panel-rows", type=int, metavar="N", help="prompts in the attribute frame panel (default 8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--list-metrics", action="store_true", help="list the metrics and exit")
     return p

@@ -53,6 +53,11 @@ class MetricOptions:
         event_window: seconds within which onsets are paired with events to measure the offset
             (wider than the tolerance, so an out-of-sync system still gets its lag measured).
         av_align_tolerance: AV-Align match window in seconds (None: one video frame, as published).
+        attr_calibration: reference clips the attribute recognisers are fitted on: comma-separated
+            splits of the reference manifest ("train,val"; clips being evaluated are always left
+            out), or the path of another manifest with the same `params`.
+        attr_max_calibration: at most this many calibration clips (the first ones).
+        attr_panel_rows: prompts shown in the attribute metric's frame panel.
     """
 
     weights: WeightPaths = field(default_factory=WeightPaths)
@@ -75,6 +80,9 @@ class MetricOptions:
     event_tolerance: float = 0.1
     event_window: float = 0.5
     av_align_tolerance: float | None = None
+    attr_calibration: str = "train,val"
+    attr_max_calibration: int = 400
+    attr_panel_rows: int = 8
 
     def __post_init__(self) -> None:
         if self.device != "auto":
@@ -86,7 +94,8 @@ class MetricOptions:
                 raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}.") from err
         if isinstance(self.weights, dict):
             self.weights = WeightPaths(**self.weights)
-        positive_ints = ("batch_size", "fvd_frames", "fvd_size", "fd_inf_min_n", "fd_inf_steps", "clip_frames")
+        positive_ints = ("batch_size", "fvd_frames", "fvd_size", "fd_inf_min_n", "fd_inf_steps", "clip_frames",
+                         "attr_max_calibration", "attr_panel_rows")
         for name in positive_ints:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -109,6 +118,9 @@ class MetricOptions:
             raise ValueError(
                 f"event_window ({self.event_window}) must be at least event_tolerance ({self.event_tolerance})."
             )
+        if not isinstance(self.attr_calibration, str) or not self.attr_calibration.strip():
+            raise ValueError("attr_calibration must name splits of the reference manifest (e.g. 'train,val') "
+                             f"or a manifest path, got {self.attr_calibration!r}.")
         if self.task not in ("t2av", "v2a"):
             raise ValueError(f"task must be 't2av' or 'v2a', got {self.task!r}.")
         if self.pair_by not in ("id", "prompt"):
