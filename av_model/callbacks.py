@@ -1,4 +1,5 @@
-"""Callbacks of diffusion training: EMA, throughput and MFU, the NaN guard, router bias, sample clips.
+"""Callbacks of diffusion training: EMA, throughput and MFU, the NaN guard, router bias, sample clips,
+conditioning diagnostics.
 
 `AVDiffusion` publishes what these read: `loss_terms` (the last step's detached losses),
 `flops_per_batch` and `tokens_in_batch(batch)`; the generator's MoE layers expose `update_bias()`.
@@ -17,7 +18,8 @@ from lightning.pytorch.callbacks import ThroughputMonitor, WeightAveraging
 from lightning.pytorch.utilities import rank_zero_info
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
-__all__ = ["EMA", "NaNGuard", "NonFiniteLossError", "RouterBiasUpdate", "SampleWriter", "ThroughputMFU"]
+__all__ = ["EMA", "ConditioningDiagnostics", "NaNGuard", "NonFiniteLossError", "RouterBiasUpdate", "SampleWriter",
+           "ThroughputMFU"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -297,3 +299,83 @@ class SampleWriter(L.Callback):
             out = Path(trainer.log_dir or trainer.default_root_dir) / "samples" / f"step_{trainer.global_step:07d}"
             pipe.save(clips, out)
             rank_zero_info(f"SampleWriter: wrote {len(clips)} clips to {out}")
+
+
+class ConditioningDiagnostics(L.Callback):
+    """Logs whether the model uses its conditions (`av_model.diagnostics`) at each validation.
+
+    The first `max_clips` validation clips (the validation loader's order is fixed, so the same clips
+    every time) are kept as they pass; right after the validation batch that completes them (or
+    after the last batch), while validation still holds the weights it evaluates (the EMA's when
+    that callback is on), the losses with own and wrong conditions are measured under the trainer's
+    precision context and the gaps logged: `diag/v2a_gap@t0.9`, `diag/a2v_gap@t0.6`,
+    `diag/text_gap_audio@t0.6`, `diag/text_gap_video@t0.6`, and the grid means `diag/v2a_gap`, ...
+    Under data parallelism each rank measures its own clips and the logged value is their mean.
+
+    Args:
+        config: clips, noise levels, frequency and seed (`model.diagnostics`).
+    """
+
+    def __init__(self, config: Any = None) -> None:
+        from av_model.diagnostics import DiagnosticsConfig
+
+        self.config = config if isinstance(config, DiagnosticsConfig) else DiagnosticsConfig(**(config or {}))
+        self._validations = 0
+        self._clips: list[dict[str, Any]] = []
+        self._done = True
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not self.config.enabled:
+            self._done = True
+            return
+        self._validations += 1
+        self._clips = []
+        self._done = (self._validations - 1) % self.config.every_n_validations != 0
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                                batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self._done:
+            return
+        for i in range(len(batch["id"])):
+            if len(self._clips) >= self.config.max_clips:
+                break
+            # Single-clip CPU copies: validation batches may be of several buckets (shapes).
+            self._clips.append({"id": [batch["id"][i]], "caption": [batch["caption"][i]],
+                                "video": batch["video"][i: i + 1].detach().cpu(),
+                                "audio": batch["audio"][i: i + 1].detach().cpu(),
+                                "text": batch["text"].index(i).to("cpu")})
+        last = batch_idx + 1 >= _num_batches(trainer, dataloader_idx)
+        if len(self._clips) >= self.config.max_clips or last:
+            self._run(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._done and self._clips:  # a loader whose length was unknown
+            self._run(trainer, pl_module)
+
+    def _run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from av_model.diagnostics import batches_from_clips, log_metrics, measure, summarize
+
+        self._done = True
+        batches, left_out = batches_from_clips(self._clips)
+        self._clips = []
+        if not batches:
+            rank_zero_info(f"ConditioningDiagnostics: no two validation clips share latent shapes (left out "
+                           f"{left_out}); nothing measured.")
+            return
+        cfg = self.config
+        model: Any = getattr(pl_module, "model", pl_module)
+        start = time.perf_counter()
+        losses = measure(model, batches, float(getattr(pl_module, "video_rate")),  # noqa: B009 - AVDiffusion's
+                         float(getattr(pl_module, "audio_rate")), cfg.t, seed=cfg.seed,  # noqa: B009
+                         autocast=trainer.precision_plugin.forward_context)
+        metrics = log_metrics(summarize(losses, n_boot=cfg.n_boot, seed=cfg.seed))
+        pl_module.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(losses.clip_ids))
+        rank_zero_info(f"ConditioningDiagnostics: {len(losses.clip_ids)} clips in {time.perf_counter() - start:.1f} s; "
+                       + ", ".join(f"{k.removeprefix('diag/')} {v:+.4f}" for k, v in metrics.items() if "@" not in k))
+
+
+def _num_batches(trainer: L.Trainer, dataloader_idx: int) -> float:
+    counts = trainer.num_val_batches
+    if isinstance(counts, list | tuple):
+        return float(counts[dataloader_idx]) if dataloader_idx < len(counts) else math.inf
+    return float(counts)

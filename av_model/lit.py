@@ -22,6 +22,7 @@ import torch
 from lightning.pytorch.utilities import grad_norm
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 
+from av_model.diagnostics import DiagnosticsConfig
 from av_model.dit.config import DiTConfig, get_preset
 from av_model.dit.model import AVDiT
 from av_model.dit.params import count_params
@@ -116,6 +117,7 @@ class AVDiffusion(L.LightningModule):
         parallel: activation checkpointing, compile, FSDP2 (applied in `configure_model`).
         seed: seed of the flow noise (the model's initial weights follow `seed_everything`).
         loss_buckets: noise-level buckets for the per-bucket loss logs.
+        diagnostics: conditioning diagnostics logged at validation (`ConditioningDiagnostics`).
         cache_meta: the latent cache's metadata (linked from the data module by the CLI): latent
             widths and rates, frame geometry, encoders' fingerprints.
     """
@@ -131,6 +133,7 @@ class AVDiffusion(L.LightningModule):
         seed: int = 0,
         loss_buckets: int = 4,
         cache_meta: dict[str, Any] | None = None,
+        diagnostics: DiagnosticsConfig | None = None,
     ) -> None:
         super().__init__()
         if cache_meta is None:
@@ -142,16 +145,19 @@ class AVDiffusion(L.LightningModule):
             raise ValueError(f"loss_buckets must be >= 1; got {loss_buckets}.")
         flow, optimizer = _as(FlowConfig, flow), _as(OptimizerConfig, optimizer)
         sampler, parallel = _as(SamplerConfig, sampler), _as(ParallelConfig, parallel)
+        diagnostics = _as(DiagnosticsConfig, diagnostics)
         self.save_hyperparameters()
         # Plain dicts in the checkpoint, so it loads with `torch.load(weights_only=True)` (the default
         # of torch >= 2.6, which Lightning uses to resume) and without these classes.
-        for key, value in (("flow", flow), ("optimizer", optimizer), ("sampler", sampler), ("parallel", parallel)):
+        for key, value in (("flow", flow), ("optimizer", optimizer), ("sampler", sampler), ("parallel", parallel),
+                           ("diagnostics", diagnostics)):
             self.hparams[key] = asdict(value)
         self.cache_meta = cache_meta
         self.dit_config = build_dit_config(preset, overrides, cache_meta)
         self.model = AVDiT(self.dit_config)
         self.flow = FlowMatching(flow)
         self.optim_config, self.sampler_config, self.parallel_config = optimizer, sampler, parallel
+        self.diagnostics_config = diagnostics
         self.video_rate = float(cache_meta["video"]["latent_rate"])
         self.audio_rate = float(cache_meta["audio"]["latent_rate"])
         # Read by callbacks: the last step's losses (NaN guard), FLOPs (throughput), grad norm.
@@ -309,9 +315,14 @@ class AVDiffusion(L.LightningModule):
 
     def configure_callbacks(self) -> list[L.Callback]:
         """Callbacks the model needs to train correctly, whatever the config says."""
-        from av_model.callbacks import RouterBiasUpdate
+        from av_model.callbacks import ConditioningDiagnostics, RouterBiasUpdate
 
-        return [RouterBiasUpdate()] if self.dit_config.num_experts > 1 and self.dit_config.balance == "bias" else []
+        callbacks: list[L.Callback] = []
+        if self.dit_config.num_experts > 1 and self.dit_config.balance == "bias":
+            callbacks.append(RouterBiasUpdate())
+        if self.diagnostics_config.enabled:
+            callbacks.append(ConditioningDiagnostics(self.diagnostics_config))
+        return callbacks
 
     # -------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
