@@ -3,10 +3,15 @@
 A study is created in three stages:
 
 1. Read every system's clips and match them by prompt (`sources`).
-2. Register media: copy each clip (transcoding what browsers cannot play) into the store's media
-   folder, and make the altered copies of gold pairs. This is the slow part and holds no lock.
+2. Register media: encode each clip, and the altered copies of gold pairs (made from the model's
+   source clip, so they went through the encoder exactly once like every other clip), into the
+   store's media folder with the one normalised setting (`media`). This is the slow part and
+   holds no lock. It is a batch job: each clip's result is reported as it completes; a clip that
+   cannot be used (unreadable, no video, no sound) is skipped with its reason, and only the pairs
+   that need it are left out. Normalised copies are cached by source hash, so a rerun after a
+   failure does not encode again.
 3. Write the study, systems, prompts, samples and pairs in one transaction; if anything fails, the
-   media copied in stage 2 are removed again.
+   study's media folder is removed again (the cache stays for the rerun).
 
 Judgments are exported in the columns `eval.preference` reads (see `JUDGMENT_COLUMNS`), with the
 rater's left/right view turned into the systems shown on each side.
@@ -27,8 +32,6 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import aliased
 
-from av_model.data.media import probe
-
 from .assignment import raters_needed
 from .auth import hash_password
 from .errors import StudyError
@@ -42,6 +45,7 @@ __all__ = [
     "JUDGMENT_COLUMNS",
     "StudyInfo",
     "CreatedStudy",
+    "SkippedClip",
     "Progress",
     "create_study",
     "list_studies",
@@ -85,12 +89,35 @@ class StudyInfo:
 
 
 @dataclass(frozen=True)
+class SkippedClip:
+    """A clip left out of a study, and why (for the lead: it names the system and the file)."""
+
+    system: str
+    prompt: str
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"system {self.system!r}, prompt {self.prompt[:60]!r}: {self.reason}"
+
+
+@dataclass(frozen=True)
 class CreatedStudy:
-    """What `create_study` made: the study, unmatched clips per system, transcoded clip count."""
+    """What `create_study` made.
+
+    Attributes:
+        info: the new study.
+        unmatched: per system, its clips that matched no prompt of the others.
+        transcoded: clips whose source browsers could not play as it was.
+        reused: clips whose normalised copy was made by an earlier run.
+        skipped: clips that could not be used; the pairs needing them were left out.
+    """
 
     info: StudyInfo
     unmatched: dict[str, int]
     transcoded: int
+    reused: int = 0
+    skipped: tuple[SkippedClip, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,21 +157,25 @@ def _select_prompts(matched: list[MatchedPrompt], spec: StudySpec) -> list[Match
     return [m for i, m in enumerate(matched) if i in chosen]
 
 
-def create_study(store: Store, spec: StudySpec, *, progress: ProgressFn | None = None) -> CreatedStudy:
+def create_study(store: Store, spec: StudySpec, *, progress: ProgressFn | None = None,
+                 strict: bool = False) -> CreatedStudy:
     """Create a study from a spec.
 
     Args:
         store: the open database.
         spec: the study (systems, questions, raters, gold pairs).
-        progress: called as progress(done, total, message) while media are registered.
+        progress: called as progress(done, total, message) after each clip, the message saying
+            what became of it ("encoded", "reused" or "skipped: reason").
+        strict: refuse to create the study if any clip had to be skipped.
 
     Returns:
-        The new study, the clips per system that matched no prompt of the others, and how many
-        clips were transcoded.
+        The new study, with what was left out and why.
 
     Raises:
-        SpecError: a source cannot be read, no prompt is shared by all systems, or the name is taken.
-        MediaError: a clip is not playable media (the message names it).
+        SpecError: a source cannot be read, no prompt is shared by all systems, too few clips can
+            make gold pairs, or the name is taken.
+        MediaError: no pair is left once unusable clips are skipped, or (with `strict`) a clip was
+            skipped; the message names each clip and its reason.
         StoreError: no media folder is configured.
     """
     # 1. Check inputs and match clips by prompt
@@ -161,41 +192,59 @@ def create_study(store: Store, spec: StudySpec, *, progress: ProgressFn | None =
         )
     prompts = _select_prompts(matched, spec)
     rng = random.Random(spec.seed)
-    gold_plan = _plan_gold(prompts, spec, rng)
 
     # 2. Register media (no database lock held: this is the slow part)
     with store.session() as s:
         code = _new_code(s)
     folder = media_root / code
-    total = len(prompts) * len(spec.systems) + len(gold_plan)
+    total = len(prompts) * len(spec.systems) + spec.gold.count
     done = 0
     registered: dict[tuple[str, str], tuple[RegisteredMedia, str]] = {}  # (system, prompt) -> media, source
+    skipped: list[SkippedClip] = []
+
+    def register(system: str, m: MatchedPrompt, path: Path, relpath: str, **altered: Any) -> RegisteredMedia | None:
+        nonlocal done
+        done += 1
+        try:
+            media = register_media(path, media_root, relpath, require_audio=True, **altered)
+        except MediaError as err:
+            skipped.append(SkippedClip(system, m.text, str(path), str(err)))
+            if progress:
+                progress(done, total, f"{system} · {path.name}: skipped: {err}")
+            return None
+        if progress:
+            progress(done, total, f"{system} · {path.name}: {'reused' if media.reused else 'encoded'}")
+        return media
+
     try:
         for m in prompts:
             for sys_index, sys_ in enumerate(spec.systems):
                 clip = m.clips[sys_.name]
-                try:
-                    media = register_media(clip.path, media_root, f"{code}/{m.key}-s{sys_index}.mp4")
-                except MediaError as err:
-                    raise MediaError(f"system {sys_.name!r}, prompt {m.text[:60]!r}: {err}") from None
-                registered[(sys_.name, m.key)] = (media, str(clip.path))
-                done += 1
-                if progress:
-                    progress(done, total, f"registered {clip.path.name}")
+                media = register(sys_.name, m, clip.path, f"{code}/{m.key}-s{sys_index}.mp4")
+                if media is not None:
+                    registered[(sys_.name, m.key)] = (media, str(clip.path))
+        gold_plan = _plan_gold([m for m in prompts if (spec.model_name, m.key) in registered], spec, rng)
+        total = len(prompts) * len(spec.systems) + len(gold_plan)
+        made_gold = []
         for i, (m, kind) in enumerate(gold_plan):
-            source, _ = registered[(spec.model_name, m.key)]
             altered: dict[str, Any]
             if kind == "audio_shift":
                 altered = {"audio_delay": spec.gold.shift_seconds}
             else:
                 altered = {"video_downscale": spec.gold.downscale}
-            media = register_media(media_root / source.relpath, media_root, f"{code}/gold{i}-{m.key}.mp4", **altered)
-            registered[(f"gold:{kind}", m.key)] = (media, f"{kind} copy of {source.relpath}")
-            done += 1
-            if progress:
-                progress(done, total, f"made gold pair {i + 1} ({kind})")
+            source = m.clips[spec.model_name].path  # from the source: one encoding, like every other clip
+            media = register(f"gold:{kind}", m, source, f"{code}/gold{i}-{m.key}.mp4", **altered)
+            if media is not None:
+                registered[(f"gold:{kind}", m.key)] = (media, f"{kind} copy of {source}")
+                made_gold.append((m, kind))
+        n_pairs = sum((a, m.key) in registered and (b, m.key) in registered
+                      for m in prompts for a, b in spec.system_pairs())
+        if n_pairs == 0 or (strict and skipped):
+            why = ("no pair of clips is left to compare" if n_pairs == 0
+                   else f"{len(skipped)} clips could not be used and --strict was given")
+            raise MediaError(f"study {spec.name!r} not created: {why}:\n" + "\n".join(f"  {x}" for x in skipped))
         # 3. Write everything in one transaction
-        study_id = _write_study(store, spec, code, prompts, gold_plan, registered)
+        study_id = _write_study(store, spec, code, prompts, made_gold, registered)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -203,26 +252,20 @@ def create_study(store: Store, spec: StudySpec, *, progress: ProgressFn | None =
         info=get_study(store, study_id),
         unmatched=unmatched,
         transcoded=sum(media.transcoded for media, _ in registered.values()),
+        reused=sum(media.reused for media, _ in registered.values()),
+        skipped=tuple(skipped),
     )
 
 
-def _plan_gold(prompts: list[MatchedPrompt], spec: StudySpec, rng: random.Random) -> list[tuple[MatchedPrompt, str]]:
+def _plan_gold(candidates: list[MatchedPrompt], spec: StudySpec, rng: random.Random) -> list[tuple[MatchedPrompt, str]]:
+    """Gold pairs over the prompts whose model clip was registered (every registered clip has sound)."""
     if not spec.gold.count:
         return []
-    order = rng.sample(prompts, len(prompts))
-    plan: list[tuple[MatchedPrompt, str]] = []
-    kinds = spec.gold.kinds
-    for m in order:
-        if len(plan) == spec.gold.count:
-            break
-        kind = kinds[len(plan) % len(kinds)]
-        if kind == "audio_shift" and not probe(m.clips[spec.model_name].path).has_audio:  # needs sound to shift
-            continue
-        plan.append((m, kind))
-    if len(plan) < spec.gold.count:
-        raise SpecError(f"gold.count is {spec.gold.count} but only {len(plan)} clips of {spec.model_name!r} can make gold "
-                        "pairs (audio_shift needs clips with sound); lower gold.count")
-    return plan
+    if len(candidates) < spec.gold.count:
+        raise SpecError(f"gold.count is {spec.gold.count} but only {len(candidates)} clips of {spec.model_name!r} "
+                        "can make gold pairs; lower gold.count")
+    order = rng.sample(candidates, len(candidates))[: spec.gold.count]
+    return [(m, spec.gold.kinds[i % len(spec.gold.kinds)]) for i, m in enumerate(order)]
 
 
 def _write_study(store: Store, spec: StudySpec, code: str, prompts: list[MatchedPrompt],
@@ -246,7 +289,8 @@ def _write_study(store: Store, spec: StudySpec, code: str, prompts: list[Matched
             label = f"{spec.model_name} with {GOLD_KINDS[kind][1]} (gold)"
             systems[f"gold:{kind}"] = System(study_id=study.id, name=label, role="gold", source=kind)
         s.add_all(systems.values())
-        prompt_rows = {m.key: Prompt(study_id=study.id, key=m.key, text=m.text) for m in prompts}
+        used = {key for _, key in registered}
+        prompt_rows = {m.key: Prompt(study_id=study.id, key=m.key, text=m.text) for m in prompts if m.key in used}
         s.add_all(prompt_rows.values())
         s.flush()
         samples = {}
@@ -260,6 +304,8 @@ def _write_study(store: Store, spec: StudySpec, code: str, prompts: list[Matched
         s.flush()
         for m in prompts:
             for model, baseline in spec.system_pairs():
+                if (model, m.key) not in samples or (baseline, m.key) not in samples:
+                    continue  # a clip of this pair was skipped
                 s.add(Pair(study_id=study.id, prompt_id=prompt_rows[m.key].id,
                            sample_a_id=samples[(model, m.key)].id, sample_b_id=samples[(baseline, m.key)].id))
         for m, kind in gold_plan:
