@@ -17,7 +17,7 @@ Relative paths in a YAML file are relative to the file's folder.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -61,10 +61,65 @@ GOLD_KINDS: dict[str, tuple[str, str]] = {
     "video_blur": ("visual", "its picture at a quarter of the resolution"),
 }
 _KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_SEED_MAX = 2**31 - 1  # the largest seed every database's INTEGER column holds (PostgreSQL's is 32-bit)
+_KINDS = {bool: "true/false", int: "an integer", float: "a number", str: "text", list: "a list", dict: "a mapping",
+          type(None): "null"}
 
 
 class SpecError(StudyError):
     """A study spec is invalid; the message names the field and what would be right."""
+
+
+# Type checks of spec fields. A spec comes from YAML or a form, so any field may hold any YAML
+# value; each check names the field, what was given and what is expected, instead of letting a
+# wrong type surface later as a traceback (or in the database).
+
+def _given(value: Any) -> str:
+    kind = _KINDS.get(type(value), type(value).__name__)
+    return f"{value!r} ({kind})"
+
+
+def _fail(name: str, expected: str, value: Any) -> SpecError:
+    return SpecError(f"{name} must be {expected}; got {_given(value)}")
+
+
+def _int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
+    """`value` if it is an integer (not a bool) in [lo, hi]."""
+    expected = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo or (hi is not None and value > hi):
+        raise _fail(name, expected, value)
+    return value
+
+
+def _number(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False, unit: str = "") -> float:
+    """`value` as a float if it is a number (not a bool) in [lo, hi] (or (lo, hi])."""
+    expected = f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}]{unit}"
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise _fail(name, expected, value)
+    x = float(value)
+    if not (lo < x if lo_open else lo <= x) or not x <= hi:  # also refuses NaN
+        raise _fail(name, expected, value)
+    return x
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(name, "true or false", value)
+    return value
+
+
+def _text(name: str, value: Any, max_chars: int, *, required: bool = False) -> str:
+    """`value` if it is text of at most `max_chars` characters (and not blank when required)."""
+    expected = f"{'non-empty ' if required else ''}text of at most {max_chars} characters"
+    if not isinstance(value, str) or len(value) > max_chars or (required and not value.strip()):
+        raise _fail(name, expected, value)
+    return value
+
+
+def _list(name: str, value: Any, example: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise _fail(name, f"a list, e.g. {example}", value)
+    return value
 
 
 @dataclass
@@ -84,16 +139,15 @@ class Question:
 
     def __post_init__(self) -> None:
         if not isinstance(self.key, str) or not _KEY_RE.fullmatch(self.key):
-            raise SpecError(f"question key {self.key!r}: use 1-32 lowercase letters, digits or underscores, "
-                            "starting with a letter (e.g. overall, sync)")
-        if not self.text:
+            raise _fail("a question's key", "1-32 lowercase letters, digits or underscores, starting with a letter "
+                        "(e.g. overall, sync)", self.key)
+        if self.text is None or self.text == "":
             if self.key not in DEFAULT_QUESTIONS:
                 raise SpecError(f"question {self.key!r} needs a text (only {sorted(DEFAULT_QUESTIONS)} have one built in)")
             self.text = DEFAULT_QUESTIONS[self.key]
-        if len(self.text) > 1000:
-            raise SpecError(f"question {self.key!r}: the text has {len(self.text)} characters; keep it under 1000")
+        _text(f"question {self.key!r}: text", self.text, 1000)
         if self.scale not in ("pairwise", "likert5"):
-            raise SpecError(f"question {self.key!r}: scale must be 'pairwise' or 'likert5', not {self.scale!r}")
+            raise _fail(f"question {self.key!r}: scale", "'pairwise' or 'likert5'", self.scale)
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -108,11 +162,8 @@ class Question:
         if isinstance(value, str):
             return cls(key=value)
         if isinstance(value, dict):
-            unknown = set(value) - {"key", "text", "scale"}
-            if unknown:
-                raise SpecError(f"question {value.get('key')!r}: unknown fields {sorted(unknown)} (use key, text, scale)")
-            return cls(**value)
-        raise SpecError(f"a question must be a key (e.g. 'overall') or a mapping with key/text/scale; got {value!r}")
+            return _build(cls, value, f"question {value.get('key')!r}")
+        raise _fail("each of questions", "a key (e.g. overall) or a mapping with key, text and scale", value)
 
 
 @dataclass
@@ -129,11 +180,8 @@ class SystemSpec:
     path: str
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.strip() or len(self.name) > 100:
-            raise SpecError(f"system name {self.name!r}: give a non-empty name of at most 100 characters")
-        self.name = self.name.strip()
-        if not isinstance(self.path, str) or not self.path.strip():
-            raise SpecError(f"system {self.name!r}: give the path of its sample folder or manifest")
+        self.name = _text("a system's name", self.name, 100, required=True).strip()
+        _text(f"system {self.name!r}: path (of its sample folder or manifest)", self.path, 4096, required=True)
 
 
 @dataclass
@@ -157,22 +205,19 @@ class GoldSpec:
     downscale: int = 4
 
     def __post_init__(self) -> None:
-        if not isinstance(self.count, int) or self.count < 0:
-            raise SpecError(f"gold.count must be an integer >= 0; got {self.count!r}")
-        if not isinstance(self.per_rater, int) or self.per_rater < 0:
-            raise SpecError(f"gold.per_rater must be an integer >= 0; got {self.per_rater!r}")
+        _int("gold.count", self.count, 0)
+        _int("gold.per_rater", self.per_rater, 0)
         if self.per_rater > self.count:
             raise SpecError(f"gold.per_rater ({self.per_rater}) cannot exceed gold.count ({self.count}): a rater "
                             "never sees the same pair twice")
         if isinstance(self.kinds, str):
             self.kinds = [self.kinds]
-        bad = [k for k in self.kinds if k not in GOLD_KINDS]
-        if bad or (self.count and not self.kinds):
-            raise SpecError(f"gold.kinds {self.kinds!r}: choose from {sorted(GOLD_KINDS)}")
-        if not 0.04 <= float(self.shift_seconds) <= 5.0:
-            raise SpecError(f"gold.shift_seconds must be in [0.04, 5] seconds; got {self.shift_seconds}")
-        if not isinstance(self.downscale, int) or not 2 <= self.downscale <= 32:
-            raise SpecError(f"gold.downscale must be an integer in [2, 32]; got {self.downscale!r}")
+        expected = f"a list of kinds from {sorted(GOLD_KINDS)}"
+        kinds = _list("gold.kinds", self.kinds, "[audio_shift]")
+        if any(not isinstance(k, str) or k not in GOLD_KINDS for k in kinds) or (self.count and not kinds):
+            raise _fail("gold.kinds", expected, self.kinds)
+        self.shift_seconds = _number("gold.shift_seconds", self.shift_seconds, 0.04, 5.0, unit=" seconds")
+        _int("gold.downscale", self.downscale, 2, 32)
 
 
 @dataclass
@@ -215,12 +260,9 @@ class StudySpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.strip() or len(self.name) > 200:
-            raise SpecError(f"name {self.name!r}: give the study a non-empty name of at most 200 characters")
-        self.name = self.name.strip()
-        if not isinstance(self.systems, list):
-            raise SpecError("systems must be a list of {name, path} entries")
-        self.systems = [s if isinstance(s, SystemSpec) else _system(s) for s in self.systems]
+        self.name = _text("name", self.name, 200, required=True).strip()
+        systems = _list("systems", self.systems, "[{name: ours, path: samples/ours}, {name: base, path: samples/base}]")
+        self.systems = [s if isinstance(s, SystemSpec) else _system(s) for s in systems]
         if len(self.systems) < 2:
             raise SpecError(f"a study compares two or more systems; got {len(self.systems)}")
         names = [s.name for s in self.systems]
@@ -229,39 +271,44 @@ class StudySpec:
         if self.model is None:
             self.model = names[0]
         if self.model not in names:
-            raise SpecError(f"model {self.model!r} is not one of the systems {names}")
+            raise _fail("model", f"one of the systems {names} (or null for the first)", self.model)
         if self.design not in ("vs_model", "all_pairs"):
-            raise SpecError(f"design must be 'vs_model' or 'all_pairs', not {self.design!r}")
-        self.questions = [Question.coerce(q) for q in (self.questions or [])]
+            raise _fail("design", "'vs_model' or 'all_pairs'", self.design)
+        questions = _list("questions", self.questions, "[overall, sync] or [{key: overall, scale: likert5}]")
+        self.questions = [Question.coerce(q) for q in questions]
         if not self.questions:
             raise SpecError("give at least one question")
         keys = [q.key for q in self.questions]
         if len(set(keys)) != len(keys):
             raise SpecError(f"question keys must be unique; got {keys}")
-        if isinstance(self.gold, dict):
+        if self.gold is None:
+            self.gold = GoldSpec()
+        elif isinstance(self.gold, dict):
             self.gold = _build(GoldSpec, self.gold, "gold")
+        elif not isinstance(self.gold, GoldSpec):
+            raise _fail("gold", "a mapping of count, per_rater, kinds, shift_seconds, downscale (or null for none)",
+                        self.gold)
         for kind in self.gold.kinds if self.gold.count else []:
             question = GOLD_KINDS[kind][0]
             if question not in keys:
                 raise SpecError(f"gold kind {kind!r} has a known answer for the question {question!r}, which this "
                                 f"study does not ask ({keys}); add it or choose another kind")
-        for name in ("raters_per_pair", "pairs_per_rater"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise SpecError(f"{name} must be an integer >= 1; got {value!r}")
-        if self.max_prompts is not None and (not isinstance(self.max_prompts, int) or self.max_prompts < 1):
-            raise SpecError(f"max_prompts must be an integer >= 1 or null; got {self.max_prompts!r}")
+        _int("raters_per_pair", self.raters_per_pair, 1)
+        _int("pairs_per_rater", self.pairs_per_rater, 1)
+        if self.max_prompts is not None:
+            _int("max_prompts (or null for all)", self.max_prompts, 1)
         if self.completion_url:
-            parsed = urlparse(self.completion_url)
+            url = _text("completion_url", self.completion_url, 2000)
+            parsed = urlparse(url)
             if parsed.scheme not in ("http", "https") or not parsed.netloc:
-                raise SpecError(f"completion_url {self.completion_url!r} must be an http(s) address")
+                raise _fail("completion_url", "an http(s) address", url)
         else:
             self.completion_url = None
-        if not isinstance(self.token_days, int | float) or not 0 < float(self.token_days) <= 3650:
-            raise SpecError(f"token_days must be in (0, 3650]; got {self.token_days!r}")
+        self.open_join = _bool("open_join", self.open_join)
+        self.token_days = _number("token_days", self.token_days, 0, 3650, lo_open=True, unit=" days")
+        _int("seed", self.seed, 0, _SEED_MAX)
         for name in ("description", "instructions"):
-            if not isinstance(getattr(self, name), str) or len(getattr(self, name)) > 20000:
-                raise SpecError(f"{name} must be text of at most 20000 characters")
+            _text(name, getattr(self, name), 20000)
 
     @property
     def model_name(self) -> str:
@@ -300,7 +347,7 @@ def _system(value: Any, base_dir: str | Path | None = None) -> SystemSpec:
     if isinstance(value, SystemSpec):
         return value
     if not isinstance(value, dict):
-        raise SpecError(f"each system is a mapping with name and path; got {value!r}")
+        raise _fail("each of systems", "a mapping with name and path", value)
     spec = _build(SystemSpec, value, f"system {value.get('name')!r}")
     path = Path(spec.path).expanduser()
     if base_dir is not None and not path.is_absolute():
@@ -312,11 +359,13 @@ def _build(cls: type, data: dict[str, Any], what: str) -> Any:
     known = {f.name for f in fields(cls)}
     unknown = set(data) - known
     if unknown:
-        raise SpecError(f"{what}: unknown fields {sorted(unknown)}; the fields are {sorted(known)}")
-    try:
-        return cls(**data)
-    except TypeError as err:  # a required field is missing
-        raise SpecError(f"{what}: {err}") from None
+        raise SpecError(f"{what}: unknown fields {sorted(map(str, unknown))}; the fields are {sorted(known)}")
+    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise SpecError(f"{what}: the field{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                        f"{'are' if len(missing) > 1 else 'is'} missing; the fields are {sorted(known)}")
+    return cls(**data)
 
 
 def load_spec(path: str | Path) -> StudySpec:

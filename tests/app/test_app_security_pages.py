@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from streamlit.testing.v1 import AppTest
-from test_app_pages import _app, _answer_current, _texts, app_env  # noqa: F401 (app_env is a fixture)
-
+import pytest
 from sqlalchemy import func, select
+from streamlit.testing.v1 import AppTest
+from test_app_pages import _answer_current, _app, _texts, app_env  # noqa: F401 (app_env: the pages' fixture)
 
 from human_eval_app.store import Rater, Store
+
+pytestmark = pytest.mark.usefixtures("app_env")  # the app opens `store` (its database and admin password)
 
 
 def _progress(at: AppTest) -> str:
     return at.get("progress")[0].proto.text
 
 
-def test_prolific_id_alone_does_not_take_over_a_rater(app_env: Store, make_study) -> None:
+def test_prolific_id_alone_does_not_take_over_a_rater(store: Store, make_study) -> None:
     info = make_study().info
     first = _app(study=info.code, PROLIFIC_PID="60a1b2c3d4", STUDY_ID="st1", SESSION_ID="se1")
     token = first.query_params["token"]
@@ -35,7 +37,7 @@ def test_prolific_id_alone_does_not_take_over_a_rater(app_env: Store, make_study
     assert resumed.query_params["token"] and "Pair 2 of 2" in _progress(resumed)
 
 
-def test_same_browser_session_resumes_with_its_token(app_env: Store, make_study) -> None:
+def test_same_browser_session_resumes_with_its_token(store: Store, make_study) -> None:
     """A browser that holds the rater's token may open Prolific's link again, whatever its session id."""
     info = make_study().info
     at = _app(study=info.code, PROLIFIC_PID="60a1b2c3d4", SESSION_ID="se1")
@@ -44,5 +46,5 @@ def test_same_browser_session_resumes_with_its_token(app_env: Store, make_study)
     at.query_params.update({"study": info.code, "PROLIFIC_PID": "60a1b2c3d4", "SESSION_ID": "se2"})
     at.run()
     assert not at.exception and at.query_params["token"] == token and at.radio
-    with app_env.session() as s:
+    with store.session() as s:
         assert s.scalar(select(func.count(Rater.id))) == 1
