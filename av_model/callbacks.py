@@ -324,6 +324,14 @@ class ConditioningDiagnostics(L.Callback):
         self._clips: list[dict[str, Any]] = []
         self._done = True
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        if self.config.enabled and isinstance(trainer.strategy, ModelParallelStrategy) and trainer.world_size > 1:
+            # Ranks would measure different clip batches and wait for each other's sharded forwards.
+            raise ValueError("conditioning diagnostics do not run under the sharded ModelParallelStrategy; set "
+                             "`model.diagnostics.enabled: false` and measure checkpoints with `avgen diagnose`.")
+
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not self.config.enabled:
             self._done = True

@@ -21,6 +21,7 @@ def _parse_only(cli_cls: type, *classes: type, path: Path, **kwargs: object) -> 
 
 
 def _dit(path: Path) -> None:
+    from av_model.diagnostics import DiagnosticsConfig
     from av_model.lit import OptimizerConfig, build_dit_config
     from av_model.lit_cli import load_config
     from av_model.parallel import ParallelConfig
@@ -31,6 +32,8 @@ def _dit(path: Path) -> None:
     OptimizerConfig(**vars(cfg.model.optimizer))
     if cfg.model.parallel is not None:
         ParallelConfig(**vars(cfg.model.parallel))
+    if cfg.model.diagnostics is not None:
+        DiagnosticsConfig(**vars(cfg.model.diagnostics))  # noise levels and clip count are valid
     assert cfg.checkpoint.save_last and cfg.data.cache_dir
 
 
