@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from .auth import ADMIN_ENV_HASH, ADMIN_ENV_PASSWORD, AccessError, admin_configured, hash_password
 from .errors import StudyError
 from .media import MediaError
@@ -42,9 +40,12 @@ def _study_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     p = sub.add_parser("create", help="create a study from a spec YAML (see configs/study/demo.yaml)",
-                       description="Create a study: match the systems' clips by prompt, register (and transcode) "
-                                   "the media, make gold pairs.")
+                       description="Create a study: match the systems' clips by prompt, encode every clip (and the "
+                                   "gold pairs' copies) the same way, make gold pairs. A clip that cannot be used "
+                                   "is skipped with its reason; the pairs that need it are left out.")
     p.add_argument("spec", help="study spec YAML; relative paths in it are from the file's folder")
+    p.add_argument("--strict", action="store_true",
+                   help="create nothing (and exit 1) if any clip has to be skipped; encoded clips are kept for the rerun")
     _db_args(p)
 
     p = sub.add_parser("list", help="list the studies with their codes and progress")
@@ -101,21 +102,25 @@ def _create(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     store = _open(args)
-    with tqdm(total=0, desc="registering clips", unit="clip") as bar:
-        def progress(done: int, total: int, message: str) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
 
-        created = create_study(store, spec, progress=progress)
+    def progress(done: int, total: int, message: str) -> None:
+        print(f"[{done}/{total}] {message}", flush=True)  # each clip's result as it completes
+
+    created = create_study(store, spec, progress=progress, strict=args.strict)
     info = created.info
     print(f"created study {info.name!r} (id {info.id}, code {info.code})")
     print(f"  systems: {', '.join(info.systems)} (model: {info.model}); {info.n_prompts} prompts, {info.n_pairs} pairs, "
-          f"{info.n_gold} gold pairs; {created.transcoded} clips transcoded")
+          f"{info.n_gold} gold pairs; {created.transcoded} clips converted from formats browsers cannot play, "
+          f"{created.reused} encoded copies reused")
     print(f"  {info.raters_per_pair} raters per pair, {info.pairs_per_rater} pairs per rater: about "
           f"{info.raters_needed} raters needed")
     for system, n in created.unmatched.items():
         if n:
             print(f"  note: {n} clips of {system!r} have no match in every system and were left out")
+    if created.skipped:
+        print(f"  skipped {len(created.skipped)} clips (their pairs were left out):")
+        for item in created.skipped:
+            print(f"    {item}")
     print(f"next: `avgen study invite {info.code} --n {info.raters_needed}` or let raters join with code {info.code}")
     return 0
 

@@ -104,6 +104,9 @@ def _create_tab() -> None:
     bar.empty()
     st.success(f"Created {escape_md(info.name)}: {info.n_pairs} pairs over {info.n_prompts} prompts, {info.n_gold} gold "
                f"pairs, code **{info.code}**; about {info.raters_needed} raters are needed.")
+    if created.skipped:
+        st.warning(f"{len(created.skipped)} clips could not be used and their pairs were left out:\n\n"
+                   + "\n".join(f"- {escape_md(str(x))}" for x in created.skipped))
     skipped = {k: v for k, v in created.unmatched.items() if v}
     if skipped:
         st.warning("Clips without a match in every system were left out: "

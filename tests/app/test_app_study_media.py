@@ -106,3 +106,26 @@ def test_nothing_usable_fails(store: Store, systems: dict, tmp_path: Path) -> No
         create_study(store, spec)
     assert str(err.value).count("has no sound") == len(PROMPTS)
     assert list_studies(store) == []
+
+
+def test_cli_create_reports_each_clip_and_exits_by_what_is_usable(tmp_path: Path, systems: dict,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    import yaml
+
+    from av_model.cli import main as avgen
+
+    bad = _system_with_bad_clips(tmp_path / "bad")
+    spec = {"name": "cli partial", "systems": [{"name": "ours", "path": str(systems["ours"])},
+                                               {"name": "bad", "path": str(bad)}]}
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    db = f"sqlite:///{tmp_path / 'db' / 's.db'}"
+    assert avgen(["study", "create", str(spec_file), "--db", db, "--strict"]) == 1
+    captured = capsys.readouterr()
+    assert "not created" in captured.err and "clip001.mp4" in captured.err and "has no sound" in captured.err
+    assert avgen(["study", "create", str(spec_file), "--db", db]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("[")]
+    assert len(lines) == 8 and sum("skipped" in line for line in lines) == 2  # one line per clip
+    assert sum(line.endswith(": reused") for line in lines) == 6  # the strict run's copies
+    assert "2 pairs" in out and "skipped 2 clips" in out and "cannot be opened as media" in out
