@@ -1,9 +1,11 @@
-"""Automatic metrics: distribution distances, text alignment, audio-video synchrony, temporal.
+"""Automatic metrics: distribution distances, text alignment, audio-video synchrony, temporal,
+prompt following on the synthetic benchmark.
 
 `METRICS` maps each command-line name to its class; `DEFAULT_METRICS` are computed when none are
 named (those needing absent weights are then reported as not computed).
 """
 
+from eval.metrics.attributes import Attributes
 from eval.metrics.base import Metric, MetricOptions, MetricResult, NotApplicable, not_computed
 from eval.metrics.distribution import FADCLAP, FVD, ClapScore, ClipScore, FADCodec, FADPANNs, FADVGGish
 from eval.metrics.sync import AVAlign, EventSync
@@ -12,7 +14,8 @@ from eval.metrics.visual_events import VisualEvent, VisualEventConfig, detect_vi
 
 METRICS: dict[str, type[Metric]] = {
     cls.name: cls
-    for cls in (FVD, FADVGGish, FADPANNs, FADCLAP, FADCodec, ClipScore, ClapScore, AVAlign, EventSync, Flicker, Motion)
+    for cls in (FVD, FADVGGish, FADPANNs, FADCLAP, FADCodec, ClipScore, ClapScore, AVAlign, EventSync, Flicker, Motion,
+                Attributes)
 }
 DEFAULT_METRICS: tuple[str, ...] = tuple(METRICS)
 
