@@ -6,6 +6,10 @@ Examples:
     avgen eval --generated base=samples/base --generated moe=samples/moe --reference data/real \\
         --metrics fvd,fad_vggish,clip_score --i3d weights/i3d_torchscript.pt --out reports/cmp
     avgen eval -c configs/eval/synthetic.yaml --generated runs/demo/samples --out runs/demo/eval
+
+Clips that cannot be read (missing, corrupt, without the video or audio a metric needs) are left
+out and listed, with reasons, at the end and in report.json's "skipped"; the exit status is 2 only
+when no clip is usable, for bad options, or with --strict at the first bad clip.
 """
 
 from __future__ import annotations
@@ -86,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="clips the attribute recognisers are fitted on: splits of the reference manifest "
                         "(default train,val; evaluated clips left out) or another manifest with params")
     o.add_argument("--attr-panel-rows", type=int, metavar="N", help="prompts in the attribute frame panel (default 8)")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first clip that cannot be read (exit 2); by default such clips are left out, "
+                        "listed with their reasons at the end and under 'skipped' in report.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--list-metrics", action="store_true", help="list the metrics and exit")
     return p
@@ -106,6 +113,8 @@ def _config(args: argparse.Namespace) -> Any:
         data["metrics"] = list(METRICS) if args.metrics.strip() == "all" else args.metrics
     if args.no_progress:
         data["progress"] = False
+    if args.strict:
+        data["strict"] = True
     for dest, name in _OPTION_FIELDS.items():
         if getattr(args, dest) is not None:
             opts[name] = getattr(args, dest)
@@ -137,4 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.out:
         paths = write_report(report, cfg.out)
         print("wrote " + ", ".join(str(v) for v in paths.values()))
+    if report.skipped:
+        counts = {s: sum(c.system == s for c in report.skipped) for s in dict.fromkeys(c.system for c in report.skipped)}
+        print(f"skipped {len(report.skipped)} clips (" + ", ".join(f"{n} of {s}" for s, n in counts.items())
+              + "); the numbers above leave them out:", file=sys.stderr)
+        for c in report.skipped:
+            print(f"  {c.system} / {c.id}: {c.reason}", file=sys.stderr)
     return 0

@@ -23,17 +23,27 @@ __all__ = ["EvalInputError", "read_video", "read_audio", "media_duration"]
 
 
 class EvalInputError(ValueError):
-    """A set, file or option given to the evaluation is not usable; the message says what to do."""
+    """A set, file or option given to the evaluation is not usable; the message says what to do.
+
+    Attributes:
+        path: the media file at fault when the error is about one file (a clip the run can skip),
+            None when it is about the run as a whole.
+    """
+
+    def __init__(self, message: str, path: str | Path | None = None) -> None:
+        super().__init__(message)
+        self.path = None if path is None else Path(path)
 
 
 def _open(path: str | Path) -> av.container.InputContainer:
     p = Path(path)
     if not p.is_file():
-        raise EvalInputError(f"{p}: no such file; check the set's folder or manifest paths.")
+        raise EvalInputError(f"{p}: no such file; check the set's folder or manifest paths.", path=p)
     try:
         return av.open(str(p))
     except (av.error.FFmpegError, UnicodeDecodeError) as err:
-        raise EvalInputError(f"{p}: not a readable media file ({err}); re-encode it or remove it from the set.") from err
+        raise EvalInputError(f"{p}: not a readable media file ({err}); re-encode it or remove it from the set.",
+                             path=p) from err
 
 
 def _origin(container: av.container.InputContainer) -> float:
@@ -104,7 +114,7 @@ def read_video(
         raise EvalInputError(f"fps must be a positive number, got {fps!r}.")
     with _open(p) as container:
         if not container.streams.video:
-            raise EvalInputError(f"{p}: has no video stream; video metrics need mp4 files with video.")
+            raise EvalInputError(f"{p}: has no video stream; video metrics need mp4 files with video.", path=p)
         stream = container.streams.video[0]
         native = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
         origin = _origin(container)
@@ -121,9 +131,11 @@ def read_video(
                 times.append(t)
                 frames.append(_scale_crop(frame, hw))
         except av.error.FFmpegError as err:
-            raise EvalInputError(f"{p}: the video stream cannot be decoded ({err}); re-encode the file.") from err
+            raise EvalInputError(f"{p}: the video stream cannot be decoded ({err}); re-encode the file.",
+                                 path=p) from err
     if not frames:
-        raise EvalInputError(f"{p}: no video frames between {start:.3f} s and {end if end is not None else 'the end'}.")
+        raise EvalInputError(f"{p}: no video frames between {start:.3f} s and "
+                             f"{end if end is not None else 'the end'}.", path=p)
     stacked = np.stack(frames)  # (T0, H, W, 3)
     if fps is None:
         return stacked, native
@@ -169,7 +181,7 @@ def read_audio(
         if not container.streams.audio:
             raise EvalInputError(
                 f"{p}: has no audio stream; audio metrics need clips with sound (generate with audio, "
-                "or leave audio metrics out)."
+                "or leave audio metrics out).", path=p,
             )
         stream = container.streams.audio[0]
         sr = stream.codec_context.sample_rate
@@ -191,11 +203,12 @@ def read_audio(
                 if end_pos is not None and cursor >= end_pos:
                     break
         except av.error.FFmpegError as err:
-            raise EvalInputError(f"{p}: the audio stream cannot be decoded ({err}); re-encode the file.") from err
+            raise EvalInputError(f"{p}: the audio stream cannot be decoded ({err}); re-encode the file.",
+                                 path=p) from err
     n_ch = chunks[0][1].shape[0] if chunks else max(1, stream.codec_context.channels)
     total = end_pos if end_pos is not None else max((q + d.shape[1] for q, d in chunks), default=0)
     if total <= 0:
-        raise EvalInputError(f"{p}: no audio samples from {start:.3f} s on.")
+        raise EvalInputError(f"{p}: no audio samples from {start:.3f} s on.", path=p)
     out = np.zeros((n_ch, total), dtype=np.float32)
     for pos, data in chunks:
         lo, hi = max(pos, 0), min(pos + data.shape[1], total)
@@ -206,7 +219,7 @@ def read_audio(
     elif channels == 2 and out.shape[0] == 1:
         out = np.repeat(out, 2, axis=0)
     elif channels is not None and out.shape[0] != channels:
-        raise EvalInputError(f"{p}: has {out.shape[0]} audio channels; ask for 1 (mono mix) or keep them.")
+        raise EvalInputError(f"{p}: has {out.shape[0]} audio channels; ask for 1 (mono mix) or keep them.", path=p)
     if sample_rate is not None and sample_rate != sr:
         out = AF.resample(torch.from_numpy(out), sr, sample_rate).numpy()
         sr = sample_rate

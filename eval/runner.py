@@ -3,6 +3,13 @@
 `evaluate(EvalConfig) -> EvalReport`: loads the sets, runs every requested metric on every system
 (and the reference-free metrics on the reference set too, as a row to compare with), and turns
 missing weights or inapplicable metrics into "not computed" rows with their reason.
+
+A bad clip (missing, unreadable, without the stream a metric reads) does not stop the run: the sets
+are screened first (`eval.screen`) and bad clips are left out, each listed with its reason in
+`EvalReport.skipped`; a clip that fails later inside a metric is left out the same way and the
+metrics are run again without it, so every number of a report is computed on the same clips. The
+run fails only when no clip of any system (or of the reference) is usable, or with `strict`, at the
+first bad clip.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from eval.features.weights import WeightPaths, WeightsMissing
 from eval.metrics import DEFAULT_METRICS, METRICS
 from eval.metrics.base import MetricOptions, MetricResult, NotApplicable, not_computed
 from eval.reader import EvalInputError
-from eval.sets import ClipSet, load_set
+from eval.screen import SkippedClip, find, screen_set, streams_needed, without
+from eval.sets import ClipSet, load_set, pair_sets
 
 __all__ = ["EvalConfig", "EvalReport", "evaluate", "parse_system"]
 
@@ -48,6 +56,7 @@ class EvalConfig:
         out: folder for report.csv, report.json and report.html (None: print only).
         max_clips: evaluate at most this many clips per set (the first ones), for quick looks.
         progress: show progress bars.
+        strict: stop at the first bad clip (default: skip it and report it).
         options: metric options.
     """
 
@@ -58,6 +67,7 @@ class EvalConfig:
     out: str | None = None
     max_clips: int | None = None
     progress: bool = True
+    strict: bool = False
     options: MetricOptions = field(default_factory=MetricOptions)
 
     def __post_init__(self) -> None:
@@ -123,6 +133,7 @@ class EvalReport:
         results: all results.
         config: the run's config as a dict.
         environment: versions and hardware that produced the numbers.
+        skipped: the clips left out, with their reasons.
     """
 
     systems: list[str]
@@ -131,6 +142,7 @@ class EvalReport:
     results: list[MetricResult]
     config: dict[str, Any]
     environment: dict[str, Any]
+    skipped: list[SkippedClip] = field(default_factory=list)
 
     def get(self, system: str, metric: str) -> MetricResult | None:
         for r in self.results:
@@ -141,7 +153,7 @@ class EvalReport:
     def to_dict(self) -> dict[str, Any]:
         return {"systems": self.systems, "reference": self.reference, "metrics": self.metrics,
                 "results": [r.to_dict() for r in self.results], "config": self.config,
-                "environment": self.environment}
+                "environment": self.environment, "skipped": [c.to_dict() for c in self.skipped]}
 
 
 def _environment(device: str) -> dict[str, Any]:
@@ -159,14 +171,14 @@ def _load_sets(cfg: EvalConfig) -> tuple[list[ClipSet], ClipSet | None]:
     systems = []
     for spec in cfg.generated:
         name, path = parse_system(spec)
-        systems.append(load_set(path, name=name).limit(cfg.max_clips))
+        systems.append(load_set(path, name=name, check_files=False).limit(cfg.max_clips))
     names = [s.name for s in systems]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise EvalInputError(f"several systems are named {sorted(dup)}; name them with --generated NAME=DIR.")
     reference = None
     if cfg.reference:
-        reference = load_set(cfg.reference, split=cfg.reference_split).limit(cfg.max_clips)
+        reference = load_set(cfg.reference, split=cfg.reference_split, check_files=False).limit(cfg.max_clips)
         if reference.name in names:
             reference.name = f"{reference.name} (reference)"
     elif cfg.reference_split:
@@ -174,15 +186,71 @@ def _load_sets(cfg: EvalConfig) -> tuple[list[ClipSet], ClipSet | None]:
     return systems, reference
 
 
-def evaluate(cfg: EvalConfig) -> EvalReport:
-    """Run the configured metrics.
+class _ClipFailed(Exception):
+    """A metric could not read one clip of a set (internal: the clip is skipped and the metrics rerun)."""
 
-    Raises:
-        EvalInputError: sets or files that cannot be used (the message says what to do).
-    """
-    systems, reference = _load_sets(cfg)
+    def __init__(self, clips: ClipSet, record_id: str, path: Path, reason: str) -> None:
+        super().__init__(reason)
+        self.clips, self.record_id, self.path, self.reason = clips, record_id, path, reason
+
+
+def _screen(cfg: EvalConfig, systems: list[ClipSet],
+            reference: ClipSet | None) -> tuple[list[ClipSet], ClipSet | None, list[SkippedClip]]:
+    """Leave out every clip the metrics cannot read, and (v2a) generated clips whose reference was left out."""
+    streams = streams_needed(cfg.metrics)
+    skipped: list[SkippedClip] = []
+    full_reference = reference
+    if reference is not None:
+        reference, bad = screen_set(reference, streams, strict=cfg.strict)
+        skipped += bad
+        if not len(reference):
+            raise EvalInputError(f"{cfg.reference}: none of its clips can be evaluated:\n" + _listing(skipped))
+    kept = []
+    for clips in systems:
+        clips, bad = screen_set(clips, streams, strict=cfg.strict)
+        skipped += bad
+        kept.append(clips)
+    kept, orphans = _drop_orphans(cfg, kept, full_reference, reference)
+    skipped += orphans
+    if not any(len(c) for c in kept):
+        raise EvalInputError("no generated clip can be evaluated:\n" + _listing(skipped))
+    return kept, reference, skipped
+
+
+def _drop_orphans(cfg: EvalConfig, systems: list[ClipSet], full_reference: ClipSet | None,
+                  reference: ClipSet | None) -> tuple[list[ClipSet], list[SkippedClip]]:
+    """With v2a (generated clips paired with reference clips), the generated clips whose reference
+    partner was left out, as skipped clips; the systems without them."""
+    if cfg.options.task != "v2a" or full_reference is None or reference is None:
+        return systems, []
+    gone = {r.id for r in full_reference} - {r.id for r in reference}
+    if not gone:
+        return systems, []
+    kept, orphans = [], []
+    for clips in systems:
+        try:
+            pairs = pair_sets(clips, full_reference, by=cfg.options.pair_by)
+        except EvalInputError:
+            kept.append(clips)  # clips without any partner are the metric's to report
+            continue
+        mine = [SkippedClip(clips.name, g.id, str(g.path), f"its reference clip {r.id!r} was skipped")
+                for g, r in pairs if r.id in gone]
+        orphans += mine
+        kept.append(without(clips, {o.id for o in mine}))
+    return kept, orphans
+
+
+def _listing(skipped: list[SkippedClip], limit: int = 20) -> str:
+    lines = [f"  {s.system} / {s.id}: {s.reason}" for s in skipped[:limit]]
+    if len(skipped) > limit:
+        lines.append(f"  ... and {len(skipped) - limit} more")
+    return "\n".join(lines)
+
+
+def _run_metrics(cfg: EvalConfig, systems: list[ClipSet], reference: ClipSet | None,
+                 cache: dict[str, Any]) -> list[MetricResult]:
+    """Every metric on every usable set; raises `_ClipFailed` when a metric cannot read a clip."""
     opts = cfg.options
-    cache: dict[str, Any] = {"progress": cfg.progress}
     results: list[MetricResult] = []
     for name in cfg.metrics:
         metric = METRICS[name]()
@@ -191,6 +259,10 @@ def evaluate(cfg: EvalConfig) -> EvalReport:
             targets.append(reference)  # reference-free metrics also describe the reference
         missing_weights: str | None = None
         for clips in targets:
+            if not len(clips):
+                results.append(not_computed(name, clips.name, "every clip of this set was skipped (see skipped)",
+                                            higher_is_better=metric.higher_is_better))
+                continue
             if missing_weights is not None:
                 results.append(not_computed(name, clips.name, missing_weights, higher_is_better=metric.higher_is_better))
                 continue
@@ -201,6 +273,46 @@ def evaluate(cfg: EvalConfig) -> EvalReport:
                 results.append(not_computed(name, clips.name, missing_weights, higher_is_better=metric.higher_is_better))
             except NotApplicable as err:
                 results.append(not_computed(name, clips.name, str(err), higher_is_better=metric.higher_is_better))
+            except EvalInputError as err:
+                path = getattr(err, "path", None)
+                for owner in (clips, reference):
+                    record = find(owner, path) if owner is not None and path is not None else None
+                    if owner is not None and record is not None:
+                        raise _ClipFailed(owner, record.id, record.path, str(err)) from err
+                raise
+    return results
+
+
+def evaluate(cfg: EvalConfig) -> EvalReport:
+    """Run the configured metrics, leaving out clips that cannot be read (listed in the report).
+
+    Raises:
+        EvalInputError: sets or options that cannot be used, no usable clip, or (with
+            `cfg.strict`) the first bad clip; the message says what to do.
+    """
+    systems, full_reference = _load_sets(cfg)
+    systems, reference, skipped = _screen(cfg, systems, full_reference)
+    cache: dict[str, Any] = {"progress": cfg.progress}
+    while True:
+        try:
+            results = _run_metrics(cfg, systems, reference, cache)
+            break
+        except _ClipFailed as bad:  # passed the screen, failed inside a metric: leave it out, run again
+            if cfg.strict:
+                raise EvalInputError(f"{bad.clips.name}: clip {bad.record_id!r}: {bad.reason} (stopped at the first "
+                                     "bad clip: --strict)", path=bad.path) from None
+            skipped.append(SkippedClip(bad.clips.name, bad.record_id, str(bad.path), bad.reason))
+            if reference is not None and bad.clips is reference:
+                reference = without(reference, {bad.record_id})
+                if not len(reference):
+                    raise EvalInputError(f"{cfg.reference}: none of its clips can be evaluated:\n"
+                                         + _listing(skipped)) from None
+                systems, orphans = _drop_orphans(cfg, systems, full_reference, reference)
+                skipped += orphans
+            systems = [without(c, {bad.record_id}) if c is bad.clips else c for c in systems]
+            if not any(len(c) for c in systems):
+                raise EvalInputError("no generated clip can be evaluated:\n" + _listing(skipped)) from None
     rows = [s.name for s in systems] + ([reference.name] if reference is not None else [])
     return EvalReport(systems=rows, reference=reference.name if reference else None, metrics=list(cfg.metrics),
-                      results=results, config=cfg.to_dict(), environment=_environment(opts.torch_device()))
+                      results=results, config=cfg.to_dict(), environment=_environment(cfg.options.torch_device()),
+                      skipped=skipped)

@@ -92,3 +92,103 @@ def test_help_lists_metrics_and_weights(capsys: pytest.CaptureFixture[str]) -> N
     text = capsys.readouterr().out
     for word in ("fad_vggish", "--i3d", "AVGEN_WEIGHTS", "av_align", "weights-free"):
         assert word in text
+
+
+# ------------------------------------------------------------------------------ bad clips in a set
+def _audio_only_mp4(path: Path, seconds: float = 1.0, rate: int = 16000) -> None:
+    import av
+    import numpy as np
+
+    with av.open(str(path), mode="w", format="mp4") as out:
+        stream = out.add_stream("aac", rate=rate)
+        stream.layout = "mono"
+        wav = (0.1 * np.sin(np.arange(int(seconds * rate)) / 5.0)).astype(np.float32)[None]
+        frame = av.AudioFrame.from_ndarray(wav, format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = rate, 0
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+
+
+@pytest.fixture
+def set_with_bad_clips(small_sets: dict[str, Path], tmp_path: Path) -> Path:
+    """The 4 good clips of the in-sync set plus an unreadable, an audio-less and a video-less clip."""
+    import shutil
+
+    import numpy as np
+
+    from eval.testing import write_mp4
+
+    folder = tmp_path / "gen"
+    shutil.copytree(small_sets["sync"], folder)
+    (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a movie")
+    write_mp4(folder / "silent.mp4", np.zeros((16, 64, 64, 3), np.uint8), 16.0)
+    _audio_only_mp4(folder / "blind.mp4")
+    return folder
+
+
+def test_bad_clips_are_skipped_and_reported(set_with_bad_clips: Path, small_sets: dict[str, Path], tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "report"
+    assert main(["--generated", f"gen={set_with_bad_clips}", "--reference", str(small_sets["manifest"]),
+                 "--metrics", "events,av_align,motion", "--bootstrap", "20", "--no-progress", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "skipped 3 clips (3 of gen)" in err  # all three found in one run
+    report = json.loads((out / "report.json").read_text())
+    reasons = {s["id"]: s["reason"] for s in report["skipped"]}
+    assert set(reasons) == {"broken", "silent", "blind"} and all(s["system"] == "gen" for s in report["skipped"])
+    assert "not a readable media file" in reasons["broken"]
+    assert "no audio stream" in reasons["silent"] and "no video stream" in reasons["blind"]
+    assert all(r["n_generated"] == 4 for r in report["results"] if r["system"] == "gen" and r["status"] == "ok")
+
+
+def test_video_metrics_keep_audio_less_clips(set_with_bad_clips: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    assert main(["--generated", f"gen={set_with_bad_clips}", "--metrics", "motion", "--bootstrap", "20",
+                 "--no-progress", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert {s["id"] for s in report["skipped"]} == {"broken", "blind"}
+    assert report["results"][0]["n_generated"] == 5
+
+
+def test_strict_stops_at_the_first_bad_clip(set_with_bad_clips: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--generated", f"gen={set_with_bad_clips}", "--metrics", "motion", "--strict", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "clip 'blind'" in err and "--strict" in err
+
+
+def test_no_usable_clip_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "gen"
+    folder.mkdir()
+    (folder / "a.mp4").write_bytes(b"junk")
+    _audio_only_mp4(folder / "b.mp4")
+    assert main(["--generated", str(folder), "--metrics", "motion", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "no generated clip can be evaluated" in err and "gen / a:" in err and "gen / b:" in err
+
+
+def test_a_clip_failing_inside_a_metric_is_left_out_of_every_metric(
+        small_sets: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clip that passes the screen but cannot be read by a metric (a file broken halfway) is left
+    out, and the metrics run again without it, so all numbers cover the same clips."""
+    from eval import runner
+    from eval.metrics.base import MetricResult
+    from eval.metrics.temporal import Motion
+    from eval.reader import EvalInputError
+
+    bad = small_sets["sync"] / "clip2.mp4"
+
+    class Fragile(Motion):
+        def evaluate(self, system, reference, opts, cache) -> MetricResult:  # type: ignore[no-untyped-def]
+            if any(r.path == bad for r in system.records):
+                raise EvalInputError(f"{bad}: the video stream cannot be decoded (truncated).", path=bad)
+            return super().evaluate(system, reference, opts, cache)
+
+    monkeypatch.setitem(runner.METRICS, "fragile", Fragile)
+    cfg = EvalConfig(generated=[f"sync={small_sets['sync']}"], metrics=["flicker", "fragile"], progress=False,
+                     options={"n_boot": 10})
+    report = runner.evaluate(cfg)
+    assert [(s.id, s.reason) for s in report.skipped] == [("clip2", f"{bad}: the video stream cannot be decoded "
+                                                                   "(truncated).")]
+    assert [r.n_generated for r in report.results] == [3, 3]
+    with pytest.raises(EvalInputError, match="--strict"):
+        runner.evaluate(EvalConfig(**{**cfg.to_dict(), "strict": True}))
