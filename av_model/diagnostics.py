@@ -269,7 +269,8 @@ def batches_from_clips(clips: Sequence[dict[str, Any]], batch_size: int = 8) -> 
             continue
         chunks = [members[i: i + batch_size] for i in range(0, len(members), batch_size)]
         if len(chunks) > 1 and len(chunks[-1]) == 1:
-            chunks[-2] += chunks.pop()
+            last = chunks.pop()
+            chunks[-1] = chunks[-1] + last
         for chunk in chunks:
             out.append({
                 "id": [cid for m in chunk for cid in m["id"]],
