@@ -10,7 +10,9 @@ rater first opens the study rather than planned for a fixed crowd. Each new queu
 - shuffled positions; and for each pair the side its sample "a" is shown on, chosen to even out
   left and right over the pair's raters (random when even), which cancels position bias.
 
-A pair is never given twice to one rater (a unique constraint backs this). Assignments left
+A pair is never given twice to one rater (a unique constraint backs this). A pair that cannot be
+served (its media file is gone) is taken out of the rater's queue unanswered and replaced by another
+pair of the same kind (`release_assignment`); answered assignments are never touched. Assignments left
 unanswered for `STALE_AFTER` (a rater who closed the tab) stop counting towards the pair's quota,
 so abandoned queues cannot starve a pair; the rater may still answer them later.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import case, func, or_, select
@@ -31,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from .store import Assignment, Judgment, Pair, Rater, Study, utcnow
 
-__all__ = ["STALE_AFTER", "PairLoad", "pair_loads", "allocate_queue", "raters_needed"]
+__all__ = ["STALE_AFTER", "PairLoad", "pair_loads", "allocate_queue", "release_assignment", "raters_needed"]
 
 STALE_AFTER = dt.timedelta(hours=24)
 
@@ -100,6 +103,13 @@ def _pick(candidates: list[PairLoad], k: int, rng: random.Random, avoid_prompts:
     return chosen
 
 
+def _side(load: PairLoad, rng: random.Random) -> bool:
+    """Whether sample "a" goes left: the side the pair's raters saw it on less often (random when even)."""
+    if load.left_a != load.right_a:
+        return load.left_a < load.right_a
+    return rng.random() < 0.5
+
+
 def allocate_queue(session: Session, study: Study, rater: Rater, now: dt.datetime | None = None) -> list[Assignment]:
     """Fill the queue of a rater who has none yet (call inside `Store.write()`).
 
@@ -122,13 +132,60 @@ def allocate_queue(session: Session, study: Study, rater: Rater, now: dt.datetim
     rng.shuffle(chosen)
     created = []
     for position, load in enumerate(chosen):
-        if load.left_a != load.right_a:
-            left_is_a = load.left_a < load.right_a
-        else:
-            left_is_a = rng.random() < 0.5
         a = Assignment(study_id=study.id, rater_id=rater.id, pair_id=load.pair_id, position=position,
-                       left_is_a=left_is_a, created_at=now or utcnow())
+                       left_is_a=_side(load, rng), created_at=now or utcnow())
         session.add(a)
         created.append(a)
     session.flush()
     return created
+
+
+def release_assignment(session: Session, rater_id: int, assignment_id: int, servable: Callable[[int], bool],
+                       now: dt.datetime | None = None) -> tuple[int, Assignment | None] | None:
+    """Take an unanswered assignment out of a rater's queue and put another pair in its place (call
+    inside `Store.write()`).
+
+    The replacement is a pair of the same kind (regular or gold) that the rater does not hold, that
+    still lacks raters (regular pairs), and for which `servable(pair_id)` is true; it goes to the
+    end of the queue. The released pair's slot is freed, so its quota is filled by another rater
+    once its media are back.
+
+    Args:
+        servable: whether a pair's media can be served now.
+
+    Returns:
+        None if nothing was released (no such assignment of this rater, or it has answers: stored
+        judgments are never touched); else the released pair id and the replacement (None when no
+        pair is left to give).
+    """
+    a = session.get(Assignment, assignment_id)
+    if a is None or a.rater_id != rater_id:
+        return None
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(Study.id).where(Study.id == a.study_id).with_for_update())
+    if session.scalar(select(func.count(Judgment.id)).where(Judgment.assignment_id == a.id)):
+        return None
+    study = session.get(Study, a.study_id)
+    released = session.get(Pair, a.pair_id)
+    if study is None or released is None:
+        return None
+    session.delete(a)
+    session.flush()
+    held = session.execute(select(Assignment.pair_id, Assignment.position, Pair.prompt_id)
+                           .join(Pair, Pair.id == Assignment.pair_id).where(Assignment.rater_id == rater_id)).all()
+    held_pairs = {pair_id for pair_id, _, _ in held} | {released.id}
+    loads = pair_loads(session, study.id, now)
+    candidates = [c for c in loads.values()
+                  if c.is_gold == released.is_gold and c.pair_id not in held_pairs
+                  and (c.is_gold or c.live < study.raters_per_pair)]
+    rng = random.Random(f"{study.seed}:{rater_id}:{assignment_id}")
+    for load in _pick(candidates, len(candidates), rng, {prompt for _, _, prompt in held}):
+        if not servable(load.pair_id):
+            continue
+        position = max((pos for _, pos, _ in held), default=-1) + 1
+        replacement = Assignment(study_id=study.id, rater_id=rater_id, pair_id=load.pair_id, position=position,
+                                 left_is_a=_side(load, rng), created_at=now or utcnow())
+        session.add(replacement)
+        session.flush()
+        return released.id, replacement
+    return released.id, None

@@ -15,7 +15,6 @@ import streamlit as st
 
 from human_eval_app.auth import AccessError
 from human_eval_app.errors import DuplicateSubmission, StudyError
-from human_eval_app.media import MediaError, read_registered
 from human_eval_app.player import av_pair
 from human_eval_app.raters import (
     ProlificParams,
@@ -27,6 +26,7 @@ from human_eval_app.raters import (
     start_queue,
     submit_answers,
 )
+from human_eval_app.serving import PairUnavailable, pair_media
 from human_eval_app.spec import LIKERT_LABELS, Question
 from human_eval_app.ui import escape_md, get_store
 
@@ -115,17 +115,21 @@ if ctx.instructions:
     with st.expander("Instructions", expanded=state.done == 0):
         st.markdown(escape_md(ctx.instructions))
 
-# 3. The pair
+# 3. The pair (one whose media are gone is logged for the lead and replaced; the rater reads a neutral note)
+if notice := st.session_state.pop("pair-notice", None):
+    st.info(notice)
 item = load_item(store, ctx.rater_id, state.next_assignment_id)  # type: ignore[arg-type]
 aid = item.assignment_id
+try:
+    left, right = pair_media(store, ctx.rater_id, item)
+except PairUnavailable as err:
+    if not err.released:
+        st.warning(str(err))
+        st.stop()
+    st.session_state["pair-notice"] = str(err)
+    st.rerun()
 st.session_state.setdefault(f"shown-{aid}", time.monotonic())
 st.markdown(f"**Description:** {escape_md(item.prompt)}")
-try:
-    left = read_registered(store.media_dir, item.left.relpath, item.left.sha256)  # type: ignore[arg-type]
-    right = read_registered(store.media_dir, item.right.relpath, item.right.sha256)  # type: ignore[arg-type]
-except MediaError as err:
-    st.error(f"This pair cannot be shown ({err}). Please tell the study's lead.")
-    st.stop()
 play = av_pair(left, right, item=aid, key=f"player-{aid}")
 played = play.both or st.session_state.get(f"played-{aid}", False)
 if played:
