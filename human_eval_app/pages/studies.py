@@ -11,6 +11,7 @@ import yaml
 from human_eval_app.errors import StudyError
 from human_eval_app.media import MediaError
 from human_eval_app.raters import create_invites
+from human_eval_app.serving import media_problems
 from human_eval_app.spec import DEFAULT_QUESTIONS, GOLD_KINDS, StudySpec
 from human_eval_app.spreadsheet import neutralise_formulas
 from human_eval_app.store import StoreError
@@ -120,6 +121,11 @@ def _manage_tab(studies: list) -> None:
     by_name = {s.name: s for s in studies}
     name = st.selectbox("Study", list(by_name), key="manage-study")
     info = by_name[name]
+    problems = media_problems(store, info.id)
+    if problems:  # raters were moved past these pairs; the server log says when and to whom
+        st.warning(f"{len(problems)} registered clips of this study cannot be served (raters skip their pairs). "
+                   "Restore the media folder, or recreate the study.")
+        st.dataframe(pd.DataFrame([p.__dict__ for p in problems]), hide_index=True)
     base = base_url()
     st.markdown(f"Study code: **{info.code}**. Raters can join at")
     st.code(f"{base}/?study={info.code}", language=None)

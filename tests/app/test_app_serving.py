@@ -98,3 +98,24 @@ def test_rate_page_shows_a_neutral_note_and_the_next_pair(store: Store, make_stu
         assert secret not in shown
     assert at.radio and at.radio[0].key.split("-")[1] != str(broken)  # the questions of another pair
     assert "Pair 1 of 2" in at.get("progress")[0].proto.text
+
+
+def test_studies_page_lists_unservable_clips_for_the_lead(store: Store, make_study,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AVGEN_DB_URL", store.url)
+    monkeypatch.setenv("AVGEN_ADMIN_PASSWORD", "correct horse battery")
+    monkeypatch.delenv("AVGEN_ADMIN_PASSWORD_HASH", raising=False)
+    monkeypatch.delenv("AVGEN_MEDIA_DIR", raising=False)
+    info = make_study().info
+    invite = create_invites(store, info.id, 1)[0]
+    start_queue(store, invite.rater_id)
+    gone = _delete_media_of(store, queue_state(store, invite.rater_id).next_assignment_id)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.switch_page("pages/studies.py")
+    at.run()
+    at.text_input(key="admin-password").set_value("correct horse battery")
+    at.button(key="FormSubmitter:admin-sign-in-Sign in").click().run()
+    assert not at.exception
+    assert any("1 registered clips of this study cannot be served" in w.value for w in at.warning)
+    table = next(d.value for d in at.dataframe if "media_path" in d.value.columns)
+    assert table["system"].tolist() == ["base"] and table["media_path"].iloc[0].endswith(gone.name)
