@@ -63,7 +63,7 @@ def attribute_panel(results: list[Any], reference: str | None, path: str | Path)
         return None
     systems = [r for r in with_panel if r.system != reference]
     rows = (systems or with_panel)[0].extra["panel"]
-    fig_h = 1.35 * len(rows) + 0.6
+    fig_h = 1.45 * len(rows) + 0.6
     fig, axes = plt.subplots(len(rows), len(systems) + 2, figsize=(3.2 + 3.6 * (len(systems) + 1), fig_h),
                              squeeze=False, gridspec_kw={"width_ratios": [0.9] + [1.0] * (len(systems) + 1)})
     for i, row in enumerate(rows):
@@ -88,9 +88,9 @@ def attribute_panel(results: list[Any], reference: str | None, path: str | Path)
                 continue
             ax.imshow(strip, interpolation="nearest")
             said, wrong = _describe(attrs or {})
-            ax.set_xlabel(said, fontsize=5.5, labelpad=2)
-            ax.text(1.0, -0.02, wrong, transform=ax.transAxes, ha="right", va="top", fontsize=5.5,
-                    color="#b00020" if wrong.startswith("wrong") else "#2e7d32")
+            # one label under the strip: what was read, then the verdict; red where the caption disagrees
+            ax.set_xlabel(f"{said}\n{wrong}", fontsize=5.5, labelpad=2,
+                          color="#b00020" if wrong.startswith("wrong") else "#1b5e20")
     fig.tight_layout(h_pad=0.4, w_pad=0.3)
     out = Path(path)
     fig.savefig(out, dpi=130)
