@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=["t2av", "v2a"],
                    help="events against video-detected events (t2av, default) or the reference's ground truth (v2a)")
     p.add_argument("--pair-by", choices=["id", "prompt"], help="how generated clips find their reference clip (v2a)")
+    p.add_argument("--conditioning", metavar="FILE",
+                   help="conditioning.json of `avgen diagnose`: its gaps join report.csv/json/html")
     g = p.add_argument_group("weights (local files; nothing is downloaded)")
     for spec in WEIGHTS.values():
         g.add_argument(spec.option, metavar="PATH", help=f"{spec.what} [env {spec.env}]")
@@ -106,7 +108,7 @@ def _config(args: argparse.Namespace) -> Any:
     weights: dict[str, Any] = dict(opts.get("weights") or {})
     if args.generated:
         data["generated"] = args.generated
-    for key in ("reference", "reference_split", "out", "max_clips"):
+    for key in ("reference", "reference_split", "out", "max_clips", "conditioning"):
         if getattr(args, key) is not None:
             data[key] = getattr(args, key)
     if args.metrics is not None:

@@ -36,8 +36,8 @@ import pandas as pd
 
 from eval.reader import EvalInputError
 
-__all__ = ["FORMAT", "ConditioningFile", "ConditioningSystem", "gap_name", "plot_gaps", "read_conditioning",
-           "to_frame", "to_metric_results", "write_conditioning"]
+__all__ = ["FORMAT", "ConditioningFile", "ConditioningSystem", "conditioning_section", "gap_name", "plot_gaps",
+           "read_conditioning", "to_frame", "to_metric_results", "write_conditioning"]
 
 FORMAT, VERSION = "avgen-conditioning", 1
 TASK_MODALITIES = (("v2a", "audio"), ("a2v", "video"), ("text", "audio"), ("text", "video"))
@@ -121,8 +121,10 @@ def read_conditioning(path: str | Path) -> ConditioningFile:
                              f"expected {FORMAT!r}); `avgen diagnose` writes them.")
     if raw.get("version") != VERSION:
         raise EvalInputError(f"{p}: conditioning format version {raw.get('version')!r}; this reader knows {VERSION}.")
-    systems = []
-    for i, s in enumerate(raw.get("systems") or []):
+    systems = raw.get("systems")
+    if not isinstance(systems, list) or not systems:
+        raise EvalInputError(f"{p}: the file lists no systems.")
+    for i, s in enumerate(systems):
         rows = s.get("rows") if isinstance(s, dict) else None
         if not isinstance(rows, list) or "name" not in s:
             raise EvalInputError(f"{p}: systems[{i}] needs a name and a list of rows.")
@@ -130,15 +132,7 @@ def read_conditioning(path: str | Path) -> ConditioningFile:
             missing = [k for k in ("task", "modality", "t", "n", *ROW_NUMBERS) if k not in r]
             if missing:
                 raise EvalInputError(f"{p}: systems[{i}].rows[{j}] lacks {missing}.")
-        systems.append(ConditioningSystem(name=str(s["name"]), checkpoint=str(s.get("checkpoint", "")),
-                                          sha256=str(s.get("sha256", "")), clips=int(s.get("clips", 0)),
-                                          rows=rows, left_out=list(s.get("left_out") or [])))
-    if not systems:
-        raise EvalInputError(f"{p}: the file lists no systems.")
-    return ConditioningFile(systems=systems, t_grid=[float(t) for t in raw.get("t_grid") or []],
-                            cache=str(raw.get("cache", "")), split=str(raw.get("split", "")),
-                            seed=int(raw.get("seed", 0)), n_boot=int(raw.get("n_boot", 0)),
-                            level=float(raw.get("level", 0.95)), created=str(raw.get("created", "")))
+    return _from_dict(raw)
 
 
 def to_frame(data: ConditioningFile) -> pd.DataFrame:
@@ -198,3 +192,48 @@ def plot_gaps(data: ConditioningFile, path: str | Path | None = None) -> Any:
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
     return fig
+
+
+def conditioning_section(raw: dict[str, Any] | None, png: Any) -> str:
+    """The report.html section of a conditioning file: a table of gaps per system, task and t, and the plot.
+
+    Args:
+        raw: `ConditioningFile.to_dict()` as kept in the report (None: no section).
+        png: figure -> base64 PNG (the report's encoder, which closes the figure).
+    """
+    if not raw:
+        return ""
+    import html
+
+    data = _from_dict(raw)
+    esc = html.escape
+
+    def num(v: Any) -> str:
+        return "-" if v is None else f"{v:.4g}"
+
+    def gap(r: dict[str, Any]) -> str:
+        text = f"{num(r['gap'])} [{num(r['gap_ci_low'])}, {num(r['gap_ci_high'])}]"
+        return f"<b>{text}</b>" if r["gap_ci_low"] is not None and r["gap_ci_low"] > 0 else text
+
+    body = "".join(
+        f"<tr><td>{esc(s.name)}</td><td>{esc(str(r['task']))}</td><td>{esc(str(r['modality']))}</td>"
+        f"<td>{esc(str(r['t']))}</td><td>{r['n']}</td><td>{num(r['own'])}</td><td>{num(r['wrong'])}</td>"
+        f"<td>{gap(r)}</td></tr>"
+        for s in data.systems for r in s.rows)
+    return (f"<h2>Conditioning gaps</h2><p>Denoising loss given another clip's condition minus the loss given the "
+            f"clip's own (split {esc(data.split)}, seed {data.seed}); bold: the interval excludes 0, the model uses "
+            f"that condition. See docs/metrics.md.</p>"
+            f"<table><tr><th>system</th><th>task</th><th>loss</th><th>t</th><th>n</th><th>own</th><th>wrong</th>"
+            f"<th>gap [95% CI]</th></tr>{body}</table>"
+            f"<figure><img src='data:image/png;base64,{png(plot_gaps(data))}'/>"
+            f"<figcaption>conditioning gap against noise level</figcaption></figure>")
+
+
+def _from_dict(raw: dict[str, Any]) -> ConditioningFile:
+    systems = [ConditioningSystem(name=s["name"], checkpoint=s.get("checkpoint", ""), sha256=s.get("sha256", ""),
+                                  clips=int(s.get("clips", 0)), rows=list(s["rows"]), left_out=list(s.get("left_out") or []))
+               for s in raw["systems"]]
+    return ConditioningFile(systems=systems, t_grid=list(raw.get("t_grid") or []), cache=str(raw.get("cache", "")),
+                            split=str(raw.get("split", "")), seed=int(raw.get("seed", 0)),
+                            n_boot=int(raw.get("n_boot", 0)), level=float(raw.get("level", 0.95)),
+                            created=str(raw.get("created", "")))

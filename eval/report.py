@@ -26,6 +26,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from eval.attribute_panel import attribute_section  # noqa: E402
+from eval.conditioning import conditioning_section  # noqa: E402
 from eval.metrics import METRICS  # noqa: E402
 from eval.metrics.base import MetricResult  # noqa: E402
 from eval.runner import EvalReport  # noqa: E402
@@ -214,6 +215,7 @@ figure{{display:inline-block;margin:0.5em}}</style></head><body>
 <table><tr><th>system</th>{head}</tr>{body}</table>
 <ul>{reasons}</ul>
 <h2>Plots</h2>{imgs}
+{conditioning_section(report.conditioning, _png)}
 {attribute_section(report, p.parent, _png)}
 <h2>Details: samples, preprocessing, weights</h2>
 <table><tr><th>system</th><th>metric</th><th>n</th><th>n ref</th><th>weights</th><th>preprocessing</th><th>extra</th></tr>

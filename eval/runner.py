@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import yaml
 
+from eval.conditioning import read_conditioning, to_metric_results
 from eval.features.weights import WeightPaths, WeightsMissing
 from eval.metrics import DEFAULT_METRICS, METRICS
 from eval.metrics.base import MetricOptions, MetricResult, NotApplicable, not_computed
@@ -58,6 +59,8 @@ class EvalConfig:
         progress: show progress bars.
         strict: stop at the first bad clip (default: skip it and report it).
         options: metric options.
+        conditioning: a `conditioning.json` of `avgen diagnose` whose gaps join the report (metrics
+            `cond/<gap>`, rows of report.csv/json, a section of report.html).
     """
 
     generated: list[str] = field(default_factory=list)
@@ -69,6 +72,7 @@ class EvalConfig:
     progress: bool = True
     strict: bool = False
     options: MetricOptions = field(default_factory=MetricOptions)
+    conditioning: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.options, dict):
@@ -134,6 +138,7 @@ class EvalReport:
         config: the run's config as a dict.
         environment: versions and hardware that produced the numbers.
         skipped: the clips left out, with their reasons.
+        conditioning: the conditioning file's contents (`eval.conditioning`), when one was given.
     """
 
     systems: list[str]
@@ -143,6 +148,7 @@ class EvalReport:
     config: dict[str, Any]
     environment: dict[str, Any]
     skipped: list[SkippedClip] = field(default_factory=list)
+    conditioning: dict[str, Any] | None = None
 
     def get(self, system: str, metric: str) -> MetricResult | None:
         for r in self.results:
@@ -153,7 +159,8 @@ class EvalReport:
     def to_dict(self) -> dict[str, Any]:
         return {"systems": self.systems, "reference": self.reference, "metrics": self.metrics,
                 "results": [r.to_dict() for r in self.results], "config": self.config,
-                "environment": self.environment, "skipped": [c.to_dict() for c in self.skipped]}
+                "environment": self.environment, "skipped": [c.to_dict() for c in self.skipped],
+                "conditioning": self.conditioning}
 
 
 def _environment(device: str) -> dict[str, Any]:
@@ -291,6 +298,7 @@ def evaluate(cfg: EvalConfig) -> EvalReport:
             `cfg.strict`) the first bad clip; the message says what to do.
     """
     systems, full_reference = _load_sets(cfg)
+    conditioning = read_conditioning(cfg.conditioning) if cfg.conditioning else None  # fail before the metrics
     systems, reference, skipped = _screen(cfg, systems, full_reference)
     cache: dict[str, Any] = {"progress": cfg.progress}
     while True:
@@ -312,7 +320,9 @@ def evaluate(cfg: EvalConfig) -> EvalReport:
             systems = [without(c, {bad.record_id}) if c is bad.clips else c for c in systems]
             if not any(len(c) for c in systems):
                 raise EvalInputError("no generated clip can be evaluated:\n" + _listing(skipped)) from None
+    if conditioning is not None:
+        results += to_metric_results(conditioning)
     rows = [s.name for s in systems] + ([reference.name] if reference is not None else [])
     return EvalReport(systems=rows, reference=reference.name if reference else None, metrics=list(cfg.metrics),
                       results=results, config=cfg.to_dict(), environment=_environment(cfg.options.torch_device()),
-                      skipped=skipped)
+                      skipped=skipped, conditioning=conditioning.to_dict() if conditioning else None)
