@@ -60,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     ck = sub.add_parser(
         "check", help="decode every entry of a manifest and report failures",
         description="Load a manifest (JSONL or CSV, or a dataset folder), decode every clip the way training "
-        "would, and list the entries that fail with the reason. Exit status 1 if any fails.",
+        "would, and list the entries that fail with the reason (missing or corrupt files, no audio, audio that "
+        "covers only part of the video, too short for --duration). Exit status 1 if any fails.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     ck.add_argument("manifest", type=Path, metavar="MANIFEST")
@@ -120,6 +121,9 @@ def _probe(args: argparse.Namespace) -> int:
 def _check_one(job: tuple[ManifestEntry, dict]) -> tuple[str, str, str | None]:
     entry, opts = job
     duration = opts.pop("duration") or entry.duration
+    missing = entry.missing_file()
+    if missing is not None:
+        return entry.id, str(entry.path), missing
     try:
         read_clip(entry.path, start=entry.start, duration=duration, **opts)
     except MediaError as err:

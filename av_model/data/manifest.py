@@ -39,6 +39,8 @@ class ManifestEntry:
         end: seconds where it ends (None: the end of the file).
         split: "train", "val", "heldout", ... or None.
         extra: every other field of the record.
+        listed_at: "manifest:line" of the record (None for entries made in code).
+        listed_path: the path as the record wrote it, before resolving.
     """
 
     id: str
@@ -48,11 +50,24 @@ class ManifestEntry:
     end: float | None = None
     split: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    listed_at: str | None = field(default=None, compare=False, repr=False)
+    listed_path: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def duration(self) -> float | None:
         """Seconds from start to end, if the end is known."""
         return None if self.end is None else self.end - self.start
+
+    def missing_file(self) -> str | None:
+        """Why the entry's file cannot be found (None when it exists), saying where it was looked for."""
+        if self.path.exists():
+            return None
+        if self.listed_at is None or self.listed_path is None:
+            return f"{self.path}: no such file."
+        how = ("an absolute path" if Path(self.listed_path).expanduser().is_absolute()
+               else "a relative path, resolved from the manifest's folder (not the current folder)")
+        return (f"{self.path}: no such file; {self.listed_at} lists it as {self.listed_path!r}, {how}. Fix the "
+                "path in the manifest or put the file there.")
 
     def to_record(self, root: Path | None = None) -> dict[str, Any]:
         """A JSON-serializable record; the path is made relative to `root` when it lies inside it."""
@@ -105,11 +120,28 @@ def _entry(where: str, rec: dict[str, Any], root: Path) -> ManifestEntry:
         end=end,
         split=None if _missing(split) or split == "" else str(split),
         extra={k: v for k, v in rec.items() if k not in _KNOWN},
+        listed_at=where,
+        listed_path=str(rec["path"]),
     )
+
+
+def _utf8(path: Path, n: int, raw: bytes) -> str:
+    """Line `n` of `path` decoded as UTF-8 (a leading byte-order mark dropped), or a ManifestError
+    naming the line and the byte."""
+    try:
+        return raw.decode("utf-8").lstrip("\ufeff") if n == 1 else raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ManifestError(
+            f"{path}:{n}: not UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1}); manifests are UTF-8 "
+            "text. Convert the file, e.g. `iconv -f latin1 -t utf-8 IN > OUT` if it was saved as Latin-1."
+        ) from None
 
 
 def _records(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
     if path.suffix.lower() == ".csv":
+        with path.open("rb") as f:  # find the line that is not UTF-8 before pandas reports a byte offset
+            for n, raw in enumerate(f, start=1):
+                _utf8(path, n, raw)
         try:
             frame = pd.read_csv(path, dtype={"id": str, "path": str, "caption": str, "split": str}, keep_default_na=False,
                                 na_values={"start": [""], "end": [""]})
@@ -118,8 +150,9 @@ def _records(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
         for i, rec in enumerate(frame.to_dict(orient="records")):
             yield f"{path}:{i + 2}", rec  # line numbers as a spreadsheet shows them (header is line 1)
         return
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, start=1):
+            line = _utf8(path, n, raw)
             if not line.strip():
                 continue
             try:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from av_model.data.media_decode import (
+    _AUDIO_GAP_TOLERANCE_S,
     _END_TOLERANCE_S,
     MediaError,
     _as_hw,
@@ -228,7 +229,13 @@ def read_clip(
             sr: int | None = None
             if collector is not None:
                 wav, src_sr = collector.finish()
-                audio_t, sr = _convert_audio(wav, src_sr, sample_rate, channels)
+                video_span = len(targets) / out_fps
+                if duration is None and collector.covered < video_span - _AUDIO_GAP_TOLERANCE_S:
+                    raise MediaError(
+                        f"{p}: the audio covers only {collector.covered:.3f} s of the {video_span:.3f} s of video "
+                        f"from {start:.3f} s; the rest would be silence. Trim the clip to its audio (an 'end' "
+                        "in the manifest), re-encode it with its full sound, or drop the file.")
+                audio_t, sr = _convert_audio(wav, src_sr, sample_rate, channels, path=p)
                 # exactly as long as the frames: resampling may round one sample either way, and
                 # without a duration the audio track may end a little before or after the video
                 want = round(len(targets) / out_fps * sr)
@@ -293,7 +300,7 @@ def read_audio(
         except av.error.FFmpegError as err:
             raise MediaError(f"{p}: decoding failed ({err.strerror or err}); the file is corrupt or "
                              "truncated. Re-encode or remove it.") from err
-    audio, sr = _convert_audio(wav, src_sr, sample_rate, channels)
+    audio, sr = _convert_audio(wav, src_sr, sample_rate, channels, path=p)
     if duration is not None:
         want = round(duration * sr)
         audio = torch.nn.functional.pad(audio, (0, max(want - audio.shape[1], 0)))[:, :want]

@@ -20,6 +20,10 @@ __all__ = ["MediaError"]
 # A request may overrun the file's end by this much before it counts as "shorter than asked":
 # containers round durations and AAC pads the last frame, so the last few ms are not reliable.
 _END_TOLERANCE_S = 0.02
+# Read to the end (no duration asked), the audio may cover this much less of the clip than its
+# video does before the clip counts as having partial audio: audio and video tracks of ordinary
+# files end up to a few frames apart; a longer gap would be filled with invented silence.
+_AUDIO_GAP_TOLERANCE_S = 0.1
 # Seek this far before the requested start so that audio packets interleaved just before the
 # video keyframe are decoded too (seeking lands on a video keyframe, not on an audio packet).
 _SEEK_MARGIN_S = 1.0
@@ -40,7 +44,8 @@ class _ShortAudio(Exception):
 def _open(path: str | Path) -> av.container.InputContainer:
     p = Path(path)
     if not p.exists():
-        raise MediaError(f"{p}: no such file; check the path (relative paths are from {Path.cwd()}).")
+        where = "" if p.is_absolute() else f" (a relative path, looked for from the current folder: {p.absolute()})"
+        raise MediaError(f"{p}: no such file{where}; check the path.")
     if p.is_dir():
         raise MediaError(f"{p}: is a folder, not a media file; pass a file inside it.")
     try:
@@ -162,6 +167,7 @@ class _AudioCollector:
         self.end_pos = None if end is None else round((end - start) * self.sr)
         self.chunks: list[tuple[int, np.ndarray]] = []
         self.cursor = 0
+        self.covered = 0.0  # seconds of the window that decoded audio covers (set by `finish`)
 
     @property
     def done(self) -> bool:
@@ -181,10 +187,13 @@ class _AudioCollector:
         if self.end_pos is not None and covered < self.end_pos - _END_TOLERANCE_S * self.sr:
             raise _ShortAudio(covered / self.sr)
         out = np.zeros((self.channels, max(total, 0)), dtype=np.float32)
+        have = np.zeros(max(total, 0), dtype=bool)  # samples some decoded frame covers (gaps stay False)
         for pos, data in self.chunks:
             lo, hi = max(pos, 0), min(pos + data.shape[1], total)
             if hi > lo:
                 out[:, lo:hi] = data[:, lo - pos : hi - pos]
+                have[lo:hi] = True
+        self.covered = float(have.sum()) / self.sr
         return out, self.sr
 
 
@@ -218,8 +227,9 @@ def _decode(
 
 
 def _convert_audio(
-    audio: np.ndarray, sr: int, sample_rate: int | None, channels: int | None
+    audio: np.ndarray, sr: int, sample_rate: int | None, channels: int | None, *, path: Path | None = None
 ) -> tuple[torch.Tensor, int]:
+    """(C, S) float audio of `path` to `channels` (mono mix, or mono repeated) at `sample_rate`."""
     wav = torch.from_numpy(np.ascontiguousarray(audio))  # (C, S)
     if channels is not None and channels != wav.shape[0]:
         if channels == 1:
@@ -228,8 +238,9 @@ def _convert_audio(
             wav = wav.expand(channels, -1).contiguous()
         else:
             raise MediaError(
-                f"cannot turn {wav.shape[0]} audio channels into {channels}; ask for 1 (mono mix) "
-                f"or {wav.shape[0]}."
+                f"{path if path is not None else 'audio'}: cannot turn {wav.shape[0]} audio channels into "
+                f"{channels}; ask for 1 (mono mix) or {wav.shape[0]}, or downmix the file first "
+                f"(e.g. `ffmpeg -i IN -ac {channels} OUT`)."
             )
     if sample_rate is not None and sample_rate != sr:
         wav = AF.resample(wav, sr, sample_rate)

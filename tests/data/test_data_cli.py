@@ -51,3 +51,30 @@ def test_bad_options_are_explained(tmp_path: Path, capsys: pytest.CaptureFixture
     with pytest.raises(SystemExit):
         avgen(["data", "synth", "--help"])
     assert "--n-heldout" in capsys.readouterr().out
+
+
+def test_check_names_partial_audio_and_missing_files(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from av_model.data.media import write_clip
+
+    ds = tmp_path / "ds"
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (48, 32, 32, 3), dtype=np.uint8)  # 3 s at 16 fps
+    sound = (0.1 * rng.standard_normal((1, 48000))).astype(np.float32)
+    write_clip(ds / "clips" / "whole.mp4", frames, 16.0, sound, 16000)
+    write_clip(ds / "clips" / "partial.mp4", frames, 16.0, sound[:, :16000], 16000)  # 1 s of sound
+    rows = [{"id": "whole", "path": "clips/whole.mp4", "caption": "x"},
+            {"id": "partial", "path": "clips/partial.mp4", "caption": "x"},
+            {"id": "gone", "path": "clips/gone.mp4", "caption": "x"}]
+    (ds / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.chdir(tmp_path)  # relative paths resolve from the manifest's folder, not from here
+    assert avgen(["data", "check", "ds/manifest.jsonl", "--workers", "1"]) == 1
+    text = capsys.readouterr().out
+    assert "1 of 3 entries decode" in text
+    partial = next(line for line in text.splitlines() if line.startswith("FAILED partial:"))
+    assert "the audio covers only 1.0" in partial and "of the 3.000 s of video" in partial
+    gone = next(line for line in text.splitlines() if line.startswith("FAILED gone:"))
+    assert str((ds / "clips" / "gone.mp4").absolute()) in gone and "manifest.jsonl:3" in gone
+    assert "'clips/gone.mp4'" in gone and "resolved from the manifest's folder" in gone

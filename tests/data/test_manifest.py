@@ -85,3 +85,18 @@ def test_synthetic_manifest_loads(tiny_dataset: Path) -> None:
     assert [e.split for e in entries] == ["train"] * 6 + ["val"] * 2 + ["heldout"] * 2
     assert all(e.path.is_file() and e.end == 1.0 for e in entries)
     assert {"family", "events", "params", "seed"} <= set(entries[0].extra)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_a_latin1_manifest_names_its_line(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"manifest{suffix}"
+    if suffix == ".jsonl":
+        text = '{"id": "a", "path": "a.mp4", "caption": "a drum"}\n{"id": "b", "path": "b.mp4", "caption": "un caf\u00e9"}\n'
+    else:
+        text = "id,path,caption\na,a.mp4,a drum\nb,b.mp4,un caf\u00e9\n"
+    path.write_bytes(text.encode("latin-1"))
+    line = 2 if suffix == ".jsonl" else 3
+    with pytest.raises(ManifestError, match=rf"manifest{suffix}:{line}: not UTF-8 \(byte 0xe9.*iconv"):
+        load_manifest(path)
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))  # UTF-8 with a byte-order mark is fine
+    assert [e.caption for e in load_manifest(path)] == ["a drum", "un caf\u00e9"]

@@ -184,3 +184,34 @@ def test_same_frames_give_the_same_bytes(tmp_path: Path) -> None:
     first = write_clip(tmp_path / "a1.mp4", a, 16, wav, 16000).read_bytes()
     write_clip(tmp_path / "b.mp4", b, 16, wav, 16000)  # encoder state must not leak between files
     assert write_clip(tmp_path / "a2.mp4", a, 16, wav, 16000).read_bytes() == first
+
+
+def test_audio_covering_part_of_the_video_is_an_error(tmp_path: Path) -> None:
+    """Read to its end, a clip whose sound stops early is refused, not padded with invented silence."""
+    frames = np.zeros((48, 32, 32, 3), np.uint8)  # 3 s at 16 fps
+    sound = (0.1 * np.random.default_rng(0).standard_normal((1, 16000))).astype(np.float32)  # 1 s
+    write_clip(tmp_path / "partial.mp4", frames, 16.0, sound, 16000)
+    with pytest.raises(MediaError, match=r"partial.mp4: the audio covers only 1\.\d+ s of the 3\.000 s of video"):
+        read_clip(tmp_path / "partial.mp4")
+    assert read_clip(tmp_path / "partial.mp4", require_audio=False, duration=1.0).frames.shape[0] == 16
+    full = np.tile(sound, 3)  # the same clip with its full sound reads fine
+    write_clip(tmp_path / "full.mp4", frames, 16.0, full, 16000)
+    assert read_clip(tmp_path / "full.mp4").audio.shape[1] == 48000
+
+
+def test_channel_errors_and_missing_files_name_the_file(tmp_path: Path) -> None:
+    import av
+
+    surround = tmp_path / "surround.wav"
+    with av.open(str(surround), mode="w", format="wav") as out:  # 5.1: write_audio only writes mono/stereo
+        stream = out.add_stream("pcm_s16le", rate=8000)
+        stream.layout = "5.1"
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 8000 * 6), np.int16), format="s16", layout="5.1")
+        frame.sample_rate, frame.pts = 8000, 0
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    with pytest.raises(MediaError, match=r"surround\.wav: cannot turn 6 audio channels into 2"):
+        read_audio(surround, channels=2)
+    with pytest.raises(MediaError) as err:  # an absolute path: nothing about the current folder
+        read_clip(tmp_path / "nope.mp4")
+    assert "current folder" not in str(err.value)
