@@ -245,6 +245,12 @@ def app_main(argv: list[str]) -> int:
         env["AVGEN_PUBLIC_URL"] = args.public_url
     named_admins = _has_named_admins(store)
     store.dispose()
+    try:
+        password_set = admin_configured(None)
+    except ValueError as err:  # a configured admin password that is too short
+        print(f"avgen app: {err}; set a longer one (or {ADMIN_ENV_HASH} from `avgen study hash-password`)",
+              file=sys.stderr)
+        return 1
     app = Path(__file__).with_name("app.py")
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
            "--server.port", str(args.port), "--server.address", args.address,
@@ -254,7 +260,7 @@ def app_main(argv: list[str]) -> int:
     print(f"human evaluation app on {url}  (database {store.display_url})")
     print(f"  raters: their invite link (`avgen study invite STUDY`) or {url}/?study=CODE")
     print(f"  leads:  {url}/studies and {url}/dashboard, with the admin password")
-    if not admin_configured(None) and not named_admins:
+    if not password_set and not named_admins:
         print(f"  note: no admin password is set, so the lead pages stay closed; set {ADMIN_ENV_HASH} "
               "(`avgen study hash-password`) or add a named admin (`avgen study add-admin NAME`)")
     print("  stop with Ctrl-C")

@@ -491,7 +491,7 @@ def add_admin(store: Store, name: str, password: str) -> None:
     """Add (or give a new password to) a named admin.
 
     Raises:
-        ValueError: the password is shorter than 8 characters or the name is empty.
+        ValueError: the password is shorter than `auth.MIN_PASSWORD_CHARS` (12) characters or the name is empty.
     """
     name = (name or "").strip()
     if not name or len(name) > 200:

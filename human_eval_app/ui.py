@@ -5,15 +5,15 @@ Pages only render; the work is done by `studies`, `raters`, `media` and `eval.pr
 
 from __future__ import annotations
 
+import math
 import os
 import re
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import streamlit as st
 
-from .auth import AccessError, admin_configured, check_admin
+from .auth import SIGN_IN_THROTTLES, AccessError, admin_configured, check_admin
 from .store import Store, StoreError, open_store
 from .studies import admin_hashes
 
@@ -72,7 +72,13 @@ def require_admin(store: Store) -> None:
                 st.rerun()
         return
     extra = admin_hashes(store)
-    if not admin_configured(secrets_map(), extra_hashes=extra):
+    try:
+        configured = admin_configured(secrets_map(), extra_hashes=extra)
+    except ValueError as err:  # e.g. AVGEN_ADMIN_PASSWORD is too short
+        st.error(f"The admin password is not usable, so this page is closed: {err}. Set a longer one and restart "
+                 "the app.")
+        st.stop()
+    if not configured:
         st.error(
             "No admin password is configured, so this page is closed. Set AVGEN_ADMIN_PASSWORD_HASH "
             "(make one with `avgen study hash-password`) or AVGEN_ADMIN_PASSWORD and restart the app, "
@@ -84,20 +90,35 @@ def require_admin(store: Store) -> None:
         password = st.text_input("Admin password", type="password", key="admin-password")
         submitted = st.form_submit_button("Sign in")
     if submitted:
+        # The wait is kept by the server, per client address and over all clients, so a new browser
+        # session does not reset it (see auth.SignInThrottle).
+        keys = {"client": f"address:{_client_address() or 'local'}", "all": "all"}
+        wait = max(SIGN_IN_THROTTLES[name].wait_seconds(key) for name, key in keys.items())
+        if wait > 0:
+            st.error(f"Too many wrong passwords; try again in {math.ceil(wait)} s.")
+            st.stop()
         try:
             ok = check_admin(password, secrets_map=secrets_map(), extra_hashes=extra)
         except (AccessError, ValueError) as err:
             st.error(str(err))
             st.stop()
         if ok:
+            for name, key in keys.items():
+                SIGN_IN_THROTTLES[name].succeeded(key)
             st.session_state["admin_signed_in"] = True
-            st.session_state.pop("admin_failures", None)
             st.rerun()
-        failures = st.session_state.get("admin_failures", 0) + 1
-        st.session_state["admin_failures"] = failures
-        time.sleep(min(0.5 * 2 ** (failures - 1), 8.0))  # slows down guessing, one session at a time
-        st.error("Wrong password.")
+        wait = max(SIGN_IN_THROTTLES[name].failed(key) for name, key in keys.items())
+        st.error(f"Wrong password. The next try is possible in {math.ceil(wait)} s." if wait else "Wrong password.")
     st.stop()
+
+
+def _client_address() -> str | None:
+    """The browser's network address as the server sees it (None for localhost and in AppTest)."""
+    try:
+        address = st.context.ip_address
+    except Exception:  # no browser connection
+        return None
+    return address if isinstance(address, str) else None  # AppTest answers with a stand-in object
 
 
 def base_url() -> str:

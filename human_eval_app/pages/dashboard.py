@@ -68,7 +68,8 @@ def _headline(table: pd.DataFrame | str) -> None:
         cols = st.columns(max(len(rows), 1))
         for col, row in zip(cols, rows.itertuples()):
             interval = "" if pd.isna(row.ci_low) else f"; interval [{row.ci_low:+.1f}, {row.ci_high:+.1f}]"
-            col.metric(f"{row.question} vs {baseline}", f"{row.net_win_rate:+.1f}",
+            # a metric's label is Markdown: system names and question keys are shown literally
+            col.metric(escape_md(f"{row.question} vs {baseline}"), f"{row.net_win_rate:+.1f}",
                        help=f"{row.n} judgments: {row.wins} wins, {row.ties} ties, {row.losses} losses{interval}; "
                             f"{row.significance}")
 

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from app_clips import make_system  # noqa: E402
 
+from human_eval_app.auth import SIGN_IN_THROTTLES  # noqa: E402
 from human_eval_app.spec import StudySpec  # noqa: E402
 from human_eval_app.store import Store  # noqa: E402
 from human_eval_app.studies import CreatedStudy, create_study  # noqa: E402
@@ -33,6 +34,13 @@ def systems(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "base": make_system(root / "base", PROMPTS, seed=2),
         "other": make_system(root / "other", PROMPTS[::-1], seed=3),
     }
+
+
+@pytest.fixture(autouse=True)
+def fresh_sign_in_throttles() -> None:
+    """The admin sign-in throttles live for the whole process (as in the app): each test starts afresh."""
+    for throttle in SIGN_IN_THROTTLES.values():
+        throttle.clear()
 
 
 @pytest.fixture

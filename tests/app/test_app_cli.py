@@ -60,7 +60,7 @@ def test_hash_password_and_add_admin(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert verify_password("a long password", capsys.readouterr().out.strip())
     monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
     assert avgen(["study", "add-admin", "lee", "--db", str(tmp_path / "s.db")]) == 1
-    assert "8 characters" in capsys.readouterr().err
+    assert "at least 12" in capsys.readouterr().err
 
 
 def test_app_runs_streamlit_headless_on_localhost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -83,3 +83,17 @@ def test_app_refuses_a_bad_database(tmp_path: Path, capsys: pytest.CaptureFixtur
     (tmp_path / "x.db").write_text("garbage" * 200)
     assert cli.app_main(["--db", str(tmp_path / "x.db")]) == 1
     assert "cannot open the database" in capsys.readouterr().err
+
+
+def test_app_refuses_a_too_short_admin_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture) -> None:
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd, env: calls.append(cmd) or 0)
+    monkeypatch.setenv("AVGEN_ADMIN_PASSWORD", "x")
+    monkeypatch.delenv("AVGEN_ADMIN_PASSWORD_HASH", raising=False)
+    assert cli.app_main(["--db", f"sqlite:///{tmp_path / 's.db'}"]) == 1
+    assert "AVGEN_ADMIN_PASSWORD has 1 characters; an admin password needs at least 12" in capsys.readouterr().err
+    assert not calls  # the server was not started
+    monkeypatch.setattr("sys.stdin", io.StringIO("eleven char\n"))
+    assert avgen(["study", "add-admin", "lee", "--db", str(tmp_path / "s.db")]) == 1
+    assert "needs at least 12" in capsys.readouterr().err
