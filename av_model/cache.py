@@ -4,7 +4,9 @@ The audio codec, the video autoencoder and the text encoder(s) run here, offline
 only small latents. The layout is described in `av_model.cache_format`. A build is resumable: the
 clips are cut into shards in manifest order, each shard is written atomically and listed in
 `meta.json`, and a rerun of the same command skips the listed shards. A build into a cache made by
-other encoders (or with other geometry) is refused with the differences named.
+other encoders (or with other geometry) is refused with the differences named. A clip that cannot be
+decoded is skipped and listed with its reason (`--strict`: the build stops there, exit status 2); a
+build in which no clip could be encoded fails (exit status 1).
 
 Usage:
 
@@ -25,7 +27,13 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from av_model.cache_build import STORAGE_DTYPES, CacheBuildConfig, build_cache, load_build_config
+from av_model.cache_build import (
+    STORAGE_DTYPES,
+    BadClipError,
+    CacheBuildConfig,
+    build_cache,
+    load_build_config,
+)
 from av_model.cache_format import (
     SHARD_DIR,
     CacheEntry,
@@ -144,6 +152,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--workers", type=int, help="decoding processes (default 2)")
     b.add_argument("--device", help="auto, cpu, cuda, cuda:N (default auto)")
     b.add_argument("--dtype", choices=sorted(STORAGE_DTYPES), help="storage precision (default float32)")
+    b.add_argument("--strict", action="store_true", default=None,
+                   help="stop at the first clip that cannot be decoded (exit 2); by default it is skipped, named, "
+                        "and listed at the end")
     c = sub.add_parser("check", help="verify a cache and print what it holds",
                        description="Check that every shard is present and readable, the index agrees, and "
                        "(optionally) that given encoders match the cache's fingerprints.")
@@ -167,12 +178,16 @@ def main(argv: list[str] | None = None) -> int:
                 split=args.split, fps=args.fps, size=tuple(args.size) if args.size else None,
                 max_duration=args.max_duration, duration_step=args.duration_step, shard_size=args.shard_size,
                 batch_size=args.batch_size, workers=args.workers, device=args.device, dtype=args.dtype,
+                strict=args.strict,
             )
             build_cache(cfg, console=console)
             return 0
         problems = check_cache(args.cache_dir, codec=args.codec, vae=args.vae, text=args.text, deep=args.deep,
                                repair=args.repair, console=Console())
         return 1 if problems else 0
+    except BadClipError as err:
+        console.print(f"[red]avgen cache {args.action}: {err}[/red]")
+        return 2
     except (CacheError, ValueError, FileNotFoundError, RuntimeError) as err:
         console.print(f"[red]avgen cache {args.action}: {err}[/red]")
         return 1

@@ -5,12 +5,18 @@
 order, each shard is written atomically and then listed in `meta.json`, and a rerun skips the listed
 shards. A build into a cache made by other encoders (or with other geometry) is refused with the
 differences named.
+
+A clip that cannot be decoded is skipped: named with its reason as it is found, recorded in its
+shard's entry of `meta.json`, and listed at the end. A shard none of whose clips could be encoded
+is not written, so a rerun tries it again. The build fails when no clip at all could be encoded,
+and with `strict` at the first bad clip (`BadClipError`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import sys
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -35,9 +41,13 @@ from av_model.cache_format import (
     write_shard,
 )
 
-__all__ = ["STORAGE_DTYPES", "CacheBuildConfig", "build_cache", "load_build_config"]
+__all__ = ["STORAGE_DTYPES", "BadClipError", "CacheBuildConfig", "build_cache", "load_build_config"]
 
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class BadClipError(CacheError):
+    """A clip could not be decoded and the build was asked to stop at the first one (`strict`)."""
 
 
 @dataclass
@@ -64,6 +74,7 @@ class CacheBuildConfig:
         workers: decoding processes (0 decodes in the main process).
         device: "auto" (CUDA when there is one), "cpu", "cuda", "cuda:1", ...
         dtype: storage precision of the latents and text embeddings.
+        strict: stop at the first clip that cannot be decoded (default: skip it and report it).
     """
 
     manifest: str
@@ -82,6 +93,7 @@ class CacheBuildConfig:
     workers: int = 2
     device: str = "auto"
     dtype: str = "float32"
+    strict: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.text, str):
@@ -163,6 +175,9 @@ class _ClipReader(Dataset):
 
         plan = self.plans[i]
         try:
+            missing = plan.entry.missing_file()
+            if missing is not None:
+                raise MediaError(missing)
             size = self.cfg.size
             if size is None:
                 info = probe(plan.path)
@@ -375,7 +390,11 @@ def _build_shard(
 
     for item in loader:
         if "error" in item:
-            skipped.append({"id": plans[item["index"]].entry.id, "error": item["error"]})
+            cid = plans[item["index"]].entry.id
+            if cfg.strict:
+                raise BadClipError(f"clip {cid!r}: {item['error']} (stopped at the first bad clip: --strict)")
+            skipped.append({"id": cid, "error": item["error"]})
+            progress.write(f"skipping {cid}: {item['error']}", file=sys.stderr)
             progress.update(1)
             continue
         if pending and (torch.as_tensor(item["frames"]).shape != torch.as_tensor(pending[0]["frames"]).shape
@@ -410,7 +429,8 @@ def build_cache(cfg: CacheBuildConfig, *, encoders: tuple[Any, Any, Any] | None 
     plans = _plan_clips(cfg, vae.temporal_compression, codec.sample_rate, codec.hop_length)
     shards = [plans[i: i + cfg.shard_size] for i in range(0, len(plans), cfg.shard_size)]
     meta = _prepare_out(cfg, _expected_meta(cfg, codec, vae, text, len(shards)))
-    done = meta.finished_shards
+    # a shard none of whose clips could be encoded is tried again (its files may have been fixed)
+    done = {s["name"] for s in meta.shards if s["clips"]}
     todo = [(i, s) for i, s in enumerate(shards) if shard_name(i) not in done]
     if done:
         console.print(f"resuming {cfg.out}: {len(done)} of {len(shards)} shards already written")
@@ -421,16 +441,19 @@ def build_cache(cfg: CacheBuildConfig, *, encoders: tuple[Any, Any, Any] | None 
             meta.shards = [s for s in meta.shards if s["name"] != record["name"]] + [record]
             meta.shards.sort(key=lambda s: s["name"])
             write_meta(cfg.out, meta)  # the shard counts as finished only once listed here
+    skipped = [s for shard in meta.shards for s in shard["skipped"]]
+    if skipped:
+        console.print(f"[yellow]{len(skipped)} clips could not be decoded and were skipped:[/yellow]")
+        for s in skipped:
+            console.print(f"  {s['id']}: {s['error']}")
     entries = [row for s in meta.shards for row in read_shard_rows(Path(cfg.out) / SHARD_DIR / s["name"])]
+    if not entries:  # left incomplete: training refuses it, and a rerun tries every clip again
+        raise CacheError(f"no clip of {cfg.manifest} could be encoded ({len(skipped)} skipped, reasons above); "
+                         "fix or remove them and run the same command again.")
     write_index(cfg.out, entries)
     meta.complete = True
     write_meta(cfg.out, meta)
-    skipped = [s for shard in meta.shards for s in shard["skipped"]]
     console.print(f"latent cache {cfg.out}: {len(entries)} clips in {len(meta.shards)} shards")
-    if skipped:
-        console.print(f"[yellow]{len(skipped)} clips could not be decoded and were skipped:[/yellow]")
-        for s in skipped[:20]:
-            console.print(f"  {s['id']}: {s['error']}")
     return meta
 
 

@@ -135,3 +135,58 @@ def test_cli_flags_and_config_file(dataset: Path, encoders: Encoders, tmp_path: 
         load_build_config(None, manifest="m", out="o", codec="c", vae="v", bogus=1)
     with pytest.raises(ValueError, match="shard_size must be >= 1"):
         CacheBuildConfig(manifest="m", out="o", codec="c", vae="v", shard_size=0)
+
+
+def _manifest_with_bad_clips(dataset: Path, tmp_path: Path, *, good: int) -> Path:
+    """The first `good` clips of the dataset, then a missing file and a corrupt one (relative paths)."""
+    from av_model.data.manifest import load_manifest, save_manifest
+
+    folder = tmp_path / "listed"
+    (folder / "clips").mkdir(parents=True)
+    (folder / "clips" / "corrupt.mp4").write_bytes(b"junk" * 10)
+    entries = load_manifest(dataset)[:good]
+    manifest = save_manifest(entries, folder / "manifest.jsonl")
+    with manifest.open("a") as f:
+        f.write(json.dumps({"id": "gone", "path": "clips/gone.mp4", "caption": "x"}) + "\n")
+        f.write(json.dumps({"id": "corrupt", "path": "clips/corrupt.mp4", "caption": "x"}) + "\n")
+    return manifest
+
+
+def test_bad_clips_are_skipped_and_named(dataset: Path, encoders: Encoders, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = _manifest_with_bad_clips(dataset, tmp_path, good=2)
+    meta = _build(_config(manifest, tmp_path / "cache", encoders), encoders)
+    assert meta.complete and len(read_index(tmp_path / "cache")[1]) == 2
+    skipped = {s["id"]: s["error"] for shard in meta.shards for s in shard["skipped"]}
+    assert set(skipped) == {"gone", "corrupt"}
+    assert "manifest.jsonl:3 lists it as 'clips/gone.mp4'" in skipped["gone"]
+    assert str(tmp_path / "listed" / "clips" / "gone.mp4") in skipped["gone"]
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert "skipping gone:" in err and "2 clips could not be decoded" in err
+
+
+def test_a_build_with_no_usable_clip_fails_and_a_rerun_retries(dataset: Path, encoders: Encoders, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = _manifest_with_bad_clips(dataset, tmp_path, good=0)
+    args = ["build", "--manifest", str(manifest), "--out", str(tmp_path / "cache"), "--codec", str(encoders.codec_path),
+            "--vae", str(encoders.vae_path), "--size", *map(str, SIZE), "--fps", str(FPS), "--workers", "0",
+            "--device", "cpu"]
+    assert cache_mod.main(args) == 1
+    assert "no clip of" in " ".join(capsys.readouterr().err.split()) and not read_meta(tmp_path / "cache").complete
+    # the missing file appears: the rerun tries the shard again instead of keeping it as finished
+    import shutil
+
+    from av_model.data.manifest import load_manifest
+    shutil.copy(load_manifest(dataset)[0].path, tmp_path / "listed" / "clips" / "gone.mp4")
+    assert cache_mod.main(args) == 0
+    assert [e.id for e in read_index(tmp_path / "cache")[1]] == ["gone"]
+
+
+def test_strict_stops_at_the_first_bad_clip(dataset: Path, encoders: Encoders, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = _manifest_with_bad_clips(dataset, tmp_path, good=1)
+    args = ["build", "--manifest", str(manifest), "--out", str(tmp_path / "cache"), "--codec", str(encoders.codec_path),
+            "--vae", str(encoders.vae_path), "--size", *map(str, SIZE), "--fps", str(FPS), "--workers", "0",
+            "--device", "cpu", "--strict"]
+    assert cache_mod.main(args) == 2
+    assert "clip 'gone'" in " ".join(capsys.readouterr().err.split())
