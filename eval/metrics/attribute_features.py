@@ -200,6 +200,12 @@ def video_features(frames: np.ndarray, threshold: float = FOREGROUND_THRESHOLD) 
     return ClipVisualFeatures(background=bg_feat, count=count_feat, family=fam_feat, colours=colours, shapes=shapes)
 
 
+def _level_at(spec: np.ndarray, freqs: np.ndarray, f: float, peak: float, top: float) -> float:
+    """Log level of the spectrum (F,) near frequency f relative to `peak` (-12 above `top` Hz)."""
+    sel = np.abs(freqs - f) <= max(15.0, 0.02 * f)
+    return float(np.log(spec[sel].max() / peak)) if sel.any() and f < top else -12.0
+
+
 def sound_features(audio: np.ndarray, sample_rate: int, times: np.ndarray, max_window: float = 0.12) -> np.ndarray:
     """Features of the sound starting at each event time.
 
@@ -234,11 +240,9 @@ def sound_features(audio: np.ndarray, sample_rate: int, times: np.ndarray, max_w
         band = (freqs >= 60.0) & (freqs <= 0.45 * sample_rate)
         f0 = freqs[band][np.argmax(spec[band])]
 
-        def at(f: float) -> float:  # log level near frequency f, relative to the peak
-            sel = np.abs(freqs - f) <= max(15.0, 0.02 * f)
-            return float(np.log(spec[sel].max() / spec[band].max())) if sel.any() and f < 0.45 * sample_rate else -12.0
-
-        ratios = [at(r * f0) for r in (0.5, 1.5, 2.0, 2.32, 2.57, 2.76, 3.0, 4.0, 5.0)]
+        # harmonic (tones) and inharmonic (materials' modes) multiples of the peak
+        ratios = [_level_at(spec, freqs, r * f0, spec[band].max(), 0.45 * sample_rate)
+                  for r in (0.5, 1.5, 2.0, 2.32, 2.57, 2.76, 3.0, 4.0, 5.0)]
         bands = np.array([power[(freqs >= lo) & (freqs < hi)].sum() for lo, hi in zip(edges[:-1], edges[1:])])
         bands = np.log(bands / bands.sum() + 1e-9)
         centroid = (freqs[band] * power[band]).sum() / power[band].sum()
