@@ -338,7 +338,8 @@ class AVPipeline:
             return {}
         h, w = self.size
         if task == "v2a":
-            clip = read_clip(path, fps=self.fps, size=(h, w), duration=duration, require_audio=False)
+            # the sound is generated: the input's own audio track (short, broken or absent) is not read
+            clip = read_clip(path, fps=self.fps, size=(h, w), duration=duration, require_audio=False, with_audio=False)
             return {"frames": clip.frames}
         if task == "a2v":
             wav, _ = read_audio(path, sample_rate=self.sample_rate, channels=self.codec.channels, duration=duration)
@@ -420,7 +421,10 @@ class AVPipeline:
             raise ValueError(f"{path} has no video stream; v2a needs a video.")
         if not video and not info.has_audio:
             raise ValueError(f"{path} has no audio stream; a2v needs audio.")
-        seconds = self._floor_duration(min(info.duration, duration) if duration else info.duration)
+        length = info.duration  # the longest stream; v2a needs the video's own length
+        if video and info.num_frames and info.fps:
+            length = min(length, info.num_frames / info.fps)
+        seconds = self._floor_duration(min(length, duration) if duration else length)
         if seconds <= 0:
             raise ValueError(f"{path} is {info.duration:.3f} s long, shorter than one latent frame "
                              f"({self.tc / self.fps:g} s).")

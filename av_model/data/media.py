@@ -166,6 +166,7 @@ def read_clip(
     sample_rate: int | None = None,
     channels: int | None = None,
     require_audio: bool = True,
+    with_audio: bool = True,
 ) -> Clip:
     """Decode video frames and audio of `[start, start + duration)` seconds of a file.
 
@@ -180,6 +181,8 @@ def read_clip(
         sample_rate: output audio rate; None keeps the file's rate.
         channels: output audio channels (1 mixes down; a mono file can be repeated); None keeps them.
         require_audio: raise when the file has no audio (else `Clip.audio` is None).
+        with_audio: False reads the frames alone (`Clip.audio` is None), whatever the audio track
+            holds: for callers that replace the sound (video-to-audio).
 
     Returns:
         Clip with frames (T, H, W, 3) uint8 and audio (C, S) float32 in [-1, 1].
@@ -202,8 +205,8 @@ def read_clip(
                              "(use read_audio) — remove it from the video dataset.")
         vs = container.streams.video[0]
         _check_stream(p, vs, "video")
-        aus = container.streams.audio[0] if container.streams.audio else None
-        if aus is None and require_audio:
+        aus = container.streams.audio[0] if container.streams.audio and with_audio else None
+        if aus is None and require_audio and with_audio:
             raise MediaError(f"{p}: has no audio stream but audio is required; remove the file or "
                              "pass require_audio=False.")
         if aus is not None:

@@ -163,3 +163,14 @@ def test_a_rerun_keeps_finished_clips_and_makes_the_rest(trained: Path, encoders
     # other sampler settings are another job: nothing is kept
     assert _sample(trained, encoders, tmp_path, "--video-list", str(mixed["videos"]), "--steps", "1") == 0
     assert "wrote 3 clips" in capsys.readouterr().err
+
+
+def test_video_to_audio_ignores_the_inputs_own_short_sound(trained: Path, encoders: Encoders, tmp_path: Path) -> None:
+    """v2a replaces the sound, so a video whose audio track stops early still gives a clip of its full length."""
+    rng = np.random.default_rng(2)
+    frames = rng.integers(0, 255, (32, 32, 32, 3), dtype=np.uint8)  # 2 s
+    write_clip(tmp_path / "in" / "quiet.mp4", frames, FPS, (0.1 * rng.standard_normal((1, 12000))).astype(np.float32),
+               24000)  # 0.5 s of sound
+    assert _sample(trained, encoders, tmp_path / "out", "--video", str(tmp_path / "in" / "quiet.mp4")) == 0
+    (path,) = (tmp_path / "out").glob("*.mp4")
+    assert _check(path, 2.0)["duration"] == 2.0
