@@ -64,7 +64,7 @@ def _colour_features(rgb: np.ndarray) -> np.ndarray:
     """(8,): chromaticity (3), hue as cos/sin, saturation, value, log brightness."""
     rgb = np.clip(np.asarray(rgb, np.float64), 0, 255)
     total = rgb.sum() + 1e-6
-    hsv = cv2.cvtColor(np.uint8(np.round(rgb))[None, None], cv2.COLOR_RGB2HSV_FULL)[0, 0].astype(np.float64)
+    hsv = cv2.cvtColor(np.round(rgb).astype(np.uint8).reshape(1, 1, 3), cv2.COLOR_RGB2HSV_FULL)[0, 0].astype(np.float64)
     hue = hsv[0] / 256.0 * 2 * np.pi
     sat = hsv[1] / 255.0
     return np.array([*(rgb / total), sat * np.cos(hue), sat * np.sin(hue), sat, hsv[2] / 255.0,
