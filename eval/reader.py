@@ -38,7 +38,8 @@ class EvalInputError(ValueError):
 def _open(path: str | Path) -> av.container.InputContainer:
     p = Path(path)
     if not p.is_file():
-        raise EvalInputError(f"{p}: no such file; check the set's folder or manifest paths.", path=p)
+        raise EvalInputError(f"{p}: no such file (looked for at {p.absolute()}; paths listed in a manifest are "
+                             "taken from the manifest's folder); check the set's folder or manifest paths.", path=p)
     try:
         return av.open(str(p))
     except (av.error.FFmpegError, UnicodeDecodeError) as err:

@@ -185,8 +185,23 @@ def _record(row: dict[str, Any], base: Path, where: str) -> ClipRecord:
     )
 
 
+def _utf8_lines(path: Path) -> list[str]:
+    """The manifest's lines as text; a line that is not UTF-8 is an error naming it and its byte."""
+    lines = []
+    for i, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            lines.append(raw.decode("utf-8").lstrip("\ufeff") if i == 1 else raw.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise EvalInputError(
+                f"{path}:{i}: not UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1}); manifests are "
+                "UTF-8 text. Convert it, e.g. `iconv -f latin1 -t utf-8 IN > OUT` if it was saved as Latin-1."
+            ) from None
+    return lines
+
+
 def _load_manifest(path: Path, split: str | None) -> list[ClipRecord]:
     rows: list[tuple[dict[str, Any], str]] = []
+    lines = _utf8_lines(path)
     if path.suffix.lower() == ".csv":
         try:
             frame = pd.read_csv(path)
@@ -194,17 +209,16 @@ def _load_manifest(path: Path, split: str | None) -> list[ClipRecord]:
             raise EvalInputError(f"{path}: not a readable CSV manifest ({err}).") from err
         rows = [(r, f"{path}:{i + 2}") for i, r in enumerate(frame.to_dict(orient="records"))]
     else:
-        with open(path, encoding="utf-8") as fh:
-            for i, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise EvalInputError(f"{path}:{i}: not valid JSON ({err}); a manifest has one object per line.") from err
-                if not isinstance(obj, dict):
-                    raise EvalInputError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}.")
-                rows.append((obj, f"{path}:{i}"))
+        for i, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise EvalInputError(f"{path}:{i}: not valid JSON ({err}); a manifest has one object per line.") from err
+            if not isinstance(obj, dict):
+                raise EvalInputError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}.")
+            rows.append((obj, f"{path}:{i}"))
     if split is not None:
         splits = {str(r.get("split")) for r, _ in rows}
         rows = [(r, w) for r, w in rows if str(r.get("split")) == split]

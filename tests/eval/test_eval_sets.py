@@ -143,3 +143,19 @@ def test_reader_errors(tmp_path: Path) -> None:
         read_audio(silent)
     with pytest.raises(EvalInputError, match="frame size"):
         read_video(silent, size=0)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_a_latin1_manifest_names_its_line(tmp_path: Path, suffix: str) -> None:
+    (tmp_path / "a.mp4").write_bytes(b"")
+    if suffix == ".jsonl":
+        text = '{"id": "a", "path": "a.mp4", "caption": "a drum"}\n{"id": "b", "path": "a.mp4", "caption": "un caf\u00e9"}\n'
+    else:
+        text = "id,path,caption\na,a.mp4,a drum\nb,a.mp4,un caf\u00e9\n"
+    path = tmp_path / f"manifest{suffix}"
+    path.write_bytes(text.encode("latin-1"))
+    line = 2 if suffix == ".jsonl" else 3
+    with pytest.raises(EvalInputError, match=rf"manifest{suffix}:{line}: not UTF-8 \(byte 0xe9"):
+        load_set(path)
+    path.write_bytes(text.encode("utf-8"))
+    assert [r.caption for r in load_set(path)] == ["a drum", "un caf\u00e9"]
