@@ -169,3 +169,25 @@ def test_bad_sampling_requests_are_refused(debug_model: AVDiT, inputs_factory) -
                audio_cond=inputs["audio"], extend_seconds=0.6, **kw)
     with pytest.raises(ValueError, match="steps"):
         SamplerConfig(steps=0)
+
+
+class Still(nn.Module):
+    """Zero velocity everywhere: the sampler returns its starting noise, which is what is compared."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(1))
+
+    def forward(self, video, audio, t_video, t_audio, text, video_rate, audio_rate):
+        return DiTOutput(torch.zeros_like(video), torch.zeros_like(audio), MoEAux({}, {}))
+
+
+def test_one_seed_per_sample_makes_a_sample_independent_of_its_batch(inputs_factory) -> None:
+    pair, single = inputs_factory(batch=2), inputs_factory(batch=1)
+    cfg = SamplerConfig(steps=1, guidance_video=1.0, guidance_audio=1.0)
+    v2, a2 = sample(Still(), pair["text"], config=cfg, seed=[7, 3], **_shapes(pair))
+    v1, a1 = sample(Still(), single["text"], config=cfg, seed=[3], **_shapes(single))
+    assert torch.equal(v2[1], v1[0]) and torch.equal(a2[1], a1[0])
+    assert not torch.equal(v2[0], v2[1])
+    with pytest.raises(ValueError, match="2 seeds for a batch of 1"):
+        sample(Still(), single["text"], config=cfg, seed=[1, 2], **_shapes(single))
