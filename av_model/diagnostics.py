@@ -336,7 +336,8 @@ def summarize(losses: ConditioningLosses, *, n_boot: int = 1000, seed: int = 0, 
     rows = []
     for task, mod in TASKS:
         own, wrong = losses.own[f"{task}/{mod}"], losses.wrong[f"{task}/{mod}"]  # (N, K)
-        columns = [(t, own[:, k], wrong[:, k]) for k, t in enumerate(losses.t_grid)]
+        columns: list[tuple[float | None, np.ndarray, np.ndarray]] = [
+            (t, own[:, k], wrong[:, k]) for k, t in enumerate(losses.t_grid)]
         columns.append((None, own.mean(1), wrong.mean(1)))
         for t, o, w in columns:
             stats = [_mean_ci(v, n_boot, seed, level) for v in (o, w, w - o)]
