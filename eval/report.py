@@ -183,6 +183,18 @@ def _plots(report: EvalReport) -> list[tuple[str, str]]:
     return plots
 
 
+def _skipped_html(report: EvalReport) -> str:
+    """The clips left out of every number (unreadable, without a needed stream), with reasons."""
+    skipped = getattr(report, "skipped", [])
+    if not skipped:
+        return ""
+    esc = html.escape
+    rows = "".join(f"<tr><td>{esc(c.system)}</td><td>{esc(c.id)}</td><td style='text-align:left'>{esc(c.reason)}</td></tr>"
+                   for c in skipped)
+    return (f"<h2>Skipped clips ({len(skipped)})</h2><p>Left out of every metric above.</p>"
+            f"<table><tr><th>system</th><th>clip</th><th>reason</th></tr>{rows}</table>")
+
+
 def write_html(report: EvalReport, path: str | Path) -> Path:
     """A self-contained page: the table, the reasons, per-metric details and the plots."""
     p = Path(path)
@@ -214,6 +226,7 @@ figure{{display:inline-block;margin:0.5em}}</style></head><body>
 <p>Values with 95% bootstrap intervals; ↑ higher is better, ↓ lower is better.</p>
 <table><tr><th>system</th>{head}</tr>{body}</table>
 <ul>{reasons}</ul>
+{_skipped_html(report)}
 <h2>Plots</h2>{imgs}
 {conditioning_section(report.conditioning, _png)}
 {attribute_section(report, p.parent, _png)}

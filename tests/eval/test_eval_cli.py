@@ -139,6 +139,7 @@ def test_bad_clips_are_skipped_and_reported(set_with_bad_clips: Path, small_sets
     assert "not a readable media file" in reasons["broken"]
     assert "no audio stream" in reasons["silent"] and "no video stream" in reasons["blind"]
     assert all(r["n_generated"] == 4 for r in report["results"] if r["system"] == "gen" and r["status"] == "ok")
+    assert "Skipped clips (3)" in (out / "report.html").read_text()
 
 
 def test_video_metrics_keep_audio_less_clips(set_with_bad_clips: Path, tmp_path: Path) -> None:
