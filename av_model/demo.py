@@ -26,26 +26,49 @@ from rich.table import Table
 console = Console()
 
 
+@dataclass(frozen=True)
+class Generator:
+    """One generator the demo trains: its system name, YAML config and seed."""
+
+    name: str
+    config: str
+    seed: int = 0
+
+
 @dataclass
 class DemoConfig:
-    """Sizes of the demo run. `reduced()` gives the handful-of-clips version the test suite runs."""
+    """Sizes of the demo run.
+
+    `DemoConfig()` is the CPU profile (`make demo` on a machine without a GPU: the whole loop in
+    under 15 minutes on 2 cores), `gpu()` the reference recipe for one GPU, `reduced()` the
+    handful-of-clips version the test suite runs.
+    """
 
     run_dir: Path = Path("runs/demo")
+    profile: str = "cpu"
     n_train: int = 500
     n_val: int = 32
     n_heldout: int = 32
     codec_steps: int = 500
     vae_steps: int = 400
     dit_steps: int = 600
-    dit_moe_config: str = "configs/dit/tiny_moe.yaml"
-    dit_dense_config: str = "configs/dit/tiny_dense.yaml"
+    generators: tuple[Generator, ...] = (Generator("moe", "configs/dit/tiny_moe.yaml"),
+                                         Generator("dense", "configs/dit/tiny_dense.yaml"))
     codec_config: str = "configs/codec/small.yaml"
     vae_config: str = "configs/vae/small.yaml"
+    text: str = "minilm"
+    workers: int = 2
+    diag_clips: int = 16
     sample_steps: int = 16
     n_prompts: int = 16
     start_app: bool = True
     seed: int = 0
     extra_fit_args: list[str] = field(default_factory=list)
+
+    @property
+    def systems(self) -> tuple[str, ...]:
+        """Generated systems, in report order: the generators, then the untrained floor."""
+        return (*(g.name for g in self.generators), "untrained")
 
     @classmethod
     def reduced(cls, run_dir: Path) -> DemoConfig:
@@ -59,11 +82,37 @@ class DemoConfig:
             dit_steps=6,
             codec_config="configs/codec/debug.yaml",
             vae_config="configs/vae/debug.yaml",
-            dit_moe_config="configs/dit/debug.yaml",
-            dit_dense_config="configs/dit/debug_dense.yaml",
+            generators=(Generator("moe", "configs/dit/debug.yaml"), Generator("dense", "configs/dit/debug_dense.yaml")),
             sample_steps=2,
             n_prompts=2,
+            diag_clips=4,
             start_app=False,
+        )
+
+    @classmethod
+    def gpu(cls, run_dir: Path) -> DemoConfig:
+        """The reference recipe on one GPU: every choice and its reason is in the YAML files named here."""
+        return cls(
+            run_dir=run_dir,
+            profile="gpu",
+            # The `small` generators overfit 500 clips after ~1,500 steps; clips are free to make.
+            n_train=3000,
+            n_val=64,
+            n_heldout=64,
+            codec_steps=1500,
+            vae_steps=1500,
+            dit_steps=1200,
+            workers=max(2, (os.cpu_count() or 4) - 2),
+            diag_clips=64,
+            codec_config="configs/codec/gpu_reference.yaml",
+            vae_config="configs/vae/gpu_reference.yaml",
+            # Two seeds of each: the mixture of experts has to beat its dense twin beyond seed noise.
+            generators=(Generator("moe", "configs/dit/small_moe.yaml", 0),
+                        Generator("dense", "configs/dit/small_dense.yaml", 0),
+                        Generator("moe_s1", "configs/dit/small_moe.yaml", 1),
+                        Generator("dense_s1", "configs/dit/small_dense.yaml", 1)),
+            sample_steps=25,
+            n_prompts=64,
         )
 
 
@@ -124,11 +173,13 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
     data, manifest = run / "data", run / "data" / "manifest.jsonl"
     codec, vae = run / "codec" / "codec.pt", run / "vae" / "vae.pt"
     cache = run / "cache"
-    moe_dir, dense_dir, untrained_dir = run / "dit_moe", run / "dit_dense", run / "dit_untrained"
+    untrained_dir = run / "dit_untrained"
     samples = run / "samples"
     prompts = run / "heldout_prompts.jsonl"
     heldout_videos = run / "heldout_videos.txt"
     n_clips = cfg.n_train + cfg.n_val + cfg.n_heldout
+    gen_dirs = {g.name: run / f"dit_{g.name}" for g in cfg.generators}
+    ckpts = {**{n: d / "final.ckpt" for n, d in gen_dirs.items()}, "untrained": untrained_dir / "final.ckpt"}
 
     def manifest_ok() -> bool:
         if not manifest.exists():
@@ -136,21 +187,20 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
         lines = [ln for ln in manifest.read_text().splitlines() if ln.strip()]
         return len(lines) == n_clips and all((data / json.loads(ln)["path"]).exists() for ln in lines)
 
-    def fit_args(config: str, out: Path) -> list[str]:
+    def fit_args(config: str, out: Path, seed: int) -> list[str]:
         return [
             "-c", config,
             "--data.cache_dir", str(cache),
             "--trainer.default_root_dir", str(out),
             "--trainer.max_steps", str(cfg.dit_steps),
-            "--seed_everything", str(cfg.seed),
+            "--seed_everything", str(seed),
             *cfg.extra_fit_args,
         ]
 
     def sample_cmds(task: str) -> list[list[str]]:
         cmds = []
-        for name, ckpt in (("moe", moe_dir / "final.ckpt"), ("dense", dense_dir / "final.ckpt"),
-                           ("untrained", untrained_dir / "final.ckpt")):  # SYSTEMS
-            common = ["--ckpt", ckpt, "--codec", codec, "--vae", vae, "--steps", str(cfg.sample_steps),
+        for name in cfg.systems:
+            common = ["--ckpt", ckpts[name], "--codec", codec, "--vae", vae, "--steps", str(cfg.sample_steps),
                       "--seed", str(cfg.seed)]
             if task == "t2av":
                 cmds.append(_avgen("sample", *common, "--prompts", prompts, "--out", samples / name))
@@ -159,11 +209,18 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
                                    samples / f"{name}_v2a"))
         return cmds
 
+    def eval_cmd(task: str) -> list[str]:
+        folder = {"t2av": "{}", "v2a": "{}_v2a"}[task]
+        pair = ["--pair-by", "id"] if task == "v2a" else []
+        return _avgen("eval", *sum((["--generated", f"{n}={samples / folder.format(n)}"] for n in cfg.systems), []),
+                      "--reference", manifest, "--reference-split", "heldout", "--task", task, *pair,
+                      "--out", run / "eval" / task, "--no-progress")
+
     return [
         Stage(
             "1. synthetic dataset",
             [_avgen("data", "synth", "--out", data, "--n-train", cfg.n_train, "--n-val", cfg.n_val,
-                    "--n-heldout", cfg.n_heldout, "--seed", cfg.seed)],
+                    "--n-heldout", cfg.n_heldout, "--seed", cfg.seed, "--workers", cfg.workers)],
             manifest_ok,
             lambda: f"{n_clips} clips in {data}",
         ),
@@ -181,46 +238,41 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
         Stage(
             "3. latent cache",
             [_avgen("cache", "build", "--manifest", manifest, "--codec", codec, "--vae", vae,
-                    "--text", "minilm", "--out", cache)],
+                    "--text", cfg.text, "--workers", cfg.workers, "--out", cache)],
             lambda: (cache / "meta.json").exists() and _read_json(cache / "meta.json").get("complete", False),
             lambda: str(cache),
         ),
         Stage(
             "4. generators: mixture of experts and dense baseline",
-            [_avgen("fit", *fit_args(cfg.dit_moe_config, moe_dir)),
-             _avgen("fit", *fit_args(cfg.dit_dense_config, dense_dir))],
-            lambda: (moe_dir / "final.ckpt").exists() and (dense_dir / "final.ckpt").exists(),
-            lambda: f"{moe_dir}, {dense_dir}",
+            [_avgen("fit", *fit_args(g.config, gen_dirs[g.name], g.seed)) for g in cfg.generators],
+            lambda: all(ckpts[g.name].exists() for g in cfg.generators),
+            lambda: ", ".join(str(d) for d in gen_dirs.values()),
         ),
         Stage(
             "5. untrained reference model",
-            [_avgen("fit", *fit_args(cfg.dit_moe_config, untrained_dir), "--trainer.max_steps", "0")],
-            lambda: (untrained_dir / "final.ckpt").exists(),
+            [_avgen("fit", *fit_args(cfg.generators[0].config, untrained_dir, cfg.seed), "--trainer.max_steps", "0")],
+            lambda: ckpts["untrained"].exists(),
             lambda: "same architecture, no training: the floor the trained models must clear",
         ),
         Stage(
             "6. generate: text-to-audio-video",
             sample_cmds("t2av"),
-            lambda: all(_count_mp4(samples / n) >= cfg.n_prompts for n in ("moe", "dense", "untrained")),
+            lambda: all(_count_mp4(samples / n) >= cfg.n_prompts for n in cfg.systems),
             lambda: f"{cfg.n_prompts} held-out prompts per system in {samples}",
         ),
         Stage(
             "7. generate: video-to-audio",
             sample_cmds("v2a"),
-            lambda: all(_count_mp4(samples / f"{n}_v2a") >= cfg.n_prompts for n in ("moe", "dense", "untrained")),
+            lambda: all(_count_mp4(samples / f"{n}_v2a") >= cfg.n_prompts for n in cfg.systems),
             lambda: f"{cfg.n_prompts} held-out reference videos per system",
         ),
         Stage(
-            "8. automatic metrics",
-            [
-                _avgen("eval", *sum((["--generated", f"{n}={samples / n}"] for n in SYSTEMS), []),
-                       "--reference", manifest, "--reference-split", "heldout", "--task", "t2av",
-                       "--out", run / "eval" / "t2av", "--no-progress"),
-                _avgen("eval", *sum((["--generated", f"{n}={samples / (n + '_v2a')}"] for n in SYSTEMS), []),
-                       "--reference", manifest, "--reference-split", "heldout", "--task", "v2a",
-                       "--pair-by", "id", "--out", run / "eval" / "v2a", "--no-progress"),
-            ],
-            lambda: all((run / "eval" / t / "report.csv").exists() for t in ("t2av", "v2a")),
+            "8. automatic metrics and conditioning diagnostics",
+            [eval_cmd("t2av"), eval_cmd("v2a"),
+             _avgen("diagnose", *sum((["--ckpt", f"{n}={ckpts[n]}"] for n in cfg.systems), []), "--cache", cache,
+                    "--split", "val", "--max-clips", cfg.diag_clips, "--out", run / "diagnostics", "--no-progress")],
+            lambda: all((run / "eval" / t / "report.json").exists() for t in ("t2av", "v2a"))
+            and (run / "diagnostics" / "conditioning.json").exists(),
             lambda: f"{run / 'eval' / 't2av' / 'report.html'}, {run / 'eval' / 'v2a' / 'report.html'}",
         ),
         Stage(
@@ -230,9 +282,6 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
             lambda: f"sqlite:///{run / 'study.db'}",
         ),
     ]
-
-
-SYSTEMS = ("moe", "dense", "untrained")
 
 
 def _write_inputs(cfg: DemoConfig) -> None:
@@ -268,70 +317,22 @@ def _write_inputs(cfg: DemoConfig) -> None:
         }, sort_keys=False))
 
 
-def _event_rows(run: Path) -> list[dict]:
-    """Event precision/recall per system and task from the metrics reports."""
-    import pandas as pd
-
-    rows = []
-    for task in ("t2av", "v2a"):
-        csv = run / "eval" / task / "report.csv"
-        if not csv.exists():
-            continue
-        df = pd.read_csv(csv)
-        for _, r in df[df["metric"] == "events"].iterrows():
-            if r["status"] != "ok":  # e.g. an untrained model's video shows no event at all
-                rows.append({"task": task, "system": r["system"], "f1": 0.0, "precision": float("nan"),
-                             "recall": 0.0, "offset_ms": f"not computed: {r['reason']}"})
-                continue
-            rows.append({"task": task, "system": r["system"], "f1": r["value"],
-                         "precision": r.get("extra.precision"), "recall": r.get("extra.recall"),
-                         "offset_ms": r.get("extra.offset_ms")})
-    return rows
-
-
-LEARNED_MARGIN = 0.05  # event F1 above the untrained model's that counts as learned, not noise
-
-
-def _verdicts(rows: list[dict]) -> list[str]:
-    """One line per task: the mixture-of-experts model's event F1 against the untrained floor."""
-    lines = []
-    for task in ("t2av", "v2a"):
-        f1 = {r["system"]: r["f1"] for r in rows if r["task"] == task}
-        if "moe" not in f1 or "untrained" not in f1:
-            continue
-        moe, floor = float(f1["moe"]), float(f1["untrained"])
-        learned = moe >= floor + LEARNED_MARGIN
-        lines.append(f"{task}: moe event F1 {moe:.3f} vs untrained {floor:.3f} -> "
-                     + ("[green]learned[/green]" if learned else
-                        f"[yellow]not clearly above the floor[/yellow] (needs +{LEARNED_MARGIN})"))
-    return lines
-
-
 def _summary(cfg: DemoConfig, timings: list[tuple[str, float, bool]]) -> None:
-    table = Table(title="avgen demo: stages")
+    from av_model.demo_summary import claims_of_run, print_claims, write_summary
+
+    table = Table(title=f"avgen demo ({cfg.profile} profile): stages")
     for col in ("stage", "seconds", "status"):
         table.add_column(col)
     for name, sec, skipped in timings:
         table.add_row(name, f"{sec:.1f}", "kept (already done)" if skipped else "ran")
     console.print(table)
-    rows = _event_rows(cfg.run_dir)
-    if rows:
-        ev = Table(title="Did the models learn? Audio onsets against visible events (higher is better)")
-        for col in ("task", "system", "precision", "recall", "F1", "mean |offset| ms"):
-            ev.add_column(col)
-        for r in rows:
-            ev.add_row(r["task"], r["system"], *(f"{v:.3f}" if isinstance(v, float) else str(v)
-                                                   for v in (r["precision"], r["recall"], r["f1"])),
-                       f"{r['offset_ms']:.1f}" if isinstance(r["offset_ms"], float) else str(r["offset_ms"]))
-        console.print(ev)
-        console.print("t2av: onsets in the generated audio against events seen in the generated video; "
-                      "v2a: generated audio against the reference clip's true event times. 'untrained' is "
-                      "the same architecture before training: the floor.")
-        for line in _verdicts(rows):
-            console.print(line)
-    run = cfg.run_dir.resolve()  # absolute: `avgen eval` resolves listed files against the cwd
+    run = cfg.run_dir.resolve()
+    claims = claims_of_run(run)
+    print_claims(claims, console)
+    summary = write_summary(run, claims, timings, cfg.profile)
     console.print(f"\n[bold]Everything is under {run}/[/bold]: data/, codec/codec.pt, vae/vae.pt, cache/, "
-                  f"dit_moe/, dit_dense/, samples/, eval/*/report.html, study.db")
+                  f"{', '.join(f'dit_{g.name}/' for g in cfg.generators)}, samples/, eval/*/report.html, "
+                  f"study.db, {summary.name}")
 
 
 def run_demo(cfg: DemoConfig) -> int:
@@ -391,14 +392,74 @@ def _start_app(cfg: DemoConfig, port: int = 8501) -> int:
     return subprocess.call(_avgen("app", "--db", db, "--port", str(port)), env=env)
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _apply_sets(cfg: DemoConfig, sets: list[str]) -> DemoConfig:
+    """`--set FIELD=VALUE` overrides of DemoConfig's number and text fields, checked."""
+    import dataclasses
+
+    settable = {f.name: f for f in dataclasses.fields(cfg) if f.type in ("int", "str") and f.name != "profile"}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or key not in settable:
+            raise SystemExit(f"--set {item!r}: use FIELD=VALUE with FIELD one of {', '.join(sorted(settable))}.")
+        if settable[key].type == "int":
+            try:
+                number = int(value)
+            except ValueError:
+                raise SystemExit(f"--set {item!r}: {key} must be a whole number.") from None
+            if number < (0 if key == "seed" else 1):
+                raise SystemExit(f"--set {item!r}: {key} must be at least {0 if key == 'seed' else 1}.")
+            setattr(cfg, key, number)
+        else:
+            setattr(cfg, key, value)
+    return cfg
+
+
+def _check_profile(cfg: DemoConfig) -> None:
+    """A run directory holds one profile: mixing a CPU codec with GPU generators would be silently wrong."""
+    marker = cfg.run_dir / "profile.txt"
+    if marker.exists() and marker.read_text().strip() != cfg.profile:
+        raise SystemExit(f"{cfg.run_dir} holds a demo run of the {marker.read_text().strip()!r} profile; this is "
+                         f"the {cfg.profile!r} profile. Use another --run-dir (or delete that one).")
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(cfg.profile + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="avgen demo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="where every stage writes (default runs/demo)")
+    ap.add_argument("--profile", choices=("auto", "cpu", "gpu"), default="auto",
+                    help="cpu: the whole loop in minutes on a CPU; gpu: the reference recipe on one GPU "
+                         "(auto, the default: gpu when a CUDA device is present)")
     ap.add_argument("--reduced", action="store_true", help="debug sizes and a handful of clips (seconds, for tests)")
+    ap.add_argument("--text", default=None, help="text encoder: 'minilm' (default, the packaged one) or a local folder")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a size of the profile, e.g. --set dit_steps=1200 --set n_train=1000")
     ap.add_argument("--no-app", action="store_true", help="do not start the app at the end (also: DEMO_APP=0)")
     args = ap.parse_args(argv)
-    cfg = DemoConfig.reduced(args.run_dir) if args.reduced else DemoConfig(run_dir=args.run_dir)
+    profile = args.profile
+    if profile == "auto" and not args.reduced:
+        profile = "gpu" if _cuda_available() else "cpu"
+        console.print(f"[bold]profile: {profile}[/bold] ("
+                      + ("a CUDA device is present: the reference recipe" if profile == "gpu" else
+                         "no CUDA device: the CPU demo") + "; choose with --profile cpu|gpu)")
+    if profile == "gpu" and not _cuda_available():
+        raise SystemExit("--profile gpu needs a CUDA device and none is visible to torch; use --profile cpu.")
+    if args.reduced:
+        cfg = DemoConfig.reduced(args.run_dir)
+        cfg.profile = "gpu-reduced" if profile == "gpu" else "reduced"
+    else:
+        cfg = DemoConfig.gpu(args.run_dir) if profile == "gpu" else DemoConfig(run_dir=args.run_dir)
+    if args.text:
+        cfg.text = args.text
+    _apply_sets(cfg, args.set)
     if args.no_app or os.environ.get("DEMO_APP", "1") == "0":
         cfg.start_app = False
+    _check_profile(cfg)
     return run_demo(cfg)

@@ -148,9 +148,10 @@ def conditioning_claims(rows: list[dict[str, Any]], t: float | None = None) -> l
         if t is not None and not math.isclose(_num(r.get("t")), t):
             continue
         cond = {"v2a": "the video", "a2v": "the audio", "text": "the caption"}.get(str(r.get("task")), str(r.get("task")))
+        at = "mean over t" if r.get("t") == "all" else f"t={_num(r.get('t')):g}"
         claims.append(Claim(
             task=str(r.get("task")), system=str(r.get("system")),
-            claim=f"its {r.get('modality')} denoising uses {cond} (loss gap at t={_num(r.get('t')):g})",
+            claim=f"its {r.get('modality')} denoising uses {cond} (loss gap, {at})",
             figure=_num(r.get("gap")), ci=(_num(r.get("gap_ci_low")), _num(r.get("gap_ci_high"))),
             floor=0.0, floor_ci=(0.0, 0.0),
         ))

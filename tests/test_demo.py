@@ -94,13 +94,61 @@ def test_reduced_demo_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.
     assert second.stdout.count("kept") >= 9
 
 
-def test_verdict_compares_the_moe_model_with_the_untrained_floor() -> None:
-    from av_model.demo import LEARNED_MARGIN, _verdicts
+def _report(systems: dict[str, tuple[float, float, float, float, float, float]]) -> dict:
+    """A report.json with event rows: system -> (f1, lo, hi, floor, floor_lo, floor_hi) at both tolerances."""
+    results = []
+    for name, (f1, lo, hi, fl, fl_lo, fl_hi) in systems.items():
+        extra = {}
+        for tag in ("50ms", "100ms"):
+            extra.update({f"f1_{tag}": f1, f"f1_{tag}_ci_low": lo, f"f1_{tag}_ci_high": hi,
+                          f"mismatched_f1_{tag}": fl, f"mismatched_f1_{tag}_ci_low": fl_lo,
+                          f"mismatched_f1_{tag}_ci_high": fl_hi})
+        results.append({"metric": "events", "status": "ok", "system": name, "extra": extra})
+    return {"reference": "heldout", "systems": list(systems), "results": results}
 
-    rows = [{"task": "v2a", "system": "moe", "f1": 0.30}, {"task": "v2a", "system": "untrained", "f1": 0.12},
-            {"task": "t2av", "system": "moe", "f1": 0.10}, {"task": "t2av", "system": "untrained", "f1": 0.10},
-            {"task": "t2av", "system": "dense", "f1": 0.90}]
-    t2av, v2a = _verdicts(rows)
-    assert t2av.startswith("t2av") and "not clearly above" in t2av and f"+{LEARNED_MARGIN}" in t2av
-    assert v2a.startswith("v2a") and "learned" in v2a and "not clearly" not in v2a
-    assert _verdicts([{"task": "v2a", "system": "dense", "f1": 0.3}]) == []  # nothing to compare
+
+def test_summary_says_learned_only_above_the_floor(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from av_model.demo_summary import claims_of_run, print_claims, write_summary
+
+    (tmp_path / "eval" / "v2a").mkdir(parents=True)
+    (tmp_path / "eval" / "v2a" / "report.json").write_text(json.dumps(_report({
+        "moe": (0.45, 0.40, 0.50, 0.14, 0.11, 0.17),        # clears its floor
+        "dense": (0.20, 0.12, 0.28, 0.15, 0.12, 0.18),      # overlaps it
+        "untrained": (0.02, 0.0, 0.05, 0.02, 0.0, 0.04),    # no onsets: never learned
+        "heldout": (0.77, 0.70, 0.83, 0.17, 0.15, 0.19),    # the data's own figure
+    })))
+    claims = claims_of_run(tmp_path)
+    verdicts = {(c.system, c.claim.endswith("50 ms)")): c.verdict for c in claims}
+    assert verdicts[("moe", True)] == "learned"
+    assert verdicts[("dense", True)].startswith("not shown") and verdicts[("untrained", True)].startswith("not shown")
+    assert {c.system for c in claims} == {"moe", "dense", "untrained"}  # the reference is the ceiling, not a claim
+    assert all(c.ceiling == 0.77 for c in claims)
+    console = Console(record=True, width=200)
+    print_claims(claims, console)
+    text = console.export_text()
+    assert "Did the models learn?" in text and "not shown" in text and "0.770" in text
+    summary = json.loads(write_summary(tmp_path, claims, [("total", 1.0, False)], "cpu").read_text())
+    assert summary["profile"] == "cpu" and len(summary["claims"]) == 6
+
+
+def test_profiles_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from av_model import demo
+
+    gpu = demo.DemoConfig.gpu(tmp_path)
+    assert gpu.systems == ("moe", "dense", "moe_s1", "dense_s1", "untrained") and gpu.n_train > 500
+    for g in gpu.generators:
+        assert Path(g.config).exists(), g.config
+    cfg = demo._apply_sets(demo.DemoConfig(run_dir=tmp_path), ["dit_steps=1200", "text=/models/minilm"])
+    assert cfg.dit_steps == 1200 and cfg.text == "/models/minilm"
+    for bad, msg in (("dit_steps=abc", "whole number"), ("nope=1", "FIELD=VALUE"), ("n_train=0", "at least 1")):
+        with pytest.raises(SystemExit, match=msg):
+            demo._apply_sets(demo.DemoConfig(run_dir=tmp_path), [bad])
+    monkeypatch.setattr(demo, "_cuda_available", lambda: False)
+    with pytest.raises(SystemExit, match="needs a CUDA device"):
+        demo.main(["--profile", "gpu", "--run-dir", str(tmp_path / "g")])
+    # One run directory holds one profile.
+    demo._check_profile(demo.DemoConfig(run_dir=tmp_path / "r"))
+    with pytest.raises(SystemExit, match="'cpu' profile"):
+        demo._check_profile(demo.DemoConfig.gpu(tmp_path / "r"))

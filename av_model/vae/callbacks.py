@@ -32,13 +32,21 @@ def _train_batches(trainer: L.Trainer) -> Iterator[dict[str, Any]]:
 
 @torch.no_grad()
 def latent_statistics(
-    module: VideoAutoencoderModule, batches: Iterable[dict[str, Any]], max_batches: int
+    module: VideoAutoencoderModule, batches: Iterable[dict[str, Any]], max_batches: int,
+    device: torch.device | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Per-channel mean and std `(C,)` of posterior means over whole clips, and the clip count.
 
     Sums are kept in float64: the latent count reaches millions and float32 sums lose digits.
+
+    Args:
+        device: where to encode (default: the module's). At the end of fit Lightning may already
+            have moved the module to the CPU; pass the training device so the statistics run there.
     """
     vae = module.vae
+    device = device or module.device
+    home = next(vae.parameters()).device
+    vae.to(device)
     c = vae.latent_dim
     total = torch.zeros(c, dtype=torch.float64)
     total_sq = torch.zeros(c, dtype=torch.float64)
@@ -48,7 +56,7 @@ def latent_statistics(
     for i, batch in enumerate(tqdm(batches, total=max_batches, desc="latent statistics", leave=False)):
         if i >= max_batches:
             break
-        video = batch["video"].to(module.device)
+        video = batch["video"].to(device)
         usable = video.shape[2] // vae.temporal_compression * vae.temporal_compression
         z = vae.encode(video[:, :, : max(usable, 1)]).double().cpu()  # (B, C, T', H', W')
         total += z.sum(dim=(0, 2, 3, 4))
@@ -56,6 +64,7 @@ def latent_statistics(
         count += z[:, 0].numel()
         clips += z.shape[0]
     vae.train(was_training)
+    vae.to(home)
     if count == 0:
         raise RuntimeError("no training batches to compute latent statistics from.")
     mean = total / count
@@ -76,7 +85,8 @@ class ExportAutoencoder(L.Callback):
             log.warning("training was interrupted: %s not written (resume with --ckpt_path last).", self.filename)
             return
         module: VideoAutoencoderModule = pl_module  # type: ignore[assignment]
-        mean, std, clips = latent_statistics(module, _train_batches(trainer), self.stats_batches)
+        mean, std, clips = latent_statistics(module, _train_batches(trainer), self.stats_batches,
+                                             device=trainer.strategy.root_device)
         vae = module.vae
         vae.set_latent_stats(mean.to(vae.latent_mean.device), std.to(vae.latent_std.device))
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}

@@ -1,0 +1,95 @@
+"""The demo's summary: every claim beside the floor a model ignoring its condition gets.
+
+Reads what the demo's stages wrote (eval/<task>/report.json, the conditioning diagnostics) and
+prints, per system and task, the matched figure and its floor with intervals, the data's own
+ceiling, and a verdict that says "learned" only where the intervals do not overlap
+(`eval.claims`). It also writes `summary.json` under the run directory, so a run's figures can be
+compared with other runs and committed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from eval.claims import Claim, attribute_claims, conditioning_claims, event_claims, load_report
+
+__all__ = ["claims_of_run", "print_claims", "write_summary"]
+
+TASKS = ("t2av", "v2a")
+
+
+def _conditioning_rows(run: Path) -> list[dict[str, Any]]:
+    """Rows of `avgen diagnose` averaged over the noise grid (one claim per system, task and modality)."""
+    from eval.conditioning import read_conditioning, to_frame
+
+    path = run / "diagnostics" / "conditioning.json"
+    if not path.exists():
+        return []
+    frame = to_frame(read_conditioning(path))
+    return [r for r in frame.to_dict("records") if r.get("t") == "all"]
+
+
+def claims_of_run(run: Path) -> list[Claim]:
+    """Every claim the run's reports support: sync per task, attributes, conditioning gaps."""
+    claims: list[Claim] = []
+    for task in TASKS:
+        path = run / "eval" / task / "report.json"
+        if not path.exists():
+            continue
+        report = load_report(path)
+        claims += event_claims(report, task)
+        if task == "t2av":
+            claims += attribute_claims(report, task)
+    claims += conditioning_claims(_conditioning_rows(run))
+    return claims
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None or not math.isfinite(v) else f"{v:.3f}"
+
+
+def _interval(ci: tuple[float, float]) -> str:
+    return "" if not all(math.isfinite(v) for v in ci) else f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def print_claims(claims: list[Claim], console: Console) -> None:
+    """One table: task, system, claim, figure [CI], floor [CI], data ceiling, verdict."""
+    if not claims:
+        console.print("[yellow]No evaluation report to judge (stage 8 wrote none).[/yellow]")
+        return
+    table = Table(title="Did the models learn? Each figure against the floor a model ignoring its condition gets")
+    for col in ("task", "system", "claim", "figure [95% CI]", "floor [95% CI]", "data", "verdict"):
+        table.add_column(col)
+    for c in claims:
+        style = "green" if c.shown else "yellow"
+        table.add_row(c.task, c.system, c.claim, _fmt(c.figure) + _interval(c.ci),
+                      _fmt(c.floor) + _interval(c.floor_ci), _fmt(c.ceiling), f"[{style}]{c.verdict}[/{style}]")
+    console.print(table)
+    console.print("Floors: sync, the same audio against every other clip's events (v2a: the reference's true "
+                  "events; t2av: the events seen in the generated videos); attributes, the same predictions "
+                  "against other clips' captions; conditioning, a loss gap of 0. 'data' is the real clips' own "
+                  "figure. 'learned' needs the figure's interval wholly above the floor's.")
+
+
+def write_summary(run: Path, claims: list[Claim], timings: list[tuple[str, float, bool]],
+                  profile: str) -> Path:
+    """summary.json: the profile, stage times and every claim with its verdict."""
+    def num(v: float | None) -> float | None:
+        return None if v is None or not math.isfinite(v) else round(float(v), 4)
+
+    out = {
+        "profile": profile,
+        "stages": [{"stage": n, "seconds": round(s, 1), "kept": k} for n, s, k in timings],
+        "claims": [{"task": c.task, "system": c.system, "claim": c.claim, "figure": num(c.figure),
+                    "ci": [num(v) for v in c.ci], "floor": num(c.floor), "floor_ci": [num(v) for v in c.floor_ci],
+                    "ceiling": num(c.ceiling), "verdict": c.verdict} for c in claims],
+    }
+    path = run / "summary.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    return path
