@@ -96,14 +96,14 @@ class DemoConfig:
             run_dir=run_dir,
             profile="gpu",
             # The `small` generators overfit 500 clips after ~1,500 steps; clips are free to make.
-            n_train=3000,
-            n_val=64,
-            n_heldout=64,
+            n_train=2000,
+            n_val=48,
+            n_heldout=48,
             codec_steps=1500,
-            vae_steps=1500,
-            dit_steps=1200,
+            vae_steps=1000,
+            dit_steps=1000,
             workers=max(2, (os.cpu_count() or 4) - 2),
-            diag_clips=64,
+            diag_clips=48,
             codec_config="configs/codec/gpu_reference.yaml",
             vae_config="configs/vae/gpu_reference.yaml",
             # Two seeds of each: the mixture of experts has to beat its dense twin beyond seed noise.
@@ -112,7 +112,7 @@ class DemoConfig:
                         Generator("moe_s1", "configs/dit/small_moe.yaml", 1),
                         Generator("dense_s1", "configs/dit/small_dense.yaml", 1)),
             sample_steps=25,
-            n_prompts=64,
+            n_prompts=48,
         )
 
 
