@@ -8,6 +8,7 @@ import multiprocessing as mp
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="require this many seconds from each entry's start (default: start to end)")
     ck.add_argument("--sample-rate", type=int, default=None, help="resample audio to this rate")
     ck.add_argument("--no-audio-ok", action="store_true", help="accept files without audio")
-    ck.add_argument("--workers", type=int, default=2, help="decoding processes")
+    ck.add_argument("--workers", type=int, default=2, help="decoding processes (0 or 1: decode in this process)")
     return parser
 
 
@@ -131,6 +132,13 @@ def _check_one(job: tuple[ManifestEntry, dict]) -> tuple[str, str, str | None]:
     return entry.id, str(entry.path), None
 
 
+def _collect(results: Iterable[tuple[str, str, str | None]], failures: list[tuple[str, str, str]], bar: tqdm) -> None:
+    for clip_id, path, error in results:
+        if error is not None:
+            failures.append((clip_id, path, error))
+        bar.update()
+
+
 def _check(args: argparse.Namespace) -> int:
     try:
         entries = load_manifest(args.manifest)
@@ -145,13 +153,14 @@ def _check(args: argparse.Namespace) -> int:
     opts = {"fps": args.fps, "size": args.size, "duration": args.duration, "sample_rate": args.sample_rate,
             "require_audio": not args.no_audio_ok}
     jobs = [(e, dict(opts)) for e in entries]
-    failures = []
+    failures: list[tuple[str, str, str]] = []
     bar = tqdm(total=len(jobs), desc="decoding", unit="clip")
-    with mp.get_context("spawn" if sys.platform == "darwin" else None).Pool(max(1, args.workers)) as pool:
-        for clip_id, path, error in pool.imap(_check_one, jobs, chunksize=4):
-            if error is not None:
-                failures.append((clip_id, path, error))
-            bar.update()
+    if args.workers <= 1:  # one worker process buys nothing over decoding here
+        results: Iterable[tuple[str, str, str | None]] = map(_check_one, jobs)
+        _collect(results, failures, bar)
+    else:
+        with mp.get_context("spawn" if sys.platform == "darwin" else None).Pool(args.workers) as pool:
+            _collect(pool.imap(_check_one, jobs, chunksize=4), failures, bar)
     bar.close()
     print(f"{len(entries) - len(failures)} of {len(entries)} entries decode.")
     for clip_id, _, error in failures:
