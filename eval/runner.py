@@ -178,7 +178,7 @@ def _load_sets(cfg: EvalConfig) -> tuple[list[ClipSet], ClipSet | None]:
     systems = []
     for spec in cfg.generated:
         name, path = parse_system(spec)
-        systems.append(load_set(path, name=name, check_files=False).limit(cfg.max_clips))
+        systems.append(load_set(path, name=name, check_files=False, lenient=not cfg.strict).limit(cfg.max_clips))
     names = [s.name for s in systems]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
@@ -205,7 +205,8 @@ def _screen(cfg: EvalConfig, systems: list[ClipSet],
             reference: ClipSet | None) -> tuple[list[ClipSet], ClipSet | None, list[SkippedClip]]:
     """Leave out every clip the metrics cannot read, and (v2a) generated clips whose reference was left out."""
     streams = streams_needed(cfg.metrics)
-    skipped: list[SkippedClip] = []
+    # clips left out while reading the sets (an unreadable sidecar)
+    skipped = [SkippedClip(c.name, cid, str(path), reason) for c in systems for cid, path, reason in c.rejected]
     full_reference = reference
     if reference is not None:
         reference, bad = screen_set(reference, streams, strict=cfg.strict)

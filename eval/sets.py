@@ -84,11 +84,13 @@ class ClipSet:
         name: the system's name (row label of the report).
         source: the folder or manifest it was read from.
         records: the clips, sorted by id for folders, in file order for manifests.
+        rejected: clips left out while reading (`load_set(..., lenient=True)`): (id, path, reason).
     """
 
     name: str
     source: Path
     records: list[ClipRecord]
+    rejected: list[tuple[str, Path, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -112,7 +114,7 @@ class ClipSet:
 
     def limit(self, n: int | None) -> ClipSet:
         """The first `n` clips (all if None)."""
-        return self if n is None else ClipSet(self.name, self.source, self.records[:n])
+        return self if n is None else ClipSet(self.name, self.source, self.records[:n], self.rejected)
 
 
 def _parse_events(value: Any, where: str) -> tuple[GroundTruthEvent, ...] | None:
@@ -227,7 +229,9 @@ def _load_manifest(path: Path, split: str | None) -> list[ClipRecord]:
     return [_record(r, path.parent, w) for r, w in rows]
 
 
-def _load_folder(path: Path) -> list[ClipRecord]:
+def _load_folder(path: Path, rejected: list[tuple[str, Path, str]] | None = None) -> list[ClipRecord]:
+    """The folder's clips; with `rejected`, a clip whose sidecar is unreadable is listed there
+    instead of failing the whole set."""
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in MEDIA_SUFFIXES and p.is_file())
     records = []
     for f in files:
@@ -236,10 +240,15 @@ def _load_folder(path: Path) -> list[ClipRecord]:
         if sidecar.is_file():
             try:
                 meta = json.loads(sidecar.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as err:
-                raise EvalInputError(f"{sidecar}: not valid JSON ({err}); fix or delete the sidecar.") from err
-            if not isinstance(meta, dict):
-                raise EvalInputError(f"{sidecar}: a sidecar must hold a JSON object.")
+                if not isinstance(meta, dict):
+                    raise EvalInputError(f"{sidecar}: a sidecar must hold a JSON object.")
+            except (json.JSONDecodeError, UnicodeDecodeError, EvalInputError) as err:
+                reason = str(err) if isinstance(err, EvalInputError) else \
+                    f"{sidecar}: not valid JSON ({err}); fix or delete the sidecar."
+                if rejected is None:
+                    raise EvalInputError(reason) from err
+                rejected.append((f.stem, f, reason))
+                continue
         # the media file found here, not a "path" the sidecar may carry; named relative to `path`
         # because `_record` resolves against it (str(f) would double a relative folder: a/b/a/b/x.mp4)
         row = {"id": f.stem, **meta, "path": f.name}
@@ -248,7 +257,7 @@ def _load_folder(path: Path) -> list[ClipRecord]:
 
 
 def load_set(source: str | Path, *, name: str | None = None, split: str | None = None,
-             check_files: bool = True) -> ClipSet:
+             check_files: bool = True, lenient: bool = False) -> ClipSet:
     """Read a set of clips.
 
     Args:
@@ -257,6 +266,8 @@ def load_set(source: str | Path, *, name: str | None = None, split: str | None =
         name: the set's name in reports (default: the folder's or manifest's name).
         split: keep only manifest rows of this split (e.g. "heldout").
         check_files: fail if a listed media file does not exist.
+        lenient: a folder's clip with an unreadable sidecar goes to `ClipSet.rejected` (with the
+            reason) instead of failing the whole set.
 
     Returns:
         The `ClipSet`.
@@ -267,17 +278,18 @@ def load_set(source: str | Path, *, name: str | None = None, split: str | None =
     src = Path(source).expanduser()
     if not src.exists():
         raise EvalInputError(f"{src}: no such folder or manifest; pass a folder of mp4 files or a manifest .jsonl/.csv.")
+    rejected: list[tuple[str, Path, str]] = []
     if src.is_dir():
         if split is not None:
             raise EvalInputError(f"{src}: a split ({split!r}) can only be chosen in a manifest, not a folder.")
-        records = _load_folder(src)
+        records = _load_folder(src, rejected if lenient else None)
         label = src.name
     else:
         if src.suffix.lower() in MEDIA_SUFFIXES:
             raise EvalInputError(f"{src}: is a single media file; pass the folder that holds the set's files.")
         records = _load_manifest(src, split)
         label = src.parent.name if src.stem == "manifest" else src.stem
-    if not records:
+    if not records and not rejected:
         raise EvalInputError(
             f"{src}: the set is empty (no {'/'.join(MEDIA_SUFFIXES)} files)" if src.is_dir()
             else f"{src}: the manifest has no rows."
@@ -296,7 +308,7 @@ def load_set(source: str | Path, *, name: str | None = None, split: str | None =
                 f"{src}: {len(missing)} listed files do not exist: {shown} (relative paths are resolved against "
                 f"the listing file's folder {base.resolve()}, then against the current directory {Path.cwd()})."
             )
-    return ClipSet(name=name or label, source=src, records=records)
+    return ClipSet(name=name or label, source=src, records=records, rejected=rejected)
 
 
 def _norm_prompt(text: str | None) -> str:

@@ -193,3 +193,20 @@ def test_a_clip_failing_inside_a_metric_is_left_out_of_every_metric(
     assert [r.n_generated for r in report.results] == [3, 3]
     with pytest.raises(EvalInputError, match="--strict"):
         runner.evaluate(EvalConfig(**{**cfg.to_dict(), "strict": True}))
+
+
+def test_a_clip_with_an_unreadable_sidecar_is_skipped(small_sets: dict[str, Path], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    folder = tmp_path / "gen"
+    shutil.copytree(small_sets["sync"], folder)
+    (folder / "clip1.json").write_text('{"prompt": "a ball')  # cut short by a killed job
+    out = tmp_path / "report"
+    assert main(["--generated", str(folder), "--metrics", "motion", "--bootstrap", "20", "--no-progress",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [(s["id"], "not valid JSON" in s["reason"]) for s in report["skipped"]] == [("clip1", True)]
+    assert report["results"][0]["n_generated"] == 3
+    assert main(["--generated", str(folder), "--metrics", "motion", "--strict", "--no-progress"]) == 2
+    assert "clip1.json: not valid JSON" in capsys.readouterr().err
