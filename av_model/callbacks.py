@@ -89,6 +89,9 @@ class EMA(WeightAveraging):
     Args:
         decay: EMA decay per update (0.999 ~ an average over the last 1000 updates).
         start_step: optimizer step of the first update; the EMA copies the weights then.
+        warmup: use decay min(decay, (1 + k) / (10 + k)) at the k-th update, so short runs are not
+            dominated by the first weights: without it, after 1000 updates at decay 0.999 the
+            average still holds 0.999^1000 = 37% of the weights it started from.
         every_n_steps: update every this many optimizer steps.
         enabled: False turns the callback off (sharded models, or to save the memory of a copy).
         device: keep the averaged copy there ("cpu" saves GPU memory); None: the model's device.
@@ -96,18 +99,32 @@ class EMA(WeightAveraging):
 
     def __init__(
         self, decay: float = 0.999, start_step: int = 0, every_n_steps: int = 1, enabled: bool = True,
-        device: str | None = None,
+        device: str | None = None, warmup: bool = True,
     ) -> None:
         if not 0.0 <= decay <= 1.0:
             raise ValueError(f"EMA decay must be in [0, 1]; got {decay}.")
         if every_n_steps < 1 or start_step < 0:
             raise ValueError(f"need every_n_steps >= 1 and start_step >= 0; got {every_n_steps}, {start_step}.")
         # multi_avg_fn: one fused foreach lerp over all tensors instead of a Python loop per tensor.
-        super().__init__(device=device, use_buffers=True, multi_avg_fn=get_ema_multi_avg_fn(decay))
+        super().__init__(device=device, use_buffers=True, multi_avg_fn=self._lerp)
         self.decay, self.start_step, self.every_n_steps, self.enabled = decay, start_step, every_n_steps, enabled
+        self.warmup = warmup
+        self._update_index = 0  # k of the update under way, from the step (so a resumed run continues it)
+
+    def decay_at(self, k: int) -> float:
+        """Decay of the k-th update after the copy (k >= 1)."""
+        return min(self.decay, (1 + k) / (10 + k)) if self.warmup else self.decay
+
+    @torch.no_grad()
+    def _lerp(self, ema: list[torch.Tensor], current: list[torch.Tensor], _n_averaged: Any) -> None:
+        # The decay comes from the step, not from `n_averaged` (a device tensor: reading it would sync).
+        get_ema_multi_avg_fn(self.decay_at(self._update_index))(ema, current, _n_averaged)
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
-        return step_idx is not None and step_idx >= self.start_step and step_idx % self.every_n_steps == 0
+        ok = step_idx is not None and step_idx >= self.start_step and step_idx % self.every_n_steps == 0
+        if ok:
+            self._update_index = (step_idx - self.start_step) // self.every_n_steps  # type: ignore[operator]
+        return ok
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not self.enabled:

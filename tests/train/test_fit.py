@@ -130,3 +130,23 @@ def test_bad_configuration_is_explained(fake_cache: Path) -> None:
         AVDiffusion(preset="huge", cache_meta=meta)
     with pytest.raises(ValueError, match="warmup_steps"):
         OptimizerConfig(warmup_steps=-1)
+
+
+def test_ema_warmup_keeps_little_of_the_first_weights() -> None:
+    import torch
+
+    from av_model.callbacks import EMA
+
+    def run(warmup: bool, updates: int = 1000) -> float:
+        ema = EMA(decay=0.999, warmup=warmup)
+        avg, cur = [torch.zeros(3)], [torch.ones(3)]  # the average starts at the first weights (0)
+        for k in range(1, updates + 1):
+            ema.should_update(step_idx=k)
+            ema._lerp(avg, cur, None)
+        return float(avg[0][0])  # the share of the newer weights in the average
+
+    # Without warm-up 37% of the average is still the weights of step 0 after 1000 updates.
+    assert abs(run(False) - (1 - 0.999 ** 1000)) < 1e-4
+    assert run(True) > 0.99
+    ema = EMA(decay=0.999)
+    assert ema.decay_at(1) == 2 / 11 and ema.decay_at(10 ** 6) == 0.999
