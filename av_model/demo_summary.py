@@ -71,10 +71,12 @@ def print_claims(claims: list[Claim], console: Console) -> None:
         table.add_row(c.task, c.system, c.claim, _fmt(c.figure) + _interval(c.ci),
                       _fmt(c.floor) + _interval(c.floor_ci), _fmt(c.ceiling), f"[{style}]{c.verdict}[/{style}]")
     console.print(table)
-    console.print("Floors: sync, the same audio against every other clip's events (v2a: the reference's true "
-                  "events; t2av: the events seen in the generated videos); attributes, the same predictions "
-                  "against other clips' captions; conditioning, a loss gap of 0. 'data' is the real clips' own "
-                  "figure. 'learned' needs the figure's interval wholly above the floor's.")
+    console.print("sync: audio onsets against the events (v2a: the reference's true events; t2av: the events "
+                  "seen in the generated video), floor: the same audio against every other clip's events. "
+                  "prompt: attributes recognised in the generated clip against its caption, floor: against other "
+                  "clips' captions. uses ...: denoising loss with another clip's condition minus with its own, "
+                  "floor 0 (avgen diagnose). data: the real clips' own figure. 'learned' needs the figure's "
+                  "interval wholly above the floor's.")
 
 
 def write_summary(run: Path, claims: list[Claim], timings: list[tuple[str, float, bool]],

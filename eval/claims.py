@@ -90,8 +90,6 @@ def event_claims(report: dict[str, Any], task: str, tags: tuple[str, ...] = ("50
     reference = report.get("reference")
     rows = _ok_results(report, "events")
     ceiling = {tag: _num(r["extra"].get(f"f1_{tag}")) for r in rows if r["system"] == reference for tag in tags}
-    what = {"v2a": "its sound follows the given video's events",
-            "t2av": "its sound follows the events of its own generated video"}.get(task, "its sound follows its events")
     claims = []
     for r in rows:
         if r["system"] == reference:
@@ -101,7 +99,7 @@ def event_claims(report: dict[str, Any], task: str, tags: tuple[str, ...] = ("50
             if f"f1_{tag}" not in x:
                 continue
             claims.append(Claim(
-                task=task, system=r["system"], claim=f"{what} (event F1 at {tag.replace('ms', ' ms')})",
+                task=task, system=r["system"], claim=f"sync: event F1 @{tag.replace('ms', ' ms')}",
                 figure=_num(x[f"f1_{tag}"]), ci=(_num(x.get(f"f1_{tag}_ci_low")), _num(x.get(f"f1_{tag}_ci_high"))),
                 floor=_num(x.get(f"mismatched_f1_{tag}")),
                 floor_ci=(_num(x.get(f"mismatched_f1_{tag}_ci_low")), _num(x.get(f"mismatched_f1_{tag}_ci_high"))),
@@ -128,7 +126,7 @@ def attribute_claims(report: dict[str, Any], task: str, attributes: tuple[str, .
             if attributes is not None and name not in attributes:
                 continue
             claims.append(Claim(
-                task=task, system=r["system"], claim=f"its picture/sound shows the prompt's {name} (accuracy)",
+                task=task, system=r["system"], claim=f"prompt: {name} accuracy",
                 figure=_num(a.get("accuracy")), ci=(_num(a.get("ci_low")), _num(a.get("ci_high"))),
                 floor=_num(a.get("floor")), floor_ci=(_num(a.get("floor_ci_low")), _num(a.get("floor_ci_high"))),
                 ceiling=ceiling.get(name),
@@ -151,7 +149,7 @@ def conditioning_claims(rows: list[dict[str, Any]], t: float | None = None) -> l
         at = "mean over t" if r.get("t") == "all" else f"t={_num(r.get('t')):g}"
         claims.append(Claim(
             task=str(r.get("task")), system=str(r.get("system")),
-            claim=f"its {r.get('modality')} denoising uses {cond} (loss gap, {at})",
+            claim=f"uses {cond}: {r.get('modality')} loss gap, {at}",
             figure=_num(r.get("gap")), ci=(_num(r.get("gap_ci_low")), _num(r.get("gap_ci_high"))),
             floor=0.0, floor_ci=(0.0, 0.0),
         ))

@@ -120,7 +120,7 @@ def test_summary_says_learned_only_above_the_floor(tmp_path: Path) -> None:
         "heldout": (0.77, 0.70, 0.83, 0.17, 0.15, 0.19),    # the data's own figure
     })))
     claims = claims_of_run(tmp_path)
-    verdicts = {(c.system, c.claim.endswith("50 ms)")): c.verdict for c in claims}
+    verdicts = {(c.system, c.claim.endswith("50 ms")): c.verdict for c in claims}
     assert verdicts[("moe", True)] == "learned"
     assert verdicts[("dense", True)].startswith("not shown") and verdicts[("untrained", True)].startswith("not shown")
     assert {c.system for c in claims} == {"moe", "dense", "untrained"}  # the reference is the ceiling, not a claim

@@ -51,8 +51,8 @@ def v2a_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_only_the_system_in_sync_is_credited(v2a_report: dict) -> None:
-    claims = {(c.system, c.claim.rsplit("at ", 1)[1]): c for c in event_claims(v2a_report, "v2a")}
-    for tol in ("50 ms)", "100 ms)"):
+    claims = {(c.system, c.claim.rsplit("@", 1)[1]): c for c in event_claims(v2a_report, "v2a")}
+    for tol in ("50 ms", "100 ms"):
         assert claims[("in_sync", tol)].verdict == "learned", claims[("in_sync", tol)]
         assert claims[("other_video", tol)].verdict.startswith("not shown"), claims[("other_video", tol)]
         assert claims[("untrained", tol)].verdict.startswith("not shown"), claims[("untrained", tol)]
@@ -75,7 +75,7 @@ def test_attribute_and_conditioning_claims_read_their_rows() -> None:
         {"metric": "attributes", "status": "ok", "system": "ref", "extra": {"per_attribute": {
             "colour": {"accuracy": 1.0}}}},
     ]}
-    by = {c.claim.split("prompt's ")[1].split(" ")[0]: c for c in attribute_claims(report, "t2av")}
+    by = {c.claim.split(": ")[1].split(" ")[0]: c for c in attribute_claims(report, "t2av")}
     assert by["colour"].shown and by["colour"].ceiling == 1.0
     assert not by["shape"].shown
     gaps = conditioning_claims([
