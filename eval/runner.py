@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import platform
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 import yaml
 
+from eval.clip_cache import ClipCache
 from eval.conditioning import read_conditioning, to_metric_results
 from eval.features.weights import WeightPaths, WeightsMissing
 from eval.metrics import DEFAULT_METRICS, METRICS
@@ -256,8 +258,11 @@ def _listing(skipped: list[SkippedClip], limit: int = 20) -> str:
 
 
 def _run_metrics(cfg: EvalConfig, systems: list[ClipSet], reference: ClipSet | None,
-                 cache: dict[str, Any]) -> list[MetricResult]:
-    """Every metric on every usable set; raises `_ClipFailed` when a metric cannot read a clip."""
+                 cache: dict[str, Any], kept: ClipCache) -> list[MetricResult]:
+    """Every metric on every usable set; raises `_ClipFailed` when a metric cannot read a clip.
+
+    The per-clip work is written to `kept` after every set, so a rerun resumes where this one stopped.
+    """
     opts = cfg.options
     results: list[MetricResult] = []
     for name in cfg.metrics:
@@ -276,6 +281,7 @@ def _run_metrics(cfg: EvalConfig, systems: list[ClipSet], reference: ClipSet | N
                 continue
             try:
                 results.append(metric.evaluate(clips, reference, opts, cache))
+                kept.save(cache)
             except WeightsMissing as err:
                 missing_weights = str(err)
                 results.append(not_computed(name, clips.name, missing_weights, higher_is_better=metric.higher_is_better))
@@ -302,9 +308,13 @@ def evaluate(cfg: EvalConfig) -> EvalReport:
     conditioning = read_conditioning(cfg.conditioning) if cfg.conditioning else None  # fail before the metrics
     systems, reference, skipped = _screen(cfg, systems, full_reference)
     cache: dict[str, Any] = {"progress": cfg.progress}
+    kept = ClipCache(cfg.out, [r.path for c in [*systems, reference] if c is not None for r in c])
+    if kept.load_into(cache):
+        print(f"reusing {kept.reused} per-clip results of an earlier run in {cfg.out} (their files are unchanged)",
+              file=sys.stderr)
     while True:
         try:
-            results = _run_metrics(cfg, systems, reference, cache)
+            results = _run_metrics(cfg, systems, reference, cache, kept)
             break
         except _ClipFailed as bad:  # passed the screen, failed inside a metric: leave it out, run again
             if cfg.strict:

@@ -210,3 +210,29 @@ def test_a_clip_with_an_unreadable_sidecar_is_skipped(small_sets: dict[str, Path
     assert report["results"][0]["n_generated"] == 3
     assert main(["--generated", str(folder), "--metrics", "motion", "--strict", "--no-progress"]) == 2
     assert "clip1.json: not valid JSON" in capsys.readouterr().err
+
+
+def test_a_rerun_reuses_finished_clips_and_remeasures_changed_ones(small_sets: dict[str, Path], tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    import eval.metrics.sync as sync
+
+    folder = tmp_path / "sys"
+    shutil.copytree(small_sets["sync"], folder)
+    out = tmp_path / "out"
+    argv = ["--generated", f"s={folder}", "--metrics", "events", "--task", "t2av", "--out", str(out),
+            "--no-progress", "--bootstrap", "20"]
+    assert main(argv) == 0
+    first = json.loads((out / "report.json").read_text())["results"][0]["value"]
+    calls: list[str] = []
+    real = sync.detect_onsets
+    monkeypatch.setattr(sync, "detect_onsets", lambda *a, **k: calls.append("x") or real(*a, **k))
+    assert main(argv) == 0
+    assert calls == [] and "reusing" in capsys.readouterr().err  # nothing measured again
+    assert json.loads((out / "report.json").read_text())["results"][0]["value"] == first
+    clip = sorted(folder.glob("*.mp4"))[0]
+    shutil.copy(small_sets["late"] / clip.name, clip)  # a regenerated clip: measured again, alone
+    assert main(argv) == 0
+    assert len(calls) == 1
