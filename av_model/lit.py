@@ -220,12 +220,16 @@ class AVDiffusion(L.LightningModule):
                 details[f"loss_by_t/{key}"] = value
         stats = out.aux.stats
         if self.dit_config.num_experts > 1:
-            for modality in ("video", "audio"):
-                load = stats[f"moe/load_{modality}"]  # (layers, E), rows sum to 1
-                details[f"moe/imbalance_{modality}"] = (load.amax(-1) * load.shape[-1]).mean()
+            # Per modality and per noise-level bucket: whether experts specialise by either.
+            groups = [(m, f"moe/load_{m}") for m in ("video", "audio")]
+            groups += [(f"t{q}", f"moe/load_t{q}") for q in range(self.dit_config.num_t_buckets)
+                       if f"moe/load_t{q}" in stats]
+            for name, key in groups:
+                load = stats[key]  # (layers, E), rows sum to 1 (all zero for a bucket with no token)
+                details[f"moe/imbalance_{name}"] = (load.amax(-1) * load.shape[-1]).mean()
                 if load.shape[-1] <= 16:
                     for e, share in enumerate(load.mean(0)):
-                        details[f"moe_load_{modality}/expert_{e:02d}"] = share
+                        details[f"moe_load_{name}/expert_{e:02d}"] = share
             details["moe/imbalance"] = stats["moe/imbalance"]
         self.log_dict(details, on_step=True, on_epoch=False)
 

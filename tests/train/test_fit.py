@@ -27,7 +27,7 @@ def test_fit_writes_checkpoints_logs_and_sample_clips(trained: Path) -> None:
     assert (trained / "checkpoints" / "step0000002.ckpt").is_file()
     m = _metrics(trained)
     for column in ("train/loss", "train/loss_video", "train/loss_audio", "train/router_z", "train/grad_norm",
-                   "val/loss", "moe/imbalance_video", "moe_load_audio/expert_00", "grad_norm/blocks.0",
+                   "val/loss", "moe/imbalance_video", "moe_load_audio/expert_00", "moe_load_t0/expert_00", "grad_norm/blocks.0",
                    "train/device/items_per_sec", "train/device/flops_per_sec", "train/device/mfu"):
         assert column in m.columns, column
     assert m["train/loss"].dropna().size == 4 and m["train/loss"].dropna().map(float).gt(0).all()
