@@ -23,6 +23,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from eval.claims import AUTOENCODER
+
 console = Console()
 
 
@@ -212,7 +214,10 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
     def eval_cmd(task: str) -> list[str]:
         folder = {"t2av": "{}", "v2a": "{}_v2a"}[task]
         pair = ["--pair-by", "id"] if task == "v2a" else []
+        # t2av: the held-out clips through the autoencoder are scored too, the ceiling of any generator.
+        ceiling = ["--generated", f"{AUTOENCODER}={samples / AUTOENCODER}"] if task == "t2av" else []
         return _avgen("eval", *sum((["--generated", f"{n}={samples / folder.format(n)}"] for n in cfg.systems), []),
+                      *ceiling,
                       "--reference", manifest, "--reference-split", "heldout", "--task", task, *pair,
                       "--out", run / "eval" / task, "--no-progress")
 
@@ -261,10 +266,13 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
             lambda: f"{cfg.n_prompts} held-out prompts per system in {samples}",
         ),
         Stage(
-            "7. generate: video-to-audio",
-            sample_cmds("v2a"),
-            lambda: all(_count_mp4(samples / f"{n}_v2a") >= cfg.n_prompts for n in cfg.systems),
-            lambda: f"{cfg.n_prompts} held-out reference videos per system",
+            "7. generate: video-to-audio; autoencoder ceiling",
+            [*sample_cmds("v2a"),
+             _avgen("vae", "reconstruct", "--manifest", manifest, "--split", "heldout", "--limit", cfg.n_prompts,
+                    "--vae", vae, "--out", samples / AUTOENCODER)],
+            lambda: all(_count_mp4(samples / f"{n}_v2a") >= cfg.n_prompts for n in cfg.systems)
+            and _count_mp4(samples / AUTOENCODER) >= cfg.n_prompts,
+            lambda: f"{cfg.n_prompts} held-out reference videos per system; the same clips through the autoencoder",
         ),
         Stage(
             "8. automatic metrics and conditioning diagnostics",

@@ -64,19 +64,23 @@ def print_claims(claims: list[Claim], console: Console) -> None:
         console.print("[yellow]No evaluation report to judge (stage 8 wrote none).[/yellow]")
         return
     table = Table(title="Did the models learn? Each figure against the floor a model ignoring its condition gets")
-    for col in ("task", "system", "claim", "figure [95% CI]", "floor [95% CI]", "data", "verdict"):
+    with_ae = any(c.autoencoder is not None for c in claims)
+    for col in ("task", "system", "claim", "figure [95% CI]", "floor [95% CI]", "data",
+                *(("data via AE",) if with_ae else ()), "verdict"):
         table.add_column(col)
     for c in claims:
         style = "green" if c.shown else "yellow"
         table.add_row(c.task, c.system, c.claim, _fmt(c.figure) + _interval(c.ci),
-                      _fmt(c.floor) + _interval(c.floor_ci), _fmt(c.ceiling), f"[{style}]{c.verdict}[/{style}]")
+                      _fmt(c.floor) + _interval(c.floor_ci), _fmt(c.ceiling),
+                      *((_fmt(c.autoencoder),) if with_ae else ()), f"[{style}]{c.verdict}[/{style}]")
     console.print(table)
     console.print("sync: audio onsets against the events (v2a: the reference's true events; t2av: the events "
                   "seen in the generated video), floor: the same audio against every other clip's events. "
                   "prompt: attributes recognised in the generated clip against its caption, floor: against other "
                   "clips' captions. uses ...: denoising loss with another clip's condition minus with its own, "
-                  "floor 0 (avgen diagnose). data: the real clips' own figure. 'learned' needs the figure's "
-                  "interval wholly above the floor's.")
+                  "floor 0 (avgen diagnose). data: the real clips' own figure; data via AE: the real clips "
+                  "through the video autoencoder, the most a generator decoding with it can score. 'learned' "
+                  "needs the figure's interval wholly above the floor's.")
 
 
 def write_summary(run: Path, claims: list[Claim], timings: list[tuple[str, float, bool]],
@@ -90,7 +94,8 @@ def write_summary(run: Path, claims: list[Claim], timings: list[tuple[str, float
         "stages": [{"stage": n, "seconds": round(s, 1), "kept": k} for n, s, k in timings],
         "claims": [{"task": c.task, "system": c.system, "claim": c.claim, "figure": num(c.figure),
                     "ci": [num(v) for v in c.ci], "floor": num(c.floor), "floor_ci": [num(v) for v in c.floor_ci],
-                    "ceiling": num(c.ceiling), "verdict": c.verdict} for c in claims],
+                    "ceiling": num(c.ceiling), "autoencoder": num(c.autoencoder), "verdict": c.verdict}
+                   for c in claims],
     }
     path = run / "summary.json"
     path.write_text(json.dumps(out, indent=2) + "\n")

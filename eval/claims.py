@@ -22,7 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Claim", "attribute_claims", "conditioning_claims", "event_claims", "load_report"]
+__all__ = ["AUTOENCODER", "Claim", "attribute_claims", "conditioning_claims", "event_claims", "load_report"]
+
+# A set of the reference clips passed through the video autoencoder (`avgen vae reconstruct`): not a
+# claim but a second ceiling, the most a generator that decodes with this autoencoder can score.
+AUTOENCODER = "autoencoder"
 
 Interval = tuple[float, float]
 _NAN_CI: Interval = (float("nan"), float("nan"))
@@ -39,6 +43,7 @@ class Claim:
         figure, ci: the matched figure and its interval.
         floor, floor_ci: what a model ignoring the condition gets, and its interval.
         ceiling: the data's own figure (None where there is none).
+        autoencoder: the figure of the data through the video autoencoder (None where not measured).
     """
 
     task: str
@@ -49,6 +54,7 @@ class Claim:
     floor: float
     floor_ci: Interval
     ceiling: float | None = None
+    autoencoder: float | None = None
 
     @property
     def shown(self) -> bool:
@@ -90,9 +96,10 @@ def event_claims(report: dict[str, Any], task: str, tags: tuple[str, ...] = ("50
     reference = report.get("reference")
     rows = _ok_results(report, "events")
     ceiling = {tag: _num(r["extra"].get(f"f1_{tag}")) for r in rows if r["system"] == reference for tag in tags}
+    through = {tag: _num(r["extra"].get(f"f1_{tag}")) for r in rows if r["system"] == AUTOENCODER for tag in tags}
     claims = []
     for r in rows:
-        if r["system"] == reference:
+        if r["system"] in (reference, AUTOENCODER):
             continue
         x = r.get("extra") or {}
         for tag in tags:
@@ -103,7 +110,7 @@ def event_claims(report: dict[str, Any], task: str, tags: tuple[str, ...] = ("50
                 figure=_num(x[f"f1_{tag}"]), ci=(_num(x.get(f"f1_{tag}_ci_low")), _num(x.get(f"f1_{tag}_ci_high"))),
                 floor=_num(x.get(f"mismatched_f1_{tag}")),
                 floor_ci=(_num(x.get(f"mismatched_f1_{tag}_ci_low")), _num(x.get(f"mismatched_f1_{tag}_ci_high"))),
-                ceiling=ceiling.get(tag),
+                ceiling=ceiling.get(tag), autoencoder=through.get(tag),
             ))
     return claims
 
@@ -116,11 +123,14 @@ def attribute_claims(report: dict[str, Any], task: str, attributes: tuple[str, .
     """
     reference = report.get("reference")
     rows = _ok_results(report, "attributes")
-    ceiling = {name: _num(a.get("accuracy")) for r in rows if r["system"] == reference
-               for name, a in ((r.get("extra") or {}).get("per_attribute") or {}).items()}
+    def accuracies(system: str | None) -> dict[str, float]:
+        return {name: _num(a.get("accuracy")) for r in rows if r["system"] == system
+                for name, a in ((r.get("extra") or {}).get("per_attribute") or {}).items()}
+
+    ceiling, through = accuracies(reference), accuracies(AUTOENCODER)
     claims = []
     for r in rows:
-        if r["system"] == reference:
+        if r["system"] in (reference, AUTOENCODER):
             continue
         for name, a in ((r.get("extra") or {}).get("per_attribute") or {}).items():
             if attributes is not None and name not in attributes:
@@ -129,7 +139,7 @@ def attribute_claims(report: dict[str, Any], task: str, attributes: tuple[str, .
                 task=task, system=r["system"], claim=f"prompt: {name} accuracy",
                 figure=_num(a.get("accuracy")), ci=(_num(a.get("ci_low")), _num(a.get("ci_high"))),
                 floor=_num(a.get("floor")), floor_ci=(_num(a.get("floor_ci_low")), _num(a.get("floor_ci_high"))),
-                ceiling=ceiling.get(name),
+                ceiling=ceiling.get(name), autoencoder=through.get(name),
             ))
     return claims
 

@@ -4,6 +4,7 @@
     avgen vae validate -c configs/vae/small.yaml --ckpt_path PATH
     avgen vae encode IN.mp4 OUT.safetensors --vae runs/vae/small/vae.pt
     avgen vae decode IN.safetensors OUT.mp4 --vae runs/vae/small/vae.pt
+    avgen vae reconstruct --manifest data/manifest.jsonl --split heldout --vae vae.pt --out runs/recon
     avgen vae info runs/vae/small/vae.pt
     avgen vae presets
 """
@@ -26,6 +27,8 @@ commands:
   validate  reconstruction metrics (L1, PSNR, SSIM) of a checkpoint on the validation split
   encode    encode the video of a media file into a latent .safetensors file
   decode    decode a latent .safetensors file into an mp4
+  reconstruct  clips of a manifest through the autoencoder (mp4 + sidecar, original audio): the
+            ceiling of any generator that decodes with it, for `avgen eval`
   info      print the architecture, fingerprint, latent statistics and training record of a vae.pt
   presets   list the named architectures with their sizes
 
@@ -173,6 +176,70 @@ def _decode(argv: list[str]) -> int:
     return 0
 
 
+def _reconstruct(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="avgen vae reconstruct",
+        description="Encode and decode the clips of a manifest with a trained autoencoder and write each as an "
+        "mp4 with the clip's own audio and a JSON sidecar naming its id and caption. `avgen eval` scores "
+        "this folder like a generated set: the best any generator decoding through this autoencoder can do.",
+    )
+    p.add_argument("--manifest", required=True, help="dataset manifest (.jsonl/.csv) or its folder")
+    p.add_argument("--vae", required=True, help="trained autoencoder (vae.pt)")
+    p.add_argument("--out", required=True, help="folder for <id>.mp4 and <id>.json")
+    p.add_argument("--split", default=None, help="only this split of the manifest (e.g. heldout)")
+    p.add_argument("--limit", type=int, default=None, help="at most this many clips (the first ones)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
+    args = p.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        p.error("--limit must be at least 1")
+
+    import torch
+
+    from av_model.data.manifest import ManifestError, load_manifest
+    from av_model.data.media import MediaError, read_clip, write_clip
+
+    from .io import load_video_autoencoder
+
+    try:
+        entries = [e for e in load_manifest(args.manifest) if args.split is None or e.split == args.split]
+        vae = load_video_autoencoder(args.vae)
+    except (FileNotFoundError, ValueError, ManifestError) as err:
+        print(f"avgen vae reconstruct: {err}", file=sys.stderr)
+        return 1
+    if not entries:
+        print(f"avgen vae reconstruct: no clip of split {args.split!r} in {args.manifest}.", file=sys.stderr)
+        return 1
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    vae = vae.to(device).eval()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tc, sc = vae.temporal_compression, vae.spatial_compression
+    written, skipped = 0, []
+    for e in entries[: args.limit]:
+        try:
+            clip = read_clip(e.path, start=e.start, duration=None if e.end is None else e.end - e.start)
+        except (MediaError, FileNotFoundError) as err:
+            skipped.append(f"{e.id}: {err}")
+            continue
+        t, h, w = clip.frames.shape[:3]
+        if t < tc or h % sc or w % sc:
+            skipped.append(f"{e.id}: {t} frames of {h}x{w} do not fit the autoencoder (x{tc} frames, x{sc} pixels)")
+            continue
+        t = t // tc * tc
+        x = clip.frames[:t].permute(3, 0, 1, 2)[None].float().div(127.5).sub(1).to(device)  # (1, 3, T, H, W)
+        with torch.no_grad():
+            y = vae.decode(vae.encode(x))[0].clamp(-1, 1)  # (3, T, H, W)
+        frames = y.add(1).mul(127.5).round().byte().permute(1, 2, 3, 0).cpu()  # (T, H, W, 3)
+        audio = None if clip.audio is None else clip.audio[:, : round(t / clip.fps * (clip.sample_rate or 1))]
+        write_clip(out / f"{e.id}.mp4", frames, clip.fps, audio, clip.sample_rate)
+        (out / f"{e.id}.json").write_text(json.dumps({"id": e.id, "prompt": e.caption, "reconstructed_by": str(args.vae)}))
+        written += 1
+    for line in skipped:
+        print(f"skipped {line}", file=sys.stderr)
+    print(f"wrote {written} reconstructions to {out}" + (f" ({len(skipped)} skipped)" if skipped else ""))
+    return 0 if written else 1
+
+
 def _info(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="avgen vae info", description="Describe a trained autoencoder file.")
     p.add_argument("vae", help="vae.pt")
@@ -228,7 +295,8 @@ def main(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     if command in ("fit", "validate"):
         return _lightning(command, rest)
-    handlers = {"encode": _encode, "decode": _decode, "info": _info, "presets": _presets}
+    handlers = {"encode": _encode, "decode": _decode, "reconstruct": _reconstruct, "info": _info,
+                "presets": _presets}
     if command not in handlers:
         print(f"avgen vae: unknown command {command!r}.\n\n{USAGE}", file=sys.stderr)
         return 2

@@ -91,3 +91,26 @@ def test_cli_reports_bad_inputs(vae_file: Path, tmp_path: Path, capsys: pytest.C
     assert main(["--help"]) == 0 and "encode" in capsys.readouterr().out
     assert main(["info", str(vae_file), "--json"]) == 0 and '"fingerprint"' in capsys.readouterr().out
     assert main(["presets"]) == 0 and "tae_16ch" in capsys.readouterr().out
+
+
+def test_reconstruct_writes_a_set_eval_can_score(vae_file: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from av_model.data.synthetic import SynthConfig, make_dataset
+
+    data = tmp_path / "data"
+    make_dataset(data, n_train=1, n_val=0, n_heldout=2, config=SynthConfig(width=32, height=32, duration=1.0),
+                 seed=0, workers=1, progress=False)
+    out = tmp_path / "recon"
+    assert main(["reconstruct", "--manifest", str(data / "manifest.jsonl"), "--split", "heldout", "--vae",
+                 str(vae_file), "--out", str(out), "--device", "cpu"]) == 0
+    clips = sorted(out.glob("*.mp4"))
+    assert [c.stem for c in clips] == ["heldout-00000", "heldout-00001"]
+    info = probe(clips[0])
+    assert info.has_audio and info.has_video and abs(info.duration - 1.0) < 0.1
+    side = json.loads(clips[0].with_suffix(".json").read_text())
+    assert side["id"] == "heldout-00000" and side["prompt"]
+    assert main(["reconstruct", "--manifest", str(data / "manifest.jsonl"), "--split", "nope", "--vae",
+                 str(vae_file), "--out", str(out)]) == 1
+    assert "no clip of split 'nope'" in capsys.readouterr().err
