@@ -219,6 +219,7 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
         return _avgen("eval", *sum((["--generated", f"{n}={samples / folder.format(n)}"] for n in cfg.systems), []),
                       *ceiling,
                       "--reference", manifest, "--reference-split", "heldout", "--task", task, *pair,
+                      "--codec", codec,  # FAD on the demo codec's latents: the distance to the held-out audio
                       "--out", run / "eval" / task, "--no-progress")
 
     return [

@@ -77,9 +77,12 @@ def _event_details(run: Path) -> dict[str, Any]:
         for r in report["results"]:
             if r["metric"] == "events" and r["status"] == "ok":
                 x = r["extra"]
-                out.setdefault(r["system"], {})[task] = {
+                out.setdefault(r["system"], {}).setdefault(task, {}).update({
                     k: (round(v, 4) if isinstance(v, float) else v) for k, v in x.items()
-                    if k.startswith(("f1_", "mismatched_f1_", "floor_cleared_", "ratio_")) or k in ("precision", "recall")}
+                    if k.startswith(("f1_", "mismatched_f1_", "floor_cleared_", "ratio_")) or k in ("precision", "recall")})
+            if r["metric"] == "fad_codec" and r["status"] == "ok":
+                out.setdefault(r["system"], {}).setdefault(task, {})["fad_codec"] = {
+                    "value": r["value"], "ci": [r["ci_low"], r["ci_high"]]}
             if r["metric"] == "attributes" and r["status"] == "ok" and task == "t2av":
                 out.setdefault(r["system"], {})["attributes"] = {
                     name: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in a.items()}

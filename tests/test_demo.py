@@ -67,6 +67,23 @@ def _app_start_prints_the_links(run: Path, code: str, monkeypatch: pytest.Monkey
     assert len(env["AVGEN_ADMIN_PASSWORD"]) >= 12 and env["AVGEN_ADMIN_PASSWORD"] in out
 
 
+def _reference_report_reads_the_run(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/reference_report.py turns the run into one JSON (claims, systems, stages) and a loss plot."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "reference_report", Path(__file__).resolve().parents[1] / "benchmarks" / "reference_report.py")
+    assert spec is not None and spec.loader is not None
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    assert report.main([str(run), "--out", str(run / "ref")]) == 0
+    data = json.loads((run / "ref.json").read_text())
+    assert {"moe", "dense"} <= set(data["systems"]) and data["claims"] and data["profile"] == "reduced"
+    assert data["systems"]["moe"]["steps"] > 0 and (run / "ref_loss.png").stat().st_size > 0
+    assert report.main([str(run / "nope"), "--out", str(run / "x")]) == 2
+    assert "finished `avgen demo` run directory" in capsys.readouterr().err
+
+
 def test_reduced_demo_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "demo"
@@ -88,6 +105,7 @@ def test_reduced_demo_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.
     code = _study_opens_in_the_app(run, monkeypatch)
     _app_start_prints_the_links(run, code, monkeypatch, capsys)
     assert "Did the models learn?" in first.stdout
+    _reference_report_reads_the_run(run, capsys)
     # A second run keeps every finished stage.
     second = _demo(run)
     assert second.returncode == 0, second.stderr[-4000:]
