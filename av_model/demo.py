@@ -206,14 +206,14 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
                       "--seed", str(cfg.seed)]
             if task == "t2av":
                 cmds.append(_avgen("sample", *common, "--prompts", prompts, "--out", samples / name))
-            else:
-                cmds.append(_avgen("sample", *common, "--video-list", heldout_videos, "--out",
-                                   samples / f"{name}_v2a"))
+            else:  # v2a and a2v take the held-out clips' video or sound, with their captions
+                source = "--video-list" if task == "v2a" else "--audio-list"
+                cmds.append(_avgen("sample", *common, source, heldout_videos, "--out", samples / f"{name}_{task}"))
         return cmds
 
     def eval_cmd(task: str) -> list[str]:
-        folder = {"t2av": "{}", "v2a": "{}_v2a"}[task]
-        pair = ["--pair-by", "id"] if task == "v2a" else []
+        folder = {"t2av": "{}", "v2a": "{}_v2a", "a2v": "{}_a2v"}[task]
+        pair = ["--pair-by", "id"] if task in ("v2a", "a2v") else []
         # t2av: the held-out clips through the autoencoder are scored too, the ceiling of any generator.
         ceiling = ["--generated", f"{AUTOENCODER}={samples / AUTOENCODER}"] if task == "t2av" else []
         return _avgen("eval", *sum((["--generated", f"{n}={samples / folder.format(n)}"] for n in cfg.systems), []),
@@ -267,22 +267,22 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
             lambda: f"{cfg.n_prompts} held-out prompts per system in {samples}",
         ),
         Stage(
-            "7. generate: video-to-audio; autoencoder ceiling",
-            [*sample_cmds("v2a"),
+            "7. generate: video-to-audio, audio-to-video; autoencoder ceiling",
+            [*sample_cmds("v2a"), *sample_cmds("a2v"),
              _avgen("vae", "reconstruct", "--manifest", manifest, "--split", "heldout", "--limit", cfg.n_prompts,
                     "--vae", vae, "--out", samples / AUTOENCODER)],
-            lambda: all(_count_mp4(samples / f"{n}_v2a") >= cfg.n_prompts for n in cfg.systems)
+            lambda: all(_count_mp4(samples / f"{n}_{t}") >= cfg.n_prompts for n in cfg.systems for t in ("v2a", "a2v"))
             and _count_mp4(samples / AUTOENCODER) >= cfg.n_prompts,
-            lambda: f"{cfg.n_prompts} held-out reference videos per system; the same clips through the autoencoder",
+            lambda: f"{cfg.n_prompts} held-out videos and sounds per system; the same clips through the autoencoder",
         ),
         Stage(
             "8. automatic metrics and conditioning diagnostics",
-            [eval_cmd("t2av"), eval_cmd("v2a"),
+            [eval_cmd("t2av"), eval_cmd("v2a"), eval_cmd("a2v"),
              _avgen("diagnose", *sum((["--ckpt", f"{n}={ckpts[n]}"] for n in cfg.systems), []), "--cache", cache,
                     "--split", "val", "--max-clips", cfg.diag_clips, "--out", run / "diagnostics", "--no-progress")],
-            lambda: all((run / "eval" / t / "report.json").exists() for t in ("t2av", "v2a"))
+            lambda: all((run / "eval" / t / "report.json").exists() for t in ("t2av", "v2a", "a2v"))
             and (run / "diagnostics" / "conditioning.json").exists(),
-            lambda: f"{run / 'eval' / 't2av' / 'report.html'}, {run / 'eval' / 'v2a' / 'report.html'}",
+            lambda: ", ".join(str(run / "eval" / t / "report.html") for t in ("t2av", "v2a", "a2v")),
         ),
         Stage(
             "9. human evaluation study",

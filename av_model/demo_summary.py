@@ -21,7 +21,7 @@ from eval.claims import Claim, attribute_claims, conditioning_claims, event_clai
 
 __all__ = ["claims_of_run", "print_claims", "write_summary"]
 
-TASKS = ("t2av", "v2a")
+TASKS = ("t2av", "v2a", "a2v")
 
 
 def _conditioning_rows(run: Path) -> list[dict[str, Any]]:
@@ -75,7 +75,8 @@ def print_claims(claims: list[Claim], console: Console) -> None:
                       *((_fmt(c.autoencoder),) if with_ae else ()), f"[{style}]{c.verdict}[/{style}]")
     console.print(table)
     console.print("sync: audio onsets against the events (v2a: the reference's true events; t2av: the events "
-                  "seen in the generated video), floor: the same audio against every other clip's events. "
+                  "seen in the generated video; a2v: the generated video's events against the given sound's), "
+                  "floor: the same clip against every other clip's events. "
                   "prompt: attributes recognised in the generated clip against its caption, floor: against other "
                   "clips' captions. uses ...: denoising loss with another clip's condition minus with its own, "
                   "floor 0 (avgen diagnose). data: the real clips' own figure; data via AE: the real clips "

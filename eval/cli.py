@@ -65,9 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", metavar="LIST", help=f"comma-separated metrics or 'all' (default all): {','.join(METRICS)}")
     p.add_argument("--out", metavar="DIR", help="write report.csv, report.json, report.html here")
     p.add_argument("--max-clips", type=int, metavar="N", help="evaluate only the first N clips of each set")
-    p.add_argument("--task", choices=["t2av", "v2a"],
-                   help="events against video-detected events (t2av, default) or the reference's ground truth (v2a)")
-    p.add_argument("--pair-by", choices=["id", "prompt"], help="how generated clips find their reference clip (v2a)")
+    p.add_argument("--task", choices=["t2av", "v2a", "a2v"],
+                   help="the event measure: audio onsets against events seen in the same video (t2av, default), "
+                        "generated audio against the reference's true events (v2a), or events seen in the generated "
+                        "video against the reference's true events (a2v)")
+    p.add_argument("--pair-by", choices=["id", "prompt"],
+                   help="how generated clips find their reference clip (v2a, a2v)")
     p.add_argument("--conditioning", metavar="FILE",
                    help="conditioning.json of `avgen diagnose`: its gaps join report.csv/json/html")
     g = p.add_argument_group("weights (local files; nothing is downloaded)")

@@ -229,9 +229,9 @@ def _screen(cfg: EvalConfig, systems: list[ClipSet],
 
 def _drop_orphans(cfg: EvalConfig, systems: list[ClipSet], full_reference: ClipSet | None,
                   reference: ClipSet | None) -> tuple[list[ClipSet], list[SkippedClip]]:
-    """With v2a (generated clips paired with reference clips), the generated clips whose reference
-    partner was left out, as skipped clips; the systems without them."""
-    if cfg.options.task != "v2a" or full_reference is None or reference is None:
+    """With v2a or a2v (generated clips paired with reference clips), the generated clips whose
+    reference partner was left out, as skipped clips; the systems without them."""
+    if cfg.options.task not in ("v2a", "a2v") or full_reference is None or reference is None:
         return systems, []
     gone = {r.id for r in full_reference} - {r.id for r in reference}
     if not gone:

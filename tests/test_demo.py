@@ -99,7 +99,9 @@ def test_reduced_demo_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.
         assert info.has_video and info.has_audio and info.video_codec == "h264"
         assert json.loads(clips[0].with_suffix(".json").read_text())["prompt"]
         assert len(list((run / "samples" / f"{system}_v2a").glob("*.mp4"))) == 2
-    for task in ("t2av", "v2a"):
+        assert len(list((run / "samples" / f"{system}_a2v").glob("*.mp4"))) == 2
+    assert len(list((run / "samples" / "autoencoder").glob("*.mp4"))) == 2
+    for task in ("t2av", "v2a", "a2v"):
         assert (run / "eval" / task / "report.html").exists()
     assert (run / "study.db").exists()
     code = _study_opens_in_the_app(run, monkeypatch)

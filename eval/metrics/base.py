@@ -46,9 +46,10 @@ class MetricOptions:
         fd_inf_steps: number of subset sizes of the FD-infinity fit.
         panns_window: seconds of audio per PANNs embedding.
         clip_frames: frames per clip for the CLIP score.
-        task: "t2av" (events: audio onsets vs events seen in the generated video) or "v2a"
-            (events: audio onsets vs the paired reference clip's ground-truth events).
-        pair_by: "id" or "prompt": how generated clips find their reference clip (v2a).
+        task: "t2av" (events: audio onsets vs events seen in the generated video), "v2a"
+            (events: audio onsets vs the paired reference clip's ground-truth events) or "a2v"
+            (events seen in the generated video vs the paired reference clip's ground-truth events).
+        pair_by: "id" or "prompt": how generated clips find their reference clip (v2a, a2v).
         event_tolerance: seconds within which an onset matches an event (precision/recall/F1).
         event_window: seconds within which onsets are paired with events to measure the offset
             (wider than the tolerance, so an out-of-sync system still gets its lag measured).
@@ -121,8 +122,8 @@ class MetricOptions:
         if not isinstance(self.attr_calibration, str) or not self.attr_calibration.strip():
             raise ValueError("attr_calibration must name splits of the reference manifest (e.g. 'train,val') "
                              f"or a manifest path, got {self.attr_calibration!r}.")
-        if self.task not in ("t2av", "v2a"):
-            raise ValueError(f"task must be 't2av' or 'v2a', got {self.task!r}.")
+        if self.task not in ("t2av", "v2a", "a2v"):
+            raise ValueError(f"task must be 't2av', 'v2a' or 'a2v', got {self.task!r}.")
         if self.pair_by not in ("id", "prompt"):
             raise ValueError(f"pair_by must be 'id' or 'prompt', got {self.pair_by!r}.")
 

@@ -23,7 +23,9 @@ events matched within a wider window (median, in ms; positive = audio late), whi
 even when it exceeds the tolerance. Event times are the ground truth of the reference manifest
 (v2a: the paired reference clip's events; the reference set itself: its own events) or, for
 text-to-audio-video where there is no ground truth, the events detected in the generated video
-(`visual_events`).
+(`visual_events`). For audio-to-video (a2v) the roles turn: the events seen in the generated video
+are matched against the given sound's ground-truth events. Every result also carries the
+mismatched-pair floor (`event_floor`): the same predictions against every other clip's events.
 """
 
 from __future__ import annotations
@@ -84,6 +86,14 @@ def _onsets(record: ClipRecord, cache: dict[str, Any]) -> np.ndarray:
     if key not in cache:
         audio, sr = read_audio(record.path, channels=1, start=record.start, duration=record.duration)
         cache[key] = detect_onsets(audio, sr)
+    return cache[key]
+
+
+def _visual_events(record: ClipRecord, cache: dict[str, Any]) -> np.ndarray:
+    key = f"visual_events:{record.path}:{record.start}:{record.end}"
+    if key not in cache:
+        frames, fps = read_video(record.path, start=record.start, duration=record.duration)
+        cache[key] = np.array([e.time for e in detect_visual_events(frames, fps)])
     return cache[key]
 
 
@@ -242,29 +252,25 @@ class EventSync(Metric):
     def _event_times(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,
                      cache: dict[str, Any]) -> tuple[list[tuple[ClipRecord, np.ndarray]], str]:
         is_reference = reference is not None and system is reference
-        if is_reference or (system.has_events and opts.task != "v2a"):
+        paired = opts.task in ("v2a", "a2v")
+        if is_reference or (system.has_events and not paired):
             if not system.has_events:
                 raise NotApplicable("the reference set has no ground-truth events (a manifest with 'events' has them)")
             return [(r, np.array([e.time for e in r.events or ()])) for r in system], "ground truth"
-        if opts.task == "v2a":
+        if paired:
             if reference is None or not reference.has_events:
-                raise NotApplicable("v2a compares with the reference's ground-truth events; pass --reference "
+                raise NotApplicable(f"{opts.task} compares with the reference's ground-truth events; pass --reference "
                                     "with a manifest that lists 'events' (or use --task t2av)")
             pairs = pair_sets(system, reference, by=opts.pair_by)
             return [(g, np.array([e.time for e in r.events or ()])) for g, r in pairs], "reference ground truth"
-        out = []
-        for rec in system:
-            key = f"visual_events:{rec.path}:{rec.start}:{rec.end}"
-            if key not in cache:
-                frames, fps = read_video(rec.path, start=rec.start, duration=rec.duration)
-                cache[key] = np.array([e.time for e in detect_visual_events(frames, fps)])
-            out.append((rec, cache[key]))
-        return out, "detected in the video"
+        return [(rec, _visual_events(rec, cache)) for rec in system], "detected in the video"
 
     def evaluate(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,
                  cache: dict[str, Any]) -> MetricResult:
         targets, source = self._event_times(system, reference, opts, cache)
-        onsets = [_onsets(rec, cache) for rec, _ in tqdm(targets, desc=f"{system.name}: events", leave=False,
+        # a2v: the generated video's events (what the picture shows) against the sound's true events.
+        predict = _visual_events if opts.task == "a2v" else _onsets
+        onsets = [predict(rec, cache) for rec, _ in tqdm(targets, desc=f"{system.name}: events", leave=False,
                                                          disable=not cache.get("progress", True))]
         events = [ev for _, ev in targets]
         if sum(len(e) for e in events) == 0:
@@ -303,7 +309,8 @@ class EventSync(Metric):
             metric=self.name, system=system.name, value=main.f1, ci_low=main.ci[0], ci_high=main.ci[1],
             higher_is_better=True, n_generated=len(targets),
             n_reference=len(targets) if source == "reference ground truth" else None,
-            preprocessing={"audio": "native rate, mono mix, eval.onsets", "events": source,
+            preprocessing={"predicted": "events seen in the video (eval.metrics.visual_events)" if opts.task == "a2v"
+                           else "audio onsets (native rate, mono mix, eval.onsets)", "events": source,
                            "tolerance": f"{opts.event_tolerance} s", "offset_window": f"{opts.event_window} s",
                            "floor": "the same audio against every other clip's events (all mismatched pairs)"},
             extra=extra,

@@ -110,3 +110,17 @@ def test_event_results_carry_floors_at_50_and_100_ms(shift_sets: dict[str, Path]
         assert not late[f"floor_cleared_{tag}"]
     # 80 ms late: inside the 100 ms tolerance, outside the 50 ms one.
     assert res[80].extra["floor_cleared_100ms"] and not res[80].extra["floor_cleared_50ms"]
+
+
+def test_a2v_matches_the_video_events_with_the_given_sound(small_sets: dict[str, Path]) -> None:
+    # a2v scores the picture: the events seen in the generated video against the reference's true
+    # events, so a late sound track does not move it while v2a falls.
+    reference = load_set(small_sets["manifest"])
+    cache: dict = {"progress": False}
+    a2v = MetricOptions(task="a2v", n_boot=50)
+    v2a = MetricOptions(task="v2a", n_boot=50)
+    sync, late = (EventSync().evaluate(load_set(small_sets[k], name=k), reference, a2v, cache) for k in ("sync", "late"))
+    assert sync.preprocessing["predicted"].startswith("events seen in the video")
+    assert sync.value > 0.75 and late.value == sync.value, (sync.value, late.value)
+    late_v2a = EventSync().evaluate(load_set(small_sets["late"], name="late"), reference, v2a, cache)
+    assert late_v2a.extra["f1_50ms"] < sync.extra["f1_50ms"] - 0.4
