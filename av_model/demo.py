@@ -25,7 +25,7 @@ from rich.table import Table
 
 from eval.claims import AUTOENCODER
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)  # logs keep the claims table readable
 
 
 @dataclass(frozen=True)
