@@ -336,7 +336,10 @@ def _summary(cfg: DemoConfig, timings: list[tuple[str, float, bool]]) -> None:
         table.add_row(name, f"{sec:.1f}", "kept (already done)" if skipped else "ran")
     console.print(table)
     run = cfg.run_dir.resolve()
-    claims = claims_of_run(run)
+    problems: list[str] = []
+    claims = claims_of_run(run, problems)
+    for line in problems:
+        console.print(f"[yellow]left out of the summary: {line}[/yellow]")
     print_claims(claims, console)
     summary = write_summary(run, claims, timings, cfg.profile)
     console.print(f"\n[bold]Everything is under {run}/[/bold]: data/, codec/codec.pt, vae/vae.pt, cache/, "

@@ -35,18 +35,33 @@ def _conditioning_rows(run: Path) -> list[dict[str, Any]]:
     return [r for r in frame.to_dict("records") if r.get("t") == "all"]
 
 
-def claims_of_run(run: Path) -> list[Claim]:
-    """Every claim the run's reports support: sync per task, attributes, conditioning gaps."""
+def claims_of_run(run: Path, problems: list[str] | None = None) -> list[Claim]:
+    """Every claim the run's reports support: sync per task, attributes, conditioning gaps.
+
+    Args:
+        run: the demo's run directory.
+        problems: receives one line per report that could not be read; it is left out, so one
+            damaged file does not hide the other claims at the end of a long run.
+    """
     claims: list[Claim] = []
     for task in TASKS:
         path = run / "eval" / task / "report.json"
         if not path.exists():
             continue
-        report = load_report(path)
+        try:
+            report = load_report(path)
+        except ValueError as err:
+            if problems is not None:
+                problems.append(str(err))
+            continue
         claims += event_claims(report, task)
         if task == "t2av":
             claims += attribute_claims(report, task)
-    claims += conditioning_claims(_conditioning_rows(run))
+    try:
+        claims += conditioning_claims(_conditioning_rows(run))
+    except ValueError as err:  # EvalInputError: a damaged conditioning.json
+        if problems is not None:
+            problems.append(str(err))
     return claims
 
 

@@ -72,7 +72,7 @@ class Claim:
 
 
 def _num(v: Any) -> float:
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and v is not None else float("nan")
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else float("nan")
 
 
 def load_report(path: str | Path) -> dict[str, Any]:

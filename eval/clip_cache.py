@@ -54,6 +54,7 @@ class ClipCache:
         self.file = Path(folder) / ".clip_cache.pkl" if folder else None
         self.paths = sorted({str(p) for p in paths}, key=len, reverse=True)  # longest first: no prefix clashes
         self.reused = 0
+        self._key_paths: dict[str, str | None] = {}  # resolved once: `save` runs after every set
 
     def load_into(self, cache: dict[str, Any]) -> int:
         """Put the still-valid entries of an earlier run into `cache`; returns how many."""
@@ -80,7 +81,9 @@ class ClipCache:
         for key, value in cache.items():
             if not key.startswith(PER_CLIP_PREFIXES):
                 continue
-            path = _path_of(key, self.paths)
+            if key not in self._key_paths:
+                self._key_paths[key] = _path_of(key, self.paths)
+            path = self._key_paths[key]
             stamp = _stamp(path) if path else None
             if path is not None and stamp is not None:
                 entries[key] = (path, stamp, value)

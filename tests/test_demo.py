@@ -172,3 +172,19 @@ def test_profiles_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     demo._check_profile(demo.DemoConfig(run_dir=tmp_path / "r"))
     with pytest.raises(SystemExit, match="'cpu' profile"):
         demo._check_profile(demo.DemoConfig.gpu(tmp_path / "r"))
+
+
+def test_summary_leaves_out_a_damaged_report_and_keeps_the_rest(tmp_path: Path) -> None:
+    from av_model.demo_summary import claims_of_run
+
+    for task in ("t2av", "v2a"):
+        (tmp_path / "eval" / task).mkdir(parents=True)
+    (tmp_path / "eval" / "t2av" / "report.json").write_text("{torn")
+    (tmp_path / "eval" / "v2a" / "report.json").write_text(json.dumps(_report({
+        "moe": (0.45, 0.40, 0.50, 0.14, 0.11, 0.17)})))
+    (tmp_path / "diagnostics").mkdir()
+    (tmp_path / "diagnostics" / "conditioning.json").write_text("[]")
+    problems: list[str] = []
+    claims = claims_of_run(tmp_path, problems)
+    assert {c.task for c in claims} == {"v2a"} and len(problems) == 2
+    assert "t2av" in problems[0] and "conditioning" in problems[1]

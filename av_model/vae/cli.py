@@ -215,7 +215,9 @@ def _reconstruct(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     tc, sc = vae.temporal_compression, vae.spatial_compression
     written, skipped = 0, []
-    for e in entries[: args.limit]:
+    from tqdm.auto import tqdm
+
+    for e in tqdm(entries[: args.limit], desc="reconstructing", unit="clip"):
         try:
             clip = read_clip(e.path, start=e.start, duration=None if e.end is None else e.end - e.start)
         except (MediaError, FileNotFoundError) as err:
