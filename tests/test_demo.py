@@ -15,12 +15,12 @@ from av_model.data import probe
 pytestmark = pytest.mark.slow
 
 
-def _demo(run_dir: Path) -> subprocess.CompletedProcess[str]:
+def _demo(run_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, DEMO_APP="0")
     # A relative run directory, as `make demo` uses: every stage must resolve manifest paths itself.
     rel = os.path.relpath(run_dir, Path.cwd())
     return subprocess.run(
-        [sys.executable, "-m", "av_model.cli", "demo", "--reduced", "--run-dir", rel],
+        [sys.executable, "-m", "av_model.cli", "demo", "--reduced", "--run-dir", rel, *extra],
         capture_output=True, text=True, env=env, timeout=900,
     )
 
@@ -87,6 +87,10 @@ def _reference_report_reads_the_run(run: Path, capsys: pytest.CaptureFixture[str
 def test_reduced_demo_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "demo"
+    # Split over two jobs, as on a machine with a time limit per job: stages 1-2, then the rest.
+    part = _demo(run, "--stop-after", "2")
+    assert part.returncode == 0 and "stopped after stage 2" in part.stdout, part.stdout[-4000:] + part.stderr[-4000:]
+    assert (run / "codec" / "codec.pt").exists() and not (run / "cache").exists()
     first = _demo(run)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
     # Every stage left its output.
@@ -168,6 +172,12 @@ def test_profiles_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(demo, "_cuda_available", lambda: False)
     with pytest.raises(SystemExit, match="needs a CUDA device"):
         demo.main(["--profile", "gpu", "--run-dir", str(tmp_path / "g")])
+    # An interrupted generator resumes from its last checkpoint; the others start afresh.
+    (tmp_path / "s" / "dit_moe" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "s" / "dit_moe" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    fits = next(st for st in demo.build_stages(demo.DemoConfig(run_dir=tmp_path / "s")) if st.name.startswith("4."))
+    moe, dense = fits.commands
+    assert moe[-2:] == ["--ckpt_path", "last"] and "--ckpt_path" not in dense
     # One run directory holds one profile.
     demo._check_profile(demo.DemoConfig(run_dir=tmp_path / "r"))
     with pytest.raises(SystemExit, match="'cpu' profile"):
