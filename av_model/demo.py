@@ -98,12 +98,12 @@ class DemoConfig:
             run_dir=run_dir,
             profile="gpu",
             # The `small` generators overfit 500 clips after ~1,500 steps of 32; clips are free to make.
-            n_train=3000,
+            n_train=2500,
             n_val=48,
             n_heldout=48,
             codec_steps=1500,
             vae_steps=1000,
-            dit_steps=2000,  # sync began to show only at the end of 1,000 steps (configs/dit/small_moe.yaml)
+            dit_steps=1600,  # the most that fits 15 minutes; sync began to show only at the end of 1,000 steps (configs/dit/small_moe.yaml)
             workers=max(2, (os.cpu_count() or 4) - 2),
             diag_clips=48,
             codec_config="configs/codec/gpu_reference.yaml",
