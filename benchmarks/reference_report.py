@@ -6,7 +6,7 @@
 Reads what the demo wrote (summary.json, eval/<task>/report.json, diagnostics/conditioning.json,
 dit_<system>/logs/*/metrics.csv) and writes `<out>.json` (per system: event F1 matched and
 mismatched at 50 and 100 ms, attribute accuracies with their floors, conditioning gaps, each
-verdict; validation losses; routing load per modality for mixture-of-experts systems; stage
+verdict; validation losses; routing load per modality and noise level for mixture-of-experts systems; stage
 times, parsed from the demo's log when the run was resumed) and `<out>_loss.png` (training and
 validation loss per system). Prints a compact table.
 """
@@ -30,11 +30,16 @@ _STAGE_LINE = re.compile(r"✓ (\d\. [^\n]*?) in ([0-9.]+) s")
 
 
 def _metrics(run: Path) -> dict[str, pd.DataFrame]:
-    out = {}
-    for csv in sorted(run.glob("dit_*/logs/*/metrics.csv")):
-        name = csv.parts[-4][len("dit_"):]
-        out[name] = pd.read_csv(csv)
-    return out
+    """Each generator's logged metrics; a resumed run's versions (version_0, version_1, ...) joined in order."""
+    parts: dict[str, list[pd.DataFrame]] = {}
+    for csv in sorted(run.glob("dit_*/logs/version_*/metrics.csv"), key=lambda p: (p.parts[-4], _version(p))):
+        parts.setdefault(csv.parts[-4][len("dit_"):], []).append(pd.read_csv(csv))
+    return {name: pd.concat(dfs, ignore_index=True) for name, dfs in parts.items()}
+
+
+def _version(csv: Path) -> int:
+    tail = csv.parent.name.rpartition("_")[2]
+    return int(tail) if tail.isdigit() else -1
 
 
 def _last(df: pd.DataFrame, col: str) -> float | None:
@@ -45,16 +50,17 @@ def _last(df: pd.DataFrame, col: str) -> float | None:
 
 
 def _routing(df: pd.DataFrame) -> dict[str, list[float]] | None:
-    """Final share of tokens per expert, per modality (the last logged row), for MoE systems."""
+    """Final share of tokens per expert (the last logged row), for MoE systems: per modality and,
+    where logged, per noise-level bucket (t0 = least noise)."""
+    groups = sorted({c[len("moe_load_"):].split("/")[0] for c in df.columns if c.startswith("moe_load_")})
+    if not {"audio", "video"} <= set(groups):
+        return None
     out = {}
-    for modality in ("audio", "video"):
+    for modality in groups:
         cols = sorted(c for c in df.columns if c.startswith(f"moe_load_{modality}/"))
-        if not cols:
-            return None
         row = df[cols].dropna()
-        if row.empty:
-            return None
-        out[modality] = [round(float(v), 3) for v in row.iloc[-1]]
+        if not row.empty:  # a noise bucket may never have been logged
+            out[modality] = [round(float(v), 3) for v in row.iloc[-1]]
     return out
 
 
@@ -69,7 +75,7 @@ def _stage_times(logs: list[Path]) -> dict[str, float]:
 
 def _event_details(run: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for task in ("t2av", "v2a"):
+    for task in ("t2av", "v2a", "a2v"):
         path = run / "eval" / task / "report.json"
         if not path.exists():
             continue
