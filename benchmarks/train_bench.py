@@ -59,8 +59,10 @@ GEOMETRIES: dict[str, Geometry] = {
 }
 
 
-def _model(preset: str, geo: Geometry, device: torch.device, ac: str, compile_blocks: bool) -> AVDiT:
-    cfg = get_preset(preset, video_channels=geo.video[0], audio_channels=geo.audio[0], text_dims=(geo.text_dim,))
+def _model(preset: str, geo: Geometry, device: torch.device, ac: str, compile_blocks: bool,
+           overrides: dict | None = None) -> AVDiT:
+    cfg = get_preset(preset, **{**(overrides or {}), "video_channels": geo.video[0], "audio_channels": geo.audio[0],
+                                "text_dims": (geo.text_dim,)})
     with device:  # initialize on the device: a 1B model initializes in seconds on a GPU, minutes on a CPU
         model = AVDiT(cfg)
     if ac != "none" or compile_blocks:
@@ -78,11 +80,15 @@ def _batch(geo: Geometry, b: int, device: torch.device) -> tuple[torch.Tensor, t
 
 
 def bench(preset: str, batch: int, steps: int, device: torch.device, *, ac: str = "none", compile_blocks: bool = False,
-          peak_tflops: float | None = None) -> dict:
-    """Median step time of `steps` timed steps (after warm-up) and the numbers derived from it."""
-    geo = GEOMETRIES[preset]
+          peak_tflops: float | None = None, overrides: dict | None = None, geometry: str | None = None) -> dict:
+    """Median step time of `steps` timed steps (after warm-up) and the numbers derived from it.
+
+    `overrides` are DiTConfig fields over the preset (a config's `model.overrides`, e.g. a dense
+    twin); `geometry` names the clip geometry when it is not the preset's own.
+    """
+    geo = GEOMETRIES[geometry or preset]
     torch.manual_seed(0)
-    model = _model(preset, geo, device, ac, compile_blocks)
+    model = _model(preset, geo, device, ac, compile_blocks, overrides)
     flow = FlowMatching(FlowConfig())
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     video, audio, text = _batch(geo, batch, device)
