@@ -54,8 +54,8 @@ class DemoConfig:
     codec_steps: int = 500
     vae_steps: int = 400
     dit_steps: int = 600
-    generators: tuple[Generator, ...] = (Generator("moe", "configs/dit/tiny_moe.yaml"),
-                                         Generator("dense", "configs/dit/tiny_dense.yaml"))
+    models: tuple[tuple[str, str], ...] = (("moe", "configs/dit/tiny_moe.yaml"), ("dense", "configs/dit/tiny_dense.yaml"))
+    seeds: int = 1  # each model trained with seeds 0 .. seeds-1 (names gain "_s<seed>" after the first)
     codec_config: str = "configs/codec/small.yaml"
     vae_config: str = "configs/vae/small.yaml"
     text: str = "minilm"
@@ -66,6 +66,12 @@ class DemoConfig:
     start_app: bool = True
     seed: int = 0
     extra_fit_args: list[str] = field(default_factory=list)
+
+    @property
+    def generators(self) -> tuple[Generator, ...]:
+        """The generators to train: every model at every seed, seed by seed."""
+        return tuple(Generator(name if seed == 0 else f"{name}_s{seed}", config, seed)
+                     for seed in range(self.seeds) for name, config in self.models)
 
     @property
     def systems(self) -> tuple[str, ...]:
@@ -84,7 +90,7 @@ class DemoConfig:
             dit_steps=6,
             codec_config="configs/codec/debug.yaml",
             vae_config="configs/vae/debug.yaml",
-            generators=(Generator("moe", "configs/dit/debug.yaml"), Generator("dense", "configs/dit/debug_dense.yaml")),
+            models=(("moe", "configs/dit/debug.yaml"), ("dense", "configs/dit/debug_dense.yaml")),
             sample_steps=2,
             n_prompts=2,
             diag_clips=4,
@@ -109,10 +115,8 @@ class DemoConfig:
             codec_config="configs/codec/gpu_reference.yaml",
             vae_config="configs/vae/gpu_reference.yaml",
             # Two seeds of each: the mixture of experts has to beat its dense twin beyond seed noise.
-            generators=(Generator("moe", "configs/dit/small_moe.yaml", 0),
-                        Generator("dense", "configs/dit/small_dense.yaml", 0),
-                        Generator("moe_s1", "configs/dit/small_moe.yaml", 1),
-                        Generator("dense_s1", "configs/dit/small_dense.yaml", 1)),
+            models=(("moe", "configs/dit/small_moe.yaml"), ("dense", "configs/dit/small_dense.yaml")),
+            seeds=2,
             sample_steps=25,
             n_prompts=48,
         )

@@ -166,6 +166,8 @@ def test_profiles_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         assert Path(g.config).exists(), g.config
     cfg = demo._apply_sets(demo.DemoConfig(run_dir=tmp_path), ["dit_steps=1200", "text=/models/minilm"])
     assert cfg.dit_steps == 1200 and cfg.text == "/models/minilm"
+    one_seed = demo._apply_sets(demo.DemoConfig.gpu(tmp_path), ["seeds=1"])
+    assert one_seed.systems == ("moe", "dense", "untrained") and one_seed.generators[1].config.endswith("small_dense.yaml")
     for bad, msg in (("dit_steps=abc", "whole number"), ("nope=1", "FIELD=VALUE"), ("n_train=0", "at least 1")):
         with pytest.raises(SystemExit, match=msg):
             demo._apply_sets(demo.DemoConfig(run_dir=tmp_path), [bad])
