@@ -20,7 +20,6 @@ safetensors header, so `index.jsonl` can always be rebuilt from the shards liste
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +29,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from avio import atomic_path, atomic_write_text
+
 __all__ = [
     "CACHE_FORMAT",
     "CACHE_VERSION",
@@ -37,7 +38,6 @@ __all__ = [
     "CacheError",
     "CacheMeta",
     "ShardReader",
-    "atomic_write_text",
     "read_index",
     "read_meta",
     "read_shard_rows",
@@ -218,13 +218,6 @@ def shard_name(index: int) -> str:
     return f"shard_{index:05d}.safetensors"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so readers see the old or the new file, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def read_meta(cache_dir: str | Path) -> CacheMeta:
     """Read `<cache_dir>/meta.json`; `CacheError` if the directory is not a cache."""
     path = Path(cache_dir) / META_FILE
@@ -281,11 +274,10 @@ def read_index(cache_dir: str | Path, *, require_complete: bool = True) -> tuple
 def write_shard(path: Path, tensors: dict[str, torch.Tensor], rows: list[CacheEntry]) -> None:
     """Write one shard atomically: its tensors plus its index rows in the safetensors header."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     # Clones: slices of one batch tensor share storage, which safetensors refuses to write.
     contiguous = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in tensors.items()}
-    save_file(contiguous, str(tmp), metadata={_ROWS_KEY: json.dumps([r.to_json() for r in rows])})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(contiguous, str(tmp), metadata={_ROWS_KEY: json.dumps([r.to_json() for r in rows])})
 
 
 def read_shard_rows(path: Path) -> list[CacheEntry]:

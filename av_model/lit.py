@@ -29,6 +29,7 @@ from av_model.dit.params import count_params
 from av_model.flow import FlowConfig, FlowMatching
 from av_model.parallel import ParallelConfig, apply_parallelism
 from av_model.sampling import SamplerConfig
+from avio import atomic_path, sha256_file
 
 __all__ = ["AVDiffusion", "OptimizerConfig", "export_generator", "load_generator", "GeneratorBundle"]
 
@@ -373,16 +374,6 @@ class GeneratorBundle:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_generator(path: str | Path, map_location: str | torch.device = "cpu") -> GeneratorBundle:
     """Load a generator from a Lightning checkpoint (`.ckpt`) or an exported file (`export_generator`).
 
@@ -420,7 +411,7 @@ def load_generator(path: str | Path, map_location: str | torch.device = "cpu") -
                          f"{unexpected[:5]}).")
     model.to(map_location).eval().requires_grad_(False)
     return GeneratorBundle(model=model, cache_meta=info["cache_meta"], sampler=SamplerConfig(**info["sampler"]),
-                           sha256=_file_sha256(path), path=path)
+                           sha256=sha256_file(path), path=path)
 
 
 def export_generator(source: str | Path | AVDiffusion, out: str | Path) -> Path:
@@ -441,7 +432,6 @@ def export_generator(source: str | Path | AVDiffusion, out: str | Path) -> Path:
                 "sampler": asdict(bundle.sampler)}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    torch.save({"format": EXPORT_FORMAT, "version": 1, "state_dict": state, **info}, tmp)
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        torch.save({"format": EXPORT_FORMAT, "version": 1, "state_dict": state, **info}, tmp)
     return out

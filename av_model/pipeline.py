@@ -16,9 +16,7 @@ hold clips of one length only, so every clip is as long as its input.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -332,7 +330,7 @@ class AVPipeline:
     def _read_input(self, task: str, path: str | Path | None, duration: float,
                     extend_seconds: float | None) -> dict[str, torch.Tensor]:
         """The given modality of one clip: {"frames": (T, H, W, 3) uint8} and/or {"audio": (C, S) float}."""
-        from av_model.data.media import read_audio, read_clip
+        from avio import read_audio, read_clip
 
         if task == "t2av" or path is None:
             return {}
@@ -414,7 +412,7 @@ class AVPipeline:
 
     def _input_seconds(self, path: str | Path, duration: float | None, *, video: bool) -> float:
         """The longest valid duration of the input (at most `duration`); raises `MediaError`/`ValueError`."""
-        from av_model.data.media import probe
+        from avio import probe
 
         info = probe(path)
         if video and not info.has_video:
@@ -437,20 +435,16 @@ class AVPipeline:
         Both are written to a temporary name and renamed, the sidecar last: a job killed midway
         leaves no half-written mp4 under a clip's name, and a sidecar always has its mp4.
         """
-        from av_model.data.media import write_clip
+        from avio import atomic_path, write_clip, write_sidecar
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = []
         for clip in clips:
             path = out / f"{clip.id}.mp4"
-            tmp = out / f".{clip.id}.mp4.partial"
-            write_clip(tmp, clip.frames, clip.fps, audio=clip.audio, sample_rate=clip.sample_rate)
-            os.replace(tmp, path)
-            record = {"id": clip.id, "prompt": clip.prompt, **clip.info}
-            side = out / f".{clip.id}.json.partial"
-            side.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-            os.replace(side, out / f"{clip.id}.json")
+            with atomic_path(path) as tmp:
+                write_clip(tmp, clip.frames, clip.fps, audio=clip.audio, sample_rate=clip.sample_rate)
+            write_sidecar(out / f"{clip.id}.json", {"id": clip.id, "prompt": clip.prompt, **clip.info})
             paths.append(path)
         return paths
 

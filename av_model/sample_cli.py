@@ -254,7 +254,7 @@ def _expected(pipe: AVPipeline, args: argparse.Namespace, task: str, item: _Item
 
 def _finished(out: Path, want: dict[str, Any]) -> bool:
     """Whether `out` holds this item's clip: a valid sidecar with the expected fields, and its mp4."""
-    from av_model.data.media import MediaError, probe
+    from avio import MediaError, probe
 
     side, mp4 = out / f"{want['id']}.json", out / f"{want['id']}.mp4"
     if not (side.is_file() and mp4.is_file()):

@@ -14,7 +14,7 @@ row records the study file's path relative to the media folder. Serving reads on
 sample id, after checking that the resolved path still lies inside the media folder; nothing a
 rater sends is ever used as a path.
 
-Encoding streams frame by frame through PyAV (not `av_model.data.media.read_clip`, which holds a
+Encoding streams frame by frame through PyAV (not `avio.read_clip`, which holds a
 whole clip in memory) so that long or large clips import with constant memory; `probe` from the
 data package describes files.
 """
@@ -34,7 +34,7 @@ import av.bitstream
 import av.error
 import numpy as np
 
-from av_model.data.media import MediaError, MediaInfo, probe
+from avio import MediaError, MediaInfo, probe
 
 __all__ = [
     "MAX_MEDIA_BYTES",

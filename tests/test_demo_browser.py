@@ -26,8 +26,8 @@ try:
 except ImportError:  # the dev extra is not installed: the module is skipped below
     sync_playwright = None
 
-from av_model.data import probe
 from av_model.pipeline import AVPipeline
+from avio import probe
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [
@@ -175,7 +175,7 @@ def test_generated_clips_play_with_sound_in_chromium(clips: Path, server: str, p
 def test_the_sound_check_tells_a_silent_file(clips: Path, server: str, page) -> None:
     """Control: the same writer without audio gives no decoded audio bytes, so the check above is
     one a clip without sound fails."""
-    from av_model.data.media import read_clip, write_clip
+    from avio import read_clip, write_clip
 
     silent = read_clip(clips / "0000.mp4", require_audio=False)
     write_clip(clips / "silent.mp4", silent.frames, FPS)

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from av_model.text.batch import TextBatch
 from av_model.text.encoders import TextEncoder, _check_prompts
+from avio import atomic_path
 
 Entry = tuple[Tensor, ...]  # one (L_i, D_i) float tensor of real tokens per encoder
 
@@ -139,10 +140,8 @@ class CachedTextEncoder(TextEncoder):
         path = self._path(key)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            # Written to a temporary name and renamed, so a reader never sees half a file.
-            save_file({f"emb{i}": e.contiguous() for i, e in enumerate(entry)}, tmp, metadata={"prompt": prompt})
-            tmp.replace(path)
+            with atomic_path(path) as tmp:  # a reader never sees half a file
+                save_file({f"emb{i}": e.contiguous() for i, e in enumerate(entry)}, tmp, metadata={"prompt": prompt})
 
     def _remember(self, key: str, entry: Entry) -> None:
         if self.memory_items == 0:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from av_model.text.batch import TextBatch
+from avio import sha256_file
 
 MINILM = "minilm"
 
@@ -36,7 +37,6 @@ _ENCODER_CLASSES = {
 }
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-_file_hash_memo: dict[tuple[str, int, int], str] = {}
 
 
 class TextEncoderError(ValueError):
@@ -269,15 +269,7 @@ def _weights_hash(folder: Path) -> str:
         if real.parent.name == "blobs":
             digests.append(f"{f.name}:{real.name}")
             continue
-        stat = real.stat()
-        key = (str(real), stat.st_size, stat.st_mtime_ns)
-        if key not in _file_hash_memo:
-            h = hashlib.sha256()
-            with open(real, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(chunk)
-            _file_hash_memo[key] = h.hexdigest()
-        digests.append(f"{f.name}:{_file_hash_memo[key]}")
+        digests.append(f"{f.name}:{sha256_file(real, memo=True)}")
     if not digests:
         raise TextEncoderError(f"no weight files ({', '.join(_WEIGHT_SUFFIXES)}) in {folder}.")
     return _fingerprint(digests)

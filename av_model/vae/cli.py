@@ -195,8 +195,7 @@ def _reconstruct(argv: list[str]) -> int:
 
     import torch
 
-    from av_model.data.manifest import ManifestError, load_manifest
-    from av_model.data.media import MediaError, read_clip, write_clip
+    from avio import ManifestError, MediaError, load_manifest, read_clip, write_clip
 
     from .io import load_video_autoencoder
 

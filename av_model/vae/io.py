@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from avio import atomic_path
+
 from .config import VAEConfig
 from .model import VideoAutoencoder
 
@@ -58,9 +60,8 @@ def save_video_autoencoder(model: VideoAutoencoder, path: str | os.PathLike[str]
         "fingerprint": fingerprint(model),
         "metadata": dict(metadata or {}),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

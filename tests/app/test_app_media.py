@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from app_clips import SAMPLE_RATE, make_clip
 
-from av_model.data.media import probe, read_clip, write_clip
+from avio import probe, read_clip, write_clip
 from eval.onsets import detect_onsets
 from human_eval_app import media as media_mod
 from human_eval_app.media import (

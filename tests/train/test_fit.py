@@ -21,7 +21,7 @@ def _metrics(root: Path) -> pd.DataFrame:
 
 
 def test_fit_writes_checkpoints_logs_and_sample_clips(trained: Path) -> None:
-    from av_model.data.media import probe
+    from avio import probe
 
     assert (trained / "final.ckpt").is_file() and (trained / "checkpoints" / "last.ckpt").is_file()
     assert (trained / "checkpoints" / "step0000002.ckpt").is_file()

@@ -5,7 +5,10 @@ from the container's start), so audio and video stay aligned even when a stream 
 gaps, or carries encoder priming (AAC's 1024 samples, which the mp4 edit list removes). Video is
 resampled in time by nearest frame, scaled with libswscale (through PyAV) and centre-cropped; audio
 is converted to planar float by libswresample and resampled with `torchaudio.functional.resample`
-(the decoding internals are in `media_decode`).
+(the decoding internals are in `avio._decode`).
+
+The readers return torch tensors and import torch when first called; probing and writing (which
+also take numpy arrays) never import it, so the rating app describes files without torch.
 
 Errors are `MediaError` (a `ValueError`) whose message names the file, the problem and what to do.
 """
@@ -13,19 +16,19 @@ Errors are `MediaError` (a `ValueError`) whose message names the file, the probl
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import av
 import av.error
 import numpy as np
-import torch
 
-from av_model.data.media_decode import (
+from avio._decode import (
     _AUDIO_GAP_TOLERANCE_S,
     _END_TOLERANCE_S,
-    MediaError,
     _as_hw,
     _AudioCollector,
     _check_stream,
@@ -40,6 +43,10 @@ from av_model.data.media_decode import (
     _ShortAudio,
     _stream_duration,
 )
+from avio.errors import MediaError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "Clip",
@@ -191,6 +198,8 @@ def read_clip(
         MediaError: missing/corrupt file, no video, no audio when required, an undecodable codec,
             or a file shorter than `start + duration`.
     """
+    import torch
+
     p = Path(path)
     hw = _as_hw(size)
     if fps is not None and fps <= 0:
@@ -276,6 +285,8 @@ def read_audio(
     Raises:
         MediaError: missing/corrupt file, no audio stream, undecodable codec, or shorter than asked.
     """
+    import torch
+
     p = Path(path)
     if sample_rate is not None and sample_rate <= 0:
         raise MediaError(f"{p}: sample_rate must be > 0; got {sample_rate}.")
@@ -310,11 +321,12 @@ def read_audio(
     return audio, sr
 
 
-def _to_numpy(x: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
+def _to_numpy(x: Any, name: str) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
+    torch = sys.modules.get("torch")  # a tensor means torch is loaded already; never import it here
+    if torch is not None and isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
     raise MediaError(f"{name} must be a torch.Tensor or numpy.ndarray; got {type(x).__name__}.")
 
 

@@ -1,4 +1,4 @@
-"""Decoding internals of `media`: opening, timestamp-placed frame and audio collection, checks.
+"""Decoding internals of `avio.media`: opening, timestamp-placed frame and audio collection, checks.
 
 Frames and audio samples are placed by their presentation timestamps on one clock (seconds from
 the container's start), in a single demuxing pass, so audio and video stay aligned even when a
@@ -8,14 +8,16 @@ stream starts late, has gaps, or carries encoder priming.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import av.error
 import numpy as np
-import torch
-import torchaudio.functional as AF
 
-__all__ = ["MediaError"]
+from avio.errors import MediaError
+
+if TYPE_CHECKING:
+    import torch
 
 # A request may overrun the file's end by this much before it counts as "shorter than asked":
 # containers round durations and AAC pads the last frame, so the last few ms are not reliable.
@@ -27,10 +29,6 @@ _AUDIO_GAP_TOLERANCE_S = 0.1
 # Seek this far before the requested start so that audio packets interleaved just before the
 # video keyframe are decoded too (seeking lands on a video keyframe, not on an audio packet).
 _SEEK_MARGIN_S = 1.0
-
-
-class MediaError(ValueError):
-    """A media file cannot be read or written as asked; the message says which file and why."""
 
 
 class _ShortAudio(Exception):
@@ -230,6 +228,9 @@ def _convert_audio(
     audio: np.ndarray, sr: int, sample_rate: int | None, channels: int | None, *, path: Path | None = None
 ) -> tuple[torch.Tensor, int]:
     """(C, S) float audio of `path` to `channels` (mono mix, or mono repeated) at `sample_rate`."""
+    import torch  # the readers return tensors; probing and writing never need torch
+    import torchaudio.functional as AF
+
     wav = torch.from_numpy(np.ascontiguousarray(audio))  # (C, S)
     if channels is not None and channels != wav.shape[0]:
         if channels == 1:

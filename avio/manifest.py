@@ -16,15 +16,15 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["ManifestEntry", "ManifestError", "load_manifest", "save_manifest"]
+from avio.errors import ManifestError
+from avio.files import atomic_write_text
+
+__all__ = ["MANIFEST_NAMES", "ManifestEntry", "ManifestError", "load_manifest", "resolve_manifest_path",
+           "save_manifest"]
 
 _REQUIRED = ("id", "path", "caption")
 _KNOWN = (*_REQUIRED, "start", "end", "split")
 MANIFEST_NAMES = ("manifest.jsonl", "manifest.csv")
-
-
-class ManifestError(ValueError):
-    """A manifest cannot be used; the message names the file, the record and the problem."""
 
 
 @dataclass
@@ -203,10 +203,7 @@ def load_manifest(path: str | Path) -> list[ManifestEntry]:
 
 
 def save_manifest(entries: Iterable[ManifestEntry], path: str | Path) -> Path:
-    """Write entries as JSONL; paths inside the manifest's folder are stored relative to it."""
+    """Write entries as JSONL (atomically); paths inside the manifest's folder are stored relative to it."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("w", encoding="utf-8") as f:
-        for entry in entries:
-            f.write(json.dumps(entry.to_record(p.parent)) + "\n")
-    return p
+    return atomic_write_text(p, "".join(json.dumps(entry.to_record(p.parent)) + "\n" for entry in entries))
