@@ -10,6 +10,7 @@ Public API:
     probe, MediaInfo: describe a media file without decoding it.
     read_clip, Clip, read_audio: decode frames and sound, placed by their timestamps.
     write_clip, write_audio: browser-playable mp4 (H.264 + AAC), 16-bit wav.
+    normalize_clip, browser_playable: the one fixed re-encoding of a clip (bit-exact mp4, no metadata).
     load_manifest, save_manifest, ManifestEntry: dataset manifests (JSONL or CSV).
     read_sidecar, write_sidecar, sidecar_path: a sample's JSON record beside its mp4.
     sha256_file, update_with_file: file hashing.
@@ -21,6 +22,7 @@ from avio.errors import FormatError, ManifestError, MediaError, SidecarError
 from avio.files import atomic_path, atomic_write_text, sha256_file, update_with_file
 from avio.manifest import ManifestEntry, load_manifest, save_manifest
 from avio.media import Clip, MediaInfo, probe, read_audio, read_clip, write_audio, write_clip
+from avio.normalize import browser_playable, normalize_clip
 from avio.sidecar import read_sidecar, sidecar_path, write_sidecar
 
 __all__ = [
@@ -33,7 +35,9 @@ __all__ = [
     "SidecarError",
     "atomic_path",
     "atomic_write_text",
+    "browser_playable",
     "load_manifest",
+    "normalize_clip",
     "probe",
     "read_audio",
     "read_clip",

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from avio import MediaError, probe, read_audio, read_clip, write_audio, write_clip
-
 from tests.avio.conftest import ClickClip
 
 
