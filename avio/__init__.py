@@ -9,6 +9,7 @@ probe and serve media without it.
 Public API:
     probe, MediaInfo: describe a media file without decoding it.
     read_clip, Clip, read_audio: decode frames and sound, placed by their timestamps.
+    read_video: every decoded frame of a window as numpy (the metrics' reader).
     write_clip, write_audio: browser-playable mp4 (H.264 + AAC), 16-bit wav.
     normalize_clip, browser_playable: the one fixed re-encoding of a clip (bit-exact mp4, no metadata).
     load_manifest, save_manifest, ManifestEntry: dataset manifests (JSONL or CSV).
@@ -21,7 +22,7 @@ Public API:
 from avio.errors import FormatError, ManifestError, MediaError, SidecarError
 from avio.files import atomic_path, atomic_write_text, sha256_file, update_with_file
 from avio.manifest import ManifestEntry, load_manifest, save_manifest
-from avio.media import Clip, MediaInfo, probe, read_audio, read_clip, write_audio, write_clip
+from avio.media import Clip, MediaInfo, probe, read_audio, read_clip, read_video, write_audio, write_clip
 from avio.normalize import browser_playable, normalize_clip
 from avio.sidecar import read_sidecar, sidecar_path, write_sidecar
 
@@ -42,6 +43,7 @@ __all__ = [
     "read_audio",
     "read_clip",
     "read_sidecar",
+    "read_video",
     "save_manifest",
     "sha256_file",
     "sidecar_path",
