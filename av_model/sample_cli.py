@@ -254,17 +254,15 @@ def _expected(pipe: AVPipeline, args: argparse.Namespace, task: str, item: _Item
 
 def _finished(out: Path, want: dict[str, Any]) -> bool:
     """Whether `out` holds this item's clip: a valid sidecar with the expected fields, and its mp4."""
-    from avio import MediaError, probe
+    from avio import FormatError, probe, read_sidecar
 
     side, mp4 = out / f"{want['id']}.json", out / f"{want['id']}.mp4"
     if not (side.is_file() and mp4.is_file()):
         return False
     try:
-        record = json.loads(side.read_text(encoding="utf-8"))
+        record = read_sidecar(side)
         info = probe(mp4)
-    except (OSError, ValueError, MediaError):  # unreadable sidecar or mp4: make the clip again
-        return False
-    if not isinstance(record, dict):
+    except (OSError, FormatError):  # unreadable sidecar or mp4: make the clip again
         return False
     for key, value in want.items():
         have = record.get(key)

@@ -12,7 +12,8 @@ Public API:
     read_video: every decoded frame of a window as numpy (the metrics' reader).
     write_clip, write_audio: browser-playable mp4 (H.264 + AAC), 16-bit wav.
     normalize_clip, browser_playable: the one fixed re-encoding of a clip (bit-exact mp4, no metadata).
-    load_manifest, save_manifest, ManifestEntry: dataset manifests (JSONL or CSV).
+    load_manifest, save_manifest, ManifestEntry: dataset manifests (JSONL or CSV); avio.manifest.read_records
+        is the one parser of manifest files, for readers that build their own records.
     read_sidecar, write_sidecar, sidecar_path: a sample's JSON record beside its mp4.
     sha256_file, update_with_file: file hashing.
     atomic_path, atomic_write_text: writes that never leave half a file.
