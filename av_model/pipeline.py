@@ -26,7 +26,7 @@ from typing import Any, cast
 import torch
 from tqdm import tqdm
 
-from av_model.lit import GeneratorBundle, load_generator
+from av_model.generator_file import GeneratorBundle, load_generator
 from av_model.sampling import TASKS, SamplerConfig, Task, sample
 
 __all__ = ["AVPipeline", "GeneratedClip", "SkippedItem", "load_decoders"]

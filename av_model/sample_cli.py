@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from av_model.lit import load_generator
+from av_model.generator_file import load_generator
 from av_model.pipeline import AVPipeline, GeneratedClip, SkippedItem
 
 __all__ = ["main"]

@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from av_model.text.base import TextEncoder, check_prompts
 from av_model.text.batch import TextBatch
 from avio import sha256_file
 
@@ -41,30 +41,6 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 class TextEncoderError(ValueError):
     """A text encoder could not be found or loaded; the message says what to do."""
-
-
-class TextEncoder(ABC):
-    """Prompts -> `TextBatch`. Frozen: no gradients, eval mode, deterministic.
-
-    Attributes:
-        dims: width `D_i` of each encoder's token embeddings.
-        fingerprint: hash of the configuration and weights; caches keyed on it never mix encoders.
-    """
-
-    dims: tuple[int, ...]
-    fingerprint: str
-
-    @abstractmethod
-    def encode(self, prompts: Sequence[str]) -> TextBatch:
-        """Encode `prompts` (B strings) into per-token embeddings `(B, L_i, D_i)` and masks `(B, L_i)`."""
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """Human-readable name of each encoder (for listings and logs)."""
-        return tuple(f"encoder{i}" for i in range(len(self.dims)))
-
-    def __call__(self, prompts: Sequence[str]) -> TextBatch:
-        return self.encode(prompts)
 
 
 class HFTextEncoder(TextEncoder):
@@ -129,7 +105,7 @@ class HFTextEncoder(TextEncoder):
 
     @torch.no_grad()  # not inference_mode: its tensors could not be saved for backward by the projections
     def encode(self, prompts: Sequence[str]) -> TextBatch:
-        prompts = _check_prompts(prompts)
+        prompts = check_prompts(prompts)
         tokens = self.tokenizer(
             prompts, padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
         )
@@ -240,18 +216,6 @@ def _load_encoder_module(path: Path, model_type: str, dtype: torch.dtype) -> Any
     if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
         model = model.get_encoder()  # an encoder-decoder we do not know by name: keep the encoder
     return model
-
-
-def _check_prompts(prompts: Sequence[str]) -> list[str]:
-    if isinstance(prompts, str):
-        raise TypeError("encode() takes a list of prompts, not one string; wrap it: encode([prompt]).")
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError("encode() got an empty list of prompts.")
-    for i, p in enumerate(prompts):
-        if not isinstance(p, str):
-            raise TypeError(f"prompt {i} is a {type(p).__name__}, not a string.")
-    return prompts
 
 
 def _fingerprint(obj: object) -> str:
