@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,11 @@ def test_atomic_writes_leave_the_old_file_or_the_new_one(tmp_path: Path) -> None
     assert dest.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["meta.json"]
     atomic_write_text(dest, "new")
     assert dest.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["meta.json"]
+
+
+def test_avio_loads_without_torch() -> None:
+    code = "import sys, avio, avio.normalize; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
