@@ -26,6 +26,7 @@ from typing import Any
 
 from av_model.generator_file import load_generator
 from av_model.pipeline import AVPipeline, GeneratedClip, SkippedItem
+from avio.manifest import resolve_listed
 
 __all__ = ["main"]
 
@@ -71,16 +72,6 @@ def _lines(path: Path, flag: str) -> list[tuple[int, str]]:
     return out
 
 
-def _resolve(listed: str, base: Path) -> Path:
-    """A listed path: absolute as is; relative against the list's folder, or against the current
-    folder when only that one exists (lists written by hand from the project root)."""
-    path = Path(listed).expanduser()
-    if path.is_absolute():
-        return path
-    beside = base / path
-    return path if not beside.exists() and path.exists() else beside
-
-
 def _read_prompt_file(path: Path) -> _Listing:
     """Prompts from a text file (one per line) or a JSONL manifest (`id` and `caption`/`prompt`);
     a malformed JSONL line becomes a bad item named by its line."""
@@ -108,7 +99,7 @@ def _read_prompt_file(path: Path) -> _Listing:
 def _read_input_list(path: Path, flag: str) -> _Listing:
     """Inputs from lines "path[<TAB>prompt]" or a JSONL manifest (`path`, `caption`/`prompt`, `id`).
 
-    Relative paths are resolved against the list's folder (see `_resolve`).
+    Relative paths are resolved against the list's folder (see `avio.manifest.resolve_listed`).
     """
     listing = _Listing()
     jsonl = path.suffix == ".jsonl"
@@ -128,7 +119,7 @@ def _read_input_list(path: Path, flag: str) -> _Listing:
         else:
             name, _, prompt = line.partition("\t")
             cid = None
-        resolved = _resolve(name.strip(), path.parent)
+        resolved = resolve_listed(name.strip(), path.parent)
         listing.items.append(_Item(str(cid) if cid is not None else Path(name.strip()).stem, prompt.strip(), i,
                                    str(resolved)))
     ids = [it.id for it in listing.items]

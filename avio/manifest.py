@@ -25,7 +25,7 @@ from avio.errors import ManifestError
 from avio.files import atomic_write_text
 
 __all__ = ["MANIFEST_NAMES", "ManifestEntry", "ManifestError", "load_manifest", "read_records",
-           "resolve_manifest_path", "save_manifest"]
+           "resolve_listed", "resolve_manifest_path", "save_manifest"]
 
 _REQUIRED = ("id", "path", "caption")
 _KNOWN = (*_REQUIRED, "start", "end", "split")
@@ -181,6 +181,20 @@ def read_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
             if not isinstance(rec, dict):
                 raise ManifestError(f"{path}:{n}: each line must be a JSON object; got {type(rec).__name__}.")
             yield f"{path}:{n}", rec
+
+
+def resolve_listed(listed: str, base: Path) -> Path:
+    """The file a path listed in a sample list or an evaluation set names: absolute as is; relative
+    against `base` (the folder of the listing file), or against the current folder when only that
+    one exists (lists written by hand from the project root). The file may not exist.
+
+    (`load_manifest` resolves dataset paths against the manifest's folder only.)
+    """
+    path = Path(listed).expanduser()
+    if path.is_absolute():
+        return path
+    beside = base / path
+    return path if not beside.exists() and path.exists() else beside
 
 
 def resolve_manifest_path(path: str | Path) -> Path:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from avio import ManifestError, SidecarError, read_sidecar, sidecar_path
-from avio.manifest import read_records
+from avio.manifest import read_records, resolve_listed
 from eval.reader import EvalInputError
 
 __all__ = ["EvalInputError", "GroundTruthEvent", "ClipRecord", "ClipSet", "load_set", "pair_sets",
@@ -150,23 +150,11 @@ def _float_or(value: Any, default: float | None, name: str, where: str) -> float
         raise EvalInputError(f"{where}: '{name}' must be a number of seconds, got {value!r}.") from err
 
 
-def _resolve(listed: str, base: Path) -> Path:
-    """The file a listed path names: absolute as is; relative against `base` (the folder of the
-    listing file), or against the current directory when only that one exists."""
-    path = Path(listed)
-    if path.is_absolute():
-        return path
-    beside = base / path
-    if not beside.exists() and path.exists():
-        return path
-    return beside  # may not exist: load_set reports it against `base`
-
-
 def _record(row: dict[str, Any], base: Path, where: str) -> ClipRecord:
     for key in ("id", "path"):
         if key not in row or row[key] is None or (isinstance(row[key], float) and math.isnan(row[key])):
             raise EvalInputError(f"{where}: missing '{key}'; every manifest row needs 'id' and 'path'.")
-    path = _resolve(str(row["path"]), base)
+    path = resolve_listed(str(row["path"]), base)  # may not exist: load_set reports it against `base`
     start = _float_or(row.get("start"), 0.0, "start", where) or 0.0
     end = _float_or(row.get("end"), None, "end", where)
     if end is not None and end <= start:

@@ -9,54 +9,44 @@ from pathlib import Path
 
 import pytest
 
-from avio import (
-    FormatError,
-    SidecarError,
-    atomic_path,
-    atomic_write_text,
-    read_sidecar,
-    sha256_file,
-    sidecar_path,
-    update_with_file,
-    write_sidecar,
-)
+import avio
 
 
 def test_sidecar_round_trip_and_errors(tmp_path: Path) -> None:
-    side = sidecar_path(tmp_path / "a.mp4")
+    side = avio.sidecar_path(tmp_path / "a.mp4")
     assert side == tmp_path / "a.json"
-    write_sidecar(side, {"id": "a", "prompt": "a bell", "seed": 3})
-    assert read_sidecar(side) == {"id": "a", "prompt": "a bell", "seed": 3}
+    avio.write_sidecar(side, {"id": "a", "prompt": "a bell", "seed": 3})
+    assert avio.read_sidecar(side) == {"id": "a", "prompt": "a bell", "seed": 3}
     side.write_text("{not json")
-    with pytest.raises(SidecarError, match="not valid JSON") as err:
-        read_sidecar(side)
-    assert isinstance(err.value, FormatError) and isinstance(err.value, ValueError) and err.value.path == side
+    with pytest.raises(avio.SidecarError, match="not valid JSON") as err:
+        avio.read_sidecar(side)
+    assert isinstance(err.value, avio.FormatError) and isinstance(err.value, ValueError) and err.value.path == side
     side.write_text("[1, 2]")
-    with pytest.raises(SidecarError, match="JSON object"):
-        read_sidecar(side)
+    with pytest.raises(avio.SidecarError, match="JSON object"):
+        avio.read_sidecar(side)
     side.write_text('{"prompt": "' + "x" * (1 << 20) + '"}')
-    with pytest.raises(SidecarError, match="over 1 MB"):
-        read_sidecar(side)
+    with pytest.raises(avio.SidecarError, match="over 1 MB"):
+        avio.read_sidecar(side)
 
 
 def test_hashes_agree_with_hashlib(tmp_path: Path) -> None:
     f = tmp_path / "w.bin"
     f.write_bytes(b"abc" * 500_000)
     want = hashlib.sha256(f.read_bytes()).hexdigest()
-    assert sha256_file(f) == want == sha256_file(f, memo=True) == sha256_file(f, memo=True)
+    assert avio.sha256_file(f) == want == avio.sha256_file(f, memo=True) == avio.sha256_file(f, memo=True)
     h = hashlib.sha256(b"prefix")
-    update_with_file(h, f)
+    avio.update_with_file(h, f)
     assert h.hexdigest() == hashlib.sha256(b"prefix" + f.read_bytes()).hexdigest()
 
 
 def test_atomic_writes_leave_the_old_file_or_the_new_one(tmp_path: Path) -> None:
     dest = tmp_path / "meta.json"
-    atomic_write_text(dest, "old")
-    with pytest.raises(RuntimeError), atomic_path(dest) as tmp:
+    avio.atomic_write_text(dest, "old")
+    with pytest.raises(RuntimeError), avio.atomic_path(dest) as tmp:
         tmp.write_text("half")
         raise RuntimeError("killed")
     assert dest.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["meta.json"]
-    atomic_write_text(dest, "new")
+    avio.atomic_write_text(dest, "new")
     assert dest.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["meta.json"]
 
 
