@@ -21,6 +21,7 @@ import torch
 from lightning.pytorch.utilities import grad_norm
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 
+from av_model.cache_format import LatentSpec
 from av_model.diagnostics import DiagnosticsConfig
 from av_model.dit.config import DiTConfig, get_preset
 from av_model.dit.model import AVDiT
@@ -78,13 +79,13 @@ class OptimizerConfig:
             raise ValueError(f"optimizer.min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio}.")
 
 
-def build_dit_config(preset: str, overrides: dict[str, Any] | None, cache_meta: dict[str, Any]) -> DiTConfig:
+def build_dit_config(preset: str, overrides: dict[str, Any] | None, spec: LatentSpec) -> DiTConfig:
     """The preset with the YAML overrides, its input widths taken from the latent cache."""
     overrides = dict(overrides or {})
     from_cache = {
-        "video_channels": int(cache_meta["video"]["latent_dim"]),
-        "audio_channels": int(cache_meta["audio"]["latent_dim"]),
-        "text_dims": tuple(int(d) for d in cache_meta["text"]["dims"]),
+        "video_channels": spec.video_latent_dim,
+        "audio_channels": spec.audio_latent_dim,
+        "text_dims": spec.text_dims,
     }
     for key, value in from_cache.items():
         given = overrides.get(key)
@@ -150,14 +151,14 @@ class AVDiffusion(L.LightningModule):
         for key, value in (("flow", flow), ("optimizer", optimizer), ("sampler", sampler), ("parallel", parallel),
                            ("diagnostics", diagnostics)):
             self.hparams[key] = asdict(value)
-        self.cache_meta = cache_meta
-        self.dit_config = build_dit_config(preset, overrides, cache_meta)
+        self.cache_meta = cache_meta  # kept as JSON in the checkpoint; read through `latent_spec`
+        self.latent_spec = LatentSpec.from_meta(cache_meta)
+        self.dit_config = build_dit_config(preset, overrides, self.latent_spec)
         self.model = AVDiT(self.dit_config)
         self.flow = FlowMatching(flow)
         self.optim_config, self.sampler_config, self.parallel_config = optimizer, sampler, parallel
         self.diagnostics_config = diagnostics
-        self.video_rate = float(cache_meta["video"]["latent_rate"])
-        self.audio_rate = float(cache_meta["audio"]["latent_rate"])
+        self.video_rate, self.audio_rate = self.latent_spec.video_rate, self.latent_spec.audio_rate
         # Read by callbacks: the last step's losses (NaN guard), FLOPs (throughput), grad norm.
         self.loss_terms: dict[str, torch.Tensor] = {}
         self.flops_per_batch = 0

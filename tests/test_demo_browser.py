@@ -47,6 +47,7 @@ def _pipeline() -> AVPipeline:
     autoencoder, with the geometry a latent cache of 48x64 clips at 16 fps would record."""
     from audio_codec import EncodecCodec
     from audio_codec import get_preset as codec_preset
+    from av_model.cache_format import LatentSpec
     from av_model.dit import AVDiT
     from av_model.lit import build_dit_config
     from av_model.sampling import SamplerConfig
@@ -67,7 +68,7 @@ def _pipeline() -> AVPipeline:
                   "latent_rate": codec.frame_rate, "hop_length": codec.hop_length},
         "text": {"dims": list(text.dims), "specs": ["minilm"]},
     }
-    model = AVDiT(build_dit_config("debug", None, meta)).eval()
+    model = AVDiT(build_dit_config("debug", None, LatentSpec.from_meta(meta))).eval()
     return AVPipeline(model, text, codec, vae, meta, SamplerConfig(steps=2))
 
 
