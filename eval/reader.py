@@ -19,7 +19,7 @@ import numpy as np
 
 import avio
 
-__all__ = ["EvalInputError", "read_video", "read_audio", "media_duration"]
+__all__ = ["EvalInputError", "read_video", "read_audio"]
 
 
 class EvalInputError(ValueError):
@@ -33,14 +33,6 @@ class EvalInputError(ValueError):
     def __init__(self, message: str, path: str | Path | None = None) -> None:
         super().__init__(message)
         self.path = None if path is None else Path(path)
-
-
-def media_duration(path: str | Path) -> float:
-    """Duration of a media file in seconds (the longest stream), 0.0 if the container does not say."""
-    try:
-        return avio.probe(path).duration
-    except avio.MediaError as err:
-        raise EvalInputError(str(err), path=path) from err
 
 
 def read_video(
