@@ -26,6 +26,7 @@ import torchaudio
 from torch import nn
 
 from audio_codec.chunking import chunked_apply
+from avio import atomic_path
 
 logger = logging.getLogger("audio_codec")
 
@@ -350,9 +351,8 @@ class AudioCodec(nn.Module, abc.ABC):
             "state_dict": state,
             "meta": {"fingerprint": self.fingerprint, **meta},
         }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(path)  # atomic: a crash never leaves a half-written codec behind
+        with atomic_path(path) as tmp:  # a crash never leaves a half-written codec behind
+            torch.save(payload, tmp)
         return path
 
     def extra_repr(self) -> str:

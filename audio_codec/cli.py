@@ -138,7 +138,7 @@ def encode_main(argv: list[str]) -> int:
 
     from safetensors.torch import save_file
 
-    from av_model.data.media import read_audio
+    from avio import read_audio
 
     device = _device(args.device)
     codec = _load(args.codec, device)
@@ -184,7 +184,7 @@ def decode_main(argv: list[str]) -> int:
 
     from safetensors import safe_open
 
-    from av_model.data.media import write_audio
+    from avio import write_audio
 
     path = Path(args.input)
     if not path.is_file():

@@ -2,7 +2,7 @@
 
 The codec needs only the sound of each clip, so it reads audio alone (`av_model.data.read_audio`,
 PyAV underneath) instead of decoding video frames as `ClipDataset` would. Manifests are the
-project's format, read by `av_model.data.manifest.load_manifest` (JSONL or CSV; each clip has an
+project's format, read by `avio.manifest.load_manifest` (JSONL or CSV; each clip has an
 id, a path relative to the manifest's folder, a caption, optional start/end seconds and split).
 
 Items are dicts {"id": str, "audio": (C, S) float32}; batches {"id": list[str], "audio": (B, C, S)}.
@@ -21,8 +21,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from av_model.data.manifest import load_manifest
-from av_model.data.media import MediaError, probe, read_audio
+from avio import MediaError, load_manifest, probe, read_audio
 
 logger = logging.getLogger("audio_codec")
 
@@ -39,7 +38,7 @@ class AudioEntry:
 
 
 def load_audio_entries(manifest: str | Path, split: str | None = None) -> list[AudioEntry]:
-    """Clips of `manifest` (JSONL or CSV, read by `av_model.data.manifest`), optionally of one split.
+    """Clips of `manifest` (JSONL or CSV, read by `avio.manifest`), optionally of one split.
 
     Raises:
         FileNotFoundError: no manifest at that path.

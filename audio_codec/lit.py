@@ -340,7 +340,7 @@ class CodecLitModule(L.LightningModule):
 
     def _write_audio(self, clip_id: str, reference: torch.Tensor, reconstruction: torch.Tensor) -> None:
         """Write the reconstruction (and once, the reference) of one clip as wav files."""
-        from av_model.data.media import write_audio
+        from avio import write_audio
 
         root = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "audio"
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in clip_id)

@@ -9,13 +9,13 @@ checked, as the official loader does.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
 import torch
 
 from audio_codec.config import OFFICIAL_CHECKPOINTS, OFFICIAL_URL
+from avio import sha256_file
 
 _CHECKSUM_NAME = re.compile(r"^.+-([0-9a-f]{6,64})\.[A-Za-z0-9]+$")
 
@@ -41,11 +41,7 @@ def verify_checksum(path: Path) -> None:
     if match is None:
         return
     expected = match.group(1)
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    actual = digest.hexdigest()[: len(expected)]
+    actual = sha256_file(path)[: len(expected)]
     if actual != expected:
         raise PretrainedWeightsError(
             f"checksum mismatch for {path}: its name promises sha256 prefix {expected} but the file hashes to "

@@ -14,7 +14,6 @@ and with `strict` at the first bad clip (`BadClipError`).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import sys
 from collections import Counter
@@ -40,6 +39,7 @@ from av_model.cache_format import (
     write_meta,
     write_shard,
 )
+from avio import sha256_file
 
 __all__ = ["STORAGE_DTYPES", "BadClipError", "CacheBuildConfig", "build_cache", "load_build_config"]
 
@@ -55,7 +55,7 @@ class CacheBuildConfig:
     """What to encode, with which encoders, into which cache (`configs/cache/*.yaml`).
 
     Attributes:
-        manifest: JSONL or CSV manifest of the clips (`av_model.data.manifest`).
+        manifest: JSONL or CSV manifest of the clips (`avio.manifest`).
         out: the cache directory (created; resumed when it holds an unfinished build).
         codec: the audio codec file written by `avgen codec fit` (`codec.pt`).
         vae: the video autoencoder file written by `avgen vae fit` (`vae.pt`).
@@ -152,7 +152,7 @@ def load_build_config(path: str | Path | None = None, **overrides: Any) -> Cache
 class _ClipPlan:
     """One manifest entry with the exact window and geometry to decode."""
 
-    entry: Any  # av_model.data.manifest.ManifestEntry
+    entry: Any  # avio.manifest.ManifestEntry
     split: str
     path: Path
     start: float
@@ -171,7 +171,7 @@ class _ClipReader(Dataset):
         return len(self.plans)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from av_model.data.media import MediaError, probe, read_clip
+        from avio import MediaError, probe, read_clip
 
         plan = self.plans[i]
         try:
@@ -213,7 +213,7 @@ def _identity(item: Any) -> Any:
 
 def _plan_clips(cfg: CacheBuildConfig, tc: int, sample_rate: int, hop: int) -> list[_ClipPlan]:
     """Manifest entries of the requested split with their quantized durations."""
-    from av_model.data.manifest import load_manifest
+    from avio import load_manifest
 
     manifest = Path(cfg.manifest)
     entries = load_manifest(manifest)
@@ -229,7 +229,7 @@ def _plan_clips(cfg: CacheBuildConfig, tc: int, sample_rate: int, hop: int) -> l
         start = float(entry.start or 0.0)
         length = entry.end - start if entry.end is not None else entry.extra.get("duration")
         if length is None:
-            from av_model.data.media import MediaError, probe
+            from avio import MediaError, probe
 
             try:
                 length = probe(path).duration - start
@@ -263,14 +263,6 @@ def _device(spec: str) -> torch.device:
     return device
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _load_encoders(cfg: CacheBuildConfig, device: torch.device) -> tuple[Any, Any, Any]:
     from audio_codec import load_codec
     from av_model.text import load_text_encoder
@@ -299,7 +291,7 @@ def _expected_meta(cfg: CacheBuildConfig, codec: Any, vae: Any, text: Any, num_s
         audio={"sample_rate": codec.sample_rate, "channels": codec.channels, "latent_dim": codec.latent_dim,
                "latent_rate": codec.frame_rate, "hop_length": codec.hop_length},
         text={"dims": text_dims, "specs": list(cfg.text)},
-        build={"manifest_sha256": _sha256(manifest), "split": cfg.split, "shard_size": cfg.shard_size,
+        build={"manifest_sha256": sha256_file(manifest), "split": cfg.split, "shard_size": cfg.shard_size,
                "max_duration": cfg.max_duration, "duration_step": cfg.duration_step, "dtype": cfg.dtype,
                "size_multiple": cfg.size_multiple if cfg.size is None else None},
         num_shards=num_shards,

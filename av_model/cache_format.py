@@ -12,6 +12,9 @@ A cache is one directory per dataset and encoder set:
 Tensor shapes per clip: video `(C_v, T_v, H_v, W_v)` and audio `(C_a, T_a)` normalized latents (the
 encoders' `normalize`), text `(L_i, D_i)` for encoder `i` with its mask `(L_i,)` bool.
 
+`LatentSpec` is the typed view of `meta.json`'s geometry, rates and fingerprints that training,
+sampling and diagnostics read; `LatentCodec` is what both encoders are to the cache.
+
 Every file is replaced atomically (written to a temporary name, then renamed), so an interrupted
 build leaves either a finished shard or none. Each shard also carries its own index rows in the
 safetensors header, so `index.jsonl` can always be rebuilt from the shards listed in `meta.json`.
@@ -20,15 +23,16 @@ safetensors header, so `index.jsonl` can always be rebuilt from the shards liste
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from avio import atomic_path, atomic_write_text
 
 __all__ = [
     "CACHE_FORMAT",
@@ -36,8 +40,9 @@ __all__ = [
     "CacheEntry",
     "CacheError",
     "CacheMeta",
+    "LatentCodec",
+    "LatentSpec",
     "ShardReader",
-    "atomic_write_text",
     "read_index",
     "read_meta",
     "read_shard_rows",
@@ -177,6 +182,11 @@ class CacheMeta:
         return float(self.audio["latent_rate"])
 
     @property
+    def spec(self) -> LatentSpec:
+        """The latent contract (geometry, rates, fingerprints) as a typed, frozen record."""
+        return LatentSpec.from_meta(self)
+
+    @property
     def finished_shards(self) -> set[str]:
         return {s["name"] for s in self.shards}
 
@@ -209,6 +219,118 @@ class CacheMeta:
         return problems
 
 
+# ----------------------------------------------------------------------------------- the contract
+@runtime_checkable
+class LatentCodec(Protocol):
+    """What the audio codec (`audio_codec.AudioCodec`) and the video autoencoder
+    (`av_model.vae.VideoAutoencoder`) both are to the cache and the generator: signal to
+    latents and back, normalized for the generator, and identified by a fingerprint.
+
+    Shapes: audio `(B, C, S) <-> (B, D, T_a)`; video `(B, 3, T, H, W) <-> (B, D, T_v, H_v, W_v)`.
+    """
+
+    @property
+    def latent_dim(self) -> int:
+        """Channels D of the latents."""
+        ...
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of the configuration, weights and latent statistics; equal ones give equal latents."""
+        ...
+
+    def encode(self, x: torch.Tensor, /) -> torch.Tensor:
+        """Signal -> latents (not normalized)."""
+        ...
+
+    def decode(self, z: torch.Tensor, /) -> torch.Tensor:
+        """Latents (not normalized) -> signal."""
+        ...
+
+    def normalize(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents -> what the generator trains on: `(z - mean) / std` per channel."""
+        ...
+
+    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        """Inverse of `normalize`."""
+        ...
+
+
+@dataclass(frozen=True)
+class LatentSpec:
+    """The latent contract of a cache: the geometry, rates and encoders every reader of its latents
+    (training, sampling, decoding, diagnostics) must agree on, read once from `meta.json` (or the
+    copy a generator checkpoint keeps) instead of by dictionary keys at each use.
+
+    Attributes:
+        fps: video frames per second the clips were decoded at.
+        size: (height, width) of the decoded frames, or None when clips kept their own sizes.
+        video_latent_dim: channels of the video latents.
+        video_rate: video latent frames per second (`fps / temporal_compression`).
+        temporal_compression: video frames per latent frame.
+        spatial_compression: pixels per latent pixel, each side.
+        sample_rate: audio samples per second.
+        audio_channels: audio channels the codec takes.
+        audio_latent_dim: channels of the audio latents.
+        audio_rate: audio latent frames per second (`sample_rate / hop_length`).
+        hop_length: audio samples per latent frame.
+        text_dims: width of each text encoder's tokens.
+        codec_fingerprint, vae_fingerprint, text_fingerprint: what made the latents.
+    """
+
+    fps: float
+    size: tuple[int, int] | None
+    video_latent_dim: int
+    video_rate: float
+    temporal_compression: int
+    spatial_compression: int
+    sample_rate: int
+    audio_channels: int
+    audio_latent_dim: int
+    audio_rate: float
+    hop_length: int
+    text_dims: tuple[int, ...]
+    codec_fingerprint: str
+    vae_fingerprint: str
+    text_fingerprint: str
+
+    @classmethod
+    def from_meta(cls, meta: CacheMeta | Mapping[str, Any]) -> LatentSpec:
+        """The spec of a cache's metadata (a `CacheMeta` or its JSON, as checkpoints keep it).
+
+        Raises:
+            CacheError: a field is missing (the metadata was not written by `avgen cache build`).
+        """
+        data = meta.to_json() if isinstance(meta, CacheMeta) else meta
+        try:
+            video, audio, fingerprints = data["video"], data["audio"], data["fingerprints"]
+            h, w = video.get("height"), video.get("width")
+            return cls(
+                fps=float(video["fps"]),
+                size=None if h is None or w is None else (int(h), int(w)),
+                video_latent_dim=int(video["latent_dim"]),
+                video_rate=float(video["latent_rate"]),
+                temporal_compression=int(video["temporal_compression"]),
+                spatial_compression=int(video["spatial_compression"]),
+                sample_rate=int(audio["sample_rate"]),
+                audio_channels=int(audio["channels"]),
+                audio_latent_dim=int(audio["latent_dim"]),
+                audio_rate=float(audio["latent_rate"]),
+                hop_length=int(audio["hop_length"]),
+                text_dims=tuple(int(d) for d in data["text"]["dims"]),
+                codec_fingerprint=str(fingerprints["codec"]),
+                vae_fingerprint=str(fingerprints["vae"]),
+                text_fingerprint=str(fingerprints["text"]),
+            )
+        except KeyError as err:
+            raise CacheError(f"the latent cache's metadata lacks {err.args[0]!r}; it was not written by "
+                             "`avgen cache build` (rebuild the cache).") from None
+
+    def fingerprint(self, name: str) -> str:
+        """The fingerprint of "codec", "vae" or "text"."""
+        return {"codec": self.codec_fingerprint, "vae": self.vae_fingerprint, "text": self.text_fingerprint}[name]
+
+
 def _normalize(value: Any) -> Any:
     """JSON round-trip so tuples and lists compare equal."""
     return json.loads(json.dumps(value))
@@ -216,13 +338,6 @@ def _normalize(value: Any) -> Any:
 
 def shard_name(index: int) -> str:
     return f"shard_{index:05d}.safetensors"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so readers see the old or the new file, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def read_meta(cache_dir: str | Path) -> CacheMeta:
@@ -281,11 +396,10 @@ def read_index(cache_dir: str | Path, *, require_complete: bool = True) -> tuple
 def write_shard(path: Path, tensors: dict[str, torch.Tensor], rows: list[CacheEntry]) -> None:
     """Write one shard atomically: its tensors plus its index rows in the safetensors header."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     # Clones: slices of one batch tensor share storage, which safetensors refuses to write.
     contiguous = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in tensors.items()}
-    save_file(contiguous, str(tmp), metadata={_ROWS_KEY: json.dumps([r.to_json() for r in rows])})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(contiguous, str(tmp), metadata={_ROWS_KEY: json.dumps([r.to_json() for r in rows])})
 
 
 def read_shard_rows(path: Path) -> list[CacheEntry]:

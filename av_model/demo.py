@@ -304,7 +304,7 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
 
 def _write_inputs(cfg: DemoConfig) -> None:
     """Held-out prompts and reference videos for generation, and the study spec (after stage 1)."""
-    from av_model.data import load_manifest
+    from avio import load_manifest
 
     run = cfg.run_dir.resolve()  # absolute: `avgen eval` resolves listed files against the cwd
     manifest = run / "data" / "manifest.jsonl"

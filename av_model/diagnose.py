@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from av_model.cache_format import CacheError
+from av_model.cache_format import CacheError, LatentSpec
 from av_model.diagnostics import GapRow, batches_from_clips, measure, parse_t_grid, summarize
 
 __all__ = ["build_parser", "main"]
@@ -76,26 +76,28 @@ def _systems(specs: list[str]) -> list[tuple[str, Path]]:
     return out
 
 
-def _check_compatible(name: str, bundle: Any, cache_meta: dict[str, Any], cache: Path) -> None:
+def _check_compatible(name: str, bundle: Any, spec: LatentSpec, cache: Path) -> None:
     """The checkpoint was trained on latents of this cache's encoders and shapes."""
-    trained = bundle.cache_meta
+    try:
+        trained = LatentSpec.from_meta(bundle.cache_meta)
+    except CacheError as err:
+        raise DiagnoseError(f"{name} ({bundle.path}): {err}") from err
     for key in ("codec", "vae", "text"):
-        want, have = trained.get("fingerprints", {}).get(key), cache_meta["fingerprints"].get(key)
+        want, have = trained.fingerprint(key), spec.fingerprint(key)
         if want != have:
             raise DiagnoseError(
                 f"{name} ({bundle.path}) was trained on a cache of another {key} encoder (fingerprint {want}) than "
                 f"{cache} ({have}); measure it on the cache it was trained on.")
     cfg = bundle.model.cfg
-    widths = {"video": (cfg.video_channels, cache_meta["video"]["latent_dim"]),
-              "audio": (cfg.audio_channels, cache_meta["audio"]["latent_dim"]),
-              "text": (tuple(cfg.text_dims), tuple(cache_meta["text"]["dims"]))}
+    widths = {"video": (cfg.video_channels, spec.video_latent_dim),
+              "audio": (cfg.audio_channels, spec.audio_latent_dim),
+              "text": (tuple(cfg.text_dims), spec.text_dims)}
     for key, (model_w, cache_w) in widths.items():
         if model_w != cache_w:
             raise DiagnoseError(f"{name}: the model takes {key} latents of width {model_w} but {cache} holds {cache_w}.")
-    for key in ("video", "audio"):
-        if not math.isclose(float(trained[key]["latent_rate"]), float(cache_meta[key]["latent_rate"])):
-            raise DiagnoseError(f"{name}: trained at {key} latent rate {trained[key]['latent_rate']} but {cache} has "
-                                f"{cache_meta[key]['latent_rate']}.")
+    for key, mine, theirs in (("video", trained.video_rate, spec.video_rate), ("audio", trained.audio_rate, spec.audio_rate)):
+        if not math.isclose(mine, theirs):
+            raise DiagnoseError(f"{name}: trained at {key} latent rate {mine} but {cache} has {theirs}.")
 
 
 def _load_clips(cache: Path, split: str, max_clips: int, batch_size: int) -> tuple[list[dict[str, Any]], list[str], Any]:
@@ -134,7 +136,7 @@ def _table(name: str, rows: list[GapRow], clips: int) -> Table:
 
 def run(args: argparse.Namespace, console: Console) -> dict[str, Path]:
     """Measure every checkpoint and write the outputs; returns their paths."""
-    from av_model.lit import load_generator
+    from av_model.generator_file import load_generator
     from eval.conditioning import ConditioningFile, ConditioningSystem, plot_gaps, write_conditioning
 
     # 1. Check inputs.
@@ -153,7 +155,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Path]:
     # 2. Clips of the split, batched by shape.
     cache = Path(args.cache)
     batches, left_out, meta = _load_clips(cache, args.split, args.max_clips, args.batch_size)
-    cache_meta = meta.to_json()
+    spec = meta.spec
     n_clips = sum(len(b["id"]) for b in batches)
     if left_out:
         console.print(f"[yellow]left out {len(left_out)} clip(s) with no other clip of their shapes: {left_out}[/]")
@@ -164,8 +166,9 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Path]:
             bundle = load_generator(path, map_location=device)
         except (FileNotFoundError, ValueError) as err:
             raise DiagnoseError(f"--ckpt {name}: {err}") from err
-        _check_compatible(name, bundle, cache_meta, cache)
-        rates = float(bundle.cache_meta["video"]["latent_rate"]), float(bundle.cache_meta["audio"]["latent_rate"])
+        _check_compatible(name, bundle, spec, cache)
+        trained = LatentSpec.from_meta(bundle.cache_meta)
+        rates = trained.video_rate, trained.audio_rate
         with tqdm(total=n_clips, desc=f"diagnose {name}", unit="clip", disable=args.no_progress) as bar:
             losses = measure(bundle.model, batches, *rates, t_grid, seed=args.seed, autocast=autocast,
                              on_batch=bar.update)

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import lightning as L
@@ -22,17 +21,17 @@ import torch
 from lightning.pytorch.utilities import grad_norm
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 
+from av_model.cache_format import LatentSpec
 from av_model.diagnostics import DiagnosticsConfig
 from av_model.dit.config import DiTConfig, get_preset
 from av_model.dit.model import AVDiT
 from av_model.dit.params import count_params
 from av_model.flow import FlowConfig, FlowMatching
+from av_model.generator_file import CHECKPOINT_KEY
 from av_model.parallel import ParallelConfig, apply_parallelism
 from av_model.sampling import SamplerConfig
 
-__all__ = ["AVDiffusion", "OptimizerConfig", "export_generator", "load_generator", "GeneratorBundle"]
-
-EXPORT_FORMAT = "avgen-dit"
+__all__ = ["AVDiffusion", "OptimizerConfig"]
 
 
 @dataclass
@@ -80,13 +79,13 @@ class OptimizerConfig:
             raise ValueError(f"optimizer.min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio}.")
 
 
-def build_dit_config(preset: str, overrides: dict[str, Any] | None, cache_meta: dict[str, Any]) -> DiTConfig:
+def build_dit_config(preset: str, overrides: dict[str, Any] | None, spec: LatentSpec) -> DiTConfig:
     """The preset with the YAML overrides, its input widths taken from the latent cache."""
     overrides = dict(overrides or {})
     from_cache = {
-        "video_channels": int(cache_meta["video"]["latent_dim"]),
-        "audio_channels": int(cache_meta["audio"]["latent_dim"]),
-        "text_dims": tuple(int(d) for d in cache_meta["text"]["dims"]),
+        "video_channels": spec.video_latent_dim,
+        "audio_channels": spec.audio_latent_dim,
+        "text_dims": spec.text_dims,
     }
     for key, value in from_cache.items():
         given = overrides.get(key)
@@ -152,14 +151,14 @@ class AVDiffusion(L.LightningModule):
         for key, value in (("flow", flow), ("optimizer", optimizer), ("sampler", sampler), ("parallel", parallel),
                            ("diagnostics", diagnostics)):
             self.hparams[key] = asdict(value)
-        self.cache_meta = cache_meta
-        self.dit_config = build_dit_config(preset, overrides, cache_meta)
+        self.cache_meta = cache_meta  # kept as JSON in the checkpoint; read through `latent_spec`
+        self.latent_spec = LatentSpec.from_meta(cache_meta)
+        self.dit_config = build_dit_config(preset, overrides, self.latent_spec)
         self.model = AVDiT(self.dit_config)
         self.flow = FlowMatching(flow)
         self.optim_config, self.sampler_config, self.parallel_config = optimizer, sampler, parallel
         self.diagnostics_config = diagnostics
-        self.video_rate = float(cache_meta["video"]["latent_rate"])
-        self.audio_rate = float(cache_meta["audio"]["latent_rate"])
+        self.video_rate, self.audio_rate = self.latent_spec.video_rate, self.latent_spec.audio_rate
         # Read by callbacks: the last step's losses (NaN guard), FLOPs (throughput), grad norm.
         self.loss_terms: dict[str, torch.Tensor] = {}
         self.flops_per_batch = 0
@@ -331,7 +330,7 @@ class AVDiffusion(L.LightningModule):
     # -------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Plain-data copies so `load_generator` can rebuild the model without the training config.
-        checkpoint["avgen"] = {"dit_config": self.dit_config.to_dict(), "cache_meta": self.cache_meta,
+        checkpoint[CHECKPOINT_KEY] = {"dit_config": self.dit_config.to_dict(), "cache_meta": self.cache_meta,
                                "sampler": asdict(self.sampler_config)}
 
 
@@ -350,98 +349,3 @@ def _is_sharded(tensors: list[torch.Tensor]) -> bool:
     from torch.distributed.tensor import DTensor
 
     return any(isinstance(t, DTensor) for t in tensors)
-
-
-# ------------------------------------------------------------------------------ loading for sampling
-@dataclass
-class GeneratorBundle:
-    """A generator ready for sampling and what it was trained on.
-
-    Attributes:
-        model: `AVDiT` in eval mode (EMA weights when the checkpoint had them).
-        cache_meta: the latent cache's metadata (geometry, rates, encoders, fingerprints).
-        sampler: the sampler config stored with the model.
-        sha256: hash of the checkpoint file.
-        path: the checkpoint file.
-    """
-
-    model: AVDiT
-    cache_meta: dict[str, Any]
-    sampler: SamplerConfig
-    sha256: str
-    path: Path
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def load_generator(path: str | Path, map_location: str | torch.device = "cpu") -> GeneratorBundle:
-    """Load a generator from a Lightning checkpoint (`.ckpt`) or an exported file (`export_generator`).
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file is neither (the message says what it holds).
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(
-            f"{path} is a distributed checkpoint (a folder, one file per rank); gather it into one file with "
-            f"`python -m lightning.pytorch.utilities.consolidate_checkpoint {path} --output_file final_full.ckpt`, "
-            "or train with save_distributed_checkpoint: false."
-        )
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; train with `avgen fit` (writes final.ckpt).")
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"{path} is not a generator checkpoint (it holds a {type(ckpt).__name__}).")
-    if ckpt.get("format") == EXPORT_FORMAT:
-        info, state = ckpt, ckpt["state_dict"]
-    elif "avgen" in ckpt and "state_dict" in ckpt:
-        info = ckpt["avgen"]
-        prefix = "model."
-        state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    else:
-        raise ValueError(
-            f"{path} is neither an `avgen fit` checkpoint nor an exported generator (keys: {sorted(ckpt)[:8]})."
-        )
-    cfg = DiTConfig.from_dict(info["dit_config"])
-    model = AVDiT(cfg)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path}: weights do not fit the stored config (missing {missing[:5]}, unexpected "
-                         f"{unexpected[:5]}).")
-    model.to(map_location).eval().requires_grad_(False)
-    return GeneratorBundle(model=model, cache_meta=info["cache_meta"], sampler=SamplerConfig(**info["sampler"]),
-                           sha256=_file_sha256(path), path=path)
-
-
-def export_generator(source: str | Path | AVDiffusion, out: str | Path) -> Path:
-    """Write the sampling weights (EMA when present), config and cache metadata to one file.
-
-    Args:
-        source: a checkpoint path or a module (whose current weights are written).
-        out: destination `.pt` file (written atomically).
-    """
-    if isinstance(source, AVDiffusion):
-        state = {k: v.detach().cpu() for k, v in source.model.state_dict().items()}
-        info = {"dit_config": source.dit_config.to_dict(), "cache_meta": source.cache_meta,
-                "sampler": asdict(source.sampler_config)}
-    else:
-        bundle = load_generator(source)
-        state = bundle.model.state_dict()
-        info = {"dit_config": bundle.model.cfg.to_dict(), "cache_meta": bundle.cache_meta,
-                "sampler": asdict(bundle.sampler)}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    torch.save({"format": EXPORT_FORMAT, "version": 1, "state_dict": state, **info}, tmp)
-    tmp.replace(out)
-    return out

@@ -16,9 +16,7 @@ hold clips of one length only, so every clip is as long as its input.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,7 +26,8 @@ from typing import Any, cast
 import torch
 from tqdm import tqdm
 
-from av_model.lit import GeneratorBundle, load_generator
+from av_model.cache_format import LatentCodec, LatentSpec
+from av_model.generator_file import GeneratorBundle, load_generator
 from av_model.sampling import TASKS, SamplerConfig, Task, sample
 
 __all__ = ["AVPipeline", "GeneratedClip", "SkippedItem", "load_decoders"]
@@ -85,11 +84,12 @@ def _device(spec: str | torch.device) -> torch.device:
 
 
 def load_decoders(codec: str | Path, vae: str | Path, device: str | torch.device = "cpu",
-                  expect: dict[str, Any] | None = None) -> tuple[Any, Any]:
+                  expect: dict[str, Any] | LatentSpec | None = None) -> tuple[LatentCodec, LatentCodec]:
     """Load the codec and the video autoencoder; refuse ones other than the cache was built with.
 
     Args:
-        expect: the latent cache's metadata; its fingerprints must match the files'.
+        expect: the latent cache's metadata (its JSON or its `LatentSpec`); its fingerprints must match
+            the files'.
     """
     from audio_codec import load_codec
     from av_model.vae import load_video_autoencoder
@@ -101,12 +101,14 @@ def load_decoders(codec: str | Path, vae: str | Path, device: str | torch.device
     codec_m = load_codec(codec, map_location=device).eval()
     vae_m = load_video_autoencoder(vae, map_location=device).eval()
     if expect is not None:
+        spec = expect if isinstance(expect, LatentSpec) else LatentSpec.from_meta(expect)
+        made_by = {} if isinstance(expect, LatentSpec) else expect.get("encoders", {})
         for name, model, path in (("codec", codec_m, codec), ("vae", vae_m, vae)):
-            want = expect["fingerprints"][name]
+            want = spec.fingerprint(name)
             if model.fingerprint != want:
                 raise ValueError(
                     f"the {name} {path} (fingerprint {model.fingerprint}) is not the one the generator's latent "
-                    f"cache was built with (fingerprint {want}, {expect.get('encoders', {}).get(name)}); decoding "
+                    f"cache was built with (fingerprint {want}, {made_by.get(name)}); decoding "
                     f"with another {name} gives noise. Pass the file the cache was built from."
                 )
     return codec_m, vae_m
@@ -130,13 +132,12 @@ class AVPipeline:
                  checkpoint: str | None = None) -> None:
         self.model, self.text_encoder, self.codec, self.vae = model, text_encoder, codec, vae
         self.meta = cache_meta
+        self.spec = LatentSpec.from_meta(cache_meta)
         self.sampler = sampler or SamplerConfig()
         self.checkpoint_sha256, self.checkpoint = checkpoint_sha256, checkpoint
-        self.fps = float(cache_meta["video"]["fps"])
-        self.video_rate = float(cache_meta["video"]["latent_rate"])
-        self.audio_rate = float(cache_meta["audio"]["latent_rate"])
-        self.sample_rate = int(cache_meta["audio"]["sample_rate"])
-        self.tc = int(cache_meta["video"]["temporal_compression"])
+        self.fps, self.sample_rate = self.spec.fps, self.spec.sample_rate
+        self.video_rate, self.audio_rate = self.spec.video_rate, self.spec.audio_rate
+        self.tc = self.spec.temporal_compression
 
     # ------------------------------------------------------------------------------ construction
     @classmethod
@@ -157,11 +158,10 @@ class AVPipeline:
 
     @property
     def size(self) -> tuple[int, int]:
-        h, w = self.meta["video"].get("height"), self.meta["video"].get("width")
-        if h is None or w is None:
+        if self.spec.size is None:
             raise ValueError("the model was trained on clips of their own sizes; this pipeline samples at one "
                              "fixed size, so the cache must have been built with a fixed --size.")
-        return int(h), int(w)
+        return self.spec.size
 
     @property
     def device(self) -> torch.device:
@@ -332,7 +332,7 @@ class AVPipeline:
     def _read_input(self, task: str, path: str | Path | None, duration: float,
                     extend_seconds: float | None) -> dict[str, torch.Tensor]:
         """The given modality of one clip: {"frames": (T, H, W, 3) uint8} and/or {"audio": (C, S) float}."""
-        from av_model.data.media import read_audio, read_clip
+        from avio import read_audio, read_clip
 
         if task == "t2av" or path is None:
             return {}
@@ -372,10 +372,10 @@ class AVPipeline:
         # 4. Prepare latent shapes.
         frames = self.check_duration(duration)
         num_samples = round(duration * self.sample_rate)
-        sc = int(self.meta["video"]["spatial_compression"])
-        video_shape = (b, int(self.meta["video"]["latent_dim"]), frames // self.tc, h // sc, w // sc)
-        audio_frames = math.ceil(num_samples / int(self.meta["audio"]["hop_length"]))
-        audio_shape = (b, int(self.meta["audio"]["latent_dim"]), audio_frames)
+        sc = self.spec.spatial_compression
+        video_shape = (b, self.spec.video_latent_dim, frames // self.tc, h // sc, w // sc)
+        audio_frames = math.ceil(num_samples / self.spec.hop_length)
+        audio_shape = (b, self.spec.audio_latent_dim, audio_frames)
         if audio_cond is not None and task == "a2v":
             audio_cond = audio_cond[..., :audio_frames]
         if task == "extend":
@@ -400,8 +400,8 @@ class AVPipeline:
                              "interval": list(sampler.guidance_interval)},
                 "duration": duration, "fps": self.fps, "sample_rate": self.sample_rate, "size": [h, w],
                 "checkpoint": self.checkpoint, "checkpoint_sha256": self.checkpoint_sha256,
-                "batch_size": b, "codec_fingerprint": self.meta["fingerprints"]["codec"],
-                "vae_fingerprint": self.meta["fingerprints"]["vae"]}
+                "batch_size": b, "codec_fingerprint": self.spec.codec_fingerprint,
+                "vae_fingerprint": self.spec.vae_fingerprint}
         if task == "extend":
             info["extend_seconds"] = extend_seconds
         return [
@@ -414,7 +414,7 @@ class AVPipeline:
 
     def _input_seconds(self, path: str | Path, duration: float | None, *, video: bool) -> float:
         """The longest valid duration of the input (at most `duration`); raises `MediaError`/`ValueError`."""
-        from av_model.data.media import probe
+        from avio import probe
 
         info = probe(path)
         if video and not info.has_video:
@@ -437,20 +437,16 @@ class AVPipeline:
         Both are written to a temporary name and renamed, the sidecar last: a job killed midway
         leaves no half-written mp4 under a clip's name, and a sidecar always has its mp4.
         """
-        from av_model.data.media import write_clip
+        from avio import atomic_path, write_clip, write_sidecar
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = []
         for clip in clips:
             path = out / f"{clip.id}.mp4"
-            tmp = out / f".{clip.id}.mp4.partial"
-            write_clip(tmp, clip.frames, clip.fps, audio=clip.audio, sample_rate=clip.sample_rate)
-            os.replace(tmp, path)
-            record = {"id": clip.id, "prompt": clip.prompt, **clip.info}
-            side = out / f".{clip.id}.json.partial"
-            side.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-            os.replace(side, out / f"{clip.id}.json")
+            with atomic_path(path) as tmp:
+                write_clip(tmp, clip.frames, clip.fps, audio=clip.audio, sample_rate=clip.sample_rate)
+            write_sidecar(out / f"{clip.id}.json", {"id": clip.id, "prompt": clip.prompt, **clip.info})
             paths.append(path)
         return paths
 
@@ -474,10 +470,11 @@ def _text_encoder(meta: dict[str, Any], specs: list[str] | None, device: torch.d
 
     specs = specs or meta["text"]["specs"]
     encoder = load_text_encoder(specs if len(specs) > 1 else specs[0], device=device)
-    if tuple(encoder.dims) != tuple(meta["text"]["dims"]):
+    latents = LatentSpec.from_meta(meta)
+    if tuple(encoder.dims) != latents.text_dims:
         raise ValueError(f"text encoder(s) {specs} give widths {tuple(encoder.dims)} but the model was trained on "
-                         f"{tuple(meta['text']['dims'])}; use the encoders of the cache ({meta['text']['specs']}).")
-    if encoder.fingerprint != meta["fingerprints"]["text"]:
+                         f"{latents.text_dims}; use the encoders of the cache ({meta['text']['specs']}).")
+    if encoder.fingerprint != latents.text_fingerprint:
         print(f"note: text encoder(s) {specs} differ from the ones the cache was built with "
-              f"(fingerprint {encoder.fingerprint} vs {meta['fingerprints']['text']}).", file=sys.stderr)
+              f"(fingerprint {encoder.fingerprint} vs {latents.text_fingerprint}).", file=sys.stderr)
     return encoder

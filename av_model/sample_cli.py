@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from av_model.lit import load_generator
+from av_model.generator_file import load_generator
 from av_model.pipeline import AVPipeline, GeneratedClip, SkippedItem
+from avio.manifest import resolve_listed
 
 __all__ = ["main"]
 
@@ -71,16 +72,6 @@ def _lines(path: Path, flag: str) -> list[tuple[int, str]]:
     return out
 
 
-def _resolve(listed: str, base: Path) -> Path:
-    """A listed path: absolute as is; relative against the list's folder, or against the current
-    folder when only that one exists (lists written by hand from the project root)."""
-    path = Path(listed).expanduser()
-    if path.is_absolute():
-        return path
-    beside = base / path
-    return path if not beside.exists() and path.exists() else beside
-
-
 def _read_prompt_file(path: Path) -> _Listing:
     """Prompts from a text file (one per line) or a JSONL manifest (`id` and `caption`/`prompt`);
     a malformed JSONL line becomes a bad item named by its line."""
@@ -108,7 +99,7 @@ def _read_prompt_file(path: Path) -> _Listing:
 def _read_input_list(path: Path, flag: str) -> _Listing:
     """Inputs from lines "path[<TAB>prompt]" or a JSONL manifest (`path`, `caption`/`prompt`, `id`).
 
-    Relative paths are resolved against the list's folder (see `_resolve`).
+    Relative paths are resolved against the list's folder (see `avio.manifest.resolve_listed`).
     """
     listing = _Listing()
     jsonl = path.suffix == ".jsonl"
@@ -128,7 +119,7 @@ def _read_input_list(path: Path, flag: str) -> _Listing:
         else:
             name, _, prompt = line.partition("\t")
             cid = None
-        resolved = _resolve(name.strip(), path.parent)
+        resolved = resolve_listed(name.strip(), path.parent)
         listing.items.append(_Item(str(cid) if cid is not None else Path(name.strip()).stem, prompt.strip(), i,
                                    str(resolved)))
     ids = [it.id for it in listing.items]
@@ -254,17 +245,15 @@ def _expected(pipe: AVPipeline, args: argparse.Namespace, task: str, item: _Item
 
 def _finished(out: Path, want: dict[str, Any]) -> bool:
     """Whether `out` holds this item's clip: a valid sidecar with the expected fields, and its mp4."""
-    from av_model.data.media import MediaError, probe
+    from avio import FormatError, probe, read_sidecar
 
     side, mp4 = out / f"{want['id']}.json", out / f"{want['id']}.mp4"
     if not (side.is_file() and mp4.is_file()):
         return False
     try:
-        record = json.loads(side.read_text(encoding="utf-8"))
+        record = read_sidecar(side)
         info = probe(mp4)
-    except (OSError, ValueError, MediaError):  # unreadable sidecar or mp4: make the clip again
-        return False
-    if not isinstance(record, dict):
+    except (OSError, FormatError):  # unreadable sidecar or mp4: make the clip again
         return False
     for key, value in want.items():
         have = record.get(key)

@@ -40,8 +40,7 @@ sys.path.insert(0, str(ROOT))
 from audio_codec import AudioCodec, load_codec  # noqa: E402
 from audio_codec.data import load_audio_entries  # noqa: E402
 from audio_codec.metrics import MelDistance, OctavePower, si_snr  # noqa: E402
-from av_model.data.manifest import load_manifest  # noqa: E402
-from av_model.data.media import read_audio  # noqa: E402
+from avio import load_manifest, read_audio  # noqa: E402
 from eval.onsets import detect_onsets, match_events  # noqa: E402
 
 

@@ -33,9 +33,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from av_model.data.datamodule import ClipDataModule  # noqa: E402
-from av_model.data.manifest import load_manifest  # noqa: E402
-from av_model.data.media import read_clip  # noqa: E402
 from av_model.data.synthetic import FAMILIES, SynthConfig, generate_clip, make_dataset  # noqa: E402
+from avio import load_manifest, read_clip  # noqa: E402
 
 
 def _cpu_seconds() -> float:

@@ -31,18 +31,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from avio import write_clip  # noqa: E402
 from eval.features.base import FeatureExtractor, extract_features  # noqa: E402
 from eval.features.weights import WeightsMissing, resolve_weights  # noqa: E402
 from eval.metrics import METRICS  # noqa: E402
 from eval.metrics.base import MetricOptions  # noqa: E402
 from eval.sets import ClipSet, load_set  # noqa: E402
-from eval.testing import bouncing_clip, write_mp4  # noqa: E402
+from eval.testing import bouncing_clip  # noqa: E402
 
 
 def _make_clips(folder: Path, n: int) -> ClipSet:
     for i in range(n):
         c = bouncing_clip(i, duration=2.0, sample_rate=24000, min_event_gap=0.15)
-        write_mp4(folder / f"clip{i:03d}.mp4", c.frames, c.fps, c.audio, c.sample_rate)
+        write_clip(folder / f"clip{i:03d}.mp4", c.frames, c.fps, c.audio, c.sample_rate)
     return load_set(folder, name="bench")
 
 

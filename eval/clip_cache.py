@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from avio import atomic_path
+
 __all__ = ["PER_CLIP_PREFIXES", "ClipCache"]
 
 # Cache keys the metrics build as f"{prefix}{path}:{start}:{end}...": per-clip work worth keeping.
@@ -88,7 +90,5 @@ class ClipCache:
             if path is not None and stamp is not None:
                 entries[key] = (path, stamp, value)
         self.file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.file.with_suffix(".tmp")
-        with tmp.open("wb") as fh:
+        with atomic_path(self.file) as tmp, tmp.open("wb") as fh:
             pickle.dump({"format": _FORMAT, "entries": entries}, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, self.file)

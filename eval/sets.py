@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
+from avio import ManifestError, SidecarError, read_sidecar, sidecar_path
+from avio.manifest import read_records, resolve_listed
 from eval.reader import EvalInputError
 
 __all__ = ["EvalInputError", "GroundTruthEvent", "ClipRecord", "ClipSet", "load_set", "pair_sets",
@@ -118,7 +118,7 @@ class ClipSet:
 
 
 def _parse_events(value: Any, where: str) -> tuple[GroundTruthEvent, ...] | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):  # "": an empty CSV cell
         return None
     if isinstance(value, str):  # CSV cells hold JSON text
         try:
@@ -150,23 +150,11 @@ def _float_or(value: Any, default: float | None, name: str, where: str) -> float
         raise EvalInputError(f"{where}: '{name}' must be a number of seconds, got {value!r}.") from err
 
 
-def _resolve(listed: str, base: Path) -> Path:
-    """The file a listed path names: absolute as is; relative against `base` (the folder of the
-    listing file), or against the current directory when only that one exists."""
-    path = Path(listed)
-    if path.is_absolute():
-        return path
-    beside = base / path
-    if not beside.exists() and path.exists():
-        return path
-    return beside  # may not exist: load_set reports it against `base`
-
-
 def _record(row: dict[str, Any], base: Path, where: str) -> ClipRecord:
     for key in ("id", "path"):
         if key not in row or row[key] is None or (isinstance(row[key], float) and math.isnan(row[key])):
             raise EvalInputError(f"{where}: missing '{key}'; every manifest row needs 'id' and 'path'.")
-    path = _resolve(str(row["path"]), base)
+    path = resolve_listed(str(row["path"]), base)  # may not exist: load_set reports it against `base`
     start = _float_or(row.get("start"), 0.0, "start", where) or 0.0
     end = _float_or(row.get("end"), None, "end", where)
     if end is not None and end <= start:
@@ -182,45 +170,17 @@ def _record(row: dict[str, Any], base: Path, where: str) -> ClipRecord:
         start=start,
         end=end,
         events=_parse_events(row.get("events"), where),
-        reference_id=None if ref_id is None or (isinstance(ref_id, float) and math.isnan(ref_id)) else str(ref_id),
+        reference_id=None if ref_id is None or ref_id == "" or (isinstance(ref_id, float) and math.isnan(ref_id))
+        else str(ref_id),
         extra={k: v for k, v in row.items() if k not in known},
     )
 
 
-def _utf8_lines(path: Path) -> list[str]:
-    """The manifest's lines as text; a line that is not UTF-8 is an error naming it and its byte."""
-    lines = []
-    for i, raw in enumerate(path.read_bytes().splitlines(), start=1):
-        try:
-            lines.append(raw.decode("utf-8").lstrip("\ufeff") if i == 1 else raw.decode("utf-8"))
-        except UnicodeDecodeError as err:
-            raise EvalInputError(
-                f"{path}:{i}: not UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1}); manifests are "
-                "UTF-8 text. Convert it, e.g. `iconv -f latin1 -t utf-8 IN > OUT` if it was saved as Latin-1."
-            ) from None
-    return lines
-
-
 def _load_manifest(path: Path, split: str | None) -> list[ClipRecord]:
-    rows: list[tuple[dict[str, Any], str]] = []
-    lines = _utf8_lines(path)
-    if path.suffix.lower() == ".csv":
-        try:
-            frame = pd.read_csv(path)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-            raise EvalInputError(f"{path}: not a readable CSV manifest ({err}).") from err
-        rows = [(r, f"{path}:{i + 2}") for i, r in enumerate(frame.to_dict(orient="records"))]
-    else:
-        for i, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise EvalInputError(f"{path}:{i}: not valid JSON ({err}); a manifest has one object per line.") from err
-            if not isinstance(obj, dict):
-                raise EvalInputError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}.")
-            rows.append((obj, f"{path}:{i}"))
+    try:
+        rows = [(rec, where) for where, rec in read_records(path)]
+    except ManifestError as err:
+        raise EvalInputError(str(err)) from err
     if split is not None:
         splits = {str(r.get("split")) for r, _ in rows}
         rows = [(r, w) for r, w in rows if str(r.get("split")) == split]
@@ -235,19 +195,15 @@ def _load_folder(path: Path, rejected: list[tuple[str, Path, str]] | None = None
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in MEDIA_SUFFIXES and p.is_file())
     records = []
     for f in files:
-        sidecar = f.with_suffix(".json")
+        sidecar = sidecar_path(f)
         meta: dict[str, Any] = {}
         if sidecar.is_file():
             try:
-                meta = json.loads(sidecar.read_text(encoding="utf-8"))
-                if not isinstance(meta, dict):
-                    raise EvalInputError(f"{sidecar}: a sidecar must hold a JSON object.")
-            except (json.JSONDecodeError, UnicodeDecodeError, EvalInputError) as err:
-                reason = str(err) if isinstance(err, EvalInputError) else \
-                    f"{sidecar}: not valid JSON ({err}); fix or delete the sidecar."
+                meta = read_sidecar(sidecar)
+            except SidecarError as err:
                 if rejected is None:
-                    raise EvalInputError(reason) from err
-                rejected.append((f.stem, f, reason))
+                    raise EvalInputError(str(err)) from err
+                rejected.append((f.stem, f, str(err)))
                 continue
         # the media file found here, not a "path" the sidecar may carry; named relative to `path`
         # because `_record` resolves against it (str(f) would double a relative folder: a/b/a/b/x.mp4)

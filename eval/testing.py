@@ -1,26 +1,20 @@
-"""Small procedural clips with known event times, and an mp4 writer, for checking metrics.
+"""Small procedural clips with known event times, for checking metrics.
 
 The metric tests and the benchmark need clips whose sounds have visible causes at exactly known
 times, and need to shift the audio by a known offset. `bouncing_clip` draws balls bouncing in a box
-(every wall or floor contact is an impact sound) and squares that flash with a tone; `write_mp4`
-writes H.264 + AAC with PyAV. Both are deliberately independent of the project's dataset code so
-the metrics are checked against their own ground truth.
+(every wall or floor contact is an impact sound) and squares that flash with a tone; `dashing_clip`
+a square that dashes with a whoosh. They are deliberately independent of the project's synthetic
+dataset so the metrics are checked against their own ground truth; `avio.write_clip` writes them.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from fractions import Fraction
-from pathlib import Path
-from typing import cast
 
-import av
 import numpy as np
-from av.audio.stream import AudioStream
-from av.video.stream import VideoStream
 
-__all__ = ["ProceduralClip", "bouncing_clip", "dashing_clip", "write_mp4"]
+__all__ = ["ProceduralClip", "bouncing_clip", "dashing_clip"]
 
 
 @dataclass
@@ -171,60 +165,6 @@ def bouncing_clip(
         kinds=[k for _, k, _ in kept],
         audio_offset=audio_offset,
     )
-
-
-def write_mp4(path: str | Path, frames: np.ndarray, fps: float, audio: np.ndarray | None = None,
-              sample_rate: int | None = None) -> Path:
-    """Write H.264 (yuv420p) + AAC mp4 with PyAV.
-
-    Args:
-        path: output file.
-        frames: (T, H, W, 3) uint8; H and W even (yuv420p).
-        fps: frame rate.
-        audio: (C, S) float in [-1, 1] or None.
-        sample_rate: Hz, required with audio.
-
-    Returns:
-        The path written.
-    """
-    path = Path(path)
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}.")
-    if frames.shape[1] % 2 or frames.shape[2] % 2:
-        raise ValueError(f"frame height and width must be even for yuv420p, got {frames.shape[1:3]}.")
-    if audio is not None and not sample_rate:
-        raise ValueError("sample_rate is required with audio.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rate = Fraction(fps).limit_denominator(1001)
-    pcm = None if audio is None else np.asarray(audio, dtype=np.float32)  # (C, S)
-    rate_hz = int(sample_rate or 0)
-    with av.open(str(path), "w") as out:
-        vs = cast(VideoStream, out.add_stream("libx264", rate=rate))
-        vs.width, vs.height, vs.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        vs.options = {"crf": "18", "preset": "veryfast"}
-        a_s = None
-        if pcm is not None:  # every stream must exist before the first packet is muxed
-            a_s = cast(AudioStream, out.add_stream("aac", rate=rate_hz))
-            a_s.layout = "mono" if pcm.shape[0] == 1 else "stereo"
-        for i, img in enumerate(frames):
-            vf = av.VideoFrame.from_ndarray(img, format="rgb24")
-            vf.pts = i
-            vf.time_base = Fraction(1) / rate
-            out.mux(vs.encode(vf))
-        out.mux(vs.encode(None))
-        if pcm is not None and a_s is not None:
-            block = 1024
-            for i in range(0, pcm.shape[1], block):
-                chunk = np.ascontiguousarray(pcm[:, i:i + block])
-                af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=a_s.layout.name)
-                af.sample_rate = rate_hz
-                af.pts = i
-                af.time_base = Fraction(1, rate_hz)
-                out.mux(a_s.encode(af))
-            out.mux(a_s.encode(None))
-    return path
-
 
 
 def dashing_clip(

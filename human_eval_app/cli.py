@@ -9,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from avio import MediaError
+
 from .auth import ADMIN_ENV_HASH, ADMIN_ENV_PASSWORD, AccessError, admin_configured, hash_password
 from .errors import StudyError
-from .media import MediaError
 from .store import DEFAULT_DB_URL, Store, StoreError, open_store
 
 __all__ = ["study_main", "app_main"]

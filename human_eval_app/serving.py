@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from avio import MediaError
+
 from .assignment import release_assignment
-from .media import MediaError, read_registered, resolve_registered
+from .media import read_registered, resolve_registered
 from .raters import Item
 from .store import Assignment, Pair, Prompt, Sample, Store, find_study
 

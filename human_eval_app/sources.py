@@ -18,11 +18,11 @@ clips of one prompt, the k-th clip of each system are matched with each other.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
+from avio import ManifestError, SidecarError, read_sidecar, sidecar_path
+from avio.manifest import read_records
 
 from .spec import SpecError
 
@@ -30,7 +30,6 @@ __all__ = ["SourceClip", "MatchedPrompt", "read_source", "match_prompts", "norma
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".webm", ".mov", ".mkv", ".avi")
 _MANIFEST_NAMES = ("manifest.jsonl", "samples.jsonl")
-_MAX_SIDECAR_BYTES = 1 << 20  # a sidecar is a few hundred bytes; anything huge is not one
 _MAX_PROMPT_CHARS = 5000
 
 
@@ -80,19 +79,14 @@ def _prompt_of(record: dict, origin: str) -> str:
 def _read_manifest(path: Path) -> list[SourceClip]:
     root = path.resolve().parent
     try:
-        if path.suffix.lower() == ".csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        else:
-            frame = pd.read_json(path, lines=True, dtype=False)
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
-        raise SpecError(f"{path}: cannot be read as a {'CSV' if path.suffix.lower() == '.csv' else 'JSONL'} "
-                        f"manifest ({err})") from None
-    if "path" not in frame.columns:
+        records = list(read_records(path))
+    except ManifestError as err:
+        raise SpecError(str(err)) from None
+    if records and not any("path" in record for _, record in records):
         raise SpecError(f"{path}: a manifest needs a 'path' column (and 'prompt' or 'caption'); it has "
-                        f"{list(frame.columns)}")
+                        f"{list(records[0][1])}")
     clips = []
-    for i, record in enumerate(frame.to_dict(orient="records")):
-        origin = f"{path} row {i + 1}"
+    for origin, record in records:
         raw = record.get("path")
         if not isinstance(raw, str) or not raw.strip():
             raise SpecError(f"{origin}: empty 'path'")
@@ -115,19 +109,15 @@ def _read_folder(folder: Path) -> list[SourceClip]:
     clips = []
     for video in videos:
         video_path = _inside(video, root, str(folder))
-        sidecar = video.with_suffix(".json")
+        sidecar = sidecar_path(video)
         if not sidecar.is_file():
             raise SpecError(f"{video}: has no sidecar {sidecar.name} with its prompt; write one "
                             '({"prompt": "..."}) or list the clips in a manifest with a prompt column')
         _inside(sidecar, root, str(folder))
-        if sidecar.stat().st_size > _MAX_SIDECAR_BYTES:
-            raise SpecError(f"{sidecar}: is over 1 MB; it is not a sample sidecar")
         try:
-            record = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise SpecError(f"{sidecar}: not valid JSON ({err})") from None
-        if not isinstance(record, dict):
-            raise SpecError(f"{sidecar}: must hold a JSON object with a 'prompt'")
+            record = read_sidecar(sidecar)
+        except SidecarError as err:
+            raise SpecError(str(err)) from None
         clips.append(SourceClip(video_path, _prompt_of(record, str(sidecar)), str(record.get("id") or video.stem)))
     return clips
 

@@ -32,10 +32,12 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import aliased
 
+from avio import MediaError
+
 from .assignment import raters_needed
 from .auth import hash_password
 from .errors import StudyError
-from .media import MediaError, RegisteredMedia, register_media
+from .media import RegisteredMedia, register_media
 from .sources import MatchedPrompt, match_prompts, read_source
 from .spec import GOLD_KINDS, SpecError, StudySpec
 from .spreadsheet import neutralise_formulas

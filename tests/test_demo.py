@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from av_model.data import probe
+from avio import probe
 
 pytestmark = pytest.mark.slow
 

@@ -26,8 +26,8 @@ try:
 except ImportError:  # the dev extra is not installed: the module is skipped below
     sync_playwright = None
 
-from av_model.data import probe
 from av_model.pipeline import AVPipeline
+from avio import probe
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [
@@ -47,6 +47,7 @@ def _pipeline() -> AVPipeline:
     autoencoder, with the geometry a latent cache of 48x64 clips at 16 fps would record."""
     from audio_codec import EncodecCodec
     from audio_codec import get_preset as codec_preset
+    from av_model.cache_format import LatentSpec
     from av_model.dit import AVDiT
     from av_model.lit import build_dit_config
     from av_model.sampling import SamplerConfig
@@ -67,7 +68,7 @@ def _pipeline() -> AVPipeline:
                   "latent_rate": codec.frame_rate, "hop_length": codec.hop_length},
         "text": {"dims": list(text.dims), "specs": ["minilm"]},
     }
-    model = AVDiT(build_dit_config("debug", None, meta)).eval()
+    model = AVDiT(build_dit_config("debug", None, LatentSpec.from_meta(meta))).eval()
     return AVPipeline(model, text, codec, vae, meta, SamplerConfig(steps=2))
 
 
@@ -175,7 +176,7 @@ def test_generated_clips_play_with_sound_in_chromium(clips: Path, server: str, p
 def test_the_sound_check_tells_a_silent_file(clips: Path, server: str, page) -> None:
     """Control: the same writer without audio gives no decoded audio bytes, so the check above is
     one a clip without sound fails."""
-    from av_model.data.media import read_clip, write_clip
+    from avio import read_clip, write_clip
 
     silent = read_clip(clips / "0000.mp4", require_audio=False)
     write_clip(clips / "silent.mp4", silent.frames, FPS)

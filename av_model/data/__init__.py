@@ -1,24 +1,13 @@
-"""Media I/O, the synthetic audio-video dataset, manifests and clip data modules.
+"""The synthetic audio-video dataset and the clip data modules.
 
-Heavier pieces (Lightning data modules) are imported on first use, so `import av_model.data` for
-media I/O stays light.
+Media I/O and manifests are `avio`'s. Heavier pieces (Lightning data modules) are imported on first
+use, so `import av_model.data` for the synthetic generator stays light.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from av_model.data.manifest import ManifestEntry, ManifestError, load_manifest, save_manifest
-from av_model.data.media import (
-    Clip,
-    MediaError,
-    MediaInfo,
-    probe,
-    read_audio,
-    read_clip,
-    write_audio,
-    write_clip,
-)
 from av_model.data.synthetic import (
     FAMILIES,
     Event,
@@ -43,30 +32,18 @@ _LAZY = {"ClipDataConfig", "ClipDataModule", "ClipDataset", "DecodeFailureReport
 
 __all__ = [
     "FAMILIES",
-    "Clip",
     "ClipDataConfig",
     "ClipDataModule",
     "ClipDataset",
     "DecodeFailureReport",
     "Event",
-    "ManifestEntry",
-    "ManifestError",
-    "MediaError",
-    "MediaInfo",
     "SynthClip",
     "SynthConfig",
     "SyntheticDataModule",
     "SyntheticStream",
     "collate_clips",
     "generate_clip",
-    "load_manifest",
     "make_dataset",
-    "probe",
-    "read_audio",
-    "read_clip",
-    "save_manifest",
-    "write_audio",
-    "write_clip",
 ]
 
 

@@ -14,9 +14,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from av_model.data.manifest import ManifestEntry, ManifestError, load_manifest
-from av_model.data.media import MediaError, probe, read_clip
 from av_model.data.synthetic import FAMILIES, SynthConfig, dataset_is_current, make_dataset
+from avio import ManifestEntry, ManifestError, MediaError, load_manifest, probe, read_clip
 
 __all__ = ["main"]
 

@@ -18,9 +18,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from av_model.data.manifest import ManifestEntry, load_manifest
-from av_model.data.media import MediaError, probe, read_clip
 from av_model.data.synthetic import SynthConfig, SyntheticStream
+from avio import ManifestEntry, MediaError, load_manifest, probe, read_clip
 
 __all__ = [
     "ClipDataConfig",

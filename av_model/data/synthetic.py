@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -25,7 +24,6 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
-from av_model.data.media import write_clip
 from av_model.data.synth_draw import Canvas
 from av_model.data.synth_scenes import (
     BACKGROUNDS,
@@ -39,6 +37,7 @@ from av_model.data.synth_scenes import (
     sample_params,
 )
 from av_model.data.synth_sounds import mix
+from avio import atomic_write_text, write_clip
 
 __all__ = [
     "FAMILIES",
@@ -333,11 +332,8 @@ def make_dataset(
                 rows.append(row)
                 bar.update()
     bar.close()
-    tmp = manifest.with_suffix(".jsonl.tmp")
-    with tmp.open("w") as f:
-        for row in rows:  # imap keeps task order: splits in order, clips by index
-            f.write(json.dumps(row) + "\n")
-    os.replace(tmp, manifest)  # never leave a half-written manifest behind
+    # imap keeps task order: splits in order, clips by index; never leave a half-written manifest behind
+    atomic_write_text(manifest, "".join(json.dumps(row) + "\n" for row in rows))
     recipe_path.write_text(json.dumps(recipe, indent=2) + "\n")
     return manifest
 

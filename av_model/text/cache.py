@@ -18,8 +18,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from av_model.text.base import TextEncoder, check_prompts
 from av_model.text.batch import TextBatch
-from av_model.text.encoders import TextEncoder, _check_prompts
+from avio import atomic_path
 
 Entry = tuple[Tensor, ...]  # one (L_i, D_i) float tensor of real tokens per encoder
 
@@ -74,7 +75,7 @@ class CachedTextEncoder(TextEncoder):
         Returns:
             `TextBatch` on the CPU with embeddings `(B, L_i, D_i)` (padded to the longest prompt) and masks.
         """
-        prompts = _check_prompts(prompts)
+        prompts = check_prompts(prompts)
         entries = self._fill(prompts, progress, keep=True)
         return _collate([entries[p] for p in prompts], self.dims)
 
@@ -85,7 +86,7 @@ class CachedTextEncoder(TextEncoder):
             The number of prompts that had to be encoded.
         """
         before = self.misses
-        self._fill(_check_prompts(prompts), progress, keep=False)
+        self._fill(check_prompts(prompts), progress, keep=False)
         return self.misses - before
 
     def _fill(self, prompts: list[str], progress: bool, keep: bool) -> dict[str, Entry]:
@@ -139,10 +140,8 @@ class CachedTextEncoder(TextEncoder):
         path = self._path(key)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            # Written to a temporary name and renamed, so a reader never sees half a file.
-            save_file({f"emb{i}": e.contiguous() for i, e in enumerate(entry)}, tmp, metadata={"prompt": prompt})
-            tmp.replace(path)
+            with atomic_path(path) as tmp:  # a reader never sees half a file
+                save_file({f"emb{i}": e.contiguous() for i, e in enumerate(entry)}, tmp, metadata={"prompt": prompt})
 
     def _remember(self, key: str, entry: Entry) -> None:
         if self.memory_items == 0:

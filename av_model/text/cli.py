@@ -105,7 +105,7 @@ def _encode(args: argparse.Namespace) -> int:
             return 2
         prompts += [line.strip() for line in args.prompts_file.read_text().splitlines() if line.strip()]
     if args.manifest is not None:
-        from av_model.data.manifest import load_manifest
+        from avio import load_manifest
 
         try:
             prompts += [e.caption for e in load_manifest(args.manifest)]

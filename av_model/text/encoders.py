@@ -12,14 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from av_model.text.base import TextEncoder, check_prompts
 from av_model.text.batch import TextBatch
+from avio import sha256_file
 
 MINILM = "minilm"
 
@@ -36,35 +37,10 @@ _ENCODER_CLASSES = {
 }
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-_file_hash_memo: dict[tuple[str, int, int], str] = {}
 
 
 class TextEncoderError(ValueError):
     """A text encoder could not be found or loaded; the message says what to do."""
-
-
-class TextEncoder(ABC):
-    """Prompts -> `TextBatch`. Frozen: no gradients, eval mode, deterministic.
-
-    Attributes:
-        dims: width `D_i` of each encoder's token embeddings.
-        fingerprint: hash of the configuration and weights; caches keyed on it never mix encoders.
-    """
-
-    dims: tuple[int, ...]
-    fingerprint: str
-
-    @abstractmethod
-    def encode(self, prompts: Sequence[str]) -> TextBatch:
-        """Encode `prompts` (B strings) into per-token embeddings `(B, L_i, D_i)` and masks `(B, L_i)`."""
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """Human-readable name of each encoder (for listings and logs)."""
-        return tuple(f"encoder{i}" for i in range(len(self.dims)))
-
-    def __call__(self, prompts: Sequence[str]) -> TextBatch:
-        return self.encode(prompts)
 
 
 class HFTextEncoder(TextEncoder):
@@ -129,7 +105,7 @@ class HFTextEncoder(TextEncoder):
 
     @torch.no_grad()  # not inference_mode: its tensors could not be saved for backward by the projections
     def encode(self, prompts: Sequence[str]) -> TextBatch:
-        prompts = _check_prompts(prompts)
+        prompts = check_prompts(prompts)
         tokens = self.tokenizer(
             prompts, padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
         )
@@ -242,18 +218,6 @@ def _load_encoder_module(path: Path, model_type: str, dtype: torch.dtype) -> Any
     return model
 
 
-def _check_prompts(prompts: Sequence[str]) -> list[str]:
-    if isinstance(prompts, str):
-        raise TypeError("encode() takes a list of prompts, not one string; wrap it: encode([prompt]).")
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError("encode() got an empty list of prompts.")
-    for i, p in enumerate(prompts):
-        if not isinstance(p, str):
-            raise TypeError(f"prompt {i} is a {type(p).__name__}, not a string.")
-    return prompts
-
-
 def _fingerprint(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
@@ -269,15 +233,7 @@ def _weights_hash(folder: Path) -> str:
         if real.parent.name == "blobs":
             digests.append(f"{f.name}:{real.name}")
             continue
-        stat = real.stat()
-        key = (str(real), stat.st_size, stat.st_mtime_ns)
-        if key not in _file_hash_memo:
-            h = hashlib.sha256()
-            with open(real, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(chunk)
-            _file_hash_memo[key] = h.hexdigest()
-        digests.append(f"{f.name}:{_file_hash_memo[key]}")
+        digests.append(f"{f.name}:{sha256_file(real, memo=True)}")
     if not digests:
         raise TextEncoderError(f"no weight files ({', '.join(_WEIGHT_SUFFIXES)}) in {folder}.")
     return _fingerprint(digests)

@@ -142,7 +142,7 @@ class ReconstructionVideos(L.Callback):
 
     @rank_zero_only
     def _write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from av_model.data.media import write_clip
+        from avio import write_clip
 
         assert self._batch is not None
         module: VideoAutoencoderModule = pl_module  # type: ignore[assignment]

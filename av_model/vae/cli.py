@@ -195,8 +195,7 @@ def _reconstruct(argv: list[str]) -> int:
 
     import torch
 
-    from av_model.data.manifest import ManifestError, load_manifest
-    from av_model.data.media import MediaError, read_clip, write_clip
+    from avio import ManifestError, MediaError, load_manifest, read_clip, write_clip, write_sidecar
 
     from .io import load_video_autoencoder
 
@@ -234,7 +233,7 @@ def _reconstruct(argv: list[str]) -> int:
         frames = y.add(1).mul(127.5).round().byte().permute(1, 2, 3, 0).cpu()  # (T, H, W, 3)
         audio = None if clip.audio is None else clip.audio[:, : round(t / clip.fps * (clip.sample_rate or 1))]
         write_clip(out / f"{e.id}.mp4", frames, clip.fps, audio, clip.sample_rate)
-        (out / f"{e.id}.json").write_text(json.dumps({"id": e.id, "prompt": e.caption, "reconstructed_by": str(args.vae)}))
+        write_sidecar(out / f"{e.id}.json", {"id": e.id, "prompt": e.caption, "reconstructed_by": str(args.vae)})
         written += 1
     for line in skipped:
         print(f"skipped {line}", file=sys.stderr)

@@ -77,11 +77,11 @@ def encode_file(
         src: any video file FFmpeg opens.
         dst: output `.safetensors`.
         vae: the autoencoder (moved to `device`).
-        fps, size, start, duration: as in `av_model.data.media.read_clip` (None keeps the file's).
+        fps, size, start, duration: as in `avio.read_clip` (None keeps the file's).
         chunks: chunked encoding (bounded memory for long clips); None encodes in one piece.
         normalize: store `vae.normalize(z)` (what the generator works on) instead of raw latents.
     """
-    from av_model.data.media import read_clip
+    from avio import read_clip
 
     # 1. Read and pad the clip
     clip = read_clip(Path(src), fps=fps, size=size, start=start, duration=duration, require_audio=False)
@@ -155,7 +155,7 @@ def decode_file(
         chunks: chunked decoding; None decodes in one piece.
         audio_from: a media file whose audio (from 0 s, as long as the clip) is muxed in.
     """
-    from av_model.data.media import read_audio, write_clip
+    from avio import read_audio, write_clip
 
     # 1. Read and check the latents
     z, meta = read_latent_file(src)

@@ -1,4 +1,4 @@
-"""Saving and loading a trained video autoencoder as one `.pt` file, and its fingerprint.
+"""Loading a trained video autoencoder from the one `.pt` file `VideoAutoencoder.save` writes.
 
 The file is a dict of plain Python values and tensors, so it loads with
 `torch.load(weights_only=True)` (no pickled code runs):
@@ -9,59 +9,17 @@ The file is a dict of plain Python values and tensors, so it loads with
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from .config import VAEConfig
-from .model import VideoAutoencoder
-
-FORMAT = "avgen.video_autoencoder"
-VERSION = 1
+from .model import FORMAT, VERSION, VideoAutoencoder
 
 
 class VAECheckpointError(ValueError):
     """A file that is not a readable video autoencoder of this project; the message says why and what to do."""
-
-
-def fingerprint(model: VideoAutoencoder) -> str:
-    """sha256 (first 16 hex characters) of the config, every weight and the latent statistics.
-
-    Two autoencoders with equal fingerprints produce the same latents, so latent caches and
-    encoded files record it and refuse latents from another autoencoder.
-    """
-    h = hashlib.sha256()
-    h.update(json.dumps(model.config.to_dict(), sort_keys=True).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous()
-        h.update(name.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        # Viewing as bytes hashes bf16 and bool tensors too (numpy has no bf16).
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def save_video_autoencoder(model: VideoAutoencoder, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None) -> Path:
-    """Write `model` to `path` atomically (a half-written file never replaces a good one)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "format": FORMAT,
-        "version": VERSION,
-        "config": model.config.to_dict(),
-        "state_dict": {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()},
-        "fingerprint": fingerprint(model),
-        "metadata": dict(metadata or {}),
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
 
 
 def load_video_autoencoder(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> VideoAutoencoder:
@@ -115,7 +73,7 @@ def load_video_autoencoder(path: str | os.PathLike[str], map_location: str | tor
             f"(was it written by another version of this code?): {err}"
         ) from err
     stored = payload.get("fingerprint")
-    actual = fingerprint(model)
+    actual = model.fingerprint
     if stored is not None and stored != actual:
         raise VAECheckpointError(f"{path} is corrupt: its fingerprint is {stored} but its weights hash to {actual}.")
     model.metadata = dict(payload.get("metadata") or {})

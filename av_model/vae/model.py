@@ -11,13 +11,19 @@ num_frames=1)` turns that latent frame back into one image.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from avio import atomic_path
 
 from .chunking import WindowAxis, blend_windows, count_windows
 from .config import ChunkConfig, VAEConfig
@@ -31,6 +37,10 @@ from .layers import (
     depth_to_space,
     space_to_depth,
 )
+
+# The file `save` writes and `io.load_video_autoencoder` reads (see io.py for its layout).
+FORMAT = "avgen.video_autoencoder"
+VERSION = 1
 
 
 class Encoder(nn.Module):
@@ -396,13 +406,35 @@ class VideoAutoencoder(nn.Module):
     # ---------------------------------------------------------------------------- persistence
     @property
     def fingerprint(self) -> str:
-        """Hash of the architecture, the weights and the latent statistics (hex, 16 characters)."""
-        from .io import fingerprint
+        """sha256 (first 16 hex characters) of the config, every weight and the latent statistics.
 
-        return fingerprint(self)
+        Two autoencoders with equal fingerprints produce the same latents, so latent caches and
+        encoded files record it and refuse latents from another autoencoder.
+        """
+        h = hashlib.sha256()
+        h.update(json.dumps(self.config.to_dict(), sort_keys=True).encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            t = tensor.detach().to("cpu").contiguous()
+            h.update(name.encode())
+            h.update(str(t.dtype).encode())
+            h.update(str(tuple(t.shape)).encode())
+            # Viewing as bytes hashes bf16 and bool tensors too (numpy has no bf16).
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()[:16]
 
-    def save(self, path: str, metadata: dict[str, object] | None = None) -> None:
-        """Write a single `.pt` file that `load_video_autoencoder` reads (config, weights, statistics)."""
-        from .io import save_video_autoencoder
-
-        save_video_autoencoder(self, path, metadata=metadata if metadata is not None else self.metadata)
+    def save(self, path: str | os.PathLike[str], metadata: dict[str, object] | None = None) -> Path:
+        """Write a single `.pt` file that `load_video_autoencoder` reads (config, weights, statistics),
+        atomically (a half-written file never replaces a good one)."""
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": FORMAT,
+            "version": VERSION,
+            "config": self.config.to_dict(),
+            "state_dict": {k: v.detach().to("cpu").clone() for k, v in self.state_dict().items()},
+            "fingerprint": self.fingerprint,
+            "metadata": dict((metadata if metadata is not None else self.metadata) or {}),
+        }
+        with atomic_path(out) as tmp:
+            torch.save(payload, tmp)
+        return out

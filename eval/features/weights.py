@@ -18,6 +18,8 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from avio import update_with_file
+
 __all__ = ["WEIGHTS", "WeightSpec", "WeightPaths", "WeightsMissing", "resolve_weights", "weights_hash",
            "default_weights_dir"]
 
@@ -139,9 +141,7 @@ def weights_hash(path: str | Path) -> str:
     for f in files:
         if p.is_dir():
             h.update(str(f.relative_to(p)).encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+        update_with_file(h, f)
     digest = f"sha256:{h.hexdigest()[:16]}"
     _HASH_CACHE[key] = digest
     return digest

@@ -8,8 +8,8 @@ import pandas as pd
 import streamlit as st
 import yaml
 
+from avio import MediaError
 from human_eval_app.errors import StudyError
-from human_eval_app.media import MediaError
 from human_eval_app.raters import create_invites
 from human_eval_app.serving import media_problems
 from human_eval_app.spec import DEFAULT_QUESTIONS, GOLD_KINDS, StudySpec

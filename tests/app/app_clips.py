@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from av_model.data.media import write_clip
+from avio import write_clip
 
 FPS = 8
 SAMPLE_RATE = 16000

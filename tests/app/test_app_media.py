@@ -10,16 +10,11 @@ import numpy as np
 import pytest
 from app_clips import SAMPLE_RATE, make_clip
 
-from av_model.data.media import probe, read_clip, write_clip
+from avio import MediaError, probe, read_clip, write_clip
+from avio.normalize import browser_playable
 from eval.onsets import detect_onsets
 from human_eval_app import media as media_mod
-from human_eval_app.media import (
-    MediaError,
-    browser_playable,
-    read_registered,
-    register_media,
-    resolve_registered,
-)
+from human_eval_app.media import read_registered, register_media, resolve_registered
 
 
 def _mpeg4_mkv(path: Path, width: int = 33, height: int = 31) -> Path:

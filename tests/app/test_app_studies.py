@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
+from avio import MediaError
 from eval.preference import net_win_rates, validate_judgments
-from human_eval_app.media import MediaError
 from human_eval_app.raters import create_invites, load_item, queue_state, start_queue, submit_answers
 from human_eval_app.spec import SpecError, StudySpec
 from human_eval_app.store import Assignment, Pair, Sample, Store

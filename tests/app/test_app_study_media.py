@@ -11,7 +11,8 @@ from app_clips import make_clip, make_foreign_system, make_system
 from conftest import PROMPTS
 from sqlalchemy import select
 
-from human_eval_app.media import MediaError, read_registered
+from avio import MediaError
+from human_eval_app.media import read_registered
 from human_eval_app.spec import StudySpec
 from human_eval_app.store import Pair, Sample, Store
 from human_eval_app.studies import create_study, list_studies

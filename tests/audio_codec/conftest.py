@@ -45,7 +45,7 @@ def wav() -> torch.Tensor:
 
 def write_manifest(root: Path, clips: dict[str, list[tuple[str, float]]]) -> Path:
     """Write wav clips and a JSONL manifest: {split: [(id, seconds), ...]} -> manifest path."""
-    from av_model.data.media import write_audio
+    from avio import write_audio
 
     rows = []
     for split, items in clips.items():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from audio_codec.data import AudioClipDataset, CodecDataModule, collate_audio, load_audio_entries
-from av_model.data.media import write_audio
+from avio import write_audio
 
 
 def test_entries_resolve_paths_and_filter_splits(tiny_manifest: Path) -> None:

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from audio_codec import load_codec
 from audio_codec.cli import main
-from av_model.data.media import read_audio, write_audio
+from avio import read_audio, write_audio
 
 ROOT = Path(__file__).resolve().parents[2]
 DEBUG_YAML = str(ROOT / "configs" / "codec" / "debug.yaml")

@@ -57,7 +57,7 @@ def test_check_names_partial_audio_and_missing_files(tmp_path: Path, capsys: pyt
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     import numpy as np
 
-    from av_model.data.media import write_clip
+    from avio import write_clip
 
     ds = tmp_path / "ds"
     rng = np.random.default_rng(0)

@@ -18,8 +18,7 @@ from av_model.data.datamodule import (
     SyntheticDataModule,
     collate_clips,
 )
-from av_model.data.manifest import ManifestEntry, load_manifest, save_manifest
-from av_model.data.media import write_clip
+from avio import ManifestEntry, load_manifest, save_manifest, write_clip
 
 CFG = ClipDataConfig(fps=16, size=32, duration=1.0, sample_rate=16000, channels=1)
 

@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from av_model.data.media import read_clip
 from av_model.data.synth_scenes import (
     COLOURS,
     FLOOR_FRAC,
@@ -31,6 +30,7 @@ from av_model.data.synthetic import (
     generate_clip,
     make_dataset,
 )
+from avio import load_manifest, read_clip
 
 CFG = SynthConfig()
 _NUM = {"once": 1, "twice": 2, "three times": 3, "four times": 4, "five times": 5, "six times": 6,
@@ -217,3 +217,10 @@ def test_stream_matches_files_and_shards_across_workers() -> None:
     assert sorted(it["id"] for it in loader) == sorted(it["id"] for it in items)
     with pytest.raises(ValueError, match="split"):
         SyntheticStream(cfg, "test")
+
+
+def test_synthetic_manifest_loads(tiny_dataset: Path) -> None:
+    entries = load_manifest(tiny_dataset)
+    assert [e.split for e in entries] == ["train"] * 6 + ["val"] * 2 + ["heldout"] * 2
+    assert all(e.path.is_file() and e.end == 1.0 for e in entries)
+    assert {"family", "events", "params", "seed"} <= set(entries[0].extra)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from eval.testing import bouncing_clip, dashing_clip, write_mp4
+from avio import write_clip
+from eval.testing import bouncing_clip, dashing_clip
 
 SHIFTS_MS = (0, 40, 80, 160, 320)  # repeated in test_eval_sync.py (conftest modules are not imported)
 N_SHIFT_CLIPS = 4
@@ -27,7 +28,7 @@ def _write_set(root: Path, name: str, n: int, *, offset: float = 0.0, min_gap: f
     folder = root / name
     for i in range(n):
         clip = _clip(kind, seed0 + i, duration=duration, min_event_gap=min_gap, audio_offset=offset)
-        write_mp4(folder / f"clip{i}.mp4", clip.frames, clip.fps, clip.audio, clip.sample_rate)
+        write_clip(folder / f"clip{i}.mp4", clip.frames, clip.fps, clip.audio, clip.sample_rate)
         if sidecars:
             (folder / f"clip{i}.json").write_text(json.dumps({"prompt": f"a ball bouncing, scene {i}", "id": f"clip{i}",
                                                               "seed": seed0 + i}))
@@ -39,7 +40,7 @@ def _write_manifest(root: Path, n: int, *, min_gap: float = 0.7, duration: float
     rows = []
     for i in range(n):
         clip = _clip(kind, seed0 + i, duration=duration, min_event_gap=min_gap)
-        write_mp4(root / "ref" / f"clip{i}.mp4", clip.frames, clip.fps, clip.audio, clip.sample_rate)
+        write_clip(root / "ref" / f"clip{i}.mp4", clip.frames, clip.fps, clip.audio, clip.sample_rate)
         rows.append({"id": f"clip{i}", "path": f"ref/clip{i}.mp4", "caption": f"a ball bouncing, scene {i}",
                      "split": "heldout" if i % 2 else "train",
                      "events": [{"time": t, "kind": k, "obj": 0} for t, k in zip(clip.events, clip.kinds)]})

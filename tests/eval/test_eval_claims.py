@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from avio import write_clip
 from eval.claims import Claim, attribute_claims, conditioning_claims, event_claims, load_report
 from eval.runner import EvalConfig, evaluate
-from eval.testing import dashing_clip, write_mp4
+from eval.testing import dashing_clip
 
 N = 12
 
@@ -19,7 +20,7 @@ def _write(folder: Path, seed0: int, *, silent: bool = False) -> Path:
     for i in range(N):
         clip = dashing_clip(seed0 + i, duration=2.0, min_event_gap=0.3)
         audio = np.zeros_like(clip.audio) if silent else clip.audio
-        write_mp4(folder / f"clip{i}.mp4", clip.frames, clip.fps, audio, clip.sample_rate)
+        write_clip(folder / f"clip{i}.mp4", clip.frames, clip.fps, audio, clip.sample_rate)
         (folder / f"clip{i}.json").write_text(json.dumps({"id": f"clip{i}", "prompt": f"scene {i}"}))
     return folder
 
@@ -30,7 +31,7 @@ def v2a_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     rows = []
     for i in range(N):
         clip = dashing_clip(i, duration=2.0, min_event_gap=0.3)
-        write_mp4(root / "ref" / f"clip{i}.mp4", clip.frames, clip.fps, clip.audio, clip.sample_rate)
+        write_clip(root / "ref" / f"clip{i}.mp4", clip.frames, clip.fps, clip.audio, clip.sample_rate)
         rows.append({"id": f"clip{i}", "path": f"ref/clip{i}.mp4", "caption": f"scene {i}",
                      "events": [{"time": t, "kind": k, "obj": 0} for t, k in zip(clip.events, clip.kinds)]})
     (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -116,12 +116,12 @@ def set_with_bad_clips(small_sets: dict[str, Path], tmp_path: Path) -> Path:
 
     import numpy as np
 
-    from eval.testing import write_mp4
+    from avio import write_clip
 
     folder = tmp_path / "gen"
     shutil.copytree(small_sets["sync"], folder)
     (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a movie")
-    write_mp4(folder / "silent.mp4", np.zeros((16, 64, 64, 3), np.uint8), 16.0)
+    write_clip(folder / "silent.mp4", np.zeros((16, 64, 64, 3), np.uint8), 16.0)
     _audio_only_mp4(folder / "blind.mp4")
     return folder
 
@@ -136,7 +136,7 @@ def test_bad_clips_are_skipped_and_reported(set_with_bad_clips: Path, small_sets
     report = json.loads((out / "report.json").read_text())
     reasons = {s["id"]: s["reason"] for s in report["skipped"]}
     assert set(reasons) == {"broken", "silent", "blind"} and all(s["system"] == "gen" for s in report["skipped"])
-    assert "not a readable media file" in reasons["broken"]
+    assert "cannot be opened as media" in reasons["broken"]
     assert "no audio stream" in reasons["silent"] and "no video stream" in reasons["blind"]
     assert all(r["n_generated"] == 4 for r in report["results"] if r["system"] == "gen" and r["status"] == "ok")
     assert "Skipped clips (3)" in (out / "report.html").read_text()

@@ -191,8 +191,8 @@ def test_missing_and_bad_weights(tiny_weights: dict[str, Path], tmp_path: Path, 
     with pytest.raises(EvalInputError, match="torchvggish"):
         VGGishExtractor(junk)
     # FVD needs 16 frames: a 4-frame clip is refused with the reason
-    from eval.testing import write_mp4
+    from avio import write_clip
     short = tmp_path / "short"
-    write_mp4(short / "a.mp4", np.zeros((4, 32, 32, 3), np.uint8), 8.0)
+    write_clip(short / "a.mp4", np.zeros((4, 32, 32, 3), np.uint8), 8.0)
     with pytest.raises(EvalInputError, match="16 consecutive"):
         METRICS["fvd"]().evaluate(load_set(short), load_set(small_sets["sync"]), _opts(tiny_weights), {"progress": False})

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from avio import write_clip
 from eval.onsets import detect_onsets
 from eval.reader import EvalInputError, read_audio, read_video
 from eval.sets import load_set, pair_sets
-from eval.testing import bouncing_clip, write_mp4
+from eval.testing import bouncing_clip
 
 
 def test_folder_with_sidecars(write_set) -> None:
@@ -87,7 +88,7 @@ def test_relative_folder_and_listed_paths_resolve_from_any_cwd(tmp_path: Path, m
     folder = Path("runs") / "x"
     clip = bouncing_clip(0, duration=1.0)
     for stem in ("a", "b"):
-        write_mp4(folder / f"{stem}.mp4", clip.frames, clip.fps, clip.audio, clip.sample_rate)
+        write_clip(folder / f"{stem}.mp4", clip.frames, clip.fps, clip.audio, clip.sample_rate)
         (folder / f"{stem}.json").write_text(json.dumps({"prompt": stem, "id": stem, "path": f"{stem}.mp4"}))
     from_folder = load_set("runs/x")
     assert [r.id for r in from_folder] == ["a", "b"]
@@ -115,7 +116,7 @@ def test_relative_folder_and_listed_paths_resolve_from_any_cwd(tmp_path: Path, m
 
 def test_reader_keeps_audio_and_video_in_sync(tmp_path: Path) -> None:
     clip = bouncing_clip(5, duration=2.0, sample_rate=24000, min_event_gap=0.2)
-    path = write_mp4(tmp_path / "c.mp4", clip.frames, clip.fps, clip.audio, clip.sample_rate)
+    path = write_clip(tmp_path / "c.mp4", clip.frames, clip.fps, clip.audio, clip.sample_rate)
     frames, fps = read_video(path)
     assert frames.shape == clip.frames.shape and fps == 16.0
     assert np.abs(frames.astype(int) - clip.frames).mean() < 2.0  # H.264 at crf 18
@@ -136,9 +137,9 @@ def test_reader_errors(tmp_path: Path) -> None:
         read_video(tmp_path / "none.mp4")
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video at all")
-    with pytest.raises(EvalInputError, match="not a readable media file"):
+    with pytest.raises(EvalInputError, match="cannot be opened as media"):
         read_audio(bad)
-    silent = write_mp4(tmp_path / "silent.mp4", np.zeros((4, 16, 16, 3), np.uint8), 8.0)
+    silent = write_clip(tmp_path / "silent.mp4", np.zeros((4, 16, 16, 3), np.uint8), 8.0)
     with pytest.raises(EvalInputError, match="no audio stream"):
         read_audio(silent)
     with pytest.raises(EvalInputError, match="frame size"):

@@ -51,7 +51,7 @@ def test_build_writes_shards_index_and_meta(dataset: Path, encoders: Encoders, t
     assert tuple(t["audio"].shape) == first.audio_shape == (encoders.codec.latent_dim, 75)
     assert t["text_mask"][0].all() and t["text"][0].shape == (first.text_lengths[0], 384)
     # The cached latents are what the encoders give for the decoded clip.
-    from av_model.data.media import read_clip
+    from avio import read_clip
 
     clip = read_clip(first.source, fps=FPS, size=SIZE, duration=1.0, sample_rate=24000, channels=1)
     with torch.no_grad():
@@ -139,7 +139,7 @@ def test_cli_flags_and_config_file(dataset: Path, encoders: Encoders, tmp_path: 
 
 def _manifest_with_bad_clips(dataset: Path, tmp_path: Path, *, good: int) -> Path:
     """The first `good` clips of the dataset, then a missing file and a corrupt one (relative paths)."""
-    from av_model.data.manifest import load_manifest, save_manifest
+    from avio import load_manifest, save_manifest
 
     folder = tmp_path / "listed"
     (folder / "clips").mkdir(parents=True)
@@ -176,7 +176,7 @@ def test_a_build_with_no_usable_clip_fails_and_a_rerun_retries(dataset: Path, en
     # the missing file appears: the rerun tries the shard again instead of keeping it as finished
     import shutil
 
-    from av_model.data.manifest import load_manifest
+    from avio import load_manifest
     shutil.copy(load_manifest(dataset)[0].path, tmp_path / "listed" / "clips" / "gone.mp4")
     assert cache_mod.main(args) == 0
     assert [e.id for e in read_index(tmp_path / "cache")[1]] == ["gone"]

@@ -21,14 +21,18 @@ def _parse_only(cli_cls: type, *classes: type, path: Path, **kwargs: object) -> 
 
 
 def _dit(path: Path) -> None:
+    from av_model.cache_format import LatentSpec
     from av_model.diagnostics import DiagnosticsConfig
     from av_model.lit import OptimizerConfig, build_dit_config
     from av_model.lit_cli import load_config
     from av_model.parallel import ParallelConfig
 
     cfg = load_config(path)
-    meta = {"video": {"latent_dim": 16}, "audio": {"latent_dim": 128}, "text": {"dims": [384]}}
-    build_dit_config(cfg.model.preset, cfg.model.overrides, meta)  # the preset and its overrides are valid
+    spec = LatentSpec(fps=16.0, size=(64, 64), video_latent_dim=16, video_rate=4.0, temporal_compression=4,
+                      spatial_compression=8, sample_rate=24000, audio_channels=1, audio_latent_dim=128,
+                      audio_rate=75.0, hop_length=320, text_dims=(384,), codec_fingerprint="c",
+                      vae_fingerprint="v", text_fingerprint="t")
+    build_dit_config(cfg.model.preset, cfg.model.overrides, spec)  # the preset and its overrides are valid
     OptimizerConfig(**vars(cfg.model.optimizer))
     if cfg.model.parallel is not None:
         ParallelConfig(**vars(cfg.model.parallel))

@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
+from av_model.generator_file import export_generator, load_generator
 from av_model.latents import LatentDataModule, LatentDataset, collate_latents
-from av_model.lit import AVDiffusion, OptimizerConfig, export_generator, load_generator
+from av_model.lit import AVDiffusion, OptimizerConfig
 from av_model.lit_cli import fit_main, validate_main
 
 from .conftest import Encoders, fit_args, write_fake_cache
@@ -21,7 +22,7 @@ def _metrics(root: Path) -> pd.DataFrame:
 
 
 def test_fit_writes_checkpoints_logs_and_sample_clips(trained: Path) -> None:
-    from av_model.data.media import probe
+    from avio import probe
 
     assert (trained / "final.ckpt").is_file() and (trained / "checkpoints" / "last.ckpt").is_file()
     assert (trained / "checkpoints" / "step0000002.ckpt").is_file()

@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from av_model.data.media import probe, write_clip
 from av_model.vae import VideoAutoencoder, get_preset
 from av_model.vae.cli import main
 from av_model.vae.files import LatentFileError, decode_file, encode_file, pad_clip, read_latent_file
+from avio import probe, write_clip
 
 
 @pytest.fixture()

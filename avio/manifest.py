@@ -3,28 +3,33 @@
 Each record names a clip: `id`, `path` (absolute, or relative to the manifest's folder),
 `caption`, and optionally `start`/`end` seconds and `split`. Any other field (the synthetic
 dataset's `events`, `family`, `params`, ...) is kept, untouched, in `ManifestEntry.extra`.
+
+`read_records` is the one parser of manifest files: UTF-8 checked line by line, one JSON object
+per line, or a CSV whose text columns stay text; each record comes with "file:line" for messages.
+`load_manifest` makes dataset entries of them; the evaluation's sets and the rating app's sample
+lists read the same records with the fields they need.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-__all__ = ["ManifestEntry", "ManifestError", "load_manifest", "save_manifest"]
+from avio.errors import ManifestError
+from avio.files import atomic_write_text
+
+__all__ = ["MANIFEST_NAMES", "ManifestEntry", "ManifestError", "load_manifest", "read_records",
+           "resolve_listed", "resolve_manifest_path", "save_manifest"]
 
 _REQUIRED = ("id", "path", "caption")
 _KNOWN = (*_REQUIRED, "start", "end", "split")
 MANIFEST_NAMES = ("manifest.jsonl", "manifest.csv")
-
-
-class ManifestError(ValueError):
-    """A manifest cannot be used; the message names the file, the record and the problem."""
 
 
 @dataclass
@@ -137,13 +142,27 @@ def _utf8(path: Path, n: int, raw: bytes) -> str:
         ) from None
 
 
-def _records(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
+# CSV columns read as text whatever they hold (ids such as "007", numeric-looking prompts).
+_TEXT_COLUMNS = ("id", "path", "caption", "prompt", "split")
+
+
+def read_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The records of a JSONL or CSV manifest file, each with where it stands ("file:line").
+
+    CSV line numbers are those a spreadsheet shows (the header is line 1); empty text cells are
+    "", empty `start`/`end` cells NaN. Blank JSONL lines are skipped.
+
+    Raises:
+        ManifestError: a line that is not UTF-8 (named with its byte), not JSON or not a JSON
+            object, or a CSV that cannot be parsed.
+    """
+    path = Path(path)
     if path.suffix.lower() == ".csv":
         with path.open("rb") as f:  # find the line that is not UTF-8 before pandas reports a byte offset
             for n, raw in enumerate(f, start=1):
                 _utf8(path, n, raw)
         try:
-            frame = pd.read_csv(path, dtype={"id": str, "path": str, "caption": str, "split": str}, keep_default_na=False,
+            frame = pd.read_csv(path, dtype=dict.fromkeys(_TEXT_COLUMNS, str), keep_default_na=False,
                                 na_values={"start": [""], "end": [""]})
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
             raise ManifestError(f"{path}: not a readable CSV manifest ({err}).") from err
@@ -162,6 +181,20 @@ def _records(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
             if not isinstance(rec, dict):
                 raise ManifestError(f"{path}:{n}: each line must be a JSON object; got {type(rec).__name__}.")
             yield f"{path}:{n}", rec
+
+
+def resolve_listed(listed: str, base: Path) -> Path:
+    """The file a path listed in a sample list or an evaluation set names: absolute as is; relative
+    against `base` (the folder of the listing file), or against the current folder when only that
+    one exists (lists written by hand from the project root). The file may not exist.
+
+    (`load_manifest` resolves dataset paths against the manifest's folder only.)
+    """
+    path = Path(listed).expanduser()
+    if path.is_absolute():
+        return path
+    beside = base / path
+    return path if not beside.exists() and path.exists() else beside
 
 
 def resolve_manifest_path(path: str | Path) -> Path:
@@ -191,7 +224,7 @@ def load_manifest(path: str | Path) -> list[ManifestEntry]:
     root = p.parent
     entries: list[ManifestEntry] = []
     seen: dict[str, str] = {}
-    for where, rec in _records(p):
+    for where, rec in read_records(p):
         entry = _entry(where, rec, root)
         if entry.id in seen:
             raise ManifestError(f"{where}: duplicate id {entry.id!r} (first at {seen[entry.id]}); ids must be unique.")
@@ -203,10 +236,7 @@ def load_manifest(path: str | Path) -> list[ManifestEntry]:
 
 
 def save_manifest(entries: Iterable[ManifestEntry], path: str | Path) -> Path:
-    """Write entries as JSONL; paths inside the manifest's folder are stored relative to it."""
+    """Write entries as JSONL (atomically); paths inside the manifest's folder are stored relative to it."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("w", encoding="utf-8") as f:
-        for entry in entries:
-            f.write(json.dumps(entry.to_record(p.parent)) + "\n")
-    return p
+    return atomic_write_text(p, "".join(json.dumps(entry.to_record(p.parent)) + "\n" for entry in entries))

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from av_model.data.media import MediaError, probe, read_audio, read_clip, write_audio, write_clip
-
-from .conftest import ClickClip
+from avio import MediaError, probe, read_audio, read_clip, write_audio, write_clip
+from tests.avio.conftest import ClickClip
 
 
 def _flash_index(frames: torch.Tensor) -> int:

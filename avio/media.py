@@ -5,7 +5,10 @@ from the container's start), so audio and video stay aligned even when a stream 
 gaps, or carries encoder priming (AAC's 1024 samples, which the mp4 edit list removes). Video is
 resampled in time by nearest frame, scaled with libswscale (through PyAV) and centre-cropped; audio
 is converted to planar float by libswresample and resampled with `torchaudio.functional.resample`
-(the decoding internals are in `media_decode`).
+(the decoding internals are in `avio._decode`).
+
+The readers return torch tensors and import torch when first called; probing and writing (which
+also take numpy arrays) never import it, so the rating app describes files without torch.
 
 Errors are `MediaError` (a `ValueError`) whose message names the file, the problem and what to do.
 """
@@ -13,19 +16,19 @@ Errors are `MediaError` (a `ValueError`) whose message names the file, the probl
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import av
 import av.error
 import numpy as np
-import torch
 
-from av_model.data.media_decode import (
+from avio._decode import (
     _AUDIO_GAP_TOLERANCE_S,
     _END_TOLERANCE_S,
-    MediaError,
     _as_hw,
     _AudioCollector,
     _check_stream,
@@ -35,11 +38,16 @@ from av_model.data.media_decode import (
     _decodable,
     _decode,
     _duration,
+    _FrameCollector,
     _FramePicker,
     _open,
     _ShortAudio,
     _stream_duration,
 )
+from avio.errors import MediaError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "Clip",
@@ -48,6 +56,7 @@ __all__ = [
     "probe",
     "read_audio",
     "read_clip",
+    "read_video",
     "write_audio",
     "write_clip",
 ]
@@ -191,6 +200,8 @@ def read_clip(
         MediaError: missing/corrupt file, no video, no audio when required, an undecodable codec,
             or a file shorter than `start + duration`.
     """
+    import torch
+
     p = Path(path)
     hw = _as_hw(size)
     if fps is not None and fps <= 0:
@@ -266,16 +277,25 @@ def read_audio(
     channels: int | None = None,
     start: float = 0.0,
     duration: float | None = None,
+    lenient: bool = False,
 ) -> tuple[torch.Tensor, int]:
     """Decode the audio of any file FFmpeg opens (wav, mp3, flac, mp4, ...).
 
+    Args:
+        lenient: read what the file holds, as the metrics do: no check that the window lies inside
+            the file, a sound that ends early is padded with silence, values are not clipped, and
+            without a duration the audio runs to its last decoded sample (not the stream's stated
+            end, before AAC's padding) and the length is not trimmed after resampling.
+
     Returns:
-        (audio (C, S) float32 in [-1, 1], sample rate). With `duration`, exactly
-        `round(duration * sample_rate)` samples.
+        (audio (C, S) float32 in [-1, 1], sample rate). With `duration` (and not `lenient`),
+        exactly `round(duration * sample_rate)` samples.
 
     Raises:
         MediaError: missing/corrupt file, no audio stream, undecodable codec, or shorter than asked.
     """
+    import torch
+
     p = Path(path)
     if sample_rate is not None and sample_rate <= 0:
         raise MediaError(f"{p}: sample_rate must be > 0; got {sample_rate}.")
@@ -286,16 +306,16 @@ def read_audio(
             raise MediaError(f"{p}: has no audio stream; pass a file with sound.")
         aus = container.streams.audio[0]
         _check_stream(p, aus, "audio")
-        file_duration = _duration(container)
-        _check_window(p, start, duration, file_duration)
+        if not lenient:
+            _check_window(p, start, duration, _duration(container))
         origin = _container_start(container)
         # without a duration, read to the stream's stated end: AAC pads its last frame with silence
-        stream_end = _stream_duration(aus)
+        stream_end = None if lenient else _stream_duration(aus)
         end = start + duration if duration is not None else stream_end
         try:
             collector = _AudioCollector(aus, origin, start, end)
             _decode(container, origin, start, None, (aus, collector))
-            wav, src_sr = collector.finish()
+            wav, src_sr = collector.finish(pad=lenient)
         except _ShortAudio as short:
             raise MediaError(f"{p}: the clip is shorter than asked: its audio ends {short.seconds:.3f} s "
                              f"after {start:.3f} s but {(end or 0.0) - start:.3f} s were asked; ask for a shorter duration "
@@ -303,18 +323,85 @@ def read_audio(
         except av.error.FFmpegError as err:
             raise MediaError(f"{p}: decoding failed ({err.strerror or err}); the file is corrupt or "
                              "truncated. Re-encode or remove it.") from err
-    audio, sr = _convert_audio(wav, src_sr, sample_rate, channels, path=p)
-    if duration is not None:
+    audio, sr = _convert_audio(wav, src_sr, sample_rate, channels, path=p, clamp=not lenient)
+    if duration is not None and not lenient:
         want = round(duration * sr)
         audio = torch.nn.functional.pad(audio, (0, max(want - audio.shape[1], 0)))[:, :want]
     return audio, sr
 
 
-def _to_numpy(x: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
+def read_video(
+    path: str | Path,
+    *,
+    fps: float | None = None,
+    size: int | tuple[int, int] | None = None,
+    start: float = 0.0,
+    duration: float | None = None,
+    interpolation: str = "BILINEAR",
+) -> tuple[np.ndarray, float]:
+    """Every decoded frame of a window, as numpy, for measuring (no torch, nothing required of the audio).
+
+    Unlike `read_clip`, whose frame count follows the asked duration exactly, this keeps what the
+    video stream holds: without `fps` every decoded frame at the stream's rate; with `fps` the
+    nearest decoded frame to each instant `start + k / fps` (ties to the earlier; the last frame
+    is held to the end of the window).
+
+    Args:
+        path: media file with a video stream.
+        fps: resample to this rate by nearest frame (None: keep every decoded frame).
+        size: None (native), an int (square) or (height, width); frames are scaled to cover the
+            size, keeping the aspect, and centre-cropped.
+        start: seconds from the container's start.
+        duration: seconds to read (None: to the end).
+        interpolation: libswscale's scaling filter (BILINEAR as the metrics specify, or AREA).
+
+    Returns:
+        (frames (T, H, W, 3) uint8 RGB, fps of the returned frames).
+
+    Raises:
+        MediaError: missing/corrupt file, no video stream, an undecodable stream, or no frames in
+            the window.
+    """
+    p = Path(path)
+    hw = _as_hw(size)
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise MediaError(f"{p}: fps must be a positive number; got {fps!r}.")
+    with _open(p) as container:
+        if not container.streams.video:
+            raise MediaError(f"{p}: has no video stream; video metrics need files with video.", path=p)
+        vs = container.streams.video[0]
+        _check_stream(p, vs, "video")
+        native = float(vs.average_rate or vs.guessed_rate or 0) or 25.0
+        origin = _container_start(container)
+        end = None if duration is None else start + duration
+        collector = _FrameCollector(hw, native, origin, start, end, interpolation)
+        try:
+            _decode(container, origin, start, (vs, collector), None)
+        except av.error.FFmpegError as err:
+            raise MediaError(f"{p}: the video stream cannot be decoded ({err.strerror or err}); re-encode the "
+                             "file.", path=p) from err
+    times, frames = collector.times, collector.frames
+    if not frames:
+        raise MediaError(f"{p}: no video frames between {start:.3f} s and "
+                         f"{end if end is not None else 'the end'}.", path=p)
+    stacked = np.stack(frames)  # (T0, H, W, 3)
+    if fps is None:
+        return stacked, native
+    span = (times[-1] - start) + 1.0 / native if end is None else end - start
+    targets = start + np.arange(max(1, math.floor(span * fps + 1e-6))) / fps
+    t_arr = np.asarray(times)
+    idx = np.clip(np.searchsorted(t_arr, targets, side="left"), 0, len(times) - 1)
+    prev = np.clip(idx - 1, 0, len(times) - 1)
+    nearest = np.where(np.abs(t_arr[prev] - targets) <= np.abs(t_arr[idx] - targets), prev, idx)
+    return stacked[nearest], float(fps)
+
+
+def _to_numpy(x: Any, name: str) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
+    torch = sys.modules.get("torch")  # a tensor means torch is loaded already; never import it here
+    if torch is not None and isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
     raise MediaError(f"{name} must be a torch.Tensor or numpy.ndarray; got {type(x).__name__}.")
 
 

@@ -1,4 +1,4 @@
-"""Decoding internals of `media`: opening, timestamp-placed frame and audio collection, checks.
+"""Decoding internals of `avio.media`: opening, timestamp-placed frame and audio collection, checks.
 
 Frames and audio samples are placed by their presentation timestamps on one clock (seconds from
 the container's start), in a single demuxing pass, so audio and video stay aligned even when a
@@ -8,14 +8,16 @@ stream starts late, has gaps, or carries encoder priming.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import av.error
 import numpy as np
-import torch
-import torchaudio.functional as AF
 
-__all__ = ["MediaError"]
+from avio.errors import MediaError
+
+if TYPE_CHECKING:
+    import torch
 
 # A request may overrun the file's end by this much before it counts as "shorter than asked":
 # containers round durations and AAC pads the last frame, so the last few ms are not reliable.
@@ -27,10 +29,6 @@ _AUDIO_GAP_TOLERANCE_S = 0.1
 # Seek this far before the requested start so that audio packets interleaved just before the
 # video keyframe are decoded too (seeking lands on a video keyframe, not on an audio packet).
 _SEEK_MARGIN_S = 1.0
-
-
-class MediaError(ValueError):
-    """A media file cannot be read or written as asked; the message says which file and why."""
 
 
 class _ShortAudio(Exception):
@@ -50,11 +48,11 @@ def _open(path: str | Path) -> av.container.InputContainer:
         raise MediaError(f"{p}: is a folder, not a media file; pass a file inside it.")
     try:
         return av.open(str(p), mode="r")
-    except av.error.FFmpegError as err:
+    except (av.error.FFmpegError, UnicodeDecodeError) as err:
         raise MediaError(
-            f"{p}: cannot be opened as media ({err.strerror or err}); the file is corrupt, truncated "
+            f"{p}: cannot be opened as media ({getattr(err, 'strerror', None) or err}); the file is corrupt, truncated "
             "or not audio/video. Re-encode it (e.g. `ffmpeg -i in -c:v libx264 -c:a aac out.mp4`) or "
-            "remove it from the dataset."
+            "remove it from the dataset.", path=p,
         ) from err
 
 
@@ -99,14 +97,18 @@ def _as_hw(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
     return int(size[0]), int(size[1])
 
 
-def _scale_crop(frame: av.VideoFrame, hw: tuple[int, int] | None) -> np.ndarray:
-    """Frame -> (H, W, 3) uint8: scale to cover `hw` keeping the aspect ratio, then centre-crop."""
+def _scale_crop(frame: av.VideoFrame, hw: tuple[int, int] | None, interpolation: str = "AREA") -> np.ndarray:
+    """Frame -> (H, W, 3) uint8: scale to cover `hw` keeping the aspect ratio, then centre-crop.
+
+    `interpolation` is libswscale's filter: AREA for training data, BILINEAR where a metric's
+    preprocessing is specified that way (I3D, CLIP).
+    """
     if hw is None or (frame.height, frame.width) == hw:
         return frame.to_ndarray(format="rgb24")
     h, w = hw
     scale = max(h / frame.height, w / frame.width)
     sh, sw = max(h, round(frame.height * scale)), max(w, round(frame.width * scale))
-    img = frame.reformat(width=sw, height=sh, format="rgb24", interpolation="AREA").to_ndarray()
+    img = frame.reformat(width=sw, height=sh, format="rgb24", interpolation=interpolation).to_ndarray()
     top, left = (sh - h) // 2, (sw - w) // 2
     return img[top : top + h, left : left + w]
 
@@ -150,6 +152,31 @@ class _FramePicker:
         return self.out
 
 
+class _FrameCollector:
+    """Every decoded frame whose timestamp lies in [start - half a frame, end), scaled and cropped."""
+
+    def __init__(self, hw: tuple[int, int] | None, rate: float, origin: float, start: float, end: float | None,
+                 interpolation: str) -> None:
+        self.hw, self.rate, self.origin, self.interpolation = hw, rate, origin, interpolation
+        self.start, self.end = start, end
+        self.times: list[float] = []
+        self.frames: list[np.ndarray] = []
+        self.count = 0
+        self.done = False
+
+    def push(self, frame: av.VideoFrame) -> None:
+        # no timestamps at all: count frames
+        t = float(frame.time) - self.origin if frame.time is not None else self.count / self.rate
+        self.count += 1
+        if t < self.start - 0.5 / self.rate:
+            return
+        if self.end is not None and t >= self.end - 1e-6:
+            self.done = True
+            return
+        self.times.append(t)
+        self.frames.append(_scale_crop(frame, self.hw, self.interpolation))
+
+
 class _AudioCollector:
     """Places decoded audio of [start, end) into a (C, S) float32 buffer at the stream's own rate.
 
@@ -181,10 +208,12 @@ class _AudioCollector:
             if self.cursor > 0:
                 self.chunks.append((pos, data))
 
-    def finish(self) -> tuple[np.ndarray, int]:
+    def finish(self, pad: bool = False) -> tuple[np.ndarray, int]:
+        """The (C, S) buffer and its rate; a stream ending before the window does raises `_ShortAudio`,
+        or with `pad` leaves silence there."""
         covered = max((p + d.shape[1] for p, d in self.chunks), default=0)
         total = covered if self.end_pos is None else self.end_pos
-        if self.end_pos is not None and covered < self.end_pos - _END_TOLERANCE_S * self.sr:
+        if not pad and self.end_pos is not None and covered < self.end_pos - _END_TOLERANCE_S * self.sr:
             raise _ShortAudio(covered / self.sr)
         out = np.zeros((self.channels, max(total, 0)), dtype=np.float32)
         have = np.zeros(max(total, 0), dtype=bool)  # samples some decoded frame covers (gaps stay False)
@@ -201,7 +230,7 @@ def _decode(
     container: av.container.InputContainer,
     origin: float,
     start: float,
-    picker: tuple[av.video.stream.VideoStream, _FramePicker] | None,
+    picker: tuple[av.video.stream.VideoStream, _FramePicker | _FrameCollector] | None,
     collector: tuple[av.audio.stream.AudioStream, _AudioCollector] | None,
 ) -> None:
     """One demuxing pass feeding both streams' decoders, stopping once both have what they need.
@@ -227,9 +256,14 @@ def _decode(
 
 
 def _convert_audio(
-    audio: np.ndarray, sr: int, sample_rate: int | None, channels: int | None, *, path: Path | None = None
+    audio: np.ndarray, sr: int, sample_rate: int | None, channels: int | None, *, path: Path | None = None,
+    clamp: bool = True,
 ) -> tuple[torch.Tensor, int]:
-    """(C, S) float audio of `path` to `channels` (mono mix, or mono repeated) at `sample_rate`."""
+    """(C, S) float audio of `path` to `channels` (mono mix, or mono repeated) at `sample_rate`,
+    clamped to [-1, 1] unless `clamp` is False."""
+    import torch  # the readers return tensors; probing and writing never need torch
+    import torchaudio.functional as AF
+
     wav = torch.from_numpy(np.ascontiguousarray(audio))  # (C, S)
     if channels is not None and channels != wav.shape[0]:
         if channels == 1:
@@ -245,7 +279,7 @@ def _convert_audio(
     if sample_rate is not None and sample_rate != sr:
         wav = AF.resample(wav, sr, sample_rate)
         sr = sample_rate
-    return wav.clamp_(-1.0, 1.0), sr
+    return (wav.clamp_(-1.0, 1.0) if clamp else wav), sr
 
 
 def _check_window(path: Path, start: float, duration: float | None, file_duration: float) -> None:
