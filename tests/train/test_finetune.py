@@ -150,3 +150,13 @@ def test_frozen_weights_are_unchanged_after_training(trained: Path, fake_cache: 
             assert not torch.equal(weights[name], base[name]), name
     (groups,) = [s for s in last["optimizer_states"]]
     assert [g["name"] for g in groups["param_groups"]] == ["audio", "audio/no_decay", "default", "default/no_decay"]
+
+
+def test_ema_skips_frozen_weights() -> None:
+    from av_model.callbacks import EMA
+
+    ema = EMA(decay=0.5, warmup=False)
+    frozen, trained = torch.zeros(3), torch.zeros(3)
+    ema._frozen_ptrs = {frozen.data_ptr()}
+    ema._lerp([frozen.view(-1), trained.view(-1)], [torch.ones(3), torch.ones(3)], None)  # views, as AveragedModel passes
+    assert frozen.eq(0).all() and trained.eq(0.5).all()

@@ -12,7 +12,7 @@ import torch
 
 from av_model.dit.config import get_preset
 from av_model.dit.model import AVDiT
-from av_model.lit import load_generator
+from av_model.lit import export_generator, load_generator
 from av_model.lit_cli import fit_main
 from av_model.lora import LoRAConfig, apply_lora, has_lora, merge_lora, merge_lora_file, read_lora_file
 from av_model.sample_cli import main as sample_main
@@ -112,7 +112,7 @@ def test_lora_training_keeps_the_base_and_writes_a_small_adapter(lora_run: Path,
         torch.testing.assert_close(final[stored], base[name], rtol=0, atol=0, msg=name)
 
 
-def test_adapter_file_merged_into_the_base_equals_the_lora_run(lora_run: Path, trained: Path) -> None:
+def test_adapter_file_merged_into_the_base_equals_the_lora_run(lora_run: Path, trained: Path, tmp_path: Path) -> None:
     merged_run = load_generator(lora_run / "final.ckpt").model  # the run's checkpoint, merged on load
     base = load_generator(trained / "final.ckpt").model
     merged_file = copy.deepcopy(base)
@@ -121,6 +121,9 @@ def test_adapter_file_merged_into_the_base_equals_the_lora_run(lora_run: Path, t
     for (name, a), b in zip(merged_run.state_dict().items(), merged_file.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
     assert not torch.equal(merged_file.state_dict()["blocks.0.attn.qkv.weight"], base.state_dict()["blocks.0.attn.qkv.weight"])
+    exported = load_generator(export_generator(lora_run / "final.ckpt", tmp_path / "lora_export.pt")).model
+    for (name, a), b in zip(exported.state_dict().items(), merged_run.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
     zero = copy.deepcopy(base)
     merge_lora_file(zero, lora_run / "lora.safetensors", scale=0.0)  # scale 0 is the base model exactly
     for (name, a), b in zip(zero.state_dict().items(), base.state_dict().values()):
