@@ -169,3 +169,17 @@ def test_sample_with_lora(lora_run: Path, trained: Path, encoders: Encoders, tmp
     assert "lora_sha256" not in json.loads((tmp_path / "0000.json").read_text())
     with pytest.raises(SystemExit):
         run(tmp_path, "--lora-scale", "0.5")
+
+
+def test_param_groups_select_adapters(fake_cache: Path) -> None:
+    from av_model.latents import LatentDataModule
+    from av_model.lit import AVDiffusion
+
+    module = AVDiffusion(preset="debug", cache_meta=LatentDataModule(str(fake_cache)).meta_dict,
+                         lora=LoRAConfig(rank=2), param_groups=[{"name": "experts", "params": ["*.parametrizations.*"],
+                                                                 "lr": 1e-2}])
+    opt = module.configure_optimizers()["optimizer"]
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert len(groups["experts"]["params"]) == 2 * 2 * 2 and groups["experts"]["initial_lr"] == 1e-2  # blocks x weights x (A, B)
+    assert all(p.ndim == 3 for p in groups["experts"]["params"]) and groups["default"]["params"]
+    assert not groups["default/no_decay"]["params"]  # adapters are matrices; the frozen biases are not trained
