@@ -85,6 +85,9 @@ class EMA(WeightAveraging):
     Validation, the sample clips and the weights left at the end of training are the EMA's. A
     checkpoint keeps both: `state_dict` holds the EMA weights (what `load_from_checkpoint` and
     `avgen sample` read) and `current_model_state` the raw ones (what resuming continues from).
+    When fine-tuning (`model.freeze`, `model.lora`) only the trainable weights are averaged: a frozen
+    weight's average is the weight itself, so its update is skipped (the copy still holds the whole
+    model; `device: cpu` or `enabled: false` save that memory).
 
     Args:
         decay: EMA decay per update (0.999 ~ an average over the last 1000 updates).
@@ -110,6 +113,7 @@ class EMA(WeightAveraging):
         self.decay, self.start_step, self.every_n_steps, self.enabled = decay, start_step, every_n_steps, enabled
         self.warmup = warmup
         self._update_index = 0  # k of the update under way, from the step (so a resumed run continues it)
+        self._frozen_ptrs: set[int] = set()  # storage of the averaged copies of frozen weights
 
     def decay_at(self, k: int) -> float:
         """Decay of the k-th update after the copy (k >= 1)."""
@@ -118,6 +122,13 @@ class EMA(WeightAveraging):
     @torch.no_grad()
     def _lerp(self, ema: list[torch.Tensor], current: list[torch.Tensor], _n_averaged: Any) -> None:
         # The decay comes from the step, not from `n_averaged` (a device tensor: reading it would sync).
+        if self._frozen_ptrs:
+            # Frozen weights (model.freeze, LoRA's base) would average to themselves: only the trainable
+            # ones are updated. The lists hold detached views of the averaged copies, so storage identifies them.
+            keep = [i for i, t in enumerate(ema) if t.data_ptr() not in self._frozen_ptrs]
+            if not keep:
+                return
+            ema, current = [ema[i] for i in keep], [current[i] for i in keep]
         get_ema_multi_avg_fn(self.decay_at(self._update_index))(ema, current, _n_averaged)
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
@@ -145,6 +156,10 @@ class EMA(WeightAveraging):
                 model=pl_module, device=self._device or pl_module.device, use_buffers=self._use_buffers,
                 **self._kwargs,
             )
+            self._frozen_ptrs = {
+                avg.data_ptr() for avg, cur in zip(self._average_model.module.parameters(), pl_module.parameters())
+                if not cur.requires_grad
+            }
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if self.enabled:

@@ -9,6 +9,7 @@ need neither Lightning nor the training code.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ import torch
 
 from av_model.dit.config import DiTConfig
 from av_model.dit.model import AVDiT
+from av_model.lora import LoRAConfig, apply_lora, merge_lora
 from av_model.sampling import SamplerConfig
 from avio import atomic_path, sha256_file
 
@@ -65,7 +67,10 @@ def load_generator(path: str | Path, map_location: str | torch.device = "cpu") -
         )
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; train with `avgen fit` (writes final.ckpt).")
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
+        raise ValueError(f"{path} is not a generator checkpoint: torch.load cannot read it ({err}).") from None
     if not isinstance(ckpt, dict):
         raise ValueError(f"{path} is not a generator checkpoint (it holds a {type(ckpt).__name__}).")
     if ckpt.get("format") == EXPORT_FORMAT:
@@ -80,10 +85,14 @@ def load_generator(path: str | Path, map_location: str | torch.device = "cpu") -
         )
     cfg = DiTConfig.from_dict(info["dit_config"])
     model = AVDiT(cfg)
+    if info.get("lora"):  # a LoRA run: base weights and adapters, merged here into plain weights
+        apply_lora(model, LoRAConfig(**info["lora"]))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not fit the stored config (missing {missing[:5]}, unexpected "
                          f"{unexpected[:5]}).")
+    if info.get("lora"):
+        merge_lora(model)
     model.to(map_location).eval().requires_grad_(False)
     return GeneratorBundle(model=model, cache_meta=info["cache_meta"], sampler=SamplerConfig(**info["sampler"]),
                            sha256=sha256_file(path), path=path)
@@ -100,6 +109,8 @@ def export_generator(source: str | Path | AVDiffusion, out: str | Path) -> Path:
         state = {k: v.detach().cpu() for k, v in source.model.state_dict().items()}
         info = {"dit_config": source.dit_config.to_dict(), "cache_meta": source.cache_meta,
                 "sampler": asdict(source.sampler_config)}
+        if source.lora_config is not None:  # adapters unmerged: `load_generator` merges them
+            info["lora"] = asdict(source.lora_config)
     else:
         bundle = load_generator(source)
         state = bundle.model.state_dict()

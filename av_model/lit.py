@@ -19,15 +19,24 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import grad_norm
-from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LinearLR, SequentialLR
 
 from av_model.cache_format import LatentSpec
 from av_model.diagnostics import DiagnosticsConfig
 from av_model.dit.config import DiTConfig, get_preset
 from av_model.dit.model import AVDiT
 from av_model.dit.params import count_params
+from av_model.finetune import (
+    InitReport,
+    ParamGroupConfig,
+    assign_groups,
+    file_exists,
+    freeze_parameters,
+    load_init_weights,
+)
 from av_model.flow import FlowConfig, FlowMatching
-from av_model.generator_file import CHECKPOINT_KEY
+from av_model.generator_file import CHECKPOINT_KEY, load_generator
+from av_model.lora import LoRAConfig, apply_lora
 from av_model.parallel import ParallelConfig, apply_parallelism
 from av_model.sampling import SamplerConfig
 
@@ -119,6 +128,15 @@ class AVDiffusion(L.LightningModule):
         diagnostics: conditioning diagnostics logged at validation (`ConditioningDiagnostics`).
         cache_meta: the latent cache's metadata (linked from the data module by the CLI): latent
             widths and rates, frame geometry, encoders' fingerprints.
+        init_from: start from the weights of this checkpoint (`avgen fit` or exported), weights only:
+            the optimizer, schedule and step start fresh. Shapes and names are checked
+            (`av_model.finetune.load_init_weights`).
+        init_skip: weight-name prefixes not taken from `init_from` (they keep their fresh
+            initialization), e.g. ["audio_in.", "audio_out."] for a new audio codec.
+        freeze: glob patterns of weight names that do not train (`blocks.*.attn.*`).
+        param_groups: groups of weights with their own learning rate (`ParamGroupConfig`).
+        lora: train low-rank adapters instead of the weights (`av_model.lora.LoRAConfig`); every
+            weight of the generator is frozen, and the adapters are saved alone after `avgen fit`.
     """
 
     def __init__(
@@ -133,6 +151,11 @@ class AVDiffusion(L.LightningModule):
         loss_buckets: int = 4,
         cache_meta: dict[str, Any] | None = None,
         diagnostics: DiagnosticsConfig | None = None,
+        init_from: str | None = None,
+        init_skip: list[str] | None = None,
+        freeze: list[str] | None = None,
+        param_groups: list[ParamGroupConfig] | None = None,
+        lora: LoRAConfig | None = None,
     ) -> None:
         super().__init__()
         if cache_meta is None:
@@ -145,16 +168,35 @@ class AVDiffusion(L.LightningModule):
         flow, optimizer = _as(FlowConfig, flow), _as(OptimizerConfig, optimizer)
         sampler, parallel = _as(SamplerConfig, sampler), _as(ParallelConfig, parallel)
         diagnostics = _as(DiagnosticsConfig, diagnostics)
+        groups = [_as(ParamGroupConfig, g) for g in param_groups or []]
+        lora = _as(LoRAConfig, lora) if lora is not None else None
+        if lora is not None and freeze:
+            raise ValueError("model.freeze has no effect with model.lora (LoRA freezes every weight of the "
+                             "generator); choose the adapted layers with lora.targets instead.")
         self.save_hyperparameters()
         # Plain dicts in the checkpoint, so it loads with `torch.load(weights_only=True)` (the default
         # of torch >= 2.6, which Lightning uses to resume) and without these classes.
         for key, value in (("flow", flow), ("optimizer", optimizer), ("sampler", sampler), ("parallel", parallel),
                            ("diagnostics", diagnostics)):
             self.hparams[key] = asdict(value)
+        self.hparams["param_groups"] = [asdict(g) for g in groups] or None
+        self.hparams["lora"] = asdict(lora) if lora is not None else None
         self.cache_meta = cache_meta  # kept as JSON in the checkpoint; read through `latent_spec`
         self.latent_spec = LatentSpec.from_meta(cache_meta)
         self.dit_config = build_dit_config(preset, overrides, self.latent_spec)
         self.model = AVDiT(self.dit_config)
+        # Fine-tuning, in this order: base weights, then what trains (docs/training.md, "Fine-tuning").
+        self.init_report: InitReport | None = None
+        if init_from is not None:
+            self.init_report = self._load_init(init_from, list(init_skip or []))
+        elif init_skip:
+            raise ValueError("model.init_skip is set but model.init_from is not; init_skip names weights not "
+                             "taken from init_from.")
+        self.frozen_names = freeze_parameters(self.model, list(freeze)) if freeze else []
+        self.param_group_configs = groups
+        self.lora_config = lora
+        if lora is not None:
+            apply_lora(self.model, lora)
         self.flow = FlowMatching(flow)
         self.optim_config, self.sampler_config, self.parallel_config = optimizer, sampler, parallel
         self.diagnostics_config = diagnostics
@@ -164,6 +206,14 @@ class AVDiffusion(L.LightningModule):
         self.flops_per_batch = 0
         self._flops_cache: dict[tuple[int, int], float] = {}
         self.last_grad_norm: torch.Tensor | None = None
+
+    def _load_init(self, path: str, skip: list[str]) -> InitReport:
+        from lightning.pytorch.utilities import rank_zero_info
+
+        bundle = load_generator(file_exists(path))  # any generator file; a LoRA run's comes merged
+        report = load_init_weights(self.model, bundle.model.state_dict(), skip, str(path), bundle.sha256)
+        rank_zero_info(report.summary())
+        return report
 
     # ------------------------------------------------------------------------------- counting
     def tokens_in_batch(self, batch: dict[str, Any]) -> int:
@@ -282,23 +332,37 @@ class AVDiffusion(L.LightningModule):
     # ------------------------------------------------------------------------- optimization
     def configure_optimizers(self) -> Any:
         cfg = self.optim_config
-        decay: list[torch.nn.Parameter] = []
-        no_decay: list[torch.nn.Parameter] = []
-        for name, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            # Matrices decay; biases, norms, embeddings and router offsets do not (they set scales
-            # and offsets whose size is meaningful, not capacity to regularize).
-            leaf = name.rsplit(".", 1)[-1]
-            (no_decay if p.ndim < 2 or "modality" in leaf or leaf.startswith("router_bias") else decay).append(p)
+        # Trainable weights by their `AVDiT` names (what `freeze` and `param_groups` patterns match).
+        named = [(n.removeprefix("model."), p) for n, p in self.named_parameters() if p.requires_grad]
+        settings = {g.name: g for g in self.param_group_configs}
+        param_groups: list[dict[str, Any]] = []
+        for group, pairs in assign_groups(named, self.param_group_configs).items():
+            decay: list[torch.nn.Parameter] = []
+            no_decay: list[torch.nn.Parameter] = []
+            for name, p in pairs:
+                # Matrices decay; biases, norms, embeddings and router offsets do not (they set scales
+                # and offsets whose size is meaningful, not capacity to regularize).
+                leaf = name.rsplit(".", 1)[-1]
+                (no_decay if p.ndim < 2 or "modality" in leaf or leaf.startswith("router_bias") else decay).append(p)
+            own = settings.get(group)
+            lr = own.lr if own is not None and own.lr is not None else cfg.lr
+            wd = own.weight_decay if own is not None and own.weight_decay is not None else cfg.weight_decay
+            if group == "default" or decay:  # the default pair always exists: old checkpoints' optimizer state fits
+                param_groups.append({"params": decay, "weight_decay": wd, "lr": lr, "name": group})
+            if group == "default" or no_decay:
+                param_groups.append({"params": no_decay, "weight_decay": 0.0, "lr": lr, "name": f"{group}/no_decay"})
+        # Configured groups first, the default pair last; without groups it is [decay, no_decay] as before.
         fused = cfg.fused if cfg.fused is not None else self.device.type == "cuda"
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused,
-        )
+        opt = torch.optim.AdamW(param_groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused)
         total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
         decay_steps = cfg.decay_steps or max(1, total - cfg.warmup_steps)
-        cosine = CosineAnnealingLR(opt, T_max=decay_steps, eta_min=cfg.lr * cfg.min_lr_ratio)
+        cosine: Any
+        if self.param_group_configs:
+            # CosineAnnealingLR ends every group at one eta_min; with a learning rate per group the floor
+            # must be each group's own lr * min_lr_ratio, so the same curve is written as a factor.
+            cosine = LambdaLR(opt, lambda step: _cosine_factor(step, decay_steps, cfg.min_lr_ratio))
+        else:
+            cosine = CosineAnnealingLR(opt, T_max=decay_steps, eta_min=cfg.lr * cfg.min_lr_ratio)
         if cfg.warmup_steps > 0:
             warmup = LinearLR(opt, start_factor=cfg.warmup_start_factor, total_iters=cfg.warmup_steps)
             scheduler: Any = SequentialLR(opt, [warmup, cosine], milestones=[cfg.warmup_steps])
@@ -313,6 +377,10 @@ class AVDiffusion(L.LightningModule):
         strategy = self._trainer.strategy if self._trainer is not None else None
         mesh = self.device_mesh if isinstance(strategy, ModelParallelStrategy) else None
         cfg = self.parallel_config
+        if mesh is not None and self.lora_config is not None:
+            raise ValueError("model.lora does not work with ModelParallelStrategy (FSDP2) yet: the expert adapters "
+                             "are parametrizations that fully_shard does not shard. Train LoRA with DDP "
+                             "(`--trainer.strategy ddp`); the frozen base needs no optimizer state.")
         if mesh is not None or cfg.activation_checkpointing != "none" or cfg.compile:
             apply_parallelism(self.model, cfg, mesh)
 
@@ -332,6 +400,22 @@ class AVDiffusion(L.LightningModule):
         # Plain-data copies so `load_generator` can rebuild the model without the training config.
         checkpoint[CHECKPOINT_KEY] = {"dit_config": self.dit_config.to_dict(), "cache_meta": self.cache_meta,
                                "sampler": asdict(self.sampler_config)}
+        if self.lora_config is not None:  # the weights have adapters: `load_generator` merges them
+            checkpoint["avgen"]["lora"] = asdict(self.lora_config)
+        if self.init_report is not None:
+            checkpoint["avgen"]["init_from"] = self.base_record()
+
+    def base_record(self) -> dict[str, Any]:
+        """Where the starting weights came from (`init_from` path and sha256), or {} for a fresh model."""
+        if self.init_report is None:
+            return {}
+        return {"path": self.init_report.path, "sha256": self.init_report.sha256}
+
+
+def _cosine_factor(step: int, decay_steps: int, min_ratio: float) -> float:
+    """Cosine from 1 to `min_ratio` over `decay_steps`, then `min_ratio`."""
+    progress = min(step, decay_steps) / decay_steps
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _as(cls: type, value: Any) -> Any:

@@ -8,7 +8,8 @@ Besides `trainer`, `model` and `data`, a config has one section per built-in cal
 (ModelCheckpoint, into `<default_root_dir>/checkpoints`, `last.ckpt` always kept), `ema`,
 `throughput`, `nan_guard` and `samples`. The cache's metadata is linked into the model
 (`model.cache_meta`), so widths and latent rates always match the data. A finished fit writes
-`<default_root_dir>/final.ckpt` (EMA weights, no optimizer state), which `avgen sample` reads.
+`<default_root_dir>/final.ckpt` (EMA weights, no optimizer state), which `avgen sample` reads; a run
+with a `model.lora` section also writes the adapters alone to `<default_root_dir>/lora.safetensors`.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from av_model.cache_format import CacheError
 from av_model.callbacks import EMA, NaNGuard, NonFiniteLossError, SampleWriter, ThroughputMFU
 from av_model.latents import LatentDataModule
 from av_model.lit import AVDiffusion
+from av_model.lora import save_lora
 
 __all__ = ["AVLightningCLI", "fit_main", "load_config", "validate_main"]
 
 FINAL_CHECKPOINT = "final.ckpt"
+LORA_FILE = "lora.safetensors"
 
 
 def _checkpoint_dir(root: str | None) -> str:
@@ -72,6 +75,11 @@ class AVLightningCLI(LightningCLI):
         self.trainer.save_checkpoint(root / FINAL_CHECKPOINT, weights_only=True)
         if self.trainer.is_global_zero:
             print(f"final weights (EMA when enabled): {root / FINAL_CHECKPOINT}", file=sys.stderr)
+        module = self.model
+        if isinstance(module, AVDiffusion) and module.lora_config is not None and self.trainer.is_global_zero:
+            # The adapters alone (EMA weights when enabled, as in final.ckpt): what `avgen sample --lora` merges.
+            path = save_lora(root / LORA_FILE, module.model, module.lora_config, module.base_record())
+            print(f"LoRA adapters: {path} ({path.stat().st_size / 1e6:.2f} MB)", file=sys.stderr)
 
 
 def _cli(args: list[str], cli_class: type[AVLightningCLI] | None = None, **kwargs: Any) -> AVLightningCLI:

@@ -141,6 +141,10 @@ def _parser() -> argparse.ArgumentParser:
         "(audio-to-video), or a clip to continue. Writes <out>/<id>.mp4 and <out>/<id>.json as each clip is "
         "made. Bad items of a list are skipped and named; a rerun keeps the clips already made.")
     p.add_argument("--ckpt", required=True, help="generator checkpoint (final.ckpt from `avgen fit`, or exported)")
+    p.add_argument("--lora", type=Path, help="LoRA adapters to merge into --ckpt (lora.safetensors of an `avgen fit` "
+                   "run with a model.lora section)")
+    p.add_argument("--lora-scale", type=float, help="multiplier of the adapters' update (default 1; 0 gives the "
+                   "base model)")
     p.add_argument("--codec", help="audio codec file (default: the one the latent cache was built with)")
     p.add_argument("--vae", help="video autoencoder file (default: the one the latent cache was built with)")
     src = p.add_mutually_exclusive_group()
@@ -226,7 +230,7 @@ def _expected(pipe: AVPipeline, args: argparse.Namespace, task: str, item: _Item
         "steps": args.steps, "guidance": {"video": args.cfg_video, "audio": args.cfg_audio,
                                           "interval": [float(v) for v in args.guidance_interval]},
         "checkpoint_sha256": pipe.checkpoint_sha256, "fps": pipe.fps, "sample_rate": pipe.sample_rate,
-        "size": list(pipe.size),
+        "size": list(pipe.size), **_lora_fields(args),
     }
     if item.input is not None:
         want["input"] = item.input
@@ -241,6 +245,11 @@ def _expected(pipe: AVPipeline, args: argparse.Namespace, task: str, item: _Item
     if task == "extend":
         want["extend_seconds"] = pipe._floor_duration(args.extend_seconds)
     return want
+
+
+def _lora_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """Sidecar fields of the merged adapters (None without --lora, as in sidecars that predate them)."""
+    return {"lora_sha256": getattr(args, "lora_sha256", None), "lora_scale": args.lora_scale}
 
 
 def _finished(out: Path, want: dict[str, Any]) -> bool:
@@ -276,6 +285,19 @@ def _summary(made: int, kept: int, skipped: list[SkippedItem], out: Path) -> Non
             print(f"  {s.id}: {s.reason}", file=sys.stderr)
 
 
+def _merge_lora(pipe: AVPipeline, args: argparse.Namespace) -> None:
+    """Merge --lora into the pipeline's generator, times --lora-scale; say so when its base differs."""
+    from av_model.lora import merge_lora_file
+
+    lora = merge_lora_file(pipe.model, args.lora, scale=args.lora_scale)  # type: ignore[arg-type]
+    base_sha = lora.base.get("sha256")
+    if base_sha and base_sha != pipe.checkpoint_sha256:
+        print(f"note: the adapters {args.lora} were trained from {lora.base.get('path')} (sha256 {base_sha[:12]}), "
+              f"not from {args.ckpt} (sha256 {str(pipe.checkpoint_sha256)[:12]}); merging them anyway.",
+              file=sys.stderr)
+    args.lora_sha256 = lora.sha256
+
+
 def _sample(args: argparse.Namespace) -> int:
     # 1. Check inputs: what to sample and from which inputs; bad items are named now.
     task, items, skipped = _items(args)
@@ -290,6 +312,8 @@ def _sample(args: argparse.Namespace) -> int:
         encoders = load_generator(args.ckpt, map_location="cpu").cache_meta["encoders"]
         codec, vae = codec or encoders["codec"], vae or encoders["vae"]
     pipe = AVPipeline.from_checkpoint(args.ckpt, codec, vae, device=args.device, text=args.text)
+    if args.lora is not None:
+        _merge_lora(pipe, args)
     duration = args.duration
     if duration is None and task in ("t2av", "extend"):
         duration = float(pipe.meta.get("train_duration") or 2.0)
@@ -314,6 +338,8 @@ def _sample(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, ids=[it.id for it in todo])
         for result in results:
             if isinstance(result, GeneratedClip):
+                if args.lora is not None:
+                    result.info.update(lora=str(args.lora), **_lora_fields(args))
                 pipe.save([result], args.out)
                 made += 1
                 continue
@@ -333,7 +359,12 @@ def _sample(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `avgen sample`."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.lora_scale is not None and args.lora is None:
+        parser.error("--lora-scale needs --lora.")
+    if args.lora is not None and args.lora_scale is None:
+        args.lora_scale = 1.0
     try:
         return _sample(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:

@@ -203,7 +203,9 @@ class MoEFeedForward(nn.Module):
         load_E = self.load_accum_E.clone()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(load_E)  # every rank must take the same step
-        if self.balance == "bias" and self.num_experts > 1:
+        # A frozen router (fine-tuning with `model.freeze` or LoRA) keeps its selection bias too, so
+        # the base weights plus the trained ones reproduce the fine-tuned model.
+        if self.balance == "bias" and self.num_experts > 1 and self.router_DE.requires_grad:
             # sign(0) = 0: no tokens seen means no change, without a host-side check.
             self.expert_bias_E += self.bias_update_rate * torch.sign(load_E.mean() - load_E)
         self.load_accum_E.zero_()

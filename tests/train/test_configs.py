@@ -23,8 +23,10 @@ def _parse_only(cli_cls: type, *classes: type, path: Path, **kwargs: object) -> 
 def _dit(path: Path) -> None:
     from av_model.cache_format import LatentSpec
     from av_model.diagnostics import DiagnosticsConfig
+    from av_model.finetune import ParamGroupConfig
     from av_model.lit import OptimizerConfig, build_dit_config
     from av_model.lit_cli import load_config
+    from av_model.lora import LoRAConfig
     from av_model.parallel import ParallelConfig
 
     cfg = load_config(path)
@@ -38,6 +40,10 @@ def _dit(path: Path) -> None:
         ParallelConfig(**vars(cfg.model.parallel))
     if cfg.model.diagnostics is not None:
         DiagnosticsConfig(**vars(cfg.model.diagnostics))  # noise levels and clip count are valid
+    if cfg.model.lora is not None:
+        LoRAConfig(**vars(cfg.model.lora))
+    for group in cfg.model.param_groups or []:
+        ParamGroupConfig(**vars(group))
     assert cfg.checkpoint.save_last and cfg.data.cache_dir
 
 
