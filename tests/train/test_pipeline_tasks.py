@@ -98,6 +98,8 @@ def test_image_cli_and_bad_images(trained: Path, encoders: Encoders, media: dict
     side = _sidecar(path, 1.0)  # the training clips' duration
     assert side["task"] == "i2av" and side["input"] == str(media["image"]) and side["prompt"] == "a red square"
     capsys.readouterr()
+    assert _sample(trained, encoders, tmp_path, "--image", str(media["image"]), "--prompt", "a red square") == 0
+    assert "1 of 1 clips already made" in capsys.readouterr().err
     assert _sample(trained, encoders, tmp_path / "x", "--image", str(tmp_path / "missing.png")) == 1
     assert "does not exist" in capsys.readouterr().err
     assert _sample(trained, encoders, tmp_path / "y", "--image", str(media["bad_image"])) == 1
@@ -112,6 +114,14 @@ def test_a_clip_longer_than_the_window_is_made_chunk_by_chunk(trained: Path, enc
     assert _sample(trained, encoders, tmp_path, "--prompt", "a ball bounces", "--duration", "2.5") == 0
     side = _sidecar(tmp_path / "0000.mp4", 2.5)
     assert side["window"] == 1.0 and side["history"] == 0.5
+    spy.calls.clear()
+    assert _sample(trained, encoders, tmp_path, "--prompt", "a ball bounces", "--duration", "2.5") == 0
+    assert not spy.calls  # a rerun keeps the clip
+    assert _sample(trained, encoders, tmp_path, "--prompt", "a ball bounces", "--duration", "2.5", "--history",
+                   "0.25") == 0
+    assert len(spy.calls) == 3 and _sidecar(tmp_path / "0000.mp4", 2.5)["history"] == 0.25  # another history: remade
+    spy.calls.clear()
+    assert _sample(trained, encoders, tmp_path, "--prompt", "a ball bounces", "--duration", "2.5") == 0
     assert [(c["start"], c["end"]) for c in side["chunks"]] == [(0.0, 1.0), (0.5, 1.5), (1.0, 2.0), (1.5, 2.5)]
     assert len(spy.calls) == 4 and spy.calls[0][0]["task"] == "t2av"
     for (_, (prev_v, prev_a)), (kw, (v, a)) in zip(spy.calls, spy.calls[1:]):
@@ -187,6 +197,12 @@ def test_retake_cli_and_bad_requests(trained: Path, encoders: Encoders, media: d
     side = _sidecar(path, 1.5)  # the input's length
     assert side["task"] == "retake" and side["span"] == [0.5, 1.0] and side["modality"] == "audio"
     capsys.readouterr()
+    assert _sample(trained, encoders, tmp_path, "--retake", str(media["clip"]), "--span", "0.5", "1.0",
+                   "--modality", "audio", "--prompt", "a click") == 0
+    assert "1 of 1 clips already made" in capsys.readouterr().err  # a rerun keeps it
+    assert _sample(trained, encoders, tmp_path, "--retake", str(media["clip"]), "--span", "0.5", "1.0",
+                   "--modality", "video", "--prompt", "a click") == 0
+    assert "wrote 1 clips" in capsys.readouterr().err  # another modality is another clip
     assert _sample(trained, encoders, tmp_path / "a", "--retake", str(media["clip"]), "--span", "1.0", "2.0") == 1
     err = capsys.readouterr().err
     assert "outside" in err and "lasts 1.5 s" in err
