@@ -299,7 +299,7 @@ class AVPipeline:
             duration: seconds per clip (t2av/extend/i2av: required; v2a/a2v/retake: at most the
                 input's length).
             extend_seconds: seconds of the input kept as the given beginning (extend).
-            span: (start, end) seconds regenerated (retake); widened to whole latent video frames.
+            span: (start, end) seconds regenerated (retake); widened to whole video tokens.
             modality: what retake regenerates inside the span: "video", "audio" or "both".
             window, history: long clips (t2av/extend/i2av longer than `window`) are made in chunks
                 of `window` seconds, each given the last `history` seconds before it (see `long_clip`).
@@ -459,7 +459,8 @@ class AVPipeline:
         span = None
         if task == "retake":
             assert opts.span is not None  # checked in `generate`
-            span = snap_span(opts.span, self.tc / self.fps, duration)
+            # whole video tokens, so no token mixes a kept frame with a regenerated one
+            span = snap_span(opts.span, video_token_frames(self.model) * self.tc / self.fps, duration)
         # 5. Denoising loop: one pass, or chunk by chunk for a clip longer than the window.
         long = self.long_clip(duration, opts.window, opts.history) if task in GENERATED_LENGTH else None
         chunks = []

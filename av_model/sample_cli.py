@@ -172,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--extend-seconds", type=float, default=1.0, help="seconds of --extend kept as the given "
                    "beginning (default 1.0)")
     p.add_argument("--span", type=float, nargs=2, metavar=("START", "END"), help="--retake: the seconds to "
-                   "generate again (widened to whole latent video frames)")
+                   "generate again (widened to whole video tokens, 0.25 s by default)")
     p.add_argument("--modality", choices=("both", "video", "audio"), default="both", help="--retake: what to "
                    "generate again inside the span; the other is kept whole (default both)")
     p.add_argument("--window", type=float, help="seconds the model makes at once; longer clips (t2av, --image, "
@@ -219,6 +219,8 @@ def _items(args: argparse.Namespace) -> tuple[str, list[_Item], list[SkippedItem
             raise ValueError("--retake needs --span START END: the seconds of the clip to generate again.")
         paths = [str(p) for p in (args.video or args.audio or args.extend or args.image or args.retake)]
         inputs = _Listing([_Item(f"{i:04d}_{_slug(Path(p).stem)}", "", i, p) for i, p in enumerate(paths)])
+    if task != "retake" and (args.span is not None or args.modality != "both"):
+        raise ValueError("--span and --modality choose what --retake generates again; give --retake IN.mp4 too.")
     if inputs is None:
         if prompts is None or not (prompts.items or prompts.bad):
             raise ValueError("nothing to sample: give --prompt, --prompts, --video, --video-list, --audio, "

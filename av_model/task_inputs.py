@@ -56,7 +56,7 @@ def read_image(path: str | Path, size: tuple[int, int]) -> tuple[torch.Tensor, t
 
 
 def snap_span(span: tuple[float, float], step: float, duration: float) -> tuple[float, float]:
-    """The span widened to whole latent video frames (`step` seconds), inside [0, duration].
+    """The span widened to whole steps of `step` seconds (video tokens), inside [0, duration].
 
     Raises:
         ValueError: the span is empty, reversed, or not inside the clip.

@@ -215,4 +215,6 @@ def test_retake_cli_and_bad_requests(trained: Path, encoders: Encoders, media: d
     assert "--retake needs --span" in capsys.readouterr().err
     assert _sample(trained, encoders, tmp_path / "e", "--retake", str(media["clip"]), "--span", "1.0", "0.5") == 1
     assert "0 <= START < END" in capsys.readouterr().err
+    assert _sample(trained, encoders, tmp_path / "f", "--prompt", "x", "--span", "0", "1") == 1
+    assert "give --retake IN.mp4 too" in capsys.readouterr().err
     assert not list((tmp_path / "a").glob("*.mp4"))
