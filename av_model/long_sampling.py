@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from av_model.sampling import SamplerConfig, Task, sample
 from av_model.text.batch import TextBatch
 
-__all__ = ["CHUNK_SEED_STRIDE", "Chunk", "plan_chunks", "sample_long"]
+__all__ = ["CHUNK_SEED_STRIDE", "Chunk", "plan_chunks", "retake_crop", "sample_long"]
 
 # Chunk k of a clip with seed s draws its noise from seed s + k * CHUNK_SEED_STRIDE: chunk 0 is the
 # clip one window long with that seed, and chunks do not reuse the noise of neighbouring clips' seeds.
@@ -106,6 +106,29 @@ def plan_chunks(video_frames: int, audio_frames: int, video_rate: float, audio_r
         a0 = prev.audio[1] - history_a
         chunks.append(Chunk(prev.index + 1, (v0, v1), (a0, audio_end(v1)), history, history_a))
     return chunks
+
+
+def retake_crop(video_frames: int, audio_frames: int, video_rate: float, audio_rate: float,
+                span: tuple[int, int], window: int) -> Chunk | None:
+    """The window of a long clip that a retake of the latent video frames `span` = [start, end) samples.
+
+    A retake of a clip longer than the window looks at one window centred on the span (clamped to
+    the clip), the sequence length the model was trained on; the given frames around the span in
+    that window are its context, the rest of the clip is kept as it is. The window's audio starts
+    at the latent frame at or before its video start (at most one audio latent frame earlier).
+
+    Returns:
+        the window as a `Chunk` (no history), or None when the clip fits one window or the span
+        leaves no given frame in it (then the whole clip is sampled in one pass).
+    """
+    start, end = span
+    if video_frames <= window or end - start >= window:
+        return None
+    v0 = min(max(0, (start + end - window) // 2), video_frames - window)
+    v1 = v0 + window
+    a0 = math.floor(v0 / video_rate * audio_rate + 1e-9)
+    a1 = audio_frames if v1 >= video_frames else min(audio_frames, math.ceil(v1 / video_rate * audio_rate - 1e-9))
+    return Chunk(0, (v0, v1), (a0, a1), 0, 0)
 
 
 @torch.no_grad()

@@ -9,7 +9,8 @@ Tasks:
             are given, the rest up to `--duration` is generated
     i2av    image to audio and video (`--image first.png`): the image is the first frame
     retake  temporal inpainting (`--retake IN.mp4 --span A B --modality audio|video|both`): the span
-            of one modality or both is generated again, the rest of the clip is kept
+            of one modality or both is generated again, the rest of the clip is kept (a clip
+            longer than the window is sampled in one window around the span)
 
 t2av, i2av and extend clips longer than the training window (`--window`, default the training
 clips' duration) are made chunk by chunk, each chunk given the last `--history` seconds of the
@@ -36,7 +37,7 @@ import torch
 from tqdm import tqdm
 
 from av_model.lit import GeneratorBundle, load_generator
-from av_model.long_sampling import plan_chunks, sample_long
+from av_model.long_sampling import Chunk, plan_chunks, retake_crop, sample_long
 from av_model.sampling import TASKS, SamplerConfig, Task, sample, video_token_frames
 from av_model.task_inputs import psnr, read_image, snap_span, splice_audio, splice_frames
 
@@ -218,6 +219,17 @@ class AVPipeline:
             raise ValueError(f"a long clip needs 0 < history < window; got history {asked:g} s and window {window:g} s "
                              f"(both are rounded down to whole video tokens of {token:g} s).")
         return win, hist
+
+    def _retake_crop(self, video_frames: int, audio_frames: int, span: tuple[float, float] | None,
+                     window: float | None) -> Chunk | None:
+        """The window a retake samples when the clip is longer than the window (see `retake_crop`)."""
+        window = window if window is not None else self.window
+        if window is None or span is None:
+            return None
+        token = video_token_frames(self.model)
+        frames = math.floor(window * self.video_rate / token + 1e-6) * token
+        first, last = round(span[0] * self.video_rate), round(span[1] * self.video_rate)
+        return retake_crop(video_frames, audio_frames, self.video_rate, self.audio_rate, (first, last), frames)
 
     @torch.no_grad()
     def _encode_video(self, frames: torch.Tensor) -> torch.Tensor:
@@ -468,7 +480,18 @@ class AVPipeline:
                                   audio_rate=self.audio_rate, config=sampler, task=cast(Task, task),
                                   video_cond=video_cond, audio_cond=audio_cond, extend_seconds=opts.extend_seconds,
                                   seed=seeds)
-        if long is None:
+        crop = self._retake_crop(video_shape[2], audio_frames, span, opts.window) if task == "retake" else None
+        if crop is not None:  # a retake of a clip longer than the window samples one window around the span
+            assert span is not None and video_cond is not None and audio_cond is not None
+            (v0, v1), (a0, a1) = crop.video, crop.audio
+            z_v, z_a = video_cond.clone(), audio_cond.clone()
+            z_v[:, :, v0:v1], z_a[:, :, a0:a1] = sample(
+                self.model, text, **{**kw, "video_shape": (*video_shape[:2], v1 - v0, *video_shape[3:]),
+                                     "audio_shape": (b, audio_shape[1], a1 - a0), "video_cond": video_cond[:, :, v0:v1],
+                                     "audio_cond": audio_cond[:, :, a0:a1]},
+                span=(span[0] - v0 / self.video_rate, span[1] - v0 / self.video_rate),
+                modality=cast(Any, opts.modality))
+        elif long is None:
             z_v, z_a = sample(self.model, text, span=span, modality=cast(Any, opts.modality), **kw)
         else:
             chunks = plan_chunks(video_shape[2], audio_frames, self.video_rate, self.audio_rate,
@@ -503,6 +526,8 @@ class AVPipeline:
         if task == "retake":
             assert span is not None
             info.update(span=list(span), span_asked=[float(v) for v in opts.span or ()], modality=opts.modality)
+            if crop is not None:
+                info["retake_window"] = [crop.video[0] / self.video_rate, crop.video[1] / self.video_rate]
         if long is not None:
             info.update(window=long[0], history=long[1], chunks=[c.seconds(self.video_rate) for c in chunks])
         per_clip: list[dict[str, Any]] = [{} for _ in range(b)]

@@ -8,7 +8,7 @@ import torch
 from test_sampling import Oracle, _shapes
 
 from av_model.dit import AVDiT
-from av_model.long_sampling import CHUNK_SEED_STRIDE, Chunk, plan_chunks, sample_long
+from av_model.long_sampling import CHUNK_SEED_STRIDE, Chunk, plan_chunks, retake_crop, sample_long
 from av_model.sampling import TASKS, SamplerConfig, sample
 
 EXACT = SamplerConfig(steps=4, guidance_video=1.0, guidance_audio=1.0)
@@ -143,3 +143,15 @@ def test_a_long_clip_can_start_from_an_image(inputs_factory) -> None:
     assert torch.equal(video[:, :, :1], inputs["video"][:, :, :1])
     with pytest.raises(ValueError, match="starts with"):
         sample_long(oracle, inputs["text"], task="v2a", chunks=chunks, **_shapes(inputs))
+
+
+def test_a_retake_of_a_long_clip_samples_one_window_around_the_span() -> None:
+    # 5 s at 4 video / 12 audio latents per second, windows of 2 s (8 video latents)
+    assert retake_crop(20, 60, 4.0, 12.0, (8, 10), window=8) == Chunk(0, (5, 13), (15, 39), 0, 0)
+    assert retake_crop(20, 60, 4.0, 12.0, (0, 2), window=8).video == (0, 8)  # clamped to the clip
+    assert retake_crop(20, 60, 4.0, 12.0, (18, 20), window=8).audio == (36, 60)
+    assert retake_crop(20, 60, 4.0, 12.0, (4, 12), window=8) is None  # the span fills the window: one pass
+    assert retake_crop(8, 24, 4.0, 12.0, (2, 4), window=8) is None  # the clip fits one window
+    # the audio window starts at the latent frame at or before the video's start
+    crop = retake_crop(20, 75, 4.0, 15.0, (9, 10), window=4)
+    assert crop is not None and crop.video == (7, 11) and crop.audio == (26, 42)

@@ -189,6 +189,24 @@ def test_retake_regenerates_the_span_and_keeps_the_rest(pipe: AVPipeline, media:
     assert torch.equal(clip.audio, original.audio) == (modality == "video")
 
 
+def test_a_retake_of_a_clip_longer_than_the_window_samples_a_window_around_the_span(
+        pipe: AVPipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(4)
+    frames = rng.integers(0, 255, (48, 32, 32, 3), dtype=np.uint8)  # 3 s; the window is 1 s
+    write_clip(tmp_path / "long.mp4", frames, FPS, (0.1 * rng.standard_normal((1, 72000))).astype(np.float32), 24000)
+    spy = Spy(pipeline, monkeypatch)
+    (clip,) = pipe([""], task="retake", videos=[tmp_path / "long.mp4"], span=(1.0, 1.5), steps=2, progress=False)
+    (kw, (z_v, z_a)), = spy.calls
+    assert clip.info["retake_window"] == [0.75, 1.75] and clip.duration == 3.0
+    # one window: video latents 3..7, audio latents 56..132, the span at 0.25 .. 0.75 s inside it
+    assert kw["video_shape"][2] == 4 and kw["audio_shape"][2] == 76 and kw["span"] == (0.25, 0.75)
+    assert torch.equal(z_v[:, :, [0, 3]], kw["video_cond"][:, :, [0, 3]])
+    assert not torch.equal(z_v[:, :, 1:3], kw["video_cond"][:, :, 1:3])
+    original = read_clip(tmp_path / "long.mp4", fps=FPS, size=SIZE, duration=3.0, sample_rate=24000, channels=1)
+    assert torch.equal(clip.frames[:16], original.frames[:16]) and torch.equal(clip.frames[24:], original.frames[24:])
+    assert original.audio is not None and torch.equal(clip.audio[:, 36000:], original.audio[:, 36000:])
+
+
 def test_retake_cli_and_bad_requests(trained: Path, encoders: Encoders, media: dict[str, Path], tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     assert _sample(trained, encoders, tmp_path, "--retake", str(media["clip"]), "--span", "0.5", "1.0",
