@@ -7,6 +7,14 @@ Tasks:
     a2v     audio to video (`--audio`): the sound is kept, video is generated
     extend  continuation (`--extend IN.mp4 --extend-seconds S`): the first S seconds of the clip
             are given, the rest up to `--duration` is generated
+    i2av    image to audio and video (`--image first.png`): the image is the first frame
+    retake  temporal inpainting (`--retake IN.mp4 --span A B --modality audio|video|both`): the span
+            of one modality or both is generated again, the rest of the clip is kept (a clip
+            longer than the window is sampled in one window around the span)
+
+t2av, i2av and extend clips longer than the training window (`--window`, default the training
+clips' duration) are made chunk by chunk, each chunk given the last `--history` seconds of the
+latents before it (`av_model.long_sampling`).
 
 Frame size, frame rate and latent rates come from the latent cache's metadata stored in the
 checkpoint, so a model samples at the geometry it was trained on. Clip i's noise comes from its own
@@ -28,7 +36,9 @@ from tqdm import tqdm
 
 from av_model.cache_format import LatentCodec, LatentSpec
 from av_model.generator_file import GeneratorBundle, load_generator
-from av_model.sampling import TASKS, SamplerConfig, Task, sample
+from av_model.long_sampling import Chunk, plan_chunks, retake_crop, sample_long
+from av_model.sampling import TASKS, SamplerConfig, Task, sample, video_token_frames
+from av_model.task_inputs import psnr, read_image, snap_span, splice_audio, splice_frames
 
 __all__ = ["AVPipeline", "GeneratedClip", "SkippedItem", "load_decoders"]
 
@@ -55,7 +65,7 @@ class GeneratedClip:
     Attributes:
         id: file stem of the outputs.
         prompt: the text prompt.
-        task: "t2av", "v2a", "a2v" or "extend".
+        task: "t2av", "v2a", "a2v", "extend", "i2av" or "retake".
         frames: (T, H, W, 3) uint8.
         audio: (C, S) float32 in [-1, 1].
         fps: frames per second.
@@ -138,6 +148,8 @@ class AVPipeline:
         self.fps, self.sample_rate = self.spec.fps, self.spec.sample_rate
         self.video_rate, self.audio_rate = self.spec.video_rate, self.spec.audio_rate
         self.tc = self.spec.temporal_compression
+        # Longer clips are made chunk by chunk (`long_clip`); None: one pass whatever the length.
+        self.window: float | None = cache_meta.get("train_duration")
 
     # ------------------------------------------------------------------------------ construction
     @classmethod
@@ -154,7 +166,9 @@ class AVPipeline:
     def from_module(cls, module: Any, codec: Any, vae: Any) -> AVPipeline:
         """From a training `AVDiffusion` (the SampleWriter callback), with decoders already loaded."""
         encoder = _text_encoder(module.cache_meta, None, module.device)
-        return cls(module.model, encoder, codec, vae, module.cache_meta, module.sampler_config)
+        pipe = cls(module.model, encoder, codec, vae, module.cache_meta, module.sampler_config)
+        pipe.window = None  # training samples last a batch's duration, one the model trains on: never chunked
+        return pipe
 
     @property
     def size(self) -> tuple[int, int]:
@@ -183,6 +197,39 @@ class AVPipeline:
         """The longest valid duration not above `seconds`."""
         step = self.tc / self.fps
         return math.floor(seconds / step + 1e-6) * step
+
+    def long_clip(self, duration: float, window: float | None = None,
+                  history: float | None = None) -> tuple[float, float] | None:
+        """(window, history) in seconds, snapped to whole video tokens, when a clip of `duration`
+        seconds is made chunk by chunk; None when it fits one window.
+
+        Args:
+            window: seconds the model sees at once (default `self.window`: the training clips' duration).
+            history: seconds of each chunk given from the one before (default: half the window, the
+                longest clean prefix training shows the model, `FlowConfig.prefix_max_fraction`).
+        """
+        window = window if window is not None else self.window
+        if window is None or duration <= window + 1e-6:
+            return None
+        token = video_token_frames(self.model) / self.video_rate  # seconds per video token
+        win = math.floor(window / token + 1e-6) * token
+        hist = math.floor((win / 2 if history is None else history) / token + 1e-6) * token
+        if hist <= 0 or hist >= win:
+            asked = win / 2 if history is None else history
+            raise ValueError(f"a long clip needs 0 < history < window; got history {asked:g} s and window {window:g} s "
+                             f"(both are rounded down to whole video tokens of {token:g} s).")
+        return win, hist
+
+    def _retake_crop(self, video_frames: int, audio_frames: int, span: tuple[float, float] | None,
+                     window: float | None) -> Chunk | None:
+        """The window a retake samples when the clip is longer than the window (see `retake_crop`)."""
+        window = window if window is not None else self.window
+        if window is None or span is None:
+            return None
+        token = video_token_frames(self.model)
+        frames = math.floor(window * self.video_rate / token + 1e-6) * token
+        first, last = round(span[0] * self.video_rate), round(span[1] * self.video_rate)
+        return retake_crop(video_frames, audio_frames, self.video_rate, self.audio_rate, (first, last), frames)
 
     @torch.no_grad()
     def _encode_video(self, frames: torch.Tensor) -> torch.Tensor:
@@ -228,8 +275,13 @@ class AVPipeline:
         task: str = "t2av",
         videos: Sequence[str | Path] | None = None,
         audios: Sequence[str | Path] | None = None,
+        images: Sequence[str | Path] | None = None,
         duration: float | None = None,
         extend_seconds: float | None = None,
+        span: tuple[float, float] | None = None,
+        modality: str = "both",
+        window: float | None = None,
+        history: float | None = None,
         steps: int | None = None,
         solver: str | None = None,
         cfg_video: float | None = None,
@@ -250,11 +302,19 @@ class AVPipeline:
 
         Args:
             prompts: text prompts (one per clip; may be "" for v2a/a2v).
-            task: "t2av", "v2a", "a2v" or "extend".
-            videos: input videos, one per prompt (v2a: the video; extend: the clip to continue).
+            task: "t2av", "v2a", "a2v", "extend", "i2av" or "retake".
+            videos: input videos, one per prompt (v2a: the video; extend: the clip to continue;
+                retake: the clip to retake, which needs sound).
             audios: input audio files, one per prompt (a2v).
-            duration: seconds per clip (t2av/extend: required; v2a/a2v: at most the input's length).
+            images: first frames, one per prompt (i2av); resized to the model's frame size (scaled
+                to cover it, then centre-cropped).
+            duration: seconds per clip (t2av/extend/i2av: required; v2a/a2v/retake: at most the
+                input's length).
             extend_seconds: seconds of the input kept as the given beginning (extend).
+            span: (start, end) seconds regenerated (retake); widened to whole video tokens.
+            modality: what retake regenerates inside the span: "video", "audio" or "both".
+            window, history: long clips (t2av/extend/i2av longer than `window`) are made in chunks
+                of `window` seconds, each given the last `history` seconds before it (see `long_clip`).
             steps, solver, cfg_video, cfg_audio, guidance_interval: override the sampler defaults.
             seed: base seed; clip i's noise comes from seed + i alone, whatever batch it falls in.
             seeds: the seed of each clip instead (e.g. to resume a job with its original seeds).
@@ -269,13 +329,18 @@ class AVPipeline:
             raise ValueError("no prompts given; pass at least one (an empty string is allowed for v2a/a2v).")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
-        inputs = {"v2a": videos, "extend": videos, "a2v": audios}.get(task)
+        inputs = {"v2a": videos, "extend": videos, "retake": videos, "a2v": audios, "i2av": images}.get(task)
         if task != "t2av" and (inputs is None or len(inputs) != len(prompts)):
-            kind = "audio files" if task == "a2v" else "videos"
+            kind = {"a2v": "audio files", "i2av": "images"}.get(task, "videos")
             raise ValueError(f"task {task!r} needs one of the input {kind} per prompt; got "
                              f"{0 if inputs is None else len(inputs)} for {len(prompts)} prompts.")
-        if task in ("t2av", "extend") and duration is None:
+        if task in GENERATED_LENGTH and duration is None:
             raise ValueError(f"task {task!r} needs a duration in seconds.")
+        if task == "retake":
+            if modality not in ("video", "audio", "both"):
+                raise ValueError(f"retake regenerates 'video', 'audio' or 'both'; got {modality!r}.")
+            if span is None or len(span) != 2 or not 0 <= span[0] < span[1]:
+                raise ValueError(f"retake needs a span START END with 0 <= START < END seconds; got {span}.")
         if task == "extend":
             assert duration is not None  # checked just above
             if extend_seconds is None or not 0 < extend_seconds < duration:
@@ -284,8 +349,14 @@ class AVPipeline:
                 raise ValueError(f"extend_seconds {extend_seconds} is shorter than one latent frame "
                                  f"({self.tc / self.fps:g} s).")
             extend_seconds = self._floor_duration(extend_seconds)
-        if duration is not None and task in ("t2av", "extend"):
+        if duration is not None and task in GENERATED_LENGTH:
             self.check_duration(duration)
+            plan = self.long_clip(duration, window, history)
+            if plan is not None and task == "extend":
+                assert extend_seconds is not None
+                if extend_seconds >= plan[0]:
+                    raise ValueError(f"a long continuation starts from its given {extend_seconds:g} s inside the first "
+                                     f"window of {plan[0]:g} s; give --extend-seconds below it or a longer --window.")
         ids = list(ids) if ids is not None else [f"{i:04d}" for i in range(len(prompts))]
         if len(ids) != len(prompts) or len(set(ids)) != len(ids):
             raise ValueError("ids must be unique, one per prompt.")
@@ -303,10 +374,11 @@ class AVPipeline:
         # 2. Each clip's length: the given duration, or its input's (v2a/a2v); unusable inputs are skipped.
         lengths: dict[int, float] = {}
         for i in range(len(prompts)):
-            if task in ("v2a", "a2v"):
+            if task not in GENERATED_LENGTH:
                 assert inputs is not None  # checked above
                 try:
-                    lengths[i] = self._input_seconds(inputs[i], duration, video=task == "v2a")
+                    lengths[i] = self._input_seconds(inputs[i], duration, video=task != "a2v",
+                                                     task=task, modality=modality, span=span)
                 except (ValueError, OSError) as err:  # MediaError is a ValueError
                     yield SkippedItem(ids[i], str(err), str(inputs[i]))
             else:
@@ -320,14 +392,16 @@ class AVPipeline:
             given: dict[int, dict[str, torch.Tensor]] = {}
             for i in batch:  # read each input alone: one that fails is skipped, its batch goes on
                 try:
-                    given[i] = self._read_input(task, None if inputs is None else inputs[i], lengths[i], extend_seconds)
+                    given[i] = self._read_input(task, None if inputs is None else inputs[i], lengths[i],
+                                                extend_seconds)
                 except (ValueError, OSError) as err:
                     yield SkippedItem(ids[i], str(err), None if inputs is None else str(inputs[i]))
             kept = [i for i in batch if i in given]
             if kept:
+                opts = _TaskOptions(extend_seconds, span, modality, window, history)
                 yield from self._batch([prompts[i] for i in kept], [ids[i] for i in kept], task,
                                        [given[i] for i in kept], None if inputs is None else [inputs[i] for i in kept],
-                                       lengths[kept[0]], extend_seconds, sampler, [seeds[i] for i in kept])
+                                       lengths[kept[0]], opts, sampler, [seeds[i] for i in kept])
 
     def _read_input(self, task: str, path: str | Path | None, duration: float,
                     extend_seconds: float | None) -> dict[str, torch.Tensor]:
@@ -344,12 +418,16 @@ class AVPipeline:
         if task == "a2v":
             wav, _ = read_audio(path, sample_rate=self.sample_rate, channels=self.codec.channels, duration=duration)
             return {"audio": wav}
-        clip = read_clip(path, fps=self.fps, size=(h, w), duration=extend_seconds, sample_rate=self.sample_rate,
-                         channels=self.codec.channels)
-        return {"frames": clip.frames, "audio": _audio_of(clip)}
+        if task == "i2av":
+            image, (h0, w0) = read_image(path, (h, w))
+            return {"image": image, "image_size": torch.tensor([h0, w0])}
+        # extend: the given beginning; retake: the whole clip, sound included
+        clip = read_clip(path, fps=self.fps, size=(h, w), duration=extend_seconds if task == "extend" else duration,
+                         sample_rate=self.sample_rate, channels=self.codec.channels)
+        return {"frames": clip.frames, "audio": _audio_of(clip, task)}
 
     def _batch(self, prompts: list[str], ids: list[str], task: str, given: list[dict[str, torch.Tensor]],
-               inputs: Sequence[Any] | None, duration: float, extend_seconds: float | None, sampler: SamplerConfig,
+               inputs: Sequence[Any] | None, duration: float, opts: _TaskOptions, sampler: SamplerConfig,
                seeds: list[int]) -> list[GeneratedClip]:
         """Sample one batch of clips that all last `duration` seconds."""
         h, w = self.size
@@ -361,14 +439,19 @@ class AVPipeline:
         audio_cond: torch.Tensor | None = None
         given_frames: torch.Tensor | None = None
         given_audio: torch.Tensor | None = None
-        if task in ("v2a", "extend"):
+        if task in ("v2a", "extend", "retake"):
             frames_in = torch.stack([g["frames"] for g in given])  # (B, T, H, W, 3)
             video_cond = self._encode_video(frames_in)
-            given_frames = frames_in if task == "v2a" else None
-        if task in ("a2v", "extend"):
+            given_frames = frames_in if task in ("v2a", "retake") else None
+        if task in ("a2v", "extend", "retake"):
             audio_in = torch.stack([g["audio"] for g in given])  # (B, C, S)
             audio_cond = self._encode_audio(audio_in)
-            given_audio = audio_in if task == "a2v" else None
+            given_audio = audio_in if task in ("a2v", "retake") else None
+        if task == "i2av":
+            # The image is the first latent frame: the autoencoder encodes an image as the still clip
+            # of `tc` copies of it, so it holds the first token as the clean-prefix mechanism gives it.
+            images = torch.stack([g["image"] for g in given])  # (B, H, W, 3)
+            video_cond = self._encode_video(images[:, None]).repeat(1, 1, video_token_frames(self.model), 1, 1)
         # 4. Prepare latent shapes.
         frames = self.check_duration(duration)
         num_samples = round(duration * self.sample_rate)
@@ -376,51 +459,110 @@ class AVPipeline:
         video_shape = (b, self.spec.video_latent_dim, frames // self.tc, h // sc, w // sc)
         audio_frames = math.ceil(num_samples / self.spec.hop_length)
         audio_shape = (b, self.spec.audio_latent_dim, audio_frames)
-        if audio_cond is not None and task == "a2v":
-            audio_cond = audio_cond[..., :audio_frames]
+        if audio_cond is not None and task in ("a2v", "retake"):
+            audio_cond = _pad_time(audio_cond, audio_frames)
+        if video_cond is not None and task == "retake":
+            video_cond = _pad_time(video_cond, video_shape[2])
         if task == "extend":
             assert video_cond is not None and audio_cond is not None
             # Given latents padded to the full length: only the frames inside the prefix are read.
             video_cond = _pad_time(video_cond, video_shape[2])
             audio_cond = _pad_time(audio_cond, audio_shape[2])
-        # 5. Denoising loop.
-        z_v, z_a = sample(self.model, text, video_shape=video_shape, audio_shape=audio_shape,
-                          video_rate=self.video_rate, audio_rate=self.audio_rate, config=sampler,
-                          task=cast(Task, task),
-                          video_cond=video_cond, audio_cond=audio_cond, extend_seconds=extend_seconds, seed=seeds)
+        span = None
+        if task == "retake":
+            assert opts.span is not None  # checked in `generate`
+            # whole video tokens, so no token mixes a kept frame with a regenerated one
+            span = snap_span(opts.span, video_token_frames(self.model) * self.tc / self.fps, duration)
+        # 5. Denoising loop: one pass, or chunk by chunk for a clip longer than the window.
+        long = self.long_clip(duration, opts.window, opts.history) if task in GENERATED_LENGTH else None
+        chunks = []
+        kw: dict[str, Any] = dict(video_shape=video_shape, audio_shape=audio_shape, video_rate=self.video_rate,
+                                  audio_rate=self.audio_rate, config=sampler, task=cast(Task, task),
+                                  video_cond=video_cond, audio_cond=audio_cond, extend_seconds=opts.extend_seconds,
+                                  seed=seeds)
+        crop = self._retake_crop(video_shape[2], audio_frames, span, opts.window) if task == "retake" else None
+        if crop is not None:  # a retake of a clip longer than the window samples one window around the span
+            assert span is not None and video_cond is not None and audio_cond is not None
+            (v0, v1), (a0, a1) = crop.video, crop.audio
+            z_v, z_a = video_cond.clone(), audio_cond.clone()
+            z_v[:, :, v0:v1], z_a[:, :, a0:a1] = sample(
+                self.model, text, **{**kw, "video_shape": (*video_shape[:2], v1 - v0, *video_shape[3:]),
+                                     "audio_shape": (b, audio_shape[1], a1 - a0), "video_cond": video_cond[:, :, v0:v1],
+                                     "audio_cond": audio_cond[:, :, a0:a1]},
+                span=(span[0] - v0 / self.video_rate, span[1] - v0 / self.video_rate),
+                modality=cast(Any, opts.modality))
+        elif long is None:
+            z_v, z_a = sample(self.model, text, span=span, modality=cast(Any, opts.modality), **kw)
+        else:
+            chunks = plan_chunks(video_shape[2], audio_frames, self.video_rate, self.audio_rate,
+                                 round(long[0] * self.video_rate), round(long[1] * self.video_rate))
+            z_v, z_a = sample_long(self.model, text, chunks=chunks, **kw)
         # 6. Decode latents; the given modality keeps its original pixels or samples.
         out_frames, out_audio = self._decode(z_v, z_a, num_samples)
-        if given_frames is not None:
-            out_frames = given_frames[:, :frames].cpu()
-        if given_audio is not None:
-            out_audio = given_audio[..., :num_samples].float().cpu()
+        if task == "retake":
+            assert given_frames is not None and given_audio is not None and span is not None
+            kept_frames, kept_audio = given_frames[:, :frames].cpu(), given_audio[..., :num_samples].float().cpu()
+            new_video, new_audio = opts.modality in ("video", "both"), opts.modality in ("audio", "both")
+            out_frames = torch.stack([splice_frames(k, m, span, self.fps) if new_video else k
+                                      for k, m in zip(kept_frames, out_frames)])
+            out_audio = torch.stack([splice_audio(k, m, span, self.sample_rate) if new_audio else k
+                                     for k, m in zip(kept_audio, out_audio)])
+        else:
+            if given_frames is not None:
+                out_frames = given_frames[:, :frames].cpu()
+            if given_audio is not None:
+                out_audio = given_audio[..., :num_samples].float().cpu()
         # 7. Package clips with their record.
-        info = {"task": task, "sampler": sampler.solver, "steps": sampler.steps,
-                "guidance": {"video": sampler.guidance_video, "audio": sampler.guidance_audio,
-                             "interval": list(sampler.guidance_interval)},
-                "duration": duration, "fps": self.fps, "sample_rate": self.sample_rate, "size": [h, w],
-                "checkpoint": self.checkpoint, "checkpoint_sha256": self.checkpoint_sha256,
-                "batch_size": b, "codec_fingerprint": self.spec.codec_fingerprint,
-                "vae_fingerprint": self.spec.vae_fingerprint}
+        info: dict[str, Any] = {
+            "task": task, "sampler": sampler.solver, "steps": sampler.steps,
+            "guidance": {"video": sampler.guidance_video, "audio": sampler.guidance_audio,
+                         "interval": list(sampler.guidance_interval)},
+            "duration": duration, "fps": self.fps, "sample_rate": self.sample_rate, "size": [h, w],
+            "checkpoint": self.checkpoint, "checkpoint_sha256": self.checkpoint_sha256,
+            "batch_size": b, "codec_fingerprint": self.spec.codec_fingerprint,
+            "vae_fingerprint": self.spec.vae_fingerprint}
         if task == "extend":
-            info["extend_seconds"] = extend_seconds
+            info["extend_seconds"] = opts.extend_seconds
+        if task == "retake":
+            assert span is not None
+            info.update(span=list(span), span_asked=[float(v) for v in opts.span or ()], modality=opts.modality)
+            if crop is not None:
+                info["retake_window"] = [crop.video[0] / self.video_rate, crop.video[1] / self.video_rate]
+        if long is not None:
+            info.update(window=long[0], history=long[1], chunks=[c.seconds(self.video_rate) for c in chunks])
+        per_clip: list[dict[str, Any]] = [{} for _ in range(b)]
+        if task == "i2av":
+            for i, g in enumerate(given):  # how closely the first frame holds the image (inf: identical)
+                value = psnr(out_frames[i, 0], g["image"])
+                per_clip[i] = {"image_size": [int(v) for v in g["image_size"]],
+                               "first_frame_psnr": None if math.isinf(value) else round(value, 3)}
         return [
             GeneratedClip(id=ids[i], prompt=prompts[i], task=task, frames=out_frames[i], audio=out_audio[i],
                           fps=self.fps, sample_rate=self.sample_rate,
-                          info={**info, "seed": seeds[i], "batch_position": i,
+                          info={**info, **per_clip[i], "seed": seeds[i], "batch_position": i,
                                 **({"input": str(inputs[i])} if inputs is not None else {})})
             for i in range(b)
         ]
 
-    def _input_seconds(self, path: str | Path, duration: float | None, *, video: bool) -> float:
-        """The longest valid duration of the input (at most `duration`); raises `MediaError`/`ValueError`."""
+    def _input_seconds(self, path: str | Path, duration: float | None, *, video: bool, task: str | None = None,
+                       modality: str = "both", span: tuple[float, float] | None = None) -> float:
+        """The longest valid duration of the input (at most `duration`); raises `MediaError`/`ValueError`.
+
+        For a retake, the input must also have sound and hold the whole span.
+        """
         from avio import probe
 
+        task = task or ("v2a" if video else "a2v")
         info = probe(path)
         if video and not info.has_video:
-            raise ValueError(f"{path} has no video stream; v2a needs a video.")
+            raise ValueError(f"{path} has no video stream; {task} needs a video.")
         if not video and not info.has_audio:
             raise ValueError(f"{path} has no audio stream; a2v needs audio.")
+        if task == "retake" and not info.has_audio:
+            why = ("an audio retake regenerates part of its sound" if modality in ("audio", "both") else
+                   "a video retake keeps its sound")
+            raise ValueError(f"{path} has no audio stream, but {why}; retake a clip with sound (or give it sound "
+                             "first with video-to-audio, --video).")
         length = info.duration  # the longest stream; v2a needs the video's own length
         if video and info.num_frames and info.fps:
             length = min(length, info.num_frames / info.fps)
@@ -428,6 +570,9 @@ class AVPipeline:
         if seconds <= 0:
             raise ValueError(f"{path} is {info.duration:.3f} s long, shorter than one latent frame "
                              f"({self.tc / self.fps:g} s).")
+        if task == "retake" and span is not None and span[1] > seconds + 1e-6:
+            raise ValueError(f"the span {span[0]:g} .. {span[1]:g} s is outside {path}, which lasts {seconds:g} s "
+                             f"(whole latent frames of {self.tc / self.fps:g} s); give a span inside 0 .. {seconds:g}.")
         return seconds
 
     # ------------------------------------------------------------------------------------ output
@@ -451,9 +596,25 @@ class AVPipeline:
         return paths
 
 
-def _audio_of(clip: Any) -> torch.Tensor:
+# Tasks whose clips last the asked duration; the others last as long as their input.
+GENERATED_LENGTH = ("t2av", "extend", "i2av")
+
+
+@dataclass(frozen=True)
+class _TaskOptions:
+    """The options of the conditioning tasks, passed from `generate` to `_batch` as one."""
+
+    extend_seconds: float | None = None
+    span: tuple[float, float] | None = None
+    modality: str = "both"
+    window: float | None = None
+    history: float | None = None
+
+
+def _audio_of(clip: Any, task: str = "extend") -> torch.Tensor:
     if clip.audio is None:
-        raise ValueError("the clip to continue has no audio; extend needs a clip with sound.")
+        what = "the clip to continue has no audio; extend" if task == "extend" else "the clip has no audio; retake"
+        raise ValueError(f"{what} needs a clip with sound.")
     return clip.audio
 
 

@@ -1,8 +1,9 @@
-"""`avgen sample`: mp4 clips with sound from prompts, videos (v2a), audio tracks (a2v) or clips to
-continue, each written with a JSON sidecar as soon as it is made.
+"""`avgen sample`: mp4 clips with sound from prompts, videos (v2a), audio tracks (a2v), clips to
+continue, first frames (i2av) or clips to retake, each written with a JSON sidecar as soon as it is
+made. Clips longer than the training window are made chunk by chunk (`--window`, `--history`).
 
 A job over a list (`--prompts`, `--video-list`, `--audio-list`, or repeated `--video`/`--audio`/
-`--extend`) is a batch job:
+`--extend`/`--image`/`--retake`) is a batch job:
 
 - a bad item (a missing or unreadable input, an input without the stream the task needs, a
   malformed list line) is skipped; it is named with its reason as it is found and again in the
@@ -36,7 +37,7 @@ EXIT_STRICT = 2
 
 @dataclass
 class _Item:
-    """One clip to make: its id, prompt, input file (v2a/a2v/extend) and position in the job's list."""
+    """One clip to make: its id, prompt, input file (v2a/a2v/extend/i2av/retake) and position in the job's list."""
 
     id: str
     prompt: str
@@ -138,8 +139,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="avgen sample",
         description="Generate mp4 clips with sound from prompts, a video (video-to-audio), an audio track "
-        "(audio-to-video), or a clip to continue. Writes <out>/<id>.mp4 and <out>/<id>.json as each clip is "
-        "made. Bad items of a list are skipped and named; a rerun keeps the clips already made.")
+        "(audio-to-video), a clip to continue, a first frame (image-to-audio-video), or a clip to retake (a time "
+        "span regenerated). Writes <out>/<id>.mp4 and <out>/<id>.json as each clip is made. Bad items of a list "
+        "are skipped and named; a rerun keeps the clips already made.")
     p.add_argument("--ckpt", required=True, help="generator checkpoint (final.ckpt from `avgen fit`, or exported)")
     p.add_argument("--lora", type=Path, help="LoRA adapters to merge into --ckpt (lora.safetensors of an `avgen fit` "
                    "run with a model.lora section)")
@@ -158,8 +160,20 @@ def _parser() -> argparse.ArgumentParser:
     cond.add_argument("--audio-list", type=Path, help="audio-to-video for many audio files: lines "
                       "'path[<TAB>prompt]' or a JSONL manifest (relative paths are from the list's folder)")
     cond.add_argument("--extend", type=Path, action="append", help="continuation: the clip to continue")
+    cond.add_argument("--image", type=Path, action="append", help="image-to-audio-video: the first frame (PNG, "
+                      "JPEG, ...; another size is scaled to cover the frame and centre-cropped)")
+    cond.add_argument("--retake", type=Path, action="append", help="retake: the clip (with sound) of which "
+                      "--span is generated again, the rest kept")
     p.add_argument("--extend-seconds", type=float, default=1.0, help="seconds of --extend kept as the given "
                    "beginning (default 1.0)")
+    p.add_argument("--span", type=float, nargs=2, metavar=("START", "END"), help="--retake: the seconds to "
+                   "generate again (widened to whole video tokens, 0.25 s by default)")
+    p.add_argument("--modality", choices=("both", "video", "audio"), default="both", help="--retake: what to "
+                   "generate again inside the span; the other is kept whole (default both)")
+    p.add_argument("--window", type=float, help="seconds the model makes at once; longer clips (t2av, --image, "
+                   "--extend) are made chunk by chunk (default: the training clips' duration)")
+    p.add_argument("--history", type=float, help="seconds of each chunk given from the chunk before (default: "
+                   "half the window, the longest clean prefix the model is trained on)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--duration", type=float, help="seconds per clip (default: the training clips' duration; "
                    "v2a/a2v: each input's own length)")
@@ -193,14 +207,19 @@ def _items(args: argparse.Namespace) -> tuple[str, list[_Item], list[SkippedItem
         task = "v2a" if args.video_list else "a2v"
         inputs = _read_input_list(args.video_list or args.audio_list,
                                   "--video-list" if args.video_list else "--audio-list")
-    elif args.video or args.audio or args.extend:
-        task = "v2a" if args.video else "a2v" if args.audio else "extend"
-        paths = [str(p) for p in (args.video or args.audio or args.extend)]
+    elif args.video or args.audio or args.extend or args.image or args.retake:
+        task = ("v2a" if args.video else "a2v" if args.audio else "extend" if args.extend else
+                "i2av" if args.image else "retake")
+        if task == "retake" and args.span is None:
+            raise ValueError("--retake needs --span START END: the seconds of the clip to generate again.")
+        paths = [str(p) for p in (args.video or args.audio or args.extend or args.image or args.retake)]
         inputs = _Listing([_Item(f"{i:04d}_{_slug(Path(p).stem)}", "", i, p) for i, p in enumerate(paths)])
+    if task != "retake" and (args.span is not None or args.modality != "both"):
+        raise ValueError("--span and --modality choose what --retake generates again; give --retake IN.mp4 too.")
     if inputs is None:
         if prompts is None or not (prompts.items or prompts.bad):
             raise ValueError("nothing to sample: give --prompt, --prompts, --video, --video-list, --audio, "
-                             "--audio-list or --extend.")
+                             "--audio-list, --extend, --image or --retake.")
         return task, prompts.items, prompts.bad
     bad = inputs.bad + (prompts.bad if prompts else [])
     texts = [it.prompt for it in prompts.items] if prompts else []
@@ -234,16 +253,26 @@ def _expected(pipe: AVPipeline, args: argparse.Namespace, task: str, item: _Item
     }
     if item.input is not None:
         want["input"] = item.input
-    if task in ("v2a", "a2v"):
+    if task in ("v2a", "a2v", "retake"):
         assert item.input is not None
         try:
-            want["duration"] = pipe._input_seconds(item.input, duration, video=task == "v2a")
+            want["duration"] = pipe._input_seconds(item.input, duration, video=task != "a2v", task=task,
+                                                   modality=args.modality, span=args.span)
         except (ValueError, OSError):
             return None  # the input is bad: generation will skip it with the reason
     else:
         want["duration"] = duration
     if task == "extend":
         want["extend_seconds"] = pipe._floor_duration(args.extend_seconds)
+    if task == "retake":
+        want["span_asked"], want["modality"] = [float(v) for v in args.span], args.modality
+    if task in ("t2av", "extend", "i2av") and duration is not None:
+        try:
+            long = pipe.long_clip(duration, args.window, args.history)
+        except ValueError:
+            return None  # generation explains it
+        if long is not None:
+            want["window"], want["history"] = long
     return want
 
 
@@ -315,7 +344,7 @@ def _sample(args: argparse.Namespace) -> int:
     if args.lora is not None:
         _merge_lora(pipe, args)
     duration = args.duration
-    if duration is None and task in ("t2av", "extend"):
+    if duration is None and task in ("t2av", "extend", "i2av"):
         duration = float(pipe.meta.get("train_duration") or 2.0)
     # 3. Resume: keep the clips an earlier run of this job already made.
     todo = []
@@ -331,8 +360,10 @@ def _sample(args: argparse.Namespace) -> int:
     if todo:
         inputs = [str(it.input) for it in todo] if task != "t2av" else None
         results = pipe.generate(
-            [it.prompt for it in todo], task=task, videos=inputs if task in ("v2a", "extend") else None,
-            audios=inputs if task == "a2v" else None, duration=duration, extend_seconds=args.extend_seconds,
+            [it.prompt for it in todo], task=task, videos=inputs if task in ("v2a", "extend", "retake") else None,
+            audios=inputs if task == "a2v" else None, images=inputs if task == "i2av" else None, duration=duration,
+            extend_seconds=args.extend_seconds, span=None if args.span is None else tuple(args.span),
+            modality=args.modality, window=args.window, history=args.history,
             steps=args.steps, solver=args.solver, cfg_video=args.cfg_video, cfg_audio=args.cfg_audio,
             guidance_interval=tuple(args.guidance_interval), seeds=[args.seed + it.index for it in todo],
             batch_size=args.batch_size, ids=[it.id for it in todo])

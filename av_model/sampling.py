@@ -3,13 +3,20 @@
 Convention as in `av_model.flow`: t = 1 noise, t = 0 data, velocity = eps - x_0; integration runs
 from t = 1 to t = 0 over a shifted grid.
 
-Tasks:
+Tasks (`TASK_SPECS`; each one is only a rule for which latent frames are given):
   * "t2av": both modalities from noise.
   * "v2a": the video is given; its latents stay fixed and its time stays 0 (clean) throughout.
   * "a2v": the audio is given, likewise.
   * "extend": the first `extend_seconds` of both modalities are given. Those latent frames are
     held clean with per-frame times (t = 0 on the prefix, the current t elsewhere), exactly the
     situation the model is trained on with `FlowConfig.p_prefix`; they are never updated.
+  * "i2av": the first video token (the image's latent frame) is given, the audio is generated.
+  * "retake": everything but the latent frames inside `span` of `modality` ("video", "audio" or
+    "both") is given; known frames are no longer only a prefix, so the masks are arbitrary.
+
+A given frame is written in from the conditioning latents, carries t = 0 and a zero velocity; every
+other frame starts from noise. When some frames of a modality are given and others are not, times
+are per frame; otherwise each modality has one time per sample, as in training.
 
 Classifier-free guidance runs the conditional and unconditional passes as one batch of 2B, with a
 separate scale per modality: v = v_uncond + s_m * (v_cond - v_uncond). `guidance_interval` limits
@@ -21,18 +28,19 @@ Noise is drawn from a CPU generator seeded by `seed`, so a seed gives the same c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from av_model.flow import num_tokens, resolution_shift, time_shift
+from av_model.flow import _unwrap, num_tokens, resolution_shift, time_shift
 from av_model.text.batch import TextBatch
 
-Task = Literal["t2av", "v2a", "a2v", "extend"]
-TASKS = ("t2av", "v2a", "a2v", "extend")
+Task = Literal["t2av", "v2a", "a2v", "extend", "i2av", "retake"]
+Modality = Literal["video", "audio", "both"]
+MODALITIES = ("video", "audio", "both")
 
 
 @dataclass
@@ -91,6 +99,143 @@ class SamplerConfig:
         return time_shift(torch.linspace(1.0, 0.0, self.steps + 1, dtype=torch.float64), shift).float()
 
 
+@dataclass(frozen=True)
+class FrameGrid:
+    """The latent frames of one clip and the options of its task: what a task's mask rule reads.
+
+    Attributes:
+        video, audio: latent frames of each modality.
+        video_rate, audio_rate: latent frames per second.
+        video_token_frames: latent video frames per token (the model's temporal patch).
+        extend_seconds: the given beginning ("extend").
+        span: (start, end) seconds regenerated ("retake").
+        modality: the modality regenerated inside `span` ("retake").
+    """
+
+    video: int
+    audio: int
+    video_rate: float
+    audio_rate: float
+    video_token_frames: int = 1
+    extend_seconds: float | None = None
+    span: tuple[float, float] | None = None
+    modality: str = "both"
+
+    @property
+    def duration(self) -> float:
+        return min(self.video / self.video_rate, self.audio / self.audio_rate)
+
+    def centres(self) -> tuple[Tensor, Tensor]:
+        """(T_v,), (T_a,) centre time in seconds of each latent frame: a frame belongs to a
+        stretch of time when its centre does (the rule training uses for clean prefixes)."""
+        return ((torch.arange(self.video, dtype=torch.float64) + 0.5) / self.video_rate,
+                (torch.arange(self.audio, dtype=torch.float64) + 0.5) / self.audio_rate)
+
+    def none(self) -> tuple[Tensor, Tensor]:
+        return torch.zeros(self.video, dtype=torch.bool), torch.zeros(self.audio, dtype=torch.bool)
+
+
+def _known_extend(g: FrameGrid) -> tuple[Tensor, Tensor]:
+    assert g.extend_seconds is not None  # checked by `_check_extend`
+    cv, ca = g.centres()
+    return cv < g.extend_seconds, ca < g.extend_seconds
+
+
+def _known_i2av(g: FrameGrid) -> tuple[Tensor, Tensor]:
+    # A whole token, so no token mixes a given frame with a generated one (its time would be the mean).
+    v, a = g.none()
+    v[: g.video_token_frames] = True
+    return v, a
+
+
+def _known_retake(g: FrameGrid) -> tuple[Tensor, Tensor]:
+    assert g.span is not None  # checked by `_check_retake`
+    cv, ca = g.centres()
+    start, end = g.span
+    keep_v = ~((cv >= start) & (cv < end)) if g.modality in ("video", "both") else torch.ones_like(cv, dtype=torch.bool)
+    keep_a = ~((ca >= start) & (ca < end)) if g.modality in ("audio", "both") else torch.ones_like(ca, dtype=torch.bool)
+    return keep_v, keep_a
+
+
+def _check_extend(g: FrameGrid) -> None:
+    if g.extend_seconds is None or not 0 < g.extend_seconds < g.duration:
+        raise ValueError(f"task 'extend' needs 0 < extend_seconds < the clip length ({g.duration:.3f} s); got "
+                         f"{g.extend_seconds}.")
+
+
+def _check_i2av(g: FrameGrid) -> None:
+    if g.video <= g.video_token_frames:
+        raise ValueError(f"task 'i2av' gives the first {g.video_token_frames} latent video frame(s); the clip has "
+                         f"{g.video}, so nothing would be generated. Ask for a longer clip.")
+
+
+def _check_retake(g: FrameGrid) -> None:
+    if g.modality not in MODALITIES:
+        raise ValueError(f"task 'retake' regenerates 'video', 'audio' or 'both'; got modality {g.modality!r}.")
+    if g.span is None or len(g.span) != 2:
+        raise ValueError("task 'retake' needs span=(start, end) in seconds.")
+    start, end = g.span
+    if not 0 <= start < end <= g.duration + 1e-6:
+        raise ValueError(f"the retake span ({start:g}, {end:g}) s must satisfy 0 <= start < end <= the clip length "
+                         f"({g.duration:.3f} s).")
+    keep_v, keep_a = _known_retake(g)
+    if bool(keep_v.all()) and bool(keep_a.all()):
+        raise ValueError(f"the retake span ({start:g}, {end:g}) s holds no latent frame centre (video frames are "
+                         f"{1 / g.video_rate:g} s long); widen it.")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One sampling task: which latent frames it gives (held clean), and how its options are checked.
+
+    Attributes:
+        name: the task's name (`Task`).
+        summary: one line for help texts.
+        known: the grid -> ((T_v,), (T_a,)) bool masks of the given latent frames.
+        check: raises `ValueError` when the task's options do not fit the grid.
+    """
+
+    name: str
+    summary: str
+    known: Callable[[FrameGrid], tuple[Tensor, Tensor]]
+    check: Callable[[FrameGrid], None] = lambda g: None
+
+
+def _all_video(g: FrameGrid) -> tuple[Tensor, Tensor]:
+    return torch.ones(g.video, dtype=torch.bool), torch.zeros(g.audio, dtype=torch.bool)
+
+
+def _all_audio(g: FrameGrid) -> tuple[Tensor, Tensor]:
+    return torch.zeros(g.video, dtype=torch.bool), torch.ones(g.audio, dtype=torch.bool)
+
+
+TASK_SPECS: dict[str, TaskSpec] = {spec.name: spec for spec in (
+    TaskSpec("t2av", "text to audio and video", FrameGrid.none),
+    TaskSpec("v2a", "the video is given, the sound is generated", _all_video),
+    TaskSpec("a2v", "the sound is given, the video is generated", _all_audio),
+    TaskSpec("extend", "the first extend_seconds of both are given (continuation)", _known_extend, _check_extend),
+    TaskSpec("i2av", "the first video frame is given (image to audio and video)", _known_i2av, _check_i2av),
+    TaskSpec("retake", "all but a time span of one modality or both is given (inpainting)", _known_retake,
+             _check_retake),
+)}
+TASKS = tuple(TASK_SPECS)
+
+
+def known_frames(task: str, grid: FrameGrid) -> tuple[Tensor, Tensor]:
+    """(T_v,), (T_a,) bool masks of the latent frames `task` gives, after checking its options."""
+    if task not in TASK_SPECS:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}.")
+    spec = TASK_SPECS[task]
+    spec.check(grid)
+    return spec.known(grid)
+
+
+def video_token_frames(model: nn.Module) -> int:
+    """Latent video frames per token of `model` (its temporal patch; 1 for models without one)."""
+    cfg = getattr(_unwrap(model), "cfg", None)
+    return int(cfg.video_patch[0]) if cfg is not None and hasattr(cfg, "video_patch") else 1
+
+
 @torch.no_grad()
 def sample(
     model: nn.Module,
@@ -105,6 +250,8 @@ def sample(
     video_cond: Tensor | None = None,
     audio_cond: Tensor | None = None,
     extend_seconds: float | None = None,
+    span: tuple[float, float] | None = None,
+    modality: Modality = "both",
     seed: int | Sequence[int] = 0,
 ) -> tuple[Tensor, Tensor]:
     """Generate normalized video and audio latents.
@@ -116,11 +263,16 @@ def sample(
         audio_shape: (B, C_a, T_a).
         video_rate, audio_rate: latent frames per second of each modality.
         config: `SamplerConfig` (defaults if None).
-        task: "t2av", "v2a", "a2v" or "extend".
-        video_cond: normalized video latents, required for "v2a" (full shape) and "extend" (at
-            least the frames of the first `extend_seconds`).
-        audio_cond: normalized audio latents, required for "a2v" and "extend", likewise.
+        task: one of `TASKS` ("t2av", "v2a", "a2v", "extend", "i2av", "retake").
+        video_cond: normalized video latents, required when the task gives video frames: at least
+            up to the last given frame (full shape for "v2a" and "retake", the prefix for "extend",
+            the first token's frames for "i2av"); frames that are not given are never read.
+        audio_cond: normalized audio latents, required when the task gives audio frames, likewise.
         extend_seconds: length of the given prefix for "extend".
+        span: (start, end) seconds regenerated by "retake"; a latent frame is regenerated when its
+            centre lies inside.
+        modality: what "retake" regenerates inside `span`: "video", "audio" or "both" (the other
+            modality is given whole).
         seed: noise seed; the same seed gives the same result. A sequence of B seeds draws each
             sample's noise from its own seed, so a sample does not depend on the batch it is in.
 
@@ -130,25 +282,22 @@ def sample(
     # 1. Check inputs.
     config = config or SamplerConfig()
     video_shape, audio_shape = tuple(int(s) for s in video_shape), tuple(int(s) for s in audio_shape)
-    _check(text, video_shape, audio_shape, video_rate, audio_rate, task, video_cond, audio_cond, extend_seconds)
+    _check(text, video_shape, audio_shape, video_rate, audio_rate, task)
+    grid = FrameGrid(video_shape[2], audio_shape[2], video_rate, audio_rate, video_token_frames(model),
+                     extend_seconds, None if span is None else (float(span[0]), float(span[1])), modality)
+    known_v, known_a = known_frames(task, grid)  # (T_v,), (T_a,) bool
+    _check_cond("video_cond", video_cond, video_shape, task, known_v)
+    _check_cond("audio_cond", audio_cond, audio_shape, task, known_a)
     param = next(model.parameters())
     device, b = param.device, video_shape[0]
     text = text.to(device)
     # 2. Prepare latents: seeded noise, then the given frames written in and frozen.
     x_v, x_a = _noise(seed, video_shape, audio_shape)
     x_v, x_a = x_v.to(device), x_a.to(device)  # (B, C_v, T_v, H_v, W_v), (B, C_a, T_a)
-    known_v, known_a = _known_frames(task, video_shape[2], audio_shape[2], video_rate, audio_rate, extend_seconds)
-    _check_cond("video_cond", video_cond, video_shape, task, int(known_v.sum()))
-    _check_cond("audio_cond", audio_cond, audio_shape, task, int(known_a.sum()))
     known_v, known_a = known_v.to(device), known_a.to(device)
-    # Given frames always form a prefix (all frames for v2a/a2v, the first seconds for extend).
-    if video_cond is not None and bool(known_v.any()):
-        k = int(known_v.sum())
-        x_v[:, :, :k] = video_cond[:, :, :k].to(device, x_v.dtype)
-    if audio_cond is not None and bool(known_a.any()):
-        k = int(known_a.sum())
-        x_a[:, :, :k] = audio_cond[:, :, :k].to(device, x_a.dtype)
-    per_frame = task == "extend"
+    x_v, x_a = _write_given(x_v, video_cond, known_v), _write_given(x_a, audio_cond, known_a)
+    # Per-frame times when a modality is partly given; one time per modality otherwise (as trained).
+    per_frame = any(bool(k.any()) and not bool(k.all()) for k in (known_v, known_a))
     # 3. Time grid and guidance setup.
     ts = config.time_grid(num_tokens(model, video_shape, audio_shape, video_rate, audio_rate)).tolist()
     text_guided = TextBatch.cat([text, text.null_like()]) if config.guided else text
@@ -210,25 +359,20 @@ def _noise(seed: int | Sequence[int], video_shape: tuple[int, ...],
     return torch.stack(vs), torch.stack(aus)
 
 
-def _known_frames(task: str, tv: int, ta: int, video_rate: float, audio_rate: float,
-                  extend_seconds: float | None) -> tuple[Tensor, Tensor]:
-    """(T_v,), (T_a,) bool masks of the given latent frames."""
-    if task == "v2a":
-        return torch.ones(tv, dtype=torch.bool), torch.zeros(ta, dtype=torch.bool)
-    if task == "a2v":
-        return torch.zeros(tv, dtype=torch.bool), torch.ones(ta, dtype=torch.bool)
-    if task == "extend" and extend_seconds is not None:
-        # A latent frame is given when its centre lies inside the prefix (as in training).
-        centre_v = (torch.arange(tv, dtype=torch.float64) + 0.5) / video_rate
-        centre_a = (torch.arange(ta, dtype=torch.float64) + 0.5) / audio_rate
-        return centre_v < extend_seconds, centre_a < extend_seconds
-    return torch.zeros(tv, dtype=torch.bool), torch.zeros(ta, dtype=torch.bool)
+def _write_given(x: Tensor, cond: Tensor | None, known: Tensor) -> Tensor:
+    """`x` (B, C, T, ...) with the frames where `known` (T,) holds taken from `cond` (B, C, >= last known + 1, ...)."""
+    if cond is None or not bool(known.any()):
+        return x
+    k = int(known.nonzero().max()) + 1  # frames up to the last given one
+    mask = known[:k].view(1, 1, k, *[1] * (x.dim() - 3))
+    x = x.clone()
+    x[:, :, :k] = torch.where(mask, cond[:, :, :k].to(x.device, x.dtype), x[:, :, :k])
+    return x
 
 
 def _check(text: TextBatch, video_shape: tuple[int, ...], audio_shape: tuple[int, ...], video_rate: float,
-           audio_rate: float, task: str, video_cond: Tensor | None, audio_cond: Tensor | None,
-           extend_seconds: float | None) -> None:
-    if task not in TASKS:
+           audio_rate: float, task: str) -> None:
+    if task not in TASK_SPECS:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}.")
     if len(video_shape) != 5 or len(audio_shape) != 3:
         raise ValueError(
@@ -240,20 +384,17 @@ def _check(text: TextBatch, video_shape: tuple[int, ...], audio_shape: tuple[int
         )
     if video_rate <= 0 or audio_rate <= 0:
         raise ValueError(f"latent rates must be positive; got {video_rate}, {audio_rate}.")
-    duration = min(video_shape[2] / video_rate, audio_shape[2] / audio_rate)
-    if task == "extend" and (extend_seconds is None or not 0 < extend_seconds < duration):
-        raise ValueError(
-            f"task 'extend' needs 0 < extend_seconds < the clip length ({duration:.3f} s); got {extend_seconds}."
-        )
 
 
-def _check_cond(name: str, cond: Tensor | None, shape: tuple[int, ...], task: str, frames: int) -> None:
-    """`cond` must hold at least `frames` latent frames of a tensor shaped like `shape`."""
-    if frames == 0:
+def _check_cond(name: str, cond: Tensor | None, shape: tuple[int, ...], task: str, known: Tensor) -> None:
+    """`cond` must be shaped like `shape` and hold every latent frame that `known` (T,) marks as given."""
+    if not bool(known.any()):
         return
+    frames = int(known.nonzero().max()) + 1
     if cond is None:
         raise ValueError(f"task {task!r} needs {name} (normalized latents of the given modality).")
     if cond.dim() != len(shape) or tuple(cond.shape[:2]) != shape[:2] or tuple(cond.shape[3:]) != shape[3:]:
-        raise ValueError(f"{name} must have shape {shape} (time may be shorter for 'extend'); got {tuple(cond.shape)}.")
+        raise ValueError(f"{name} must have shape {shape} (time may be shorter when only a prefix is given); got "
+                         f"{tuple(cond.shape)}.")
     if cond.shape[2] < frames:
         raise ValueError(f"{name} has {cond.shape[2]} latent frames but task {task!r} needs at least {frames}.")
