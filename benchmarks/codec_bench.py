@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -41,6 +40,7 @@ from audio_codec import AudioCodec, load_codec  # noqa: E402
 from audio_codec.data import load_audio_entries  # noqa: E402
 from audio_codec.metrics import MelDistance, OctavePower, si_snr  # noqa: E402
 from avio import load_manifest, read_audio  # noqa: E402
+from benchmarks._host import cpu_model  # noqa: E402
 from eval.onsets import detect_onsets, match_events  # noqa: E402
 
 
@@ -151,15 +151,6 @@ def _plot_bands(bands: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -188,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         "codec": args.codec,
         "fingerprint": codec.fingerprint,
         "codec_config": codec.config_dict(),
-        "hardware": {"cpu": _cpu_name(), "threads": args.threads,
+        "hardware": {"cpu": cpu_model(), "threads": args.threads,
                      "gpu": torch.cuda.get_device_name(0) if gpu else None, "torch": torch.__version__},
     }
     result["quality"] = quality(codec.to(device), Path(args.manifest), args.split, args.max_clips,

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from av_model.data.datamodule import ClipDataModule  # noqa: E402
 from av_model.data.synthetic import FAMILIES, SynthConfig, generate_clip, make_dataset  # noqa: E402
 from avio import load_manifest, read_clip  # noqa: E402
+from benchmarks._host import cpu_model  # noqa: E402
 
 
 def _cpu_seconds() -> float:
@@ -42,15 +43,6 @@ def _cpu_seconds() -> float:
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def bench_generation(cfg: SynthConfig, per_family: int) -> dict[str, float]:
@@ -131,13 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = SynthConfig()
     results: dict[str, Any] = {
         "command": "python benchmarks/data_bench.py" + (" --quick" if args.quick else ""),
-        "hardware": {"cpu": _cpu_model(), "cores": os.cpu_count(), "load_avg_1min": os.getloadavg()[0],
+        "hardware": {"cpu": cpu_model(), "cores": os.cpu_count(), "load_avg_1min": os.getloadavg()[0],
                      "platform": platform.platform()},
         "config": {"width": cfg.width, "height": cfg.height, "fps": cfg.fps, "duration": cfg.duration,
                    "sample_rate": cfg.sample_rate},
     }
     print(f"data benchmark: {cfg.width}x{cfg.height} px, {cfg.fps:g} fps, {cfg.duration:g} s, {cfg.sample_rate} Hz; "
-          f"{_cpu_model()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
+          f"{cpu_model()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     results["generate_clips_per_s"] = bench_generation(cfg, 10 if args.quick else 40)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "synth"

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -34,16 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from av_model.vae import ChunkConfig, VideoAutoencoder, get_preset, load_video_autoencoder  # noqa: E402
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from benchmarks._host import cpu_model  # noqa: E402
 
 
 def _rss_kb(field: str) -> int | None:
@@ -175,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         agreement = bench_chunk_agreement(vae, min(n_clips, 8), small_chunks)
 
     # 4. Report
-    print(f"\nVideo autoencoder benchmark ({_cpu_model()}, {torch.get_num_threads()} CPU threads"
+    print(f"\nVideo autoencoder benchmark ({cpu_model()}, {torch.get_num_threads()} CPU threads"
           f"{', ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ''})\n")
     print(f"{'model':<22} {'op':<15} {'device':<6} {'clip':<12} {'frames/s':>10} {'peak MB':>9}")
     for r in rows:
@@ -192,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "vae_bench",
         "command": "python benchmarks/vae_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "hardware": {"cpu": _cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "hardware": {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                      "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
         "torch": torch.__version__,
         "vae": args.vae,

@@ -1,47 +1,16 @@
-"""Fixtures of the flow-matching and sampler tests: the transformer tests' debug model and inputs."""
+"""Fixtures of the flow-matching and sampler tests: the transformer tests' own, shared from
+tests/dit/conftest.py (the debug model and input factories) rather than copied."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterator
+import importlib.util
 from pathlib import Path
 
-import pytest
-import torch
+_spec = importlib.util.spec_from_file_location("dit_conftest", Path(__file__).parent.parent / "dit" / "conftest.py")
+assert _spec is not None and _spec.loader is not None
+_dit = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_dit)
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "dit"))
-
-from dit_fixtures import make_inputs, randomize, small_config  # noqa: E402
-
-from av_model.dit import AVDiT, DiTConfig  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny matmuls gain nothing from a second thread and lose much when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def debug_model() -> AVDiT:
-    torch.manual_seed(0)
-    return AVDiT(small_config())
-
-
-# Factories as fixtures, so test modules need no imports from test folders.
-@pytest.fixture
-def config_factory() -> Callable[..., DiTConfig]:
-    return small_config
-
-
-@pytest.fixture
-def inputs_factory() -> Callable[..., dict[str, object]]:
-    return make_inputs
-
-
-@pytest.fixture
-def randomizer() -> Callable[..., torch.nn.Module]:
-    return randomize
+# pytest collects fixtures bound in a conftest's namespace.
+one_thread, debug_model = _dit.one_thread, _dit.debug_model
+config_factory, inputs_factory, randomizer = _dit.config_factory, _dit.inputs_factory, _dit.randomizer
