@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from eval.features.base import FeatureExtractor, Preprocessor
-from eval.features.weights import weights_hash
-from eval.reader import EvalInputError, read_audio
+from eval.features.weights import load_pretrained_folder, weights_hash
+from eval.reader import read_audio
 from eval.sets import ClipRecord
 
 __all__ = ["ClapPreprocessor", "ClapExtractor", "load_clap"]
@@ -62,15 +62,7 @@ class ClapExtractor(FeatureExtractor):
 
         self.path = Path(path)
         self.device = torch.device(device)
-        if not self.path.is_dir():
-            raise EvalInputError(f"{self.path}: CLAP weights must be a folder written by save_pretrained.")
-        try:
-            self.processor = ClapProcessor.from_pretrained(str(self.path), local_files_only=True)
-            self.model = ClapModel.from_pretrained(str(self.path), local_files_only=True).to(self.device).eval()  # type: ignore[arg-type]
-        except (OSError, ValueError) as err:
-            raise EvalInputError(
-                f"{self.path}: not a ClapModel folder with its processor ({err}); save both with save_pretrained."
-            ) from err
+        self.model, self.processor = load_pretrained_folder(self.path, ClapModel, ClapProcessor, self.device)
         self.fusion = bool(getattr(self.model.config.audio_config, "enable_fusion", False))
         self.weight_hash = weights_hash(self.path)
         self.preprocessor = ClapPreprocessor(self.processor.feature_extractor)

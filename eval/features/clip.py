@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from eval.features.base import FeatureExtractor, Preprocessor
-from eval.features.weights import weights_hash
-from eval.reader import EvalInputError, read_video
+from eval.features.weights import load_pretrained_folder, weights_hash
+from eval.reader import read_video
 from eval.sets import ClipRecord
 
 __all__ = ["ClipFramePreprocessor", "ClipExtractor", "load_clip"]
@@ -53,15 +53,7 @@ class ClipExtractor(FeatureExtractor):
 
         self.path = Path(path)
         self.device = torch.device(device)
-        if not self.path.is_dir():
-            raise EvalInputError(f"{self.path}: CLIP weights must be a folder written by save_pretrained.")
-        try:
-            self.processor = CLIPProcessor.from_pretrained(str(self.path), local_files_only=True)
-            self.model = CLIPModel.from_pretrained(str(self.path), local_files_only=True).to(self.device).eval()  # type: ignore[arg-type]
-        except (OSError, ValueError) as err:
-            raise EvalInputError(
-                f"{self.path}: not a CLIPModel folder with its processor ({err}); save both with save_pretrained."
-            ) from err
+        self.model, self.processor = load_pretrained_folder(self.path, CLIPModel, CLIPProcessor, self.device)
         self.weight_hash = weights_hash(self.path)
         self.preprocessor = ClipFramePreprocessor(self.processor.image_processor, frames)
 
