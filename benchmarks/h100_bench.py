@@ -179,6 +179,23 @@ def make_inputs(cfg, clip: ClipShape, batch: int, text_len: int):
     return video, audio, text
 
 
+def train_step(model: AVDiT, opt: torch.optim.Optimizer, video: torch.Tensor, audio: torch.Tensor, t: torch.Tensor,
+               text: TextBatch, clip: ClipShape) -> Callable[[], None]:
+    """One training step on fixed inputs (bf16 autocast on CUDA): forward, a stand-in loss, backward, AdamW."""
+
+    def step() -> None:
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=CUDA):
+            out = model(video, audio, t, t, text, clip.video_rate, clip.audio_rate)
+            loss = out.video.float().square().mean() + out.audio.float().square().mean()
+            loss = loss + sum(out.aux.losses.values())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        model.update_router_bias()
+
+    return step
+
+
 def dense_twin(preset: str) -> dict:
     """Overrides that turn `preset` into the dense model of equal active parameters: one SwiGLU as
     wide as the routed (top-k) plus shared experts a token goes through."""
@@ -208,18 +225,7 @@ def bench_train_variant(preset: str, clip: ClipShape, *, batch: int = 1, dispatc
     lay = model.layout(tuple(video.shape), tuple(audio.shape), clip.video_rate, clip.audio_rate)
     n_tok = lay.num_tokens
     pc = count_params(cfg, seq_len=n_tok, text_len=text_len)
-    amp = torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=CUDA)
-
-    def step() -> None:
-        with amp:
-            out = model(video, audio, t, t, text, clip.video_rate, clip.audio_rate)
-            loss = out.video.float().square().mean() + out.audio.float().square().mean()
-            loss = loss + sum(out.aux.losses.values())
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        model.update_router_bias()
-
+    step = train_step(model, opt, video, audio, t, text, clip)
     warm = 1 if quick else (3 if compile_blocks else 2)
     times = timed(step, warm, iters)
     sec = statistics.median(times)
@@ -365,16 +371,7 @@ def _profile_variant(cfg, clip: ClipShape, *, quick: bool, trace: Path) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=CUDA)
     video, audio, text = make_inputs(cfg, clip, 1, 64)
     t = torch.rand(1, device=DEVICE)
-
-    def step() -> None:
-        with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=CUDA):
-            out = model(video, audio, t, t, text, clip.video_rate, clip.audio_rate)
-            loss = out.video.float().square().mean() + out.audio.float().square().mean()
-            loss = loss + sum(out.aux.losses.values())
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        model.update_router_bias()
+    step = train_step(model, opt, video, audio, t, text, clip)
 
     for _ in range(1 if quick else 3):
         step()

@@ -67,17 +67,8 @@ REQUIRED = (
     "question",
     "answer",
 )
-ID_COLUMNS = (
-    "study",
-    "pair_id",
-    "prompt_id",
-    "system_left",
-    "system_right",
-    "model",
-    "baseline",
-    "rater_id",
-    "question",
-)
+# What identifies one judgment: the study and every required column but the answer.
+ID_COLUMNS = ("study", *(c for c in REQUIRED if c != "answer"))
 WORD_ANSWERS = {"left": -1, "tie": 0, "right": 1}
 SCALE_3, SCALE_5 = "3-way", "5-point"
 _TRUE = {"true", "1", "yes", "y", "t"}
