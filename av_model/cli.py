@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "codec": ("audio_codec.cli:main", "audio codec: fit, stats, encode, decode"),
     "vae": ("av_model.vae.cli:main", "video autoencoder: fit, encode, decode"),
     "text": ("av_model.text.cli:main", "text encoders: list, encode prompts into the embedding cache"),
-    "cache": ("av_model.cache:main", "build or check the latent cache"),
+    "cache": ("av_model.cache.cli:main", "build or check the latent cache"),
     "fit": ("av_model.lit_cli:fit_main", "train the diffusion transformer (LightningCLI)"),
     "validate": ("av_model.lit_cli:validate_main", "validate a diffusion transformer checkpoint (LightningCLI)"),
     "sample": ("av_model.sample_cli:main", "generate mp4 clips with sound from prompts, video, or audio"),

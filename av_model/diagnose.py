@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from av_model.cache_format import CacheError, LatentSpec
+from av_model.cache.format import CacheError, LatentSpec
 from av_model.diagnostics import GapRow, batches_from_clips, measure, parse_t_grid, summarize
 
 __all__ = ["build_parser", "main"]
@@ -102,7 +102,7 @@ def _check_compatible(name: str, bundle: Any, spec: LatentSpec, cache: Path) -> 
 
 def _load_clips(cache: Path, split: str, max_clips: int, batch_size: int) -> tuple[list[dict[str, Any]], list[str], Any]:
     """Batches of the split's first clips (equal shapes per batch), the ids left out, and the cache meta."""
-    from av_model.latents import LatentDataset, collate_latents
+    from av_model.cache.latents import LatentDataset, collate_latents
 
     if not (cache / "meta.json").exists():
         raise DiagnoseError(f"{cache} is not a latent cache (no meta.json); build one with `avgen cache build`.")

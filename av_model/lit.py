@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch.utilities import grad_norm
 from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LinearLR, SequentialLR
 
-from av_model.cache_format import LatentSpec
+from av_model.cache.format import LatentSpec
 from av_model.diagnostics import DiagnosticsConfig
 from av_model.dit.config import DiTConfig, get_preset
 from av_model.dit.model import AVDiT
@@ -114,7 +114,7 @@ def _step_seed(*parts: int) -> int:
 
 
 class AVDiffusion(L.LightningModule):
-    """Flow-matching training of `AVDiT` on latent-cache batches (see `av_model.latents`).
+    """Flow-matching training of `AVDiT` on latent-cache batches (see `av_model.cache.latents`).
 
     Args:
         preset: DiT size preset (`av_model.dit.config.PRESETS`).

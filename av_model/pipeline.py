@@ -34,7 +34,7 @@ from typing import Any, cast
 import torch
 from tqdm import tqdm
 
-from av_model.cache_format import LatentCodec, LatentSpec
+from av_model.cache.format import LatentCodec, LatentSpec
 from av_model.generator_file import GeneratorBundle, load_generator
 from av_model.long_sampling import Chunk, plan_chunks, retake_crop, sample_long
 from av_model.sampling import TASKS, SamplerConfig, Task, sample, video_token_frames

@@ -138,7 +138,7 @@ def _device_name(device: torch.device) -> str:
 
 def make_cache(out: Path, preset: str, clips: int, val_clips: int = 8) -> Path:
     """A latent cache of random latents with `preset`'s geometry (for timing `avgen fit`)."""
-    from av_model.cache_format import (
+    from av_model.cache.format import (
         SHARD_DIR,
         CacheEntry,
         CacheMeta,

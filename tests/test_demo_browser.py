@@ -47,7 +47,7 @@ def _pipeline() -> AVPipeline:
     autoencoder, with the geometry a latent cache of 48x64 clips at 16 fps would record."""
     from audio_codec import EncodecCodec
     from audio_codec import get_preset as codec_preset
-    from av_model.cache_format import LatentSpec
+    from av_model.cache.format import LatentSpec
     from av_model.dit import AVDiT
     from av_model.lit import build_dit_config
     from av_model.sampling import SamplerConfig

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from av_model.cache_format import (
+from av_model.cache.format import (
     SHARD_DIR,
     CacheEntry,
     CacheMeta,

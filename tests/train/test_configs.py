@@ -21,7 +21,7 @@ def _parse_only(cli_cls: type, *classes: type, path: Path, **kwargs: object) -> 
 
 
 def _dit(path: Path) -> None:
-    from av_model.cache_format import LatentSpec
+    from av_model.cache.format import LatentSpec
     from av_model.diagnostics import DiagnosticsConfig
     from av_model.finetune import ParamGroupConfig
     from av_model.lit import OptimizerConfig, build_dit_config
@@ -48,7 +48,7 @@ def _dit(path: Path) -> None:
 
 
 def _cache(path: Path) -> None:
-    from av_model.cache import load_build_config
+    from av_model.cache.cli import load_build_config
 
     load_build_config(path)
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
+from av_model.cache.latents import LatentDataModule, LatentDataset, collate_latents
 from av_model.generator_file import export_generator, load_generator
-from av_model.latents import LatentDataModule, LatentDataset, collate_latents
 from av_model.lit import AVDiffusion, OptimizerConfig
 from av_model.lit_cli import fit_main, validate_main
 

@@ -172,7 +172,7 @@ def test_sample_with_lora(lora_run: Path, trained: Path, encoders: Encoders, tmp
 
 
 def test_param_groups_select_adapters(fake_cache: Path) -> None:
-    from av_model.latents import LatentDataModule
+    from av_model.cache.latents import LatentDataModule
     from av_model.lit import AVDiffusion
 
     module = AVDiffusion(preset="debug", cache_meta=LatentDataModule(str(fake_cache)).meta_dict,
