@@ -34,11 +34,11 @@ from av_model.finetune import (
     freeze_parameters,
     load_init_weights,
 )
-from av_model.flow import FlowConfig, FlowMatching
+from av_model.flow.matching import FlowConfig, FlowMatching
+from av_model.flow.sampling import SamplerConfig
 from av_model.generator_file import CHECKPOINT_KEY, load_generator
 from av_model.lora import LoRAConfig, apply_lora
 from av_model.parallel import ParallelConfig, apply_parallelism
-from av_model.sampling import SamplerConfig
 
 __all__ = ["AVDiffusion", "OptimizerConfig"]
 

@@ -31,8 +31,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from av_model.dit import AVDiT, count_params, get_preset  # noqa: E402
+from av_model.flow.sampling import SamplerConfig, sample  # noqa: E402
 from av_model.parallel import COMPILE_MODES  # noqa: E402
-from av_model.sampling import SamplerConfig, sample  # noqa: E402
 from av_model.text.batch import TextBatch  # noqa: E402
 
 CUDA = torch.cuda.is_available()

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from av_model.dit import AVDiT, count_params, get_preset
-from av_model.flow import FlowConfig, FlowMatching
+from av_model.flow.matching import FlowConfig, FlowMatching
 from av_model.parallel import ParallelConfig, apply_parallelism
 from av_model.text.batch import TextBatch
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-import av_model.long_sampling as long_sampling
+import av_model.flow.long_sampling as long_sampling
 import av_model.pipeline as pipeline
 from av_model.pipeline import AVPipeline
 from av_model.sample_cli import main
