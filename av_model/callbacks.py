@@ -317,7 +317,7 @@ class SampleWriter(L.Callback):
             return
         prompts = list(self.prompts or batch["caption"])[: self.num_samples]
         duration = batch["video"].shape[2] / pl_module.video_rate
-        from av_model.pipeline import AVPipeline, load_decoders
+        from av_model.sample.pipeline import AVPipeline, load_decoders
 
         if self._decoders is None:
             assert self.codec is not None and self.vae is not None  # checked by _enabled

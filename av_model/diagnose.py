@@ -136,7 +136,7 @@ def _table(name: str, rows: list[GapRow], clips: int) -> Table:
 
 def run(args: argparse.Namespace, console: Console) -> dict[str, Path]:
     """Measure every checkpoint and write the outputs; returns their paths."""
-    from av_model.generator_file import load_generator
+    from av_model.sample.generator_file import load_generator
     from eval.conditioning import ConditioningFile, ConditioningSystem, plot_gaps, write_conditioning
 
     # 1. Check inputs.

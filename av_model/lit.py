@@ -24,6 +24,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LinearLR, Sequ
 from av_model.cache.format import LatentSpec
 from av_model.diagnostics import DiagnosticsConfig
 from av_model.dit.config import DiTConfig, get_preset
+from av_model.dit.lora import LoRAConfig, apply_lora
 from av_model.dit.model import AVDiT
 from av_model.dit.params import count_params
 from av_model.finetune import (
@@ -36,9 +37,8 @@ from av_model.finetune import (
 )
 from av_model.flow.matching import FlowConfig, FlowMatching
 from av_model.flow.sampling import SamplerConfig
-from av_model.generator_file import CHECKPOINT_KEY, load_generator
-from av_model.lora import LoRAConfig, apply_lora
 from av_model.parallel import ParallelConfig, apply_parallelism
+from av_model.sample.generator_file import CHECKPOINT_KEY, load_generator
 
 __all__ = ["AVDiffusion", "OptimizerConfig"]
 
@@ -135,7 +135,7 @@ class AVDiffusion(L.LightningModule):
             initialization), e.g. ["audio_in.", "audio_out."] for a new audio codec.
         freeze: glob patterns of weight names that do not train (`blocks.*.attn.*`).
         param_groups: groups of weights with their own learning rate (`ParamGroupConfig`).
-        lora: train low-rank adapters instead of the weights (`av_model.lora.LoRAConfig`); every
+        lora: train low-rank adapters instead of the weights (`av_model.dit.lora.LoRAConfig`); every
             weight of the generator is frozen, and the adapters are saved alone after `avgen fit`.
     """
 

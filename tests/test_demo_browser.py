@@ -26,7 +26,7 @@ try:
 except ImportError:  # the dev extra is not installed: the module is skipped below
     sync_playwright = None
 
-from av_model.pipeline import AVPipeline
+from av_model.sample.pipeline import AVPipeline
 from avio import probe
 
 CHROMIUM = "/usr/bin/chromium"

@@ -23,10 +23,10 @@ def _parse_only(cli_cls: type, *classes: type, path: Path, **kwargs: object) -> 
 def _dit(path: Path) -> None:
     from av_model.cache.format import LatentSpec
     from av_model.diagnostics import DiagnosticsConfig
+    from av_model.dit.lora import LoRAConfig
     from av_model.finetune import ParamGroupConfig
     from av_model.lit import OptimizerConfig, build_dit_config
     from av_model.lit_cli import load_config
-    from av_model.lora import LoRAConfig
     from av_model.parallel import ParallelConfig
 
     cfg = load_config(path)

@@ -9,9 +9,9 @@ import torch
 
 from av_model.cache.latents import LatentDataModule
 from av_model.finetune import ParamGroupConfig
-from av_model.generator_file import load_generator
 from av_model.lit import AVDiffusion, OptimizerConfig
 from av_model.lit_cli import fit_main
+from av_model.sample.generator_file import load_generator
 
 from .conftest import fit_args
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from av_model.cache.latents import LatentDataModule, LatentDataset, collate_latents
-from av_model.generator_file import export_generator, load_generator
 from av_model.lit import AVDiffusion, OptimizerConfig
 from av_model.lit_cli import fit_main, validate_main
+from av_model.sample.generator_file import export_generator, load_generator
 
 from .conftest import Encoders, fit_args, write_fake_cache
 

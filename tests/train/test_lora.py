@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from av_model.dit.config import get_preset
+from av_model.dit.lora import LoRAConfig, apply_lora, has_lora, merge_lora, merge_lora_file, read_lora_file
 from av_model.dit.model import AVDiT
-from av_model.generator_file import export_generator, load_generator
 from av_model.lit_cli import fit_main
-from av_model.lora import LoRAConfig, apply_lora, has_lora, merge_lora, merge_lora_file, read_lora_file
-from av_model.sample_cli import main as sample_main
+from av_model.sample.cli import main as sample_main
+from av_model.sample.generator_file import export_generator, load_generator
 from av_model.text.batch import TextBatch
 
 from .conftest import Encoders, fit_args

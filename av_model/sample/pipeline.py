@@ -37,8 +37,8 @@ from tqdm import tqdm
 from av_model.cache.format import LatentCodec, LatentSpec
 from av_model.flow.long_sampling import Chunk, plan_chunks, retake_crop, sample_long
 from av_model.flow.sampling import TASKS, SamplerConfig, Task, sample, video_token_frames
-from av_model.generator_file import GeneratorBundle, load_generator
-from av_model.task_inputs import psnr, read_image, snap_span, splice_audio, splice_frames
+from av_model.sample.generator_file import GeneratorBundle, load_generator
+from av_model.sample.task_inputs import psnr, read_image, snap_span, splice_audio, splice_frames
 
 __all__ = ["AVPipeline", "GeneratedClip", "SkippedItem", "load_decoders"]
 
