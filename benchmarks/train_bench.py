@@ -28,8 +28,8 @@ import torch
 
 from av_model.dit import AVDiT, count_params, get_preset
 from av_model.flow.matching import FlowConfig, FlowMatching
-from av_model.parallel import ParallelConfig, apply_parallelism
 from av_model.text.batch import TextBatch
+from av_model.train.parallel import ParallelConfig, apply_parallelism
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -50,8 +50,8 @@ def _pipeline() -> AVPipeline:
     from av_model.cache.format import LatentSpec
     from av_model.dit import AVDiT
     from av_model.flow.sampling import SamplerConfig
-    from av_model.lit import build_dit_config
     from av_model.text import load_text_encoder
+    from av_model.train.lit import build_dit_config
     from av_model.vae import VideoAutoencoder
     from av_model.vae import get_preset as vae_preset
 

@@ -23,7 +23,7 @@ from av_model.flow.sampling import SamplerConfig
 from avio import atomic_path, sha256_file
 
 if TYPE_CHECKING:
-    from av_model.lit import AVDiffusion
+    from av_model.train.lit import AVDiffusion
 
 __all__ = ["CHECKPOINT_KEY", "EXPORT_FORMAT", "GeneratorBundle", "export_generator", "load_generator"]
 

@@ -4,7 +4,7 @@
         --cache runs/demo/cache --split val --max-clips 32 --t 0.1,0.3,0.6,0.9 --out runs/demo/diagnose
 
 For every checkpoint it measures, on the split's clips, the loss given each clip's own video, audio
-or caption and given another clip's (`av_model.diagnostics`), prints a table per system and writes
+or caption and given another clip's (`av_model.train.diagnostics`), prints a table per system and writes
 `conditioning.json` and `conditioning.csv` (schema in `eval.conditioning`) and `conditioning.png`
 (gap against t per task, one line per system). `avgen eval --conditioning FILE` adds them to a report.
 """
@@ -24,7 +24,7 @@ from rich.table import Table
 from tqdm import tqdm
 
 from av_model.cache.format import CacheError, LatentSpec
-from av_model.diagnostics import GapRow, batches_from_clips, measure, parse_t_grid, summarize
+from av_model.train.diagnostics import GapRow, batches_from_clips, measure, parse_t_grid, summarize
 
 __all__ = ["build_parser", "main"]
 
