@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prefs": ("eval.preference.cli:main", "preference statistics: net win rates, leaderboard, agreement"),
     "study": ("human_eval_app.cli:study_main", "human evaluation studies: create, list, export"),
     "app": ("human_eval_app.cli:app_main", "start the human evaluation app (Streamlit)"),
-    "demo": ("av_model.demo:main", "the main job end to end on the embedded default"),
+    "demo": ("av_model.demo.run:main", "the main job end to end on the embedded default"),
 }
 
 

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("evaluation", ("eval",)),
     ("rating app", ("human_eval_app",)),
     ("generator", ("av_model",)),
-    ("command and demo", ("av_model.cli", "av_model.demo", "av_model.demo_summary")),
+    ("command and demo", ("av_model.cli", "av_model.demo")),
 ]
 PACKAGES = ("avio", "audio_codec", "eval", "human_eval_app", "av_model")
 MEDIA_LIBRARIES = ("av",)  # PyAV
