@@ -43,6 +43,7 @@ def test_fit_writes_checkpoints_logs_and_sample_clips(trained: Path) -> None:
 
 
 def test_checkpoints_keep_ema_and_raw_weights(trained: Path) -> None:
+    # weights_only=True refuses any pickled class of ours: checkpoints survive moving a module.
     last = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     final = torch.load(trained / "final.ckpt", map_location="cpu", weights_only=True)
     key = "model.blocks.0.attn.qkv.weight"
