@@ -1,6 +1,6 @@
 """Audio from dataset manifests for codec training, statistics and the benchmark.
 
-The codec needs only the sound of each clip, so it reads audio alone (`av_model.data.read_audio`,
+The codec needs only the sound of each clip, so it reads audio alone (`avio.read_audio`,
 PyAV underneath) instead of decoding video frames as `ClipDataset` would. Manifests are the
 project's format, read by `avio.manifest.load_manifest` (JSONL or CSV; each clip has an
 id, a path relative to the manifest's folder, a caption, optional start/end seconds and split).

@@ -16,17 +16,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "codec": ("audio_codec.cli:main", "audio codec: fit, stats, encode, decode"),
     "vae": ("av_model.vae.cli:main", "video autoencoder: fit, encode, decode"),
     "text": ("av_model.text.cli:main", "text encoders: list, encode prompts into the embedding cache"),
-    "cache": ("av_model.cache:main", "build or check the latent cache"),
-    "fit": ("av_model.lit_cli:fit_main", "train the diffusion transformer (LightningCLI)"),
-    "validate": ("av_model.lit_cli:validate_main", "validate a diffusion transformer checkpoint (LightningCLI)"),
-    "sample": ("av_model.sample_cli:main", "generate mp4 clips with sound from prompts, video, or audio"),
-    "diagnose": ("av_model.diagnose:main", "conditioning diagnostics: does a generator use its video, audio, text?"),
+    "cache": ("av_model.cache.cli:main", "build or check the latent cache"),
+    "fit": ("av_model.train.cli:fit_main", "train the diffusion transformer (LightningCLI)"),
+    "validate": ("av_model.train.cli:validate_main", "validate a diffusion transformer checkpoint (LightningCLI)"),
+    "sample": ("av_model.sample.cli:main", "generate mp4 clips with sound from prompts, video, or audio"),
+    "diagnose": ("av_model.train.diagnose:main", "conditioning diagnostics: does a generator use its video, audio, text?"),
     "model": ("av_model.dit.cli:main", "list presets with parameter counts and FLOPs per token"),
     "eval": ("eval.cli:main", "automatic metrics on generated vs reference clips, with a report"),
     "prefs": ("eval.preference.cli:main", "preference statistics: net win rates, leaderboard, agreement"),
     "study": ("human_eval_app.cli:study_main", "human evaluation studies: create, list, export"),
     "app": ("human_eval_app.cli:app_main", "start the human evaluation app (Streamlit)"),
-    "demo": ("av_model.demo:main", "the main job end to end on the embedded default"),
+    "demo": ("av_model.demo.run:main", "the main job end to end on the embedded default"),
 }
 
 

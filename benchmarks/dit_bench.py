@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from av_model.dit import AVDiT, count_params, get_preset  # noqa: E402
 from av_model.dit.moe import MoEFeedForward  # noqa: E402
-from av_model.flow import FlowConfig, FlowMatching  # noqa: E402
+from av_model.flow.matching import FlowConfig, FlowMatching  # noqa: E402
 from av_model.text import TextBatch  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "dit_bench.json"

@@ -40,7 +40,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_bench import RESULTS, _device_name, bench, make_cache  # noqa: E402
 
-from av_model.callbacks import measure_matmul_flops  # noqa: E402
+from av_model.train.callbacks import measure_matmul_flops  # noqa: E402
 
 
 def _model_section(config: Path) -> dict:

@@ -31,9 +31,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from av_model.dit import AVDiT, count_params, get_preset  # noqa: E402
-from av_model.parallel import COMPILE_MODES  # noqa: E402
-from av_model.sampling import SamplerConfig, sample  # noqa: E402
+from av_model.flow.sampling import SamplerConfig, sample  # noqa: E402
 from av_model.text.batch import TextBatch  # noqa: E402
+from av_model.train.parallel import COMPILE_MODES  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
@@ -209,7 +209,7 @@ def bench_train_variant(preset: str, clip: ClipShape, *, batch: int = 1, dispatc
                         peak_tflops: float = 1.0, iters: int = 5, text_len: int = 64,
                         compile_mode: str = "default", **overrides) -> dict:
     """Forward, backward and AdamW step of one model variant; returns throughput and memory."""
-    from av_model.parallel import ParallelConfig, apply_parallelism
+    from av_model.train.parallel import ParallelConfig, apply_parallelism
 
     free()
     cfg = get_preset(preset, **overrides)
@@ -362,7 +362,7 @@ def bench_profile(preset: str, clip: ClipShape, *, quick: bool, out_dir: Path) -
 def _profile_variant(cfg, clip: ClipShape, *, quick: bool, trace: Path) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
-    from av_model.parallel import ParallelConfig, apply_parallelism
+    from av_model.train.parallel import ParallelConfig, apply_parallelism
 
     torch.manual_seed(0)
     with DEVICE:
@@ -469,8 +469,8 @@ def bench_sampling(preset: str, clip: ClipShape, *, steps: int, quick: bool, vae
     """
     from audio_codec import EncodecCodec
     from audio_codec import get_preset as codec_get_preset
-    from av_model.parallel import ParallelConfig, apply_parallelism
     from av_model.text import load_text_encoder
+    from av_model.train.parallel import ParallelConfig, apply_parallelism
     from av_model.vae import VideoAutoencoder
     from av_model.vae import get_preset as vae_get_preset
 

@@ -42,9 +42,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from av_model.generator_file import load_generator  # noqa: E402
-from av_model.pipeline import AVPipeline, GeneratedClip  # noqa: E402
-from av_model.task_inputs import psnr  # noqa: E402
+from av_model.sample.generator_file import load_generator  # noqa: E402
+from av_model.sample.pipeline import AVPipeline, GeneratedClip  # noqa: E402
+from av_model.sample.task_inputs import psnr  # noqa: E402
 from avio import read_clip  # noqa: E402
 from eval.metrics.visual_events import detect_visual_events  # noqa: E402
 from eval.onsets import detect_onsets  # noqa: E402

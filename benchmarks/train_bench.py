@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 
 from av_model.dit import AVDiT, count_params, get_preset
-from av_model.flow import FlowConfig, FlowMatching
-from av_model.parallel import ParallelConfig, apply_parallelism
+from av_model.flow.matching import FlowConfig, FlowMatching
 from av_model.text.batch import TextBatch
+from av_model.train.parallel import ParallelConfig, apply_parallelism
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -138,7 +138,7 @@ def _device_name(device: torch.device) -> str:
 
 def make_cache(out: Path, preset: str, clips: int, val_clips: int = 8) -> Path:
     """A latent cache of random latents with `preset`'s geometry (for timing `avgen fit`)."""
-    from av_model.cache_format import (
+    from av_model.cache.format import (
         SHARD_DIR,
         CacheEntry,
         CacheMeta,

@@ -52,10 +52,10 @@ def _study_opens_in_the_app(run: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 def _app_start_prints_the_links(run: Path, code: str, monkeypatch: pytest.MonkeyPatch,
                                 capsys: pytest.CaptureFixture[str]) -> None:
     """The demo's last step serves the study with a session admin password, and prints both links."""
-    from av_model.demo import DemoConfig, _start_app
+    from av_model.demo.run import DemoConfig, _start_app
 
     calls: list[tuple[list[str], dict[str, str]]] = []
-    monkeypatch.setattr("av_model.demo.subprocess.call", lambda cmd, env: calls.append((cmd, env)) or 0)
+    monkeypatch.setattr("av_model.demo.run.subprocess.call", lambda cmd, env: calls.append((cmd, env)) or 0)
     for key in ("AVGEN_ADMIN_PASSWORD", "AVGEN_ADMIN_PASSWORD_HASH"):
         monkeypatch.delenv(key, raising=False)
     capsys.readouterr()
@@ -134,7 +134,7 @@ def _report(systems: dict[str, tuple[float, float, float, float, float, float]])
 def test_summary_says_learned_only_above_the_floor(tmp_path: Path) -> None:
     from rich.console import Console
 
-    from av_model.demo_summary import claims_of_run, print_claims, write_summary
+    from av_model.demo.summary import claims_of_run, print_claims, write_summary
 
     (tmp_path / "eval" / "v2a").mkdir(parents=True)
     (tmp_path / "eval" / "v2a" / "report.json").write_text(json.dumps(_report({
@@ -158,7 +158,7 @@ def test_summary_says_learned_only_above_the_floor(tmp_path: Path) -> None:
 
 
 def test_profiles_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from av_model import demo
+    from av_model.demo import run as demo
 
     gpu = demo.DemoConfig.gpu(tmp_path)
     assert gpu.systems == ("moe", "dense", "moe_s1", "dense_s1", "untrained") and gpu.n_train > 500
@@ -187,7 +187,7 @@ def test_profiles_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_summary_leaves_out_a_damaged_report_and_keeps_the_rest(tmp_path: Path) -> None:
-    from av_model.demo_summary import claims_of_run
+    from av_model.demo.summary import claims_of_run
 
     for task in ("t2av", "v2a"):
         (tmp_path / "eval" / task).mkdir(parents=True)

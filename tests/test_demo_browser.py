@@ -26,7 +26,7 @@ try:
 except ImportError:  # the dev extra is not installed: the module is skipped below
     sync_playwright = None
 
-from av_model.pipeline import AVPipeline
+from av_model.sample.pipeline import AVPipeline
 from avio import probe
 
 CHROMIUM = "/usr/bin/chromium"
@@ -47,11 +47,11 @@ def _pipeline() -> AVPipeline:
     autoencoder, with the geometry a latent cache of 48x64 clips at 16 fps would record."""
     from audio_codec import EncodecCodec
     from audio_codec import get_preset as codec_preset
-    from av_model.cache_format import LatentSpec
+    from av_model.cache.format import LatentSpec
     from av_model.dit import AVDiT
-    from av_model.lit import build_dit_config
-    from av_model.sampling import SamplerConfig
+    from av_model.flow.sampling import SamplerConfig
     from av_model.text import load_text_encoder
+    from av_model.train.lit import build_dit_config
     from av_model.vae import VideoAutoencoder
     from av_model.vae import get_preset as vae_preset
 

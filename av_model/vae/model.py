@@ -206,12 +206,12 @@ class VideoAutoencoder(nn.Module):
             raise ValueError(
                 f"cannot encode {t} frames: the temporal compression is {tc}, so a clip needs 1 frame "
                 f"(an image) or a multiple of {tc} frames; use {lo or tc} or {hi} frames "
-                f"(av_model.vae.pad_clip repeats the last frame)."
+                f"(av_model.vae.files.pad_clip repeats the last frame)."
             )
         if h % sc or w % sc or h == 0 or w == 0:
             raise ValueError(
                 f"cannot encode {h}x{w} frames: height and width must be positive multiples of the "
-                f"spatial compression {sc}; resize, crop, or pad with av_model.vae.pad_clip."
+                f"spatial compression {sc}; resize, crop, or pad with av_model.vae.files.pad_clip."
             )
 
     def _check_pixels(self, x: torch.Tensor) -> None:

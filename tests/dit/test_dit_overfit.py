@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from av_model.dit import AVDiT
-from av_model.flow import FlowConfig, FlowMatching
-from av_model.sampling import SamplerConfig, sample
+from av_model.flow.matching import FlowConfig, FlowMatching
+from av_model.flow.sampling import SamplerConfig, sample
 from av_model.text import TextBatch
 
 STEPS = 300

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from av_model.dit import AVDiT
-from av_model.flow import FlowConfig, FlowMatching, resolution_shift, time_shift
+from av_model.flow.matching import FlowConfig, FlowMatching, resolution_shift, time_shift
 
 
 def _loss(model: AVDiT, inputs: dict, seed: int = 0, **cfg: object):

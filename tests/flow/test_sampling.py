@@ -8,7 +8,7 @@ from torch import nn
 
 from av_model.dit import AVDiT
 from av_model.dit.model import DiTOutput, MoEAux
-from av_model.sampling import SamplerConfig, sample
+from av_model.flow.sampling import SamplerConfig, sample
 from av_model.text import TextBatch
 
 

@@ -8,8 +8,8 @@ import torch
 from test_sampling import Oracle, _shapes
 
 from av_model.dit import AVDiT
-from av_model.long_sampling import CHUNK_SEED_STRIDE, Chunk, plan_chunks, retake_crop, sample_long
-from av_model.sampling import TASKS, SamplerConfig, sample
+from av_model.flow.long_sampling import CHUNK_SEED_STRIDE, Chunk, plan_chunks, retake_crop, sample_long
+from av_model.flow.sampling import TASKS, SamplerConfig, sample
 
 EXACT = SamplerConfig(steps=4, guidance_video=1.0, guidance_audio=1.0)
 

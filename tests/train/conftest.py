@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from av_model.cache_format import (
+from av_model.cache.format import (
     SHARD_DIR,
     CacheEntry,
     CacheMeta,
@@ -153,7 +153,7 @@ def fit_args(cache: Path, root: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="package")
 def trained(tmp_path_factory: pytest.TempPathFactory, fake_cache: Path, encoders: Encoders) -> Path:
     """A debug generator trained for a few steps with validation and sample clips; returns its run dir."""
-    from av_model.lit_cli import fit_main
+    from av_model.train.cli import fit_main
 
     root = tmp_path_factory.mktemp("run")
     rc = fit_main(fit_args(fake_cache, root, "--trainer.max_steps", "4", "--trainer.val_check_interval", "4",

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from av_model import cache as cache_mod
-from av_model import cache_build
-from av_model.cache import CacheBuildConfig, build_cache, check_cache, load_build_config
-from av_model.cache_format import CacheError, ShardReader, read_index, read_meta
+from av_model.cache import build as cache_build
+from av_model.cache import cli as cache_mod
+from av_model.cache.cli import CacheBuildConfig, build_cache, check_cache, load_build_config
+from av_model.cache.format import CacheError, ShardReader, read_index, read_meta
 
 from .conftest import FPS, SIZE, Encoders
 

@@ -21,13 +21,13 @@ def _parse_only(cli_cls: type, *classes: type, path: Path, **kwargs: object) -> 
 
 
 def _dit(path: Path) -> None:
-    from av_model.cache_format import LatentSpec
-    from av_model.diagnostics import DiagnosticsConfig
-    from av_model.finetune import ParamGroupConfig
-    from av_model.lit import OptimizerConfig, build_dit_config
-    from av_model.lit_cli import load_config
-    from av_model.lora import LoRAConfig
-    from av_model.parallel import ParallelConfig
+    from av_model.cache.format import LatentSpec
+    from av_model.dit.lora import LoRAConfig
+    from av_model.train.cli import load_config
+    from av_model.train.diagnostics import DiagnosticsConfig
+    from av_model.train.finetune import ParamGroupConfig
+    from av_model.train.lit import OptimizerConfig, build_dit_config
+    from av_model.train.parallel import ParallelConfig
 
     cfg = load_config(path)
     spec = LatentSpec(fps=16.0, size=(64, 64), video_latent_dim=16, video_rate=4.0, temporal_compression=4,
@@ -48,7 +48,7 @@ def _dit(path: Path) -> None:
 
 
 def _cache(path: Path) -> None:
-    from av_model.cache import load_build_config
+    from av_model.cache.cli import load_build_config
 
     load_build_config(path)
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from av_model.diagnostics import (
+from av_model.text.batch import TextBatch
+from av_model.train.diagnostics import (
     DiagnosticsConfig,
     batches_from_clips,
     derangement,
@@ -22,7 +23,6 @@ from av_model.diagnostics import (
     parse_t_grid,
     summarize,
 )
-from av_model.text.batch import TextBatch
 
 T_GRID = (0.1, 0.3, 0.6, 0.9)
 
@@ -206,7 +206,7 @@ def test_validation_logs_the_gaps(trained: Path) -> None:
 
 
 def test_diagnose_end_to_end(trained: Path, fake_cache: Path, tmp_path: Path) -> None:
-    from av_model.diagnose import main
+    from av_model.train.diagnose import main
     from eval.conditioning import read_conditioning
 
     ckpt = trained / "final.ckpt"
@@ -223,7 +223,7 @@ def test_diagnose_end_to_end(trained: Path, fake_cache: Path, tmp_path: Path) ->
 
 
 def test_diagnose_bad_inputs(trained: Path, fake_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from av_model.diagnose import main
+    from av_model.train.diagnose import main
 
     ckpt = trained / "final.ckpt"
     base = ["--cache", str(fake_cache), "--out", str(tmp_path / "o"), "--no-progress"]

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from av_model.finetune import ParamGroupConfig
-from av_model.generator_file import load_generator
-from av_model.latents import LatentDataModule
-from av_model.lit import AVDiffusion, OptimizerConfig
-from av_model.lit_cli import fit_main
+from av_model.cache.latents import LatentDataModule
+from av_model.sample.generator_file import load_generator
+from av_model.train.cli import fit_main
+from av_model.train.finetune import ParamGroupConfig
+from av_model.train.lit import AVDiffusion, OptimizerConfig
 
 from .conftest import fit_args
 
@@ -154,7 +154,7 @@ def test_frozen_weights_are_unchanged_after_training(trained: Path, fake_cache: 
 
 
 def test_ema_skips_frozen_weights() -> None:
-    from av_model.callbacks import EMA
+    from av_model.train.callbacks import EMA
 
     ema = EMA(decay=0.5, warmup=False)
     frozen, trained = torch.zeros(3), torch.zeros(3)

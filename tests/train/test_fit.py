@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-from av_model.generator_file import export_generator, load_generator
-from av_model.latents import LatentDataModule, LatentDataset, collate_latents
-from av_model.lit import AVDiffusion, OptimizerConfig
-from av_model.lit_cli import fit_main, validate_main
+from av_model.cache.latents import LatentDataModule, LatentDataset, collate_latents
+from av_model.sample.generator_file import export_generator, load_generator
+from av_model.train.cli import fit_main, validate_main
+from av_model.train.lit import AVDiffusion, OptimizerConfig
 
 from .conftest import Encoders, fit_args, write_fake_cache
 
@@ -43,6 +43,7 @@ def test_fit_writes_checkpoints_logs_and_sample_clips(trained: Path) -> None:
 
 
 def test_checkpoints_keep_ema_and_raw_weights(trained: Path) -> None:
+    # weights_only=True refuses any pickled class of ours: checkpoints survive moving a module.
     last = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     final = torch.load(trained / "final.ckpt", map_location="cpu", weights_only=True)
     key = "model.blocks.0.attn.qkv.weight"
@@ -136,7 +137,7 @@ def test_bad_configuration_is_explained(fake_cache: Path) -> None:
 def test_ema_warmup_keeps_little_of_the_first_weights() -> None:
     import torch
 
-    from av_model.callbacks import EMA
+    from av_model.train.callbacks import EMA
 
     def run(warmup: bool, updates: int = 1000) -> float:
         ema = EMA(decay=0.999, warmup=warmup)

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from av_model.cache_format import CacheError, LatentCodec, LatentSpec
+from av_model.cache.format import CacheError, LatentCodec, LatentSpec
 
 from .conftest import FPS, SIZE, Encoders, meta_for
 

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from av_model.cache_format import CacheError
-from av_model.latents import BucketBatchSampler, LatentDataModule, LatentDataset, collate_latents
+from av_model.cache.format import CacheError
+from av_model.cache.latents import BucketBatchSampler, LatentDataModule, LatentDataset, collate_latents
 from av_model.text.batch import TextBatch
 
 

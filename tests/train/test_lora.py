@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from av_model.dit.config import get_preset
+from av_model.dit.lora import LoRAConfig, apply_lora, has_lora, merge_lora, merge_lora_file, read_lora_file
 from av_model.dit.model import AVDiT
-from av_model.generator_file import export_generator, load_generator
-from av_model.lit_cli import fit_main
-from av_model.lora import LoRAConfig, apply_lora, has_lora, merge_lora, merge_lora_file, read_lora_file
-from av_model.sample_cli import main as sample_main
+from av_model.sample.cli import main as sample_main
+from av_model.sample.generator_file import export_generator, load_generator
 from av_model.text.batch import TextBatch
+from av_model.train.cli import fit_main
 
 from .conftest import Encoders, fit_args
 
@@ -172,8 +172,8 @@ def test_sample_with_lora(lora_run: Path, trained: Path, encoders: Encoders, tmp
 
 
 def test_param_groups_select_adapters(fake_cache: Path) -> None:
-    from av_model.latents import LatentDataModule
-    from av_model.lit import AVDiffusion
+    from av_model.cache.latents import LatentDataModule
+    from av_model.train.lit import AVDiffusion
 
     module = AVDiffusion(preset="debug", cache_meta=LatentDataModule(str(fake_cache)).meta_dict,
                          lora=LoRAConfig(rank=2), param_groups=[{"name": "experts", "params": ["*.parametrizations.*"],

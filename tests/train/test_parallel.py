@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from av_model.dit import AVDiT, get_preset
-from av_model.generator_file import load_generator
-from av_model.lit_cli import fit_main
-from av_model.parallel import ParallelConfig, apply_parallelism, expert_parameters
+from av_model.sample.generator_file import load_generator
 from av_model.text.batch import TextBatch
+from av_model.train.cli import fit_main
+from av_model.train.parallel import ParallelConfig, apply_parallelism, expert_parameters
 
 from .conftest import fit_args
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from av_model.sample_cli import main
+from av_model.sample.cli import main
 from avio import probe, write_audio, write_clip
 
 from .conftest import FPS, SIZE, Encoders

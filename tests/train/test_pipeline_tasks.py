@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-import av_model.long_sampling as long_sampling
-import av_model.pipeline as pipeline
-from av_model.pipeline import AVPipeline
-from av_model.sample_cli import main
+import av_model.flow.long_sampling as long_sampling
+import av_model.sample.pipeline as pipeline
+from av_model.sample.cli import main
+from av_model.sample.pipeline import AVPipeline
 from avio import probe, read_clip, write_clip
 
 from .conftest import FPS, SIZE, Encoders
@@ -78,7 +78,7 @@ def test_image_to_audio_video_holds_the_images_latent(pipe: AVPipeline, media: d
     image = torch.from_numpy(cv2.imread(str(media["image"]))[..., ::-1].copy())
     assert kw["task"] == "i2av"
     # the image's own latent, encoded at the model's size, is the first latent frame of the result
-    from av_model.task_inputs import read_image
+    from av_model.sample.task_inputs import read_image
 
     resized, original = read_image(media["image"], SIZE)
     want = pipe._encode_video(resized[None, None])  # (1, C, 1, h, w)

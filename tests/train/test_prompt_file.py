@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from av_model.sample_cli import _read_prompt_file
+from av_model.sample.cli import _read_prompt_file
 
 
 def _prompts(path: Path) -> tuple[list[str], list[str]]:

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from av_model.lit_cli import fit_main
+from av_model.train.cli import fit_main
 
 from .conftest import fit_args
 

@@ -1,7 +1,7 @@
 """`avgen cache build|check`: encode a dataset once into the latent cache the generator trains on.
 
 The audio codec, the video autoencoder and the text encoder(s) run here, offline, so training reads
-only small latents. The layout is described in `av_model.cache_format`. A build is resumable: the
+only small latents. The layout is described in `av_model.cache.format`. A build is resumable: the
 clips are cut into shards in manifest order, each shard is written atomically and listed in
 `meta.json`, and a rerun of the same command skips the listed shards. A build into a cache made by
 other encoders (or with other geometry) is refused with the differences named. A clip that cannot be
@@ -27,14 +27,14 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from av_model.cache_build import (
+from av_model.cache.build import (
     STORAGE_DTYPES,
     BadClipError,
     CacheBuildConfig,
     build_cache,
     load_build_config,
 )
-from av_model.cache_format import (
+from av_model.cache.format import (
     SHARD_DIR,
     CacheEntry,
     CacheError,

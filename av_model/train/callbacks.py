@@ -317,7 +317,7 @@ class SampleWriter(L.Callback):
             return
         prompts = list(self.prompts or batch["caption"])[: self.num_samples]
         duration = batch["video"].shape[2] / pl_module.video_rate
-        from av_model.pipeline import AVPipeline, load_decoders
+        from av_model.sample.pipeline import AVPipeline, load_decoders
 
         if self._decoders is None:
             assert self.codec is not None and self.vae is not None  # checked by _enabled
@@ -334,7 +334,7 @@ class SampleWriter(L.Callback):
 
 
 class ConditioningDiagnostics(L.Callback):
-    """Logs whether the model uses its conditions (`av_model.diagnostics`) at each validation.
+    """Logs whether the model uses its conditions (`av_model.train.diagnostics`) at each validation.
 
     The first `max_clips` validation clips (the validation loader's order is fixed, so the same clips
     every time) are kept as they pass; right after the validation batch that completes them (or
@@ -349,7 +349,7 @@ class ConditioningDiagnostics(L.Callback):
     """
 
     def __init__(self, config: Any = None) -> None:
-        from av_model.diagnostics import DiagnosticsConfig
+        from av_model.train.diagnostics import DiagnosticsConfig
 
         self.config = config if isinstance(config, DiagnosticsConfig) else DiagnosticsConfig(**(config or {}))
         self._validations = 0
@@ -393,7 +393,7 @@ class ConditioningDiagnostics(L.Callback):
             self._run(trainer, pl_module)
 
     def _run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from av_model.diagnostics import batches_from_clips, log_metrics, measure, summarize
+        from av_model.train.diagnostics import batches_from_clips, log_metrics, measure, summarize
 
         self._done = True
         batches, left_out = batches_from_clips(self._clips)

@@ -1,7 +1,7 @@
 """`AVDiffusion`: the LightningModule that trains the audio-video diffusion transformer on cached latents.
 
 It holds the training step and the optimizer; the model (`AVDiT`) is plain PyTorch, the noise
-path and loss live in `FlowMatching`, and parallelism is applied from `av_model.parallel`.
+path and loss live in `FlowMatching`, and parallelism is applied from `av_model.train.parallel`.
 
 Reproducibility: the flow noise of each micro-batch comes from a generator seeded by
 `(seed, global_step, micro-batch, rank)`, so a resumed run draws exactly the noise an uninterrupted
@@ -21,12 +21,16 @@ import torch
 from lightning.pytorch.utilities import grad_norm
 from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LinearLR, SequentialLR
 
-from av_model.cache_format import LatentSpec
-from av_model.diagnostics import DiagnosticsConfig
+from av_model.cache.format import LatentSpec
 from av_model.dit.config import DiTConfig, get_preset
+from av_model.dit.lora import LoRAConfig, apply_lora
 from av_model.dit.model import AVDiT
 from av_model.dit.params import count_params
-from av_model.finetune import (
+from av_model.flow.matching import FlowConfig, FlowMatching
+from av_model.flow.sampling import SamplerConfig
+from av_model.sample.generator_file import CHECKPOINT_KEY, load_generator
+from av_model.train.diagnostics import DiagnosticsConfig
+from av_model.train.finetune import (
     InitReport,
     ParamGroupConfig,
     assign_groups,
@@ -34,11 +38,7 @@ from av_model.finetune import (
     freeze_parameters,
     load_init_weights,
 )
-from av_model.flow import FlowConfig, FlowMatching
-from av_model.generator_file import CHECKPOINT_KEY, load_generator
-from av_model.lora import LoRAConfig, apply_lora
-from av_model.parallel import ParallelConfig, apply_parallelism
-from av_model.sampling import SamplerConfig
+from av_model.train.parallel import ParallelConfig, apply_parallelism
 
 __all__ = ["AVDiffusion", "OptimizerConfig"]
 
@@ -114,7 +114,7 @@ def _step_seed(*parts: int) -> int:
 
 
 class AVDiffusion(L.LightningModule):
-    """Flow-matching training of `AVDiT` on latent-cache batches (see `av_model.latents`).
+    """Flow-matching training of `AVDiT` on latent-cache batches (see `av_model.cache.latents`).
 
     Args:
         preset: DiT size preset (`av_model.dit.config.PRESETS`).
@@ -130,12 +130,12 @@ class AVDiffusion(L.LightningModule):
             widths and rates, frame geometry, encoders' fingerprints.
         init_from: start from the weights of this checkpoint (`avgen fit` or exported), weights only:
             the optimizer, schedule and step start fresh. Shapes and names are checked
-            (`av_model.finetune.load_init_weights`).
+            (`av_model.train.finetune.load_init_weights`).
         init_skip: weight-name prefixes not taken from `init_from` (they keep their fresh
             initialization), e.g. ["audio_in.", "audio_out."] for a new audio codec.
         freeze: glob patterns of weight names that do not train (`blocks.*.attn.*`).
         param_groups: groups of weights with their own learning rate (`ParamGroupConfig`).
-        lora: train low-rank adapters instead of the weights (`av_model.lora.LoRAConfig`); every
+        lora: train low-rank adapters instead of the weights (`av_model.dit.lora.LoRAConfig`); every
             weight of the generator is frozen, and the adapters are saved alone after `avgen fit`.
     """
 
@@ -386,7 +386,7 @@ class AVDiffusion(L.LightningModule):
 
     def configure_callbacks(self) -> list[L.Callback]:
         """Callbacks the model needs to train correctly, whatever the config says."""
-        from av_model.callbacks import ConditioningDiagnostics, RouterBiasUpdate
+        from av_model.train.callbacks import ConditioningDiagnostics, RouterBiasUpdate
 
         callbacks: list[L.Callback] = []
         if self.dit_config.num_experts > 1 and self.dit_config.balance == "bias":

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from av_model.sampling import SamplerConfig, Task, sample
+from av_model.flow.sampling import SamplerConfig, Task, sample
 from av_model.text.batch import TextBatch
 
 __all__ = ["CHUNK_SEED_STRIDE", "Chunk", "plan_chunks", "retake_crop", "sample_long"]

@@ -4,7 +4,7 @@
         --cache runs/demo/cache --split val --max-clips 32 --t 0.1,0.3,0.6,0.9 --out runs/demo/diagnose
 
 For every checkpoint it measures, on the split's clips, the loss given each clip's own video, audio
-or caption and given another clip's (`av_model.diagnostics`), prints a table per system and writes
+or caption and given another clip's (`av_model.train.diagnostics`), prints a table per system and writes
 `conditioning.json` and `conditioning.csv` (schema in `eval.conditioning`) and `conditioning.png`
 (gap against t per task, one line per system). `avgen eval --conditioning FILE` adds them to a report.
 """
@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from av_model.cache_format import CacheError, LatentSpec
-from av_model.diagnostics import GapRow, batches_from_clips, measure, parse_t_grid, summarize
+from av_model.cache.format import CacheError, LatentSpec
+from av_model.train.diagnostics import GapRow, batches_from_clips, measure, parse_t_grid, summarize
 
 __all__ = ["build_parser", "main"]
 
@@ -102,7 +102,7 @@ def _check_compatible(name: str, bundle: Any, spec: LatentSpec, cache: Path) -> 
 
 def _load_clips(cache: Path, split: str, max_clips: int, batch_size: int) -> tuple[list[dict[str, Any]], list[str], Any]:
     """Batches of the split's first clips (equal shapes per batch), the ids left out, and the cache meta."""
-    from av_model.latents import LatentDataset, collate_latents
+    from av_model.cache.latents import LatentDataset, collate_latents
 
     if not (cache / "meta.json").exists():
         raise DiagnoseError(f"{cache} is not a latent cache (no meta.json); build one with `avgen cache build`.")
@@ -136,7 +136,7 @@ def _table(name: str, rows: list[GapRow], clips: int) -> Table:
 
 def run(args: argparse.Namespace, console: Console) -> dict[str, Path]:
     """Measure every checkpoint and write the outputs; returns their paths."""
-    from av_model.generator_file import load_generator
+    from av_model.sample.generator_file import load_generator
     from eval.conditioning import ConditioningFile, ConditioningSystem, plot_gaps, write_conditioning
 
     # 1. Check inputs.

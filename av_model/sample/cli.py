@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from av_model.generator_file import load_generator
-from av_model.pipeline import AVPipeline, GeneratedClip, SkippedItem
+from av_model.sample.generator_file import load_generator
+from av_model.sample.pipeline import AVPipeline, GeneratedClip, SkippedItem
 from avio.manifest import resolve_listed
 
 __all__ = ["main"]
@@ -316,7 +316,7 @@ def _summary(made: int, kept: int, skipped: list[SkippedItem], out: Path) -> Non
 
 def _merge_lora(pipe: AVPipeline, args: argparse.Namespace) -> None:
     """Merge --lora into the pipeline's generator, times --lora-scale; say so when its base differs."""
-    from av_model.lora import merge_lora_file
+    from av_model.dit.lora import merge_lora_file
 
     lora = merge_lora_file(pipe.model, args.lora, scale=args.lora_scale)  # type: ignore[arg-type]
     base_sha = lora.base.get("sha256")

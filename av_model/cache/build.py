@@ -1,7 +1,7 @@
 """Building the latent cache: plan clips from a manifest, decode them, encode them, write shards.
 
-`build_cache` is what `avgen cache build` runs (see `av_model.cache` for the command and
-`av_model.cache_format` for the layout). A build is resumable: clips are cut into shards in manifest
+`build_cache` is what `avgen cache build` runs (see `av_model.cache.cli` for the command and
+`av_model.cache.format` for the layout). A build is resumable: clips are cut into shards in manifest
 order, each shard is written atomically and then listed in `meta.json`, and a rerun skips the listed
 shards. A build into a cache made by other encoders (or with other geometry) is refused with the
 differences named.
@@ -27,7 +27,7 @@ from rich.console import Console
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from av_model.cache_format import (
+from av_model.cache.format import (
     SHARD_DIR,
     CacheEntry,
     CacheError,

@@ -24,11 +24,11 @@ from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from av_model.cache_format import CacheError
-from av_model.callbacks import EMA, NaNGuard, NonFiniteLossError, SampleWriter, ThroughputMFU
-from av_model.latents import LatentDataModule
-from av_model.lit import AVDiffusion
-from av_model.lora import save_lora
+from av_model.cache.format import CacheError
+from av_model.cache.latents import LatentDataModule
+from av_model.dit.lora import save_lora
+from av_model.train.callbacks import EMA, NaNGuard, NonFiniteLossError, SampleWriter, ThroughputMFU
+from av_model.train.lit import AVDiffusion
 
 __all__ = ["AVLightningCLI", "fit_main", "load_config", "validate_main"]
 

@@ -1,6 +1,6 @@
 """ODE samplers for the joint audio-video flow: Euler and Heun, per-modality guidance, four tasks.
 
-Convention as in `av_model.flow`: t = 1 noise, t = 0 data, velocity = eps - x_0; integration runs
+Convention as in `av_model.flow.matching`: t = 1 noise, t = 0 data, velocity = eps - x_0; integration runs
 from t = 1 to t = 0 over a shifted grid.
 
 Tasks (`TASK_SPECS`; each one is only a rule for which latent frames are given):
@@ -35,7 +35,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from av_model.flow import _unwrap, num_tokens, resolution_shift, time_shift
+from av_model.flow.matching import _unwrap, num_tokens, resolution_shift, time_shift
 from av_model.text.batch import TextBatch
 
 Task = Literal["t2av", "v2a", "a2v", "extend", "i2av", "retake"]

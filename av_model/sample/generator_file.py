@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from av_model.dit.config import DiTConfig
+from av_model.dit.lora import LoRAConfig, apply_lora, merge_lora
 from av_model.dit.model import AVDiT
-from av_model.lora import LoRAConfig, apply_lora, merge_lora
-from av_model.sampling import SamplerConfig
+from av_model.flow.sampling import SamplerConfig
 from avio import atomic_path, sha256_file
 
 if TYPE_CHECKING:
-    from av_model.lit import AVDiffusion
+    from av_model.train.lit import AVDiffusion
 
 __all__ = ["CHECKPOINT_KEY", "EXPORT_FORMAT", "GeneratorBundle", "export_generator", "load_generator"]
 

@@ -336,7 +336,7 @@ def _write_inputs(cfg: DemoConfig) -> None:
 
 
 def _summary(cfg: DemoConfig, timings: list[tuple[str, float, bool]]) -> None:
-    from av_model.demo_summary import claims_of_run, print_claims, write_summary
+    from av_model.demo.summary import claims_of_run, print_claims, write_summary
 
     table = Table(title=f"avgen demo ({cfg.profile} profile): stages")
     for col in ("stage", "seconds", "status"):

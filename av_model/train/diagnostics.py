@@ -10,7 +10,7 @@ Tasks (task/modality, the loss measured):
     a2v/video: video noised at t, audio clean (t_a = 0), own vs another clip's audio.
     text/audio, text/video: both noised at t, own vs another clip's caption.
 
-The noise path and the error are `av_model.flow.noisy_latents` and `velocity_error`, the functions
+The noise path and the error are `av_model.flow.matching.noisy_latents` and `velocity_error`, the functions
 `FlowMatching.loss` trains with; times follow its convention (t = 0 data, t = 1 noise, one time per
 modality, every frame of a noisy modality at t). Noise is drawn per clip from `(seed, clip id)`, so
 numbers do not depend on batching or device.
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from av_model.flow import noisy_latents, velocity_error
+from av_model.flow.matching import noisy_latents, velocity_error
 from av_model.text.batch import TextBatch
 
 __all__ = ["DEFAULT_T", "TASKS", "ConditioningLosses", "DiagnosticsConfig", "GapRow", "batches_from_clips",

@@ -26,7 +26,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from av_model.cache_format import CacheEntry, CacheError, CacheMeta, ShardReader, read_index
+from av_model.cache.format import CacheEntry, CacheError, CacheMeta, ShardReader, read_index
 from av_model.text.batch import TextBatch
 
 __all__ = ["BucketBatchSampler", "LatentDataModule", "LatentDataset", "collate_latents"]
@@ -238,7 +238,7 @@ class LatentDataModule(L.LightningDataModule):
     def meta(self) -> CacheMeta:
         """The cache's metadata (read on first use): latent rates, dims, fingerprints."""
         if not hasattr(self, "_meta"):
-            from av_model.cache_format import read_meta
+            from av_model.cache.format import read_meta
 
             self._meta = read_meta(self.cache_dir)
         return self._meta

@@ -14,7 +14,7 @@ Tasks:
 
 t2av, i2av and extend clips longer than the training window (`--window`, default the training
 clips' duration) are made chunk by chunk, each chunk given the last `--history` seconds of the
-latents before it (`av_model.long_sampling`).
+latents before it (`av_model.flow.long_sampling`).
 
 Frame size, frame rate and latent rates come from the latent cache's metadata stored in the
 checkpoint, so a model samples at the geometry it was trained on. Clip i's noise comes from its own
@@ -34,11 +34,11 @@ from typing import Any, cast
 import torch
 from tqdm import tqdm
 
-from av_model.cache_format import LatentCodec, LatentSpec
-from av_model.generator_file import GeneratorBundle, load_generator
-from av_model.long_sampling import Chunk, plan_chunks, retake_crop, sample_long
-from av_model.sampling import TASKS, SamplerConfig, Task, sample, video_token_frames
-from av_model.task_inputs import psnr, read_image, snap_span, splice_audio, splice_frames
+from av_model.cache.format import LatentCodec, LatentSpec
+from av_model.flow.long_sampling import Chunk, plan_chunks, retake_crop, sample_long
+from av_model.flow.sampling import TASKS, SamplerConfig, Task, sample, video_token_frames
+from av_model.sample.generator_file import GeneratorBundle, load_generator
+from av_model.sample.task_inputs import psnr, read_image, snap_span, splice_audio, splice_frames
 
 __all__ = ["AVPipeline", "GeneratedClip", "SkippedItem", "load_decoders"]
 
