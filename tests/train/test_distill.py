@@ -133,3 +133,32 @@ def test_bad_inputs_are_explained(fake_cache: Path, tmp_path: Path, trained: Pat
         check_same_cache(meta, other, "teacher.ckpt")
     with pytest.raises(ValueError, match="teacher_steps"):
         DistillConfig(student_steps=[4, 8], teacher_steps=4)
+
+
+def test_the_benchmark_samples_teacher_and_students_with_the_same_prompts_and_seeds(
+        student: Path, trained: Path, encoders: Encoders, tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("distill_bench", Path(__file__).resolve().parents[2] / "benchmarks"
+                                                  / "distill_bench.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = [{"id": f"heldout-{i}", "split": "heldout", "family": "bounce", "caption": "a red ball bounces",
+             "params": {"objects": [{"colour": "red", "shape": "ball", "size": "small", "material": "wood"}]}}
+            for i in range(2)]
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rc = bench.main(["--teacher", str(trained / "final.ckpt"), "--student", str(student / "final.ckpt"),
+                     "--codec", str(encoders.codec_path), "--vae", str(encoders.vae_path), "--manifest", str(manifest),
+                     "--n", "2", "--duration", "1.0", "--teacher-steps", "2", "--short-prompts", "--no-eval",
+                     "--device", "cpu", "--out", str(tmp_path / "bench")])
+    assert rc == 0
+    result = json.loads((tmp_path / "bench" / "distill_bench.json").read_text())
+    names = [s["system"] for s in result["systems"]]
+    assert names == ["teacher_2", "teacher_2+enhance", "student_4", "student_4+enhance", "student_8",
+                     "student_8+enhance"]
+    assert result["prompts"] == ["red ball bouncing"] * 2
+    side = json.loads((tmp_path / "bench" / "student_4+enhance" / "heldout-1.json").read_text())
+    assert side["seed"] == 1 and side["steps"] == 4 and side["prompt_enhancer"] == "template"
+    assert all(s["latency_s_mean"] > 0 for s in result["systems"])
