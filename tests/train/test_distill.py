@@ -162,3 +162,23 @@ def test_the_benchmark_samples_teacher_and_students_with_the_same_prompts_and_se
     side = json.loads((tmp_path / "bench" / "student_4+enhance" / "heldout-1.json").read_text())
     assert side["seed"] == 1 and side["steps"] == 4 and side["prompt_enhancer"] == "template"
     assert all(s["latency_s_mean"] > 0 for s in result["systems"])
+
+
+def test_the_trajectory_benchmark_compares_at_equal_model_calls(student: Path, trained: Path, fake_cache: Path,
+                                                                 tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("distill_trajectory", Path(__file__).resolve().parents[2]
+                                                  / "benchmarks" / "distill_trajectory.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rc = bench.main(["--teacher", str(trained / "final.ckpt"), "--student", str(student / "final.ckpt"),
+                     "--cache", str(fake_cache), "--n", "2", "--reference-steps", "8", "--steps", "4",
+                     "--device", "cpu", "--out", str(tmp_path)])
+    assert rc == 0
+    rows = json.loads((tmp_path / "distill_trajectory.json").read_text())["rows"]
+    assert [(r["system"], r["model_calls"]) for r in rows] == [
+        ("teacher 4 steps, guided", 8), ("teacher 2 steps, guided", 4),
+        ("teacher 4 steps, unguided (student at init)", 4), ("student 4 steps", 4)]
+    assert all(r["mse_video"] >= 0 and r["mse_audio"] >= 0 for r in rows)
