@@ -27,17 +27,30 @@ def distill_args(teacher: Path, cache: Path, root: Path, *extra: str) -> list[st
 
 
 @pytest.fixture(scope="module")
-def student(trained: Path, fake_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def student(trained: Path, fake_cache: Path, encoders: Encoders, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("distill")
     rc = distill_main(distill_args(trained / "final.ckpt", fake_cache, root, "--trainer.max_steps", "3",
                                    "--trainer.val_check_interval", "3", "--trainer.log_every_n_steps", "1",
-                                   "--model.distill.teacher_steps", "8"))
+                                   "--model.distill.teacher_steps", "8", "--samples.codec", str(encoders.codec_path),
+                                   "--samples.vae", str(encoders.vae_path), "--throughput.window_size", "2",
+                                   "--throughput.peak_tflops", "1.0"))
     assert rc == 0
     return root
 
 
 def test_distill_writes_a_student_that_sample_reads_with_four_steps(student: Path, trained: Path, encoders: Encoders,
                                                                     tmp_path: Path) -> None:
+    import pandas as pd
+
+    (csv,) = sorted(student.glob("logs/version_*/metrics.csv"))[-1:]
+    m = pd.read_csv(csv)
+    for column in ("train/loss", "train/loss_video", "train/loss_audio", "val/loss", "train/device/flops_per_sec"):
+        assert column in m.columns, column
+    assert {"train/loss_k4", "train/loss_k8"} & set(m.columns)  # the loss per step count drawn
+    # Sample clips during training come from the student's own sampler: 4 steps, guidance 1.
+    (side,) = sorted(student.glob("logs/version_*/samples/step_0000003/*.json"))
+    record = json.loads(side.read_text())
+    assert record["steps"] == 4 and record["guidance"]["video"] == 1.0
     bundle = load_generator(student / "final.ckpt")
     teacher = load_generator(trained / "final.ckpt")
     assert bundle.sampler.steps == 4 and bundle.sampler.solver == "euler"
@@ -182,3 +195,13 @@ def test_the_trajectory_benchmark_compares_at_equal_model_calls(student: Path, t
         ("teacher 4 steps, guided", 8), ("teacher 2 steps, guided", 4),
         ("teacher 4 steps, unguided (student at init)", 4), ("student 4 steps", 4)]
     assert all(r["mse_video"] >= 0 and r["mse_audio"] >= 0 for r in rows)
+
+
+def test_a_distillation_resumes_from_its_last_checkpoint(trained: Path, fake_cache: Path, tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    args = distill_args(trained / "final.ckpt", fake_cache, root, "--model.distill.teacher_steps", "8",
+                        "--checkpoint.every_n_train_steps", "2", "--trainer.val_check_interval", "100")
+    assert distill_main([*args, "--trainer.max_steps", "2"]) == 0
+    assert distill_main([*args, "--trainer.max_steps", "4", "--ckpt_path", "last"]) == 0
+    ckpt = torch.load(root / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    assert ckpt["global_step"] == 4 and ckpt["avgen"]["distill"]["teacher_steps"] == 8
