@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cache": ("av_model.cache.cli:main", "build or check the latent cache"),
     "fit": ("av_model.train.cli:fit_main", "train the diffusion transformer (LightningCLI)"),
     "validate": ("av_model.train.cli:validate_main", "validate a diffusion transformer checkpoint (LightningCLI)"),
+    "distill": ("av_model.train.distill_cli:distill_main", "distil a generator into a few-step student (LightningCLI)"),
     "sample": ("av_model.sample.cli:main", "generate mp4 clips with sound from prompts, video, or audio"),
     "diagnose": ("av_model.train.diagnose:main", "conditioning diagnostics: does a generator use its video, audio, text?"),
     "model": ("av_model.dit.cli:main", "list presets with parameter counts and FLOPs per token"),

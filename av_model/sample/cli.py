@@ -177,10 +177,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--duration", type=float, help="seconds per clip (default: the training clips' duration; "
                    "v2a/a2v: each input's own length)")
-    p.add_argument("--steps", type=int, default=25, help="sampler steps (default 25)")
-    p.add_argument("--solver", choices=("euler", "heun"), default="heun", help="ODE solver (default heun)")
-    p.add_argument("--cfg-video", type=float, default=3.0, help="guidance scale of the video (default 3)")
-    p.add_argument("--cfg-audio", type=float, default=3.0, help="guidance scale of the audio (default 3)")
+    p.add_argument("--steps", type=int, help="sampler steps (default 25; a distilled student's own, e.g. 4)")
+    p.add_argument("--solver", choices=("euler", "heun"), help="ODE solver (default heun; a distilled student's "
+                   "own: euler)")
+    p.add_argument("--cfg-video", type=float, help="guidance scale of the video (default 3; 1 for a distilled "
+                   "student, whose guidance is folded in)")
+    p.add_argument("--cfg-audio", type=float, help="guidance scale of the audio (default 3; 1 for a distilled "
+                   "student)")
+    p.add_argument("--enhance-prompt", metavar="template|PATH", help="rewrite each prompt into the training "
+                   "captions' style before encoding it: 'template' (the synthetic caption grammar, no weights) or "
+                   "the folder of a local causal language model; the sidecar keeps both prompts")
     p.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LOW", "HIGH"), default=(0.0, 1.0),
                    help="guide only the steps with flow time in [LOW, HIGH] (1 = noise); the others run one "
                    "pass instead of two (default 0 1: every step)")
@@ -249,7 +255,7 @@ def _expected(pipe: AVPipeline, args: argparse.Namespace, task: str, item: _Item
         "steps": args.steps, "guidance": {"video": args.cfg_video, "audio": args.cfg_audio,
                                           "interval": [float(v) for v in args.guidance_interval]},
         "checkpoint_sha256": pipe.checkpoint_sha256, "fps": pipe.fps, "sample_rate": pipe.sample_rate,
-        "size": list(pipe.size), **_lora_fields(args),
+        "size": list(pipe.size), **_lora_fields(args), "prompt_enhancer": _enhancer_name(pipe),
     }
     if item.input is not None:
         want["input"] = item.input
@@ -274,6 +280,29 @@ def _expected(pipe: AVPipeline, args: argparse.Namespace, task: str, item: _Item
         if long is not None:
             want["window"], want["history"] = long
     return want
+
+
+def _enhancer_name(pipe: AVPipeline) -> str | None:
+    enhancer = pipe.prompt_enhancer
+    return None if enhancer is None else str(enhancer.name)
+
+
+_SAMPLER_DEFAULTS = {"steps": 25, "solver": "heun", "cfg_video": 3.0, "cfg_audio": 3.0}
+
+
+def _sampler_defaults(args: argparse.Namespace, pipe: AVPipeline) -> None:
+    """Fill the sampler flags not given: a distilled student's own settings (its step count, Euler,
+    guidance 1), the command's defaults for any other generator."""
+    distill = pipe.extra.get("distill")
+    own = {"steps": pipe.sampler.steps, "solver": pipe.sampler.solver, "cfg_video": pipe.sampler.guidance_video,
+           "cfg_audio": pipe.sampler.guidance_audio} if distill else _SAMPLER_DEFAULTS
+    for key, value in own.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if distill and (args.cfg_video != 1.0 or args.cfg_audio != 1.0):
+        print(f"note: {args.ckpt} is a distilled student with guidance {distill.get('guidance_video')}/"
+              f"{distill.get('guidance_audio')} folded in; --cfg-video/--cfg-audio above 1 guide it again (and run "
+              "two passes per step).", file=sys.stderr)
 
 
 def _lora_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -335,6 +364,11 @@ def _sample(args: argparse.Namespace) -> int:
     if skipped and args.strict:
         print("avgen sample: stopped at the first bad item (--strict).", file=sys.stderr)
         return EXIT_STRICT
+    enhancer = None
+    if args.enhance_prompt:  # before the model loads: a wrong path is reported at once
+        from av_model.text.enhance import load_enhancer
+
+        enhancer = load_enhancer(args.enhance_prompt)
     # 2. Load the model (the decoders are the cache's, as the checkpoint records them, unless given).
     codec, vae = args.codec, args.vae
     if not (codec and vae):
@@ -343,6 +377,8 @@ def _sample(args: argparse.Namespace) -> int:
     pipe = AVPipeline.from_checkpoint(args.ckpt, codec, vae, device=args.device, text=args.text)
     if args.lora is not None:
         _merge_lora(pipe, args)
+    _sampler_defaults(args, pipe)
+    pipe.prompt_enhancer = enhancer
     duration = args.duration
     if duration is None and task in ("t2av", "extend", "i2av"):
         duration = float(pipe.meta.get("train_duration") or 2.0)

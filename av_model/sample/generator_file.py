@@ -94,8 +94,9 @@ def load_generator(path: str | Path, map_location: str | torch.device = "cpu") -
     if info.get("lora"):
         merge_lora(model)
     model.to(map_location).eval().requires_grad_(False)
+    extra = {"distill": info["distill"]} if info.get("distill") else {}  # a few-step student (`avgen distill`)
     return GeneratorBundle(model=model, cache_meta=info["cache_meta"], sampler=SamplerConfig(**info["sampler"]),
-                           sha256=sha256_file(path), path=path)
+                           sha256=sha256_file(path), path=path, extra=extra)
 
 
 def export_generator(source: str | Path | AVDiffusion, out: str | Path) -> Path:

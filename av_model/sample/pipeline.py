@@ -150,6 +150,9 @@ class AVPipeline:
         self.tc = self.spec.temporal_compression
         # Longer clips are made chunk by chunk (`long_clip`); None: one pass whatever the length.
         self.window: float | None = cache_meta.get("train_duration")
+        # Rewrites prompts before text encoding (`av_model.text.enhance`); None: prompts as given.
+        self.prompt_enhancer: Any = None
+        self.extra: dict[str, Any] = {}  # what the generator file records besides the model (`distill`)
 
     # ------------------------------------------------------------------------------ construction
     @classmethod
@@ -160,7 +163,9 @@ class AVPipeline:
         bundle: GeneratorBundle = load_generator(ckpt, map_location=device_t)
         codec_m, vae_m = load_decoders(codec, vae, device_t, expect=bundle.cache_meta)
         encoder = _text_encoder(bundle.cache_meta, text, device_t)
-        return cls(bundle.model, encoder, codec_m, vae_m, bundle.cache_meta, bundle.sampler, bundle.sha256, str(ckpt))
+        pipe = cls(bundle.model, encoder, codec_m, vae_m, bundle.cache_meta, bundle.sampler, bundle.sha256, str(ckpt))
+        pipe.extra = bundle.extra
+        return pipe
 
     @classmethod
     def from_module(cls, module: Any, codec: Any, vae: Any) -> AVPipeline:
@@ -432,8 +437,10 @@ class AVPipeline:
         """Sample one batch of clips that all last `duration` seconds."""
         h, w = self.size
         b = len(prompts)
-        # 2. Encode prompt.
-        text = self.text_encoder.encode(prompts)
+        # 2. Encode prompt (rewritten first by the prompt enhancer, when one is set; "" stays "").
+        enhancer = self.prompt_enhancer
+        enhanced = enhancer.rewrite(list(prompts)) if enhancer is not None else list(prompts)
+        text = self.text_encoder.encode(enhanced)
         # 3. Encode the given modality.
         video_cond: torch.Tensor | None = None
         audio_cond: torch.Tensor | None = None
@@ -536,6 +543,9 @@ class AVPipeline:
                 value = psnr(out_frames[i, 0], g["image"])
                 per_clip[i] = {"image_size": [int(v) for v in g["image_size"]],
                                "first_frame_psnr": None if math.isinf(value) else round(value, 3)}
+        if enhancer is not None:  # the sidecar keeps the prompt as given and as the model read it
+            for i in range(b):
+                per_clip[i].update(prompt_enhanced=enhanced[i], prompt_enhancer=enhancer.name)
         return [
             GeneratedClip(id=ids[i], prompt=prompts[i], task=task, frames=out_frames[i], audio=out_audio[i],
                           fps=self.fps, sample_rate=self.sample_rate,

@@ -82,8 +82,22 @@ def _eval(path: Path) -> None:
     EvalConfig.from_yaml(path)
 
 
+def _distill(path: Path) -> None:
+    from av_model.train.cli import AVLightningCLI
+    from av_model.train.distill import DistillConfig
+    from av_model.train.distill_cli import _cli
+    from av_model.train.lit import OptimizerConfig
+
+    parse_only = type("ParseOnly", (AVLightningCLI,), {"before_instantiate_classes": lambda self: None,
+                                                     "instantiate_classes": lambda self: None})
+    cfg = _cli(["-c", str(path)], cli_class=parse_only, run=False, save_config_callback=None).config
+    DistillConfig(**vars(cfg.model.distill))
+    OptimizerConfig(**vars(cfg.model.optimizer))
+    assert cfg.model.teacher and cfg.checkpoint.save_last and cfg.data.cache_dir
+
+
 LOADERS: dict[str, Callable[[Path], None]] = {
-    "dit": _dit, "cache": _cache, "codec": _codec, "vae": _vae, "study": _study, "eval": _eval,
+    "dit": _dit, "distill": _distill, "cache": _cache, "codec": _codec, "vae": _vae, "study": _study, "eval": _eval,
 }
 
 
