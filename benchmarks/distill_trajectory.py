@@ -32,8 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from av_model.latents import LatentDataset, collate_latents  # noqa: E402
-
+from av_model.cache.latents import LatentDataset, collate_latents  # noqa: E402
 from av_model.flow.sampling import SamplerConfig, sample  # noqa: E402
 from av_model.sample.generator_file import load_generator  # noqa: E402
 

@@ -18,7 +18,7 @@ import sys
 import warnings
 
 from av_model.cache.format import CacheError
-from av_model.latents import LatentDataModule
+from av_model.cache.latents import LatentDataModule
 from av_model.train.callbacks import NonFiniteLossError
 from av_model.train.cli import AVLightningCLI
 from av_model.train.distill import AVDistillation

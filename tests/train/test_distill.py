@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from av_model.latents import LatentDataModule, LatentDataset, collate_latents
 
+from av_model.cache.latents import LatentDataModule, LatentDataset, collate_latents
 from av_model.sample.cli import main as sample_main
 from av_model.sample.generator_file import load_generator
 from av_model.train.distill import AVDistillation, DistillConfig, check_same_cache, teacher_target
