@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from av_model.data.synthetic import SynthConfig, SyntheticStream
+from av_model.data.synthetic import ClipLength, SynthConfig, SyntheticStream
 from avio import ManifestEntry, MediaError, load_manifest, probe, read_clip
 
 __all__ = [
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ClipDataConfig:
+class ClipDataConfig(ClipLength):
     """How clips are decoded (shared by every split).
 
     Attributes:
@@ -75,14 +75,6 @@ class ClipDataConfig:
             raise ValueError(f"channels must be 1 or 2; got {self.channels!r}.")
         if self.max_retries < 1:
             raise ValueError(f"max_retries must be >= 1; got {self.max_retries!r}.")
-
-    @property
-    def num_frames(self) -> int:
-        return round(self.duration * self.fps)
-
-    @property
-    def num_samples(self) -> int:
-        return round(self.duration * self.sample_rate)
 
 
 class ClipDataset(Dataset):

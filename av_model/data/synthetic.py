@@ -56,8 +56,24 @@ SPLITS = ("train", "val", "heldout")
 _MAX_PER_SPLIT = 1_000_000  # clip indices per split; keeps per-clip seeds of splits disjoint
 
 
+class ClipLength:
+    """`num_frames` and `num_samples` of a clip config with `duration`, `fps` and `sample_rate`."""
+
+    duration: float
+    fps: float
+    sample_rate: int
+
+    @property
+    def num_frames(self) -> int:
+        return round(self.duration * self.fps)
+
+    @property
+    def num_samples(self) -> int:
+        return round(self.duration * self.sample_rate)
+
+
 @dataclass(frozen=True)
-class SynthConfig:
+class SynthConfig(ClipLength):
     """Geometry and content of synthetic clips.
 
     Attributes:
@@ -101,14 +117,6 @@ class SynthConfig:
             raise ValueError(f"SynthConfig.max_noise must be in [0, 0.05] so onsets stay detectable; got {self.max_noise!r}.")
         if not 0 <= self.crf <= 51:
             raise ValueError(f"SynthConfig.crf must be in [0, 51]; got {self.crf!r}.")
-
-    @property
-    def num_frames(self) -> int:
-        return round(self.duration * self.fps)
-
-    @property
-    def num_samples(self) -> int:
-        return round(self.duration * self.sample_rate)
 
 
 @dataclass

@@ -82,20 +82,25 @@ class AVLightningCLI(LightningCLI):
             print(f"LoRA adapters: {path} ({path.stat().st_size / 1e6:.2f} MB)", file=sys.stderr)
 
 
-def _cli(args: list[str], cli_class: type[AVLightningCLI] | None = None, **kwargs: Any) -> AVLightningCLI:
+_DESCRIPTION = "Train or validate the audio-video diffusion transformer on a latent cache."
+
+
+def _cli(args: list[str], cli_class: type[AVLightningCLI] | None = None, *, module: type[Any] = AVDiffusion,
+         prog: str = "avgen", description: str = _DESCRIPTION, **kwargs: Any) -> AVLightningCLI:
+    """The one LightningCLI of the generator's trainers (`avgen fit`/`validate`, and `avgen distill`
+    with its own `module`) on the latent cache."""
     with warnings.catch_warnings():
         # `avgen` hands over its own argv as `args`; LightningCLI would warn that sys.argv is set too.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         return (cli_class or AVLightningCLI)(
-            AVDiffusion,
+            module,
             LatentDataModule,
             args=args,
             seed_everything_default=0,
             auto_configure_optimizers=False,
             # The bucketing sampler splits data across ranks itself (Lightning would replace it).
             trainer_defaults={"use_distributed_sampler": False},
-            parser_kwargs={"default_env": False, "prog": "avgen",
-                           "description": "Train or validate the audio-video diffusion transformer on a latent cache."},
+            parser_kwargs={"default_env": False, "prog": prog, "description": description},
             **kwargs,
         )
 
@@ -115,30 +120,32 @@ def _root_cause(err: BaseException) -> BaseException:
     return err
 
 
-def _run(subcommand: str, argv: list[str]) -> int:
+def run_cli(subcommand: str, argv: list[str], *, name: str | None = None, **cli_kwargs: Any) -> int:
+    """Runs one LightningCLI subcommand; bad configs, caches and paths end in one message, exit 1."""
+    name = name or f"avgen {subcommand}"
     _apply_thread_limit()
     try:
-        _cli([subcommand, *argv], save_config_kwargs={"overwrite": True})
+        _cli([subcommand, *argv], save_config_kwargs={"overwrite": True}, **cli_kwargs)
     except NonFiniteLossError as err:
-        print(f"avgen {subcommand}: training stopped: {err}", file=sys.stderr)
+        print(f"{name}: training stopped: {err}", file=sys.stderr)
         return 1
     except (CacheError, ValueError, KeyError, FileNotFoundError) as err:
-        # Bad configs, caches and paths: the message says what to change; a traceback would bury it.
+        # The message says what to change; a traceback would bury it.
         if os.environ.get("AVGEN_DEBUG"):
             raise
-        print(f"avgen {subcommand}: {_root_cause(err)}\n(set AVGEN_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(f"{name}: {_root_cause(err)}\n(set AVGEN_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
     return 0
 
 
 def fit_main(argv: list[str] | None = None) -> int:
     """Entry point of `avgen fit`."""
-    return _run("fit", list(sys.argv[1:] if argv is None else argv))
+    return run_cli("fit", list(sys.argv[1:] if argv is None else argv))
 
 
 def validate_main(argv: list[str] | None = None) -> int:
     """Entry point of `avgen validate`."""
-    return _run("validate", list(sys.argv[1:] if argv is None else argv))
+    return run_cli("validate", list(sys.argv[1:] if argv is None else argv))
 
 
 class _ParseOnlyCLI(AVLightningCLI):

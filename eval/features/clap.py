@@ -16,16 +16,12 @@ import numpy as np
 import torch
 
 from eval.features.base import FeatureExtractor, Preprocessor
-from eval.features.weights import load_pretrained_folder, weights_hash
+from eval.features.hf import load_pretrained_folder, pooled, text_embeddings
+from eval.features.weights import weights_hash
 from eval.reader import read_audio
 from eval.sets import ClipRecord
 
 __all__ = ["ClapPreprocessor", "ClapExtractor", "load_clap"]
-
-
-def _pooled(out: Any) -> torch.Tensor:
-    """transformers < 5 returns the embedding tensor, >= 5 an output whose pooler_output it is."""
-    return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
 class ClapPreprocessor(Preprocessor):
@@ -69,16 +65,12 @@ class ClapExtractor(FeatureExtractor):
 
     def embed(self, units: torch.Tensor) -> torch.Tensor:
         is_longer = torch.zeros(units.shape[0], 1, dtype=torch.bool, device=units.device) if self.fusion else None
-        out = _pooled(self.model.get_audio_features(input_features=units, is_longer=is_longer))
+        out = pooled(self.model.get_audio_features(input_features=units, is_longer=is_longer))
         return torch.nn.functional.normalize(out, dim=-1)  # already unit length in recent transformers
 
     def embed_text(self, texts: list[str]) -> torch.Tensor:
         """Normalized text embeddings (B, D)."""
-        tok = self.processor.tokenizer(texts, padding=True, truncation=True, return_tensors="pt").to(self.device)
-        with torch.inference_mode():
-            return torch.nn.functional.normalize(
-                _pooled(self.model.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])),
-                dim=-1)
+        return text_embeddings(self.model, self.processor, self.device, texts)
 
     def preprocessing(self) -> dict[str, Any]:
         return {

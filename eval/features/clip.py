@@ -15,16 +15,12 @@ import numpy as np
 import torch
 
 from eval.features.base import FeatureExtractor, Preprocessor
-from eval.features.weights import load_pretrained_folder, weights_hash
+from eval.features.hf import load_pretrained_folder, pooled, text_embeddings
+from eval.features.weights import weights_hash
 from eval.reader import read_video
 from eval.sets import ClipRecord
 
 __all__ = ["ClipFramePreprocessor", "ClipExtractor", "load_clip"]
-
-
-def _pooled(out: Any) -> torch.Tensor:
-    """transformers < 5 returns the embedding tensor, >= 5 an output whose pooler_output it is."""
-    return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
 class ClipFramePreprocessor(Preprocessor):
@@ -58,15 +54,11 @@ class ClipExtractor(FeatureExtractor):
         self.preprocessor = ClipFramePreprocessor(self.processor.image_processor, frames)
 
     def embed(self, units: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.normalize(_pooled(self.model.get_image_features(pixel_values=units)), dim=-1)
+        return torch.nn.functional.normalize(pooled(self.model.get_image_features(pixel_values=units)), dim=-1)
 
     def embed_text(self, texts: list[str]) -> torch.Tensor:
         """Normalized text embeddings (B, D); captions longer than the model's context are cut."""
-        tok = self.processor.tokenizer(texts, padding=True, truncation=True, return_tensors="pt").to(self.device)
-        with torch.inference_mode():
-            return torch.nn.functional.normalize(
-                _pooled(self.model.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])),
-                dim=-1)
+        return text_embeddings(self.model, self.processor, self.device, texts)
 
     def preprocessing(self) -> dict[str, Any]:
         ip = self.processor.image_processor

@@ -17,12 +17,8 @@ import hashlib
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from avio import update_with_file
-
-if TYPE_CHECKING:
-    import torch
 
 __all__ = ["WEIGHTS", "WeightSpec", "WeightPaths", "WeightsMissing", "resolve_weights", "weights_hash",
            "default_weights_dir"]
@@ -150,21 +146,3 @@ def weights_hash(path: str | Path) -> str:
     _HASH_CACHE[key] = digest
     return digest
 
-
-def load_pretrained_folder(path: Path, model_cls: Any, processor_cls: Any, device: torch.device) -> tuple[Any, Any]:
-    """A transformers model (in eval mode, on `device`) and its processor from a local folder written
-    by `save_pretrained`; never downloads. Raises `EvalInputError` naming what the folder lacks."""
-    from eval.reader import EvalInputError
-
-    name = model_cls.__name__
-    if not path.is_dir():
-        raise EvalInputError(f"{path}: {name.removesuffix('Model').upper()} weights must be a folder written by "
-                             "save_pretrained.")
-    try:
-        processor = processor_cls.from_pretrained(str(path), local_files_only=True)
-        model = model_cls.from_pretrained(str(path), local_files_only=True).to(device).eval()
-    except (OSError, ValueError) as err:
-        raise EvalInputError(
-            f"{path}: not a {name} folder with its processor ({err}); save both with save_pretrained."
-        ) from err
-    return model, processor

@@ -1,0 +1,41 @@
+"""What the extractors backed by transformers models (CLIP, CLAP) share: loading a local folder,
+their pooled outputs, and normalized text embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from eval.reader import EvalInputError
+
+
+def load_pretrained_folder(path: Path, model_cls: Any, processor_cls: Any, device: torch.device) -> tuple[Any, Any]:
+    """A transformers model (in eval mode, on `device`) and its processor from a local folder written
+    by `save_pretrained`; never downloads. Raises `EvalInputError` naming what the folder lacks."""
+    name = model_cls.__name__
+    if not path.is_dir():
+        raise EvalInputError(f"{path}: {name.removesuffix('Model').upper()} weights must be a folder written by "
+                             "save_pretrained.")
+    try:
+        processor = processor_cls.from_pretrained(str(path), local_files_only=True)
+        model = model_cls.from_pretrained(str(path), local_files_only=True).to(device).eval()
+    except (OSError, ValueError) as err:
+        raise EvalInputError(
+            f"{path}: not a {name} folder with its processor ({err}); save both with save_pretrained."
+        ) from err
+    return model, processor
+
+
+def pooled(out: Any) -> torch.Tensor:
+    """transformers < 5 returns the embedding tensor, >= 5 an output whose pooler_output it is."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+def text_embeddings(model: Any, processor: Any, device: torch.device, texts: list[str]) -> torch.Tensor:
+    """Normalized text embeddings (B, D) of a CLIP-style model; texts longer than its context are cut."""
+    tok = processor.tokenizer(texts, padding=True, truncation=True, return_tensors="pt").to(device)
+    with torch.inference_mode():
+        out = model.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])
+        return torch.nn.functional.normalize(pooled(out), dim=-1)
