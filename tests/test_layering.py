@@ -183,3 +183,33 @@ def test_sampling_loads_without_lightning() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+# Inside the generator, bottom to top (docs/architecture.md, "The package map of av_model").
+ROLES: list[tuple[str, tuple[str, ...]]] = [
+    ("model parts", ("av_model.dit", "av_model.vae", "av_model.text", "av_model.data")),
+    ("cache and diffusion process", ("av_model.cache", "av_model.flow")),
+    ("sampling", ("av_model.sample",)),
+    ("training", ("av_model.train",)),
+    ("command and demo", ("av_model.cli", "av_model.demo")),
+]
+
+
+def _role(module: str) -> int | None:
+    for i, (_, prefixes) in enumerate(ROLES):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return i
+    return None
+
+
+def test_generator_roles_only_point_down() -> None:
+    """Sampling never imports training (so it runs without Lightning), the diffusion process and the
+    cache import neither, and so on down. Annotation-only imports under TYPE_CHECKING are allowed
+    here: `sample.generator_file` names `train.lit.AVDiffusion` in a type hint."""
+    assert [m for m in MODULES if m.startswith("av_model.") and _role(m) is None] == []
+    upward = []
+    for imp in IMPORTS:
+        src, dst = _role(imp.source), _role(imp.target)
+        if src is not None and dst is not None and dst > src and not imp.type_checking:
+            upward.append(f"{imp.source}:{imp.line} imports {imp.target} ({ROLES[src][0]} -> {ROLES[dst][0]})")
+    assert upward == [], "\n".join(upward)
