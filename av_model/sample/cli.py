@@ -301,7 +301,7 @@ def _sampler_defaults(args: argparse.Namespace, pipe: AVPipeline) -> None:
             setattr(args, key, value)
     if distill and (args.cfg_video != 1.0 or args.cfg_audio != 1.0):
         print(f"note: {args.ckpt} is a distilled student with guidance {distill.get('guidance_video')}/"
-              f"{distill.get('guidance_audio')} folded in; --cfg-video/--cfg-audio above 1 guide it again (and run "
+              f"{distill.get('guidance_audio')} folded in; --cfg-video/--cfg-audio other than 1 guide it again (and run "
               "two passes per step).", file=sys.stderr)
 
 
