@@ -31,7 +31,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy avio av_model audio_codec eval human_eval_app
+	$(VENV)/bin/mypy avio avtrain av_model audio_codec eval human_eval_app
 
 app: $(STAMP)
 	$(VENV)/bin/avgen app

@@ -4,13 +4,13 @@
         --data.manifest runs/demo/data/manifest.jsonl \
         --trainer.max_steps 600 --trainer.default_root_dir runs/demo/codec
 
-The YAML holds `model` (CodecLitModule: the `codec` architecture, `loss`, `optim`, `init_from`),
+The YAML holds `model` (CodecLitModule: the `codec` architecture, `loss`, `optimizer`, `init_from`),
 `data` (CodecDataModule) and `trainer` (Lightning Trainer) sections; any field can be overridden on
 the command line. The codec's sample rate and channels are linked into the data module. After
 fitting, latent statistics are computed over training clips and the codec is written to
 `<trainer.default_root_dir>/codec.pt` (or `--out`). Lightning checkpoints go to
-`<trainer.default_root_dir>/checkpoints/` (`last.ckpt` every 200 steps and at the end), and
-`--ckpt_path last` resumes from there.
+`<trainer.default_root_dir>/checkpoints/` (the `checkpoint` section: `last.ckpt` every 200 steps and
+at the end), and `--ckpt_path last` resumes from there.
 """
 
 from __future__ import annotations
@@ -20,20 +20,21 @@ import warnings
 from pathlib import Path
 
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser
 
 from audio_codec.data import CodecDataModule
 from audio_codec.lit import CodecLitModule
 from audio_codec.stats import compute_latent_stats
+from avtrain.cli import TrainerCLI, make_cli
 
 logger = logging.getLogger("audio_codec")
 
 
-class CodecCLI(LightningCLI):
-    """LightningCLI with the codec's links and the export options."""
+class CodecCLI(TrainerCLI):
+    """The trainer CLI with the codec's links and the export options."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)  # checkpoint
         parser.link_arguments("model.codec.sample_rate", "data.sample_rate")
         parser.link_arguments("model.codec.channels", "data.channels")
         parser.add_argument("--ckpt_path", type=str | None, default=None,
@@ -59,36 +60,23 @@ def export_codec(module: CodecLitModule, datamodule: CodecDataModule, out: Path,
 
 
 def _make_cli(argv: list[str]) -> CodecCLI:
-    return CodecCLI(
-        CodecLitModule,
-        CodecDataModule,
-        run=False,
+    cli = make_cli(
+        CodecLitModule, CodecDataModule, argv, prog="avgen codec fit",
+        description="Train or fine-tune an audio codec (EnCodec) on a manifest's audio, then write codec.pt with "
+                    "latent statistics.",
+        cli_class=CodecCLI, run=False,
         auto_configure_optimizers=False,  # the module builds its two optimizers itself
-        args=argv,
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={
-            "callbacks": [ModelCheckpoint(save_last=True, every_n_train_steps=200)],
-            "num_sanity_val_steps": 0,
-        },
-        parser_kwargs={"prog": "avgen codec fit",
-                       "description": "Train or fine-tune an audio codec (EnCodec) on a manifest's audio, then write "
-                                      "codec.pt with latent statistics."},
+        # codec.pt is written at the end; the checkpoints are for resuming, so only last.ckpt is kept.
+        checkpoint={"every_n_train_steps": 200, "save_top_k": 0},
+        trainer_defaults={"num_sanity_val_steps": 0},
     )
+    assert isinstance(cli, CodecCLI)
+    return cli
 
 
 def fit_main(argv: list[str]) -> int:
     """Entry of `avgen codec fit` (argv without the leading 'fit')."""
-    with warnings.catch_warnings():
-        # `args` is how `avgen` passes the options; Lightning warns whenever sys.argv holds more.
-        warnings.filterwarnings("ignore", message=".*args parameter is intended.*")
-        cli = _make_cli(argv)
-    # Checkpoints go to one folder per run directory (not per logger version), so that
-    # `--ckpt_path last` finds the previous run's last checkpoint.
-    ckpt_dir = Path(cli.trainer.default_root_dir) / "checkpoints"
-    for callback in cli.trainer.checkpoint_callbacks:
-        if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
-            callback.dirpath = str(ckpt_dir)
+    cli = _make_cli(argv)
     with warnings.catch_warnings():
         # Checkpoints hold the state after the step; with manual optimization Lightning warns about it.
         warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")

@@ -37,6 +37,7 @@ from audio_codec.losses import (
     generator_hinge_loss,
 )
 from audio_codec.metrics import MelDistance, si_snr
+from avtrain.optim import OptimConfig, adamw
 
 logger = logging.getLogger("audio_codec")
 
@@ -112,34 +113,13 @@ class LossConfig:
                              f"{self.disc_seconds}.")
 
 
-@dataclass
-class OptimConfig:
-    """Adam settings (EnCodec: lr 3e-4, betas (0.5, 0.9)).
-
-    Attributes:
-        lr: generator learning rate.
-        disc_lr: discriminator learning rate.
-        betas: Adam betas.
-        warmup_steps: linear learning-rate warmup of the generator.
-        cosine_decay: decay the generator's learning rate to 0 along a half cosine over
-            `trainer.max_steps` (short runs end better on a small learning rate).
-        grad_clip: clip the gradient norm of each optimizer to this (0: off).
-    """
-
-    lr: float = 3e-4
-    disc_lr: float = 3e-4
-    betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
-    warmup_steps: int = 0
-    cosine_decay: bool = False
-    grad_clip: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not (self.lr > 0 and self.disc_lr > 0):
-            raise ValueError(f"optim.lr and optim.disc_lr must be > 0, got {self.lr}, {self.disc_lr}.")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"optim.betas must be two numbers in [0, 1), got {self.betas!r}.")
-        if self.warmup_steps < 0 or self.grad_clip < 0:
-            raise ValueError("optim.warmup_steps and optim.grad_clip must be >= 0.")
+# The codec's optimizer defaults (`avtrain.optim.OptimConfig`; a config's `model.optimizer` section
+# overrides fields of it). EnCodec's recipe: Adam (AdamW without decay), lr 3e-4, betas (0.5, 0.9)
+# for both networks; the discriminator's learning rate stays constant.
+CODEC_OPTIMIZER = OptimConfig(
+    lr=3e-4, betas=(0.5, 0.9), weight_decay=0.0, warmup_steps=0, warmup_start_factor=None, schedule="constant",
+    min_lr_ratio=0.0, grad_clip=1.0, disc_lr=3e-4, disc_follows_schedule=False,
+)
 
 
 def _load_initial_weights(codec: EncodecCodec, init_from: str) -> None:
@@ -158,7 +138,7 @@ class CodecLitModule(L.LightningModule):
     Args:
         codec: architecture (default: the `small` preset; see `audio_codec.config.PRESETS`).
         loss: loss weights and discriminator.
-        optim: optimizer settings.
+        optimizer: Adam(W) and the generator's learning-rate curve (`avtrain.optim.OptimConfig`).
         init_from: fine-tune from these weights: a codec `.pt`, an official EnCodec file, or
             "encodec_24khz" / "encodec_48khz" (official file in the torch hub cache). The
             architecture must match `codec`.
@@ -167,15 +147,15 @@ class CodecLitModule(L.LightningModule):
     """
 
     def __init__(self, codec: CodecConfig = CodecConfig(), loss: LossConfig = LossConfig(),
-                 optim: OptimConfig = OptimConfig(), init_from: str | None = None, log_audio_clips: int = 2) -> None:
+                 optimizer: OptimConfig = CODEC_OPTIMIZER, init_from: str | None = None, log_audio_clips: int = 2) -> None:
         super().__init__()
         # Copies, so the shared defaults in the signature are never touched.
         codec = CodecConfig.from_dict(codec.to_dict())
-        loss, optim = dataclasses.replace(loss), dataclasses.replace(optim)
+        loss, optim = dataclasses.replace(loss), dataclasses.replace(optimizer)
         # Plain dicts, so checkpoints load with weights_only=True and `avgen codec export` can
         # rebuild the architecture without this module's classes.
         self.save_hyperparameters({"codec": codec.to_dict(), "loss": dataclasses.asdict(loss),
-                                   "optim": dataclasses.asdict(optim), "init_from": init_from,
+                                   "optimizer": dataclasses.asdict(optim), "init_from": init_from,
                                    "log_audio_clips": log_audio_clips})
         self.automatic_optimization = False
         self.loss_cfg, self.optim_cfg = loss, optim
@@ -209,13 +189,11 @@ class CodecLitModule(L.LightningModule):
             )
 
     def configure_optimizers(self) -> Any:
-        betas = (self.optim_cfg.betas[0], self.optim_cfg.betas[1])
         gen_params = [p for p in self.codec.parameters() if p.requires_grad]
-        opt_g = torch.optim.Adam(gen_params, lr=self.optim_cfg.lr, betas=betas)
+        opt_g = adamw(gen_params, self.optim_cfg, device=self.device)
         if self.disc is None:
             return opt_g
-        opt_d = torch.optim.Adam(self.disc.parameters(), lr=self.optim_cfg.disc_lr, betas=betas)
-        return [opt_g, opt_d]
+        return [opt_g, adamw(self.disc.parameters(), self.optim_cfg, device=self.device, discriminator=True)]
 
     # -- training -------------------------------------------------------------------------------------
     def _draw_codebooks(self) -> int:
@@ -251,14 +229,12 @@ class CodecLitModule(L.LightningModule):
     def _adversarial_active(self) -> bool:
         return self.disc is not None and self.global_step >= self.loss_cfg.disc_start_step
 
-    def _set_lr(self, opt: Any) -> None:
-        step, warm = self.global_step, self.optim_cfg.warmup_steps
-        scale = min(1.0, (step + 1) / warm) if warm else 1.0
-        total = self.trainer.max_steps if self._trainer is not None else -1
-        if self.optim_cfg.cosine_decay and total and total > 0:
-            scale *= 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
-        for group in opt.param_groups:
-            group["lr"] = self.optim_cfg.lr * scale
+    def _set_lr(self, *opts: Any) -> None:
+        total = self.trainer.max_steps if self._trainer is not None else None
+        factor = self.optim_cfg.lr_factor(self.global_step, total)
+        for opt in opts:
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * factor
 
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
         if batch is None:  # every clip of the batch failed to decode (already warned)
@@ -293,7 +269,7 @@ class CodecLitModule(L.LightningModule):
             feat = feature_matching_loss(real_maps, fake_maps)
             total = total + cfg.adv_weight * adv + cfg.feat_weight * feat
             logs.update({"train/adv": adv, "train/feat": feat})
-        self._set_lr(opt_g)
+        self._set_lr(opt_g, *([opt_d] if opt_d is not None and self.optim_cfg.disc_follows_schedule else []))
         opt_g.zero_grad()
         self.manual_backward(total)
         if self.optim_cfg.grad_clip:

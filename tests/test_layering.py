@@ -23,13 +23,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # Bottom to top: each layer may import itself and the layers before it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("media and formats", ("avio",)),
+    ("training kit", ("avtrain",)),
     ("audio codec", ("audio_codec",)),
     ("evaluation", ("eval",)),
     ("rating app", ("human_eval_app",)),
     ("generator", ("av_model",)),
     ("command and demo", ("av_model.cli", "av_model.demo")),
 ]
-PACKAGES = ("avio", "audio_codec", "eval", "human_eval_app", "av_model")
+PACKAGES = ("avio", "avtrain", "audio_codec", "eval", "human_eval_app", "av_model")
 MEDIA_LIBRARIES = ("av",)  # PyAV
 
 

@@ -14,21 +14,20 @@ with a `model.lora` section also writes the adapters alone to `<default_root_dir
 
 from __future__ import annotations
 
-import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser
 
 from av_model.cache.format import CacheError
 from av_model.cache.latents import LatentDataModule
 from av_model.dit.lora import save_lora
 from av_model.train.callbacks import EMA, NaNGuard, NonFiniteLossError, SampleWriter, ThroughputMFU
 from av_model.train.lit import AVDiffusion
+from avtrain.cli import TrainerCLI, make_cli
+from avtrain.cli import run_cli as run_trainer_cli
 
 __all__ = ["AVLightningCLI", "fit_main", "load_config", "validate_main"]
 
@@ -36,38 +35,17 @@ FINAL_CHECKPOINT = "final.ckpt"
 LORA_FILE = "lora.safetensors"
 
 
-def _checkpoint_dir(root: str | None) -> str:
-    return str(Path(root or ".") / "checkpoints")
-
-
-class AVLightningCLI(LightningCLI):
-    """LightningCLI with the project's callbacks as config sections and the cache linked into the model."""
+class AVLightningCLI(TrainerCLI):
+    """The project's trainer CLI with the generator's callbacks as config sections and the cache
+    linked into the model."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({
-            "checkpoint.save_last": True,
-            "checkpoint.every_n_train_steps": 500,
-            "checkpoint.save_top_k": -1,
-            "checkpoint.filename": "step{step:07d}",
-            "checkpoint.auto_insert_metric_name": False,
-        })
-        parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=_checkpoint_dir)
+        super().add_arguments_to_parser(parser)  # checkpoint
         parser.add_lightning_class_args(EMA, "ema")
         parser.add_lightning_class_args(ThroughputMFU, "throughput")
         parser.add_lightning_class_args(NaNGuard, "nan_guard")
         parser.add_lightning_class_args(SampleWriter, "samples")
         parser.link_arguments("data.meta_dict", "model.cache_meta", apply_on="instantiate")
-
-    def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        trainer = config.trainer
-        # A CSV log by default, next to the checkpoints: plain files that every tool can read.
-        if trainer.logger is None or trainer.logger is True:
-            trainer.logger = Namespace(
-                class_path="lightning.pytorch.loggers.CSVLogger",
-                init_args=Namespace(save_dir=trainer.default_root_dir or ".", name="logs"),
-            )
 
     def after_fit(self) -> None:
         root = Path(self.trainer.default_root_dir)
@@ -87,55 +65,27 @@ _DESCRIPTION = "Train or validate the audio-video diffusion transformer on a lat
 
 def _cli(args: list[str], cli_class: type[AVLightningCLI] | None = None, *, module: type[Any] = AVDiffusion,
          prog: str = "avgen", description: str = _DESCRIPTION, **kwargs: Any) -> AVLightningCLI:
-    """The one LightningCLI of the generator's trainers (`avgen fit`/`validate`, and `avgen distill`
+    """The LightningCLI of the generator's trainers (`avgen fit`/`validate`, and `avgen distill`
     with its own `module`) on the latent cache."""
-    with warnings.catch_warnings():
-        # `avgen` hands over its own argv as `args`; LightningCLI would warn that sys.argv is set too.
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        return (cli_class or AVLightningCLI)(
-            module,
-            LatentDataModule,
-            args=args,
-            seed_everything_default=0,
-            auto_configure_optimizers=False,
-            # The bucketing sampler splits data across ranks itself (Lightning would replace it).
-            trainer_defaults={"use_distributed_sampler": False},
-            parser_kwargs={"default_env": False, "prog": prog, "description": description},
-            **kwargs,
-        )
-
-
-def _apply_thread_limit() -> None:
-    # `avgen demo` runs two trainings side by side with one thread each.
-    threads = os.environ.get("AVGEN_NUM_THREADS")
-    if threads:
-        import torch
-
-        torch.set_num_threads(max(1, int(threads)))
-
-
-def _root_cause(err: BaseException) -> BaseException:
-    while err.__cause__ is not None:  # jsonargparse wraps a config class's own error
-        err = err.__cause__
-    return err
+    cli = make_cli(
+        module, LatentDataModule, args, prog=prog, description=description, cli_class=cli_class or AVLightningCLI,
+        auto_configure_optimizers=False,
+        # The bucketing sampler splits data across ranks itself (Lightning would replace it).
+        trainer_defaults={"use_distributed_sampler": False},
+        **kwargs,
+    )
+    assert isinstance(cli, AVLightningCLI)
+    return cli
 
 
 def run_cli(subcommand: str, argv: list[str], *, name: str | None = None, **cli_kwargs: Any) -> int:
     """Runs one LightningCLI subcommand; bad configs, caches and paths end in one message, exit 1."""
     name = name or f"avgen {subcommand}"
-    _apply_thread_limit()
     try:
-        _cli([subcommand, *argv], save_config_kwargs={"overwrite": True}, **cli_kwargs)
+        return run_trainer_cli(lambda: _cli([subcommand, *argv], **cli_kwargs), name, errors=(CacheError,))
     except NonFiniteLossError as err:
         print(f"{name}: training stopped: {err}", file=sys.stderr)
         return 1
-    except (CacheError, ValueError, KeyError, FileNotFoundError) as err:
-        # The message says what to change; a traceback would bury it.
-        if os.environ.get("AVGEN_DEBUG"):
-            raise
-        print(f"{name}: {_root_cause(err)}\n(set AVGEN_DEBUG=1 for the traceback)", file=sys.stderr)
-        return 1
-    return 0
 
 
 def fit_main(argv: list[str] | None = None) -> int:

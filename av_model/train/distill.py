@@ -60,7 +60,7 @@ from av_model.flow.matching import num_tokens
 from av_model.flow.sampling import SamplerConfig
 from av_model.sample.generator_file import CHECKPOINT_KEY, load_generator
 from av_model.text.batch import TextBatch
-from av_model.train.lit import OptimizerConfig
+from avtrain.optim import OptimConfig, adamw, schedule_for
 
 __all__ = ["AVDistillation", "DistillConfig", "DistillLoss", "teacher_target"]
 
@@ -237,7 +237,7 @@ class AVDistillation(L.LightningModule):
     Args:
         teacher: the teacher's checkpoint (`avgen fit` final.ckpt or an exported generator).
         distill: the distillation settings (`DistillConfig`).
-        optimizer: AdamW and schedule (`av_model.train.lit.OptimizerConfig`; a lower lr than training).
+        optimizer: AdamW and schedule (`avtrain.optim.OptimConfig`; a lower lr than training).
         seed: seed of the noise, intervals and step counts drawn.
         cache_meta: the latent cache's metadata (linked from the data module by the CLI).
     """
@@ -246,7 +246,7 @@ class AVDistillation(L.LightningModule):
         self,
         teacher: str | None = None,
         distill: DistillConfig | None = None,
-        optimizer: OptimizerConfig | None = None,
+        optimizer: OptimConfig | None = None,
         seed: int = 0,
         cache_meta: dict[str, Any] | None = None,
     ) -> None:
@@ -255,7 +255,7 @@ class AVDistillation(L.LightningModule):
             raise ValueError("AVDistillation needs cache_meta (the latent cache's metadata); the CLI links it from "
                              "`data.cache_dir`; in Python pass `LatentDataModule(...).meta_dict`.")
         distill = distill if isinstance(distill, DistillConfig) else DistillConfig(**(distill or {}))
-        optimizer = optimizer if isinstance(optimizer, OptimizerConfig) else OptimizerConfig(**(optimizer or {}))
+        optimizer = optimizer if isinstance(optimizer, OptimConfig) else OptimConfig(**(optimizer or {}))
         bundle = load_teacher(teacher)
         check_same_cache(bundle.cache_meta, cache_meta, str(teacher))
         self.save_hyperparameters()
@@ -370,20 +370,10 @@ class AVDistillation(L.LightningModule):
         cfg = self.optim_config
         decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim < 2]
-        fused = cfg.fused if cfg.fused is not None else self.device.type == "cuda"
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
-                                fused=fused)
-        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
-        decay_steps = cfg.decay_steps or max(1, total - cfg.warmup_steps)
-
-        def factor(step: int) -> float:
-            if step < cfg.warmup_steps:
-                return cfg.warmup_start_factor + (1 - cfg.warmup_start_factor) * step / cfg.warmup_steps
-            progress = min(step - cfg.warmup_steps, decay_steps) / decay_steps
-            return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        opt = adamw([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                    cfg, device=self.device)
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else None
+        scheduler = schedule_for(opt, cfg, total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_callbacks(self) -> list[L.Callback]:

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import grad_norm
-from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LinearLR, SequentialLR
 
 from av_model.cache.format import LatentSpec
 from av_model.dit.config import DiTConfig, get_preset
@@ -39,53 +38,9 @@ from av_model.train.finetune import (
     load_init_weights,
 )
 from av_model.train.parallel import ParallelConfig, apply_parallelism
+from avtrain.optim import OptimConfig, adamw, schedule_for
 
-__all__ = ["AVDiffusion", "OptimizerConfig"]
-
-
-@dataclass
-class OptimizerConfig:
-    """AdamW with linear warm-up and cosine decay.
-
-    Attributes:
-        lr: peak learning rate.
-        betas: AdamW betas (0.95 for the second moment is the usual choice for transformers).
-        weight_decay: decoupled weight decay of matrices (biases, norms and embeddings get none).
-        eps: AdamW epsilon.
-        warmup_steps: optimizer steps of linear warm-up from `lr * warmup_start_factor`.
-        warmup_start_factor: learning-rate factor at step 0.
-        decay_steps: cosine decay length after warm-up; None: to the trainer's last step.
-        min_lr_ratio: the cosine ends at `lr * min_lr_ratio`.
-        fused: fused AdamW kernel; None uses it on CUDA.
-    """
-
-    lr: float = 3e-4
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.01
-    eps: float = 1e-8
-    warmup_steps: int = 100
-    warmup_start_factor: float = 0.01
-    decay_steps: int | None = None
-    min_lr_ratio: float = 0.1
-    fused: bool | None = None
-
-    def __post_init__(self) -> None:
-        self.betas = (float(self.betas[0]), float(self.betas[1]))
-        if self.lr <= 0:
-            raise ValueError(f"optimizer.lr must be > 0; got {self.lr}.")
-        if not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"optimizer.betas must be in [0, 1); got {self.betas}.")
-        if self.weight_decay < 0 or self.eps <= 0:
-            raise ValueError(f"need weight_decay >= 0 and eps > 0; got {self.weight_decay}, {self.eps}.")
-        if self.warmup_steps < 0 or not 0.0 < self.warmup_start_factor <= 1.0:
-            raise ValueError(
-                f"need warmup_steps >= 0 and 0 < warmup_start_factor <= 1; got {self.warmup_steps}, "
-                f"{self.warmup_start_factor}."
-            )
-        if self.decay_steps is not None and self.decay_steps < 1:
-            raise ValueError(f"optimizer.decay_steps must be >= 1 or null; got {self.decay_steps}.")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(f"optimizer.min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio}.")
+__all__ = ["AVDiffusion", "OptimConfig"]
 
 
 def build_dit_config(preset: str, overrides: dict[str, Any] | None, spec: LatentSpec) -> DiTConfig:
@@ -144,7 +99,7 @@ class AVDiffusion(L.LightningModule):
         preset: str = "debug",
         overrides: dict[str, Any] | None = None,
         flow: FlowConfig | None = None,
-        optimizer: OptimizerConfig | None = None,
+        optimizer: OptimConfig | None = None,
         sampler: SamplerConfig | None = None,
         parallel: ParallelConfig | None = None,
         seed: int = 0,
@@ -165,7 +120,7 @@ class AVDiffusion(L.LightningModule):
             )
         if loss_buckets < 1:
             raise ValueError(f"loss_buckets must be >= 1; got {loss_buckets}.")
-        flow, optimizer = _as(FlowConfig, flow), _as(OptimizerConfig, optimizer)
+        flow, optimizer = _as(FlowConfig, flow), _as(OptimConfig, optimizer)
         sampler, parallel = _as(SamplerConfig, sampler), _as(ParallelConfig, parallel)
         diagnostics = _as(DiagnosticsConfig, diagnostics)
         groups = [_as(ParamGroupConfig, g) for g in param_groups or []]
@@ -314,12 +269,14 @@ class AVDiffusion(L.LightningModule):
 
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
                                     gradient_clip_algorithm: str | None = None) -> None:
-        """Clip by the Trainer's `gradient_clip_val`, reusing the norm computed before the step.
+        """Clip by the Trainer's `gradient_clip_val` (else `optimizer.grad_clip`), reusing the norm
+        computed before the step.
 
         Lightning's mixed-precision plugin refuses to clip for fused optimizers because of fp16 loss
         scaling; bf16 has no scaling, so the gradients can be clipped here directly (fp16 keeps
         Lightning's path).
         """
+        gradient_clip_val = gradient_clip_val or self.optim_config.grad_clip
         if not gradient_clip_val:
             return
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
@@ -352,22 +309,10 @@ class AVDiffusion(L.LightningModule):
             if group == "default" or no_decay:
                 param_groups.append({"params": no_decay, "weight_decay": 0.0, "lr": lr, "name": f"{group}/no_decay"})
         # Configured groups first, the default pair last; without groups it is [decay, no_decay] as before.
-        fused = cfg.fused if cfg.fused is not None else self.device.type == "cuda"
-        opt = torch.optim.AdamW(param_groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused)
-        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
-        decay_steps = cfg.decay_steps or max(1, total - cfg.warmup_steps)
-        cosine: Any
-        if self.param_group_configs:
-            # CosineAnnealingLR ends every group at one eta_min; with a learning rate per group the floor
-            # must be each group's own lr * min_lr_ratio, so the same curve is written as a factor.
-            cosine = LambdaLR(opt, lambda step: _cosine_factor(step, decay_steps, cfg.min_lr_ratio))
-        else:
-            cosine = CosineAnnealingLR(opt, T_max=decay_steps, eta_min=cfg.lr * cfg.min_lr_ratio)
-        if cfg.warmup_steps > 0:
-            warmup = LinearLR(opt, start_factor=cfg.warmup_start_factor, total_iters=cfg.warmup_steps)
-            scheduler: Any = SequentialLR(opt, [warmup, cosine], milestones=[cfg.warmup_steps])
-        else:
-            scheduler = cosine
+        opt = adamw(param_groups, cfg, device=self.device)
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else None
+        # A factor of each group's own peak, so groups with their own lr end at their own lr * min_lr_ratio.
+        scheduler = schedule_for(opt, cfg, total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_model(self) -> None:
@@ -410,12 +355,6 @@ class AVDiffusion(L.LightningModule):
         if self.init_report is None:
             return {}
         return {"path": self.init_report.path, "sha256": self.init_report.sha256}
-
-
-def _cosine_factor(step: int, decay_steps: int, min_ratio: float) -> float:
-    """Cosine from 1 to `min_ratio` over `decay_steps`, then `min_ratio`."""
-    progress = min(step, decay_steps) / decay_steps
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _as(cls: type, value: Any) -> Any:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from pathlib import Path
 
 USAGE = """usage: avgen vae <command> [options]
@@ -36,51 +35,17 @@ Run `avgen vae <command> --help` for the options of one command."""
 
 
 def _lightning(subcommand: str, argv: list[str]) -> int:
-    from lightning.pytorch.cli import LightningCLI
+    from avtrain.cli import make_cli, run_cli
 
     from .data import VideoClipDataModule
     from .lit import VideoAutoencoderModule
 
-    class VAECLI(LightningCLI):
-        """Ties the checkpoint folder and the CSV logs to `trainer.default_root_dir`.
-
-        A fixed `dirpath` in YAML would ignore `--trainer.default_root_dir`, and Lightning's
-        default puts checkpoints under a new `version_N` folder each run, where `--ckpt_path last`
-        cannot find the previous run's.
-        """
-
-        def before_instantiate_classes(self) -> None:
-            cfg = self.config[self.subcommand] if self.subcommand else self.config
-            root = Path(cfg.trainer.default_root_dir or ".")
-            for cb in cfg.trainer.callbacks or []:
-                if str(cb.class_path).endswith("ModelCheckpoint") and cb.init_args.get("dirpath") is None:
-                    cb.init_args.dirpath = str(root / "checkpoints")
-            if cfg.trainer.logger in (None, True):
-                from jsonargparse import Namespace
-
-                cfg.trainer.logger = Namespace(
-                    class_path="lightning.pytorch.loggers.CSVLogger",
-                    init_args=Namespace(save_dir=str(root), name="logs"),
-                )
-
-    saved_argv = sys.argv
-    # LightningCLI warns when it gets `args` while sys.argv also holds arguments (here: avgen's own).
-    sys.argv = sys.argv[:1]
-    try:
-        with warnings.catch_warnings():
-            # Checkpoints hold the state after the step; with manual optimization Lightning warns about it.
-            warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
-            VAECLI(
-                VideoAutoencoderModule,
-                VideoClipDataModule,
-                args=[subcommand, *argv],
-                seed_everything_default=0,
-                save_config_kwargs={"overwrite": True},
-                parser_kwargs={"prog": f"avgen vae {subcommand}", "description": "Train the video autoencoder."},
-            )
-    finally:
-        sys.argv = saved_argv
-    return 0
+    return run_cli(lambda: make_cli(
+        VideoAutoencoderModule, VideoClipDataModule, [subcommand, *argv], prog=f"avgen vae {subcommand}",
+        description="Train the video autoencoder.",
+        # vae.pt is exported at the end of fit; the checkpoints are for resuming, so only last.ckpt is kept.
+        checkpoint={"every_n_train_steps": 200, "save_top_k": 0},
+    ), f"avgen vae {subcommand}")
 
 
 def _chunk_args(p: argparse.ArgumentParser) -> None:

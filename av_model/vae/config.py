@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
+from avtrain.optim import OptimConfig
+
 
 def _is_power_of_two(n: int) -> bool:
     return n >= 1 and (n & (n - 1)) == 0
@@ -251,38 +253,14 @@ class LossConfig:
             )
 
 
-@dataclass
-class OptimConfig:
-    """AdamW settings shared by the autoencoder and the discriminator.
-
-    Attributes:
-        lr: peak learning rate of the autoencoder.
-        disc_lr: learning rate of the discriminator.
-        betas: Adam betas of the autoencoder.
-        disc_betas: Adam betas of the discriminator (0.5, 0.9, the usual choice for GANs).
-        weight_decay: decoupled weight decay.
-        warmup_steps: linear learning-rate warm-up from 0.
-        grad_clip: gradient-norm clip for both networks (0 disables it). Manual optimization
-            means the Trainer's `gradient_clip_val` does not apply, so it lives here.
-    """
-
-    lr: float = 1e-3
-    disc_lr: float = 2e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    disc_betas: tuple[float, float] = (0.5, 0.9)
-    weight_decay: float = 0.0
-    warmup_steps: int = 50
-    grad_clip: float = 1.0
-
-    def __post_init__(self) -> None:
-        self.betas = (float(self.betas[0]), float(self.betas[1]))
-        self.disc_betas = (float(self.disc_betas[0]), float(self.disc_betas[1]))
-        if self.lr <= 0 or self.disc_lr <= 0:
-            raise ValueError(f"lr and disc_lr must be > 0, got {self.lr} and {self.disc_lr}.")
-        if not all(0 <= b < 1 for b in (*self.betas, *self.disc_betas)):
-            raise ValueError(f"betas and disc_betas must be in [0, 1), got {self.betas} and {self.disc_betas}.")
-        if self.weight_decay < 0 or self.warmup_steps < 0 or self.grad_clip < 0:
-            raise ValueError("weight_decay, warmup_steps and grad_clip must be >= 0.")
+# The autoencoder's optimizer defaults (`avtrain.optim.OptimConfig`; a config's `model.optimizer`
+# section overrides fields of it): AdamW for the autoencoder, (0.5, 0.9) betas for the
+# discriminator as usual for GANs, both on a warm-up then a cosine to 10% by `trainer.max_steps`.
+# `grad_clip` lives here because manual optimization leaves the Trainer's gradient_clip_val unused.
+VAE_OPTIMIZER = OptimConfig(
+    lr=1e-3, betas=(0.9, 0.999), weight_decay=0.0, warmup_steps=50, warmup_start_factor=None, schedule="cosine",
+    min_lr_ratio=0.1, grad_clip=1.0, disc_lr=2e-4, disc_betas=(0.5, 0.9), disc_follows_schedule=True,
+)
 
 
 # Named architectures. `small` is the embedded default (trained on the synthetic clips on a CPU),
@@ -322,4 +300,4 @@ def get_preset(name: str, **overrides: Any) -> VAEConfig:
     return replace(PRESETS[name], **overrides)
 
 
-__all__ = ["VAEConfig", "ChunkConfig", "LossConfig", "OptimConfig", "PRESETS", "get_preset"]
+__all__ = ["VAEConfig", "ChunkConfig", "LossConfig", "PRESETS", "VAE_OPTIMIZER", "get_preset"]

@@ -13,16 +13,17 @@ Validation reconstructs whole clips with the posterior mean and logs L1, PSNR an
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, cast
 
 import lightning as L
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
+from avtrain.optim import OptimConfig, adamw
+
 from .callbacks import ExportAutoencoder, ReconstructionVideos
-from .config import LossConfig, OptimConfig, VAEConfig
+from .config import VAE_OPTIMIZER, LossConfig, VAEConfig
 from .losses import (
     PatchDiscriminator3D,
     adaptive_adversarial_weight,
@@ -41,7 +42,7 @@ class VideoAutoencoderModule(L.LightningModule):
     Args:
         vae: the architecture (see `av_model.vae.PRESETS`).
         loss: loss weights and the discriminator schedule.
-        optim: optimizer settings.
+        optimizer: AdamW and its learning-rate curve for both networks (`avtrain.optim.OptimConfig`).
         train_frames: frames of the random temporal crop trained on (a multiple of the temporal
             compression; None trains on whole clips). Short crops cost less per step, and a
             convolutional model does not need whole clips to learn.
@@ -56,7 +57,7 @@ class VideoAutoencoderModule(L.LightningModule):
         self,
         vae: VAEConfig | None = None,
         loss: LossConfig | None = None,
-        optim: OptimConfig | None = None,
+        optimizer: OptimConfig = VAE_OPTIMIZER,
         train_frames: int | None = 8,
         seed: int = 0,
         stats_batches: int = 16,
@@ -66,7 +67,7 @@ class VideoAutoencoderModule(L.LightningModule):
         super().__init__()
         self.vae_config = vae if vae is not None else VAEConfig()
         self.loss_config = loss if loss is not None else LossConfig()
-        self.optim_config = optim if optim is not None else OptimConfig()
+        self.optim_config = replace(optimizer)
         tc = self.vae_config.temporal_compression
         if train_frames is not None and (train_frames < tc or train_frames % tc):
             raise ValueError(
@@ -85,7 +86,7 @@ class VideoAutoencoderModule(L.LightningModule):
             {
                 "vae": self.vae_config.to_dict(),
                 "loss": asdict(self.loss_config),
-                "optim": asdict(self.optim_config),
+                "optimizer": asdict(self.optim_config),
                 "train_frames": train_frames,
                 "seed": seed,
             }
@@ -113,17 +114,6 @@ class VideoAutoencoderModule(L.LightningModule):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         start = int(torch.randint(0, t - self.train_frames + 1, (1,), generator=g))
         return video[:, :, start : start + self.train_frames]
-
-    def _lr_factor(self, step: int) -> float:
-        """Linear warm-up, then cosine decay to 10% by `trainer.max_steps` (constant if unbounded)."""
-        warm = self.optim_config.warmup_steps
-        if step < warm:
-            return (step + 1) / warm
-        total = self.trainer.max_steps if self._trainer is not None else -1
-        if total is None or total <= warm:
-            return 1.0
-        progress = min(1.0, (step - warm) / max(1, total - warm))
-        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     @staticmethod
     def _video(batch: dict[str, Any]) -> torch.Tensor:
@@ -161,7 +151,9 @@ class VideoAutoencoderModule(L.LightningModule):
             loss = loss + lc.adversarial_weight * weight * g_loss
             logs.update({"g_adv": g_loss, "adv_weight": weight})
 
-        for opt, factor in ((opt_ae, self._lr_factor(step)), (opt_d, self._lr_factor(step))):
+        total = self.trainer.max_steps if self._trainer is not None else None
+        factor = oc.lr_factor(step, total)
+        for opt in (opt_ae, opt_d if oc.disc_follows_schedule else None):
             if opt is not None:
                 for group in opt.param_groups:
                     group["lr"] = group["initial_lr"] * factor
@@ -220,16 +212,10 @@ class VideoAutoencoderModule(L.LightningModule):
     # ---------------------------------------------------------------------------- optimizers
     def configure_optimizers(self) -> Any:
         oc = self.optim_config
-        opt_ae = torch.optim.AdamW(self.vae.parameters(), lr=oc.lr, betas=oc.betas, weight_decay=oc.weight_decay)
-        for group in opt_ae.param_groups:
-            group["initial_lr"] = oc.lr
+        opt_ae = adamw(self.vae.parameters(), oc, device=self.device)
         if self.discriminator is None:
             return opt_ae
-        opt_d = torch.optim.AdamW(
-            self.discriminator.parameters(), lr=oc.disc_lr, betas=oc.disc_betas, weight_decay=oc.weight_decay
-        )
-        for group in opt_d.param_groups:
-            group["initial_lr"] = oc.disc_lr
+        opt_d = adamw(self.discriminator.parameters(), oc, device=self.device, discriminator=True)
         return [opt_ae, opt_d]
 
     def configure_callbacks(self) -> list[L.Callback]:

@@ -12,7 +12,8 @@ import yaml
 
 from audio_codec import PRESETS, CodecConfig, EncodecCodec, get_preset
 from audio_codec.data import CodecDataModule
-from audio_codec.lit import LossConfig, OptimConfig
+from audio_codec.lit import LossConfig
+from avtrain.optim import OptimConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs" / "codec").glob("*.yaml"))
@@ -112,11 +113,11 @@ def test_yaml_configs_are_serialized_dataclasses(path: Path) -> None:
     doc = yaml.safe_load(path.read_text())
     model = doc["model"]
     # Every field written out, so the file documents the whole run.
-    for section, cls in ((model["codec"], CodecConfig), (model["loss"], LossConfig), (model["optim"], OptimConfig)):
+    for section, cls in ((model["codec"], CodecConfig), (model["loss"], LossConfig), (model["optimizer"], OptimConfig)):
         assert set(section) == {f.name for f in dataclasses.fields(cls)}, cls.__name__
     codec = CodecConfig(**model["codec"])
     LossConfig(**model["loss"])
-    OptimConfig(**model["optim"])
+    OptimConfig(**model["optimizer"])
     CodecDataModule(**doc["data"])
     if codec.name in PRESETS and model.get("init_from") is None:
         # A preset's YAML spells the preset out exactly (fine-tuning configs may differ).

@@ -26,7 +26,7 @@ def _dit(path: Path) -> None:
     from av_model.train.cli import load_config
     from av_model.train.diagnostics import DiagnosticsConfig
     from av_model.train.finetune import ParamGroupConfig
-    from av_model.train.lit import OptimizerConfig, build_dit_config
+    from av_model.train.lit import OptimConfig, build_dit_config
     from av_model.train.parallel import ParallelConfig
 
     cfg = load_config(path)
@@ -35,7 +35,7 @@ def _dit(path: Path) -> None:
                       audio_rate=75.0, hop_length=320, text_dims=(384,), codec_fingerprint="c",
                       vae_fingerprint="v", text_fingerprint="t")
     build_dit_config(cfg.model.preset, cfg.model.overrides, spec)  # the preset and its overrides are valid
-    OptimizerConfig(**vars(cfg.model.optimizer))
+    OptimConfig(**vars(cfg.model.optimizer))
     if cfg.model.parallel is not None:
         ParallelConfig(**vars(cfg.model.parallel))
     if cfg.model.diagnostics is not None:
@@ -62,12 +62,11 @@ def _codec(path: Path) -> None:
 
 
 def _vae(path: Path) -> None:
-    from lightning.pytorch.cli import LightningCLI
-
     from av_model.vae.data import VideoClipDataModule
     from av_model.vae.lit import VideoAutoencoderModule
+    from avtrain.cli import TrainerCLI
 
-    _parse_only(LightningCLI, VideoAutoencoderModule, VideoClipDataModule, path=path)
+    _parse_only(TrainerCLI, VideoAutoencoderModule, VideoClipDataModule, path=path)
 
 
 def _study(path: Path) -> None:
@@ -86,13 +85,13 @@ def _distill(path: Path) -> None:
     from av_model.train.cli import AVLightningCLI
     from av_model.train.distill import DistillConfig
     from av_model.train.distill_cli import _cli
-    from av_model.train.lit import OptimizerConfig
+    from av_model.train.lit import OptimConfig
 
     parse_only = type("ParseOnly", (AVLightningCLI,), {"before_instantiate_classes": lambda self: None,
                                                      "instantiate_classes": lambda self: None})
     cfg = _cli(["-c", str(path)], cli_class=parse_only, run=False, save_config_callback=None).config
     DistillConfig(**vars(cfg.model.distill))
-    OptimizerConfig(**vars(cfg.model.optimizer))
+    OptimConfig(**vars(cfg.model.optimizer))
     assert cfg.model.teacher and cfg.checkpoint.save_last and cfg.data.cache_dir
 
 

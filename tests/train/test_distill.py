@@ -13,7 +13,7 @@ from av_model.sample.cli import main as sample_main
 from av_model.sample.generator_file import load_generator
 from av_model.train.distill import AVDistillation, DistillConfig, check_same_cache, teacher_target
 from av_model.train.distill_cli import distill_main
-from av_model.train.lit import OptimizerConfig
+from avtrain.optim import OptimConfig
 
 from .conftest import Encoders
 
@@ -93,7 +93,7 @@ def module_and_batch(trained: Path, fake_cache: Path) -> tuple[AVDistillation, d
     meta = LatentDataModule(str(fake_cache), batch_size=4, num_workers=0).meta_dict
     module = AVDistillation(teacher=str(trained / "final.ckpt"), cache_meta=meta,
                             distill=DistillConfig(student_steps=[4], teacher_steps=8),
-                            optimizer=OptimizerConfig(lr=1e-3, warmup_steps=0))
+                            optimizer=OptimConfig(lr=1e-3, warmup_steps=0))
     ds = LatentDataset(fake_cache, "train")
     return module, collate_latents([ds[i] for i in (0, 2, 4, 6)])
 

@@ -11,7 +11,8 @@ from av_model.cache.latents import LatentDataModule
 from av_model.sample.generator_file import load_generator
 from av_model.train.cli import fit_main
 from av_model.train.finetune import ParamGroupConfig
-from av_model.train.lit import AVDiffusion, OptimizerConfig
+from av_model.train.lit import AVDiffusion
+from avtrain.optim import OptimConfig
 
 from .conftest import fit_args
 
@@ -93,7 +94,7 @@ def test_param_groups_and_freezing_set_the_optimizer(trained: Path, meta: dict) 
               ParamGroupConfig("experts", ["blocks.*.moe.w*"], lr=1e-4, weight_decay=0.0)]
     module = AVDiffusion(preset="debug", cache_meta=meta, init_from=str(trained / "final.ckpt"),
                          freeze=["video_in.*", "blocks.0.attn.*"], param_groups=groups,
-                         optimizer=OptimizerConfig(lr=1e-3, warmup_steps=2, decay_steps=10, min_lr_ratio=0.1))
+                         optimizer=OptimConfig(lr=1e-3, warmup_steps=2, decay_steps=10, min_lr_ratio=0.1))
     assert "video_in.weight" in module.frozen_names and "blocks.0.attn.qkv.bias" in module.frozen_names
     conf = module.configure_optimizers()
     opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]

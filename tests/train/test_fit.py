@@ -11,7 +11,8 @@ import torch
 from av_model.cache.latents import LatentDataModule, LatentDataset, collate_latents
 from av_model.sample.generator_file import export_generator, load_generator
 from av_model.train.cli import fit_main, validate_main
-from av_model.train.lit import AVDiffusion, OptimizerConfig
+from av_model.train.lit import AVDiffusion
+from avtrain.optim import OptimConfig
 
 from .conftest import Encoders, fit_args, write_fake_cache
 
@@ -79,7 +80,7 @@ def module_and_batch(fake_cache: Path) -> tuple[AVDiffusion, dict]:
     torch.manual_seed(0)
     dm = LatentDataModule(str(fake_cache), batch_size=4, num_workers=0)
     module = AVDiffusion(preset="debug", cache_meta=dm.meta_dict,
-                         optimizer=OptimizerConfig(lr=1e-3, warmup_steps=4, decay_steps=10, min_lr_ratio=0.1))
+                         optimizer=OptimConfig(lr=1e-3, warmup_steps=4, decay_steps=10, min_lr_ratio=0.1))
     ds = LatentDataset(fake_cache, "train")
     batch = collate_latents([ds[i] for i in (0, 2, 4, 6)])  # four 1 s clips
     return module, batch
@@ -131,7 +132,7 @@ def test_bad_configuration_is_explained(fake_cache: Path) -> None:
     with pytest.raises(KeyError, match="unknown DiT preset"):
         AVDiffusion(preset="huge", cache_meta=meta)
     with pytest.raises(ValueError, match="warmup_steps"):
-        OptimizerConfig(warmup_steps=-1)
+        OptimConfig(warmup_steps=-1)
 
 
 def test_ema_warmup_keeps_little_of_the_first_weights() -> None:

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch.cli import LightningCLI
 
-from av_model.vae import PRESETS, LossConfig, OptimConfig, VAEConfig, load_video_autoencoder
+from av_model.vae import PRESETS, LossConfig, VAEConfig, load_video_autoencoder
 from av_model.vae.cli import main
 from av_model.vae.data import VideoClipDataModule
 from av_model.vae.lit import VideoAutoencoderModule
+from avtrain.cli import TrainerCLI
+from avtrain.optim import OptimConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "vae"
 
@@ -54,7 +55,7 @@ def test_fit_writes_autoencoder_checkpoints_and_videos_and_resumes_exactly(tmp_p
         torch.testing.assert_close(p, q, msg=name)
 
 
-class _ParseOnly(LightningCLI):
+class _ParseOnly(TrainerCLI):
     def instantiate_classes(self) -> None:  # parse and type-check the YAML, build nothing
         pass
 
@@ -66,7 +67,7 @@ def test_every_config_loads(path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     model = cli.config.model
     vae = VAEConfig(**model.vae.as_dict() if hasattr(model.vae, "as_dict") else vars(model.vae))
     LossConfig(**model.loss.as_dict() if hasattr(model.loss, "as_dict") else vars(model.loss))
-    OptimConfig(**model.optim.as_dict() if hasattr(model.optim, "as_dict") else vars(model.optim))
+    OptimConfig(**model.optimizer.as_dict() if hasattr(model.optimizer, "as_dict") else vars(model.optimizer))
     name = path.stem
     if name in PRESETS:  # a YAML named after a preset is that preset
         assert vae == PRESETS[name]

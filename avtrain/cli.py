@@ -1,0 +1,113 @@
+"""The one LightningCLI of every trainer: `avgen codec fit`, `avgen vae fit|validate`, `avgen fit|validate`, `avgen distill`.
+
+A component's `cli.py` calls `make_cli` with its LightningModule and data module (and, where it
+needs more config sections or links, a subclass of `TrainerCLI`), and `run_cli` around it. Every
+trainer then has the same run directory, `trainer.default_root_dir`:
+
+    <root>/checkpoints/   the `checkpoint` section (Lightning's ModelCheckpoint): `last.ckpt` always,
+                          so `--ckpt_path last` resumes the previous run of the same directory
+    <root>/logs/version_N/  CSV logs (metrics.csv, hparams.yaml) unless `trainer.logger` names another
+    <root>/config.yaml    the resolved config of the last run
+
+and the same command-line shape: `-c CONFIG.yaml`, `--section.field value` overrides, `--print_config`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import Namespace
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+__all__ = ["TrainerCLI", "checkpoint_dir", "make_cli", "root_cause", "run_cli"]
+
+# What every trainer's `checkpoint` section starts from; a component changes fields with
+# `make_cli(checkpoint=...)` and a config's `checkpoint:` section changes them again.
+CHECKPOINT_DEFAULTS: dict[str, Any] = {"save_last": True, "every_n_train_steps": 500, "save_top_k": -1,
+                                       "filename": "step{step:07d}", "auto_insert_metric_name": False}
+
+
+def checkpoint_dir(root: str | None) -> str:
+    """Where a run's checkpoints go: one folder per run directory (not per logger version), so
+    that `--ckpt_path last` finds the previous run's last checkpoint."""
+    return str(Path(root or ".") / "checkpoints")
+
+
+class TrainerCLI(LightningCLI):
+    """LightningCLI with the project's run directory: a `checkpoint` section writing into
+    `<trainer.default_root_dir>/checkpoints` and CSV logs under the same root."""
+
+    def __init__(self, *args: Any, checkpoint: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self.checkpoint_defaults = {**CHECKPOINT_DEFAULTS, **(checkpoint or {})}
+        super().__init__(*args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({f"checkpoint.{key}": value for key, value in self.checkpoint_defaults.items()})
+        parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=checkpoint_dir)
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config.trainer
+        # A CSV log by default, next to the checkpoints: plain files that every tool can read.
+        if trainer.logger is None or trainer.logger is True:
+            trainer.logger = Namespace(
+                class_path="lightning.pytorch.loggers.CSVLogger",
+                init_args=Namespace(save_dir=trainer.default_root_dir or ".", name="logs"),
+            )
+
+
+def make_cli(module: type[Any], datamodule: type[Any], args: list[str], *, prog: str, description: str,
+             cli_class: type[TrainerCLI] = TrainerCLI, checkpoint: dict[str, Any] | None = None,
+             **kwargs: Any) -> TrainerCLI:
+    """`cli_class` over `module` and `datamodule` with `args` (a subcommand first unless `run=False`).
+
+    Seeds with 0 unless the config says otherwise, overwrites the saved config of a rerun, and reads
+    no environment variables. Further keyword arguments go to LightningCLI (e.g. `run=False`,
+    `trainer_defaults`, `auto_configure_optimizers=False` for modules that build their own).
+    """
+    kwargs.setdefault("seed_everything_default", 0)
+    kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+    with warnings.catch_warnings():
+        # `avgen` hands over its own argv as `args`; LightningCLI would warn that sys.argv is set too.
+        warnings.filterwarnings("ignore", message=".*args parameter is intended.*")
+        # The GAN trainers step by hand; their checkpoints hold the state after the step, which is right.
+        warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
+        return cli_class(
+            module, datamodule, args=args, checkpoint=checkpoint,
+            parser_kwargs={"default_env": False, "prog": prog, "description": description},
+            **kwargs,
+        )
+
+
+def root_cause(err: BaseException) -> BaseException:
+    """The error a config class raised, under the layers jsonargparse wraps around it."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
+def run_cli(job: Callable[[], Any], name: str, *, errors: tuple[type[BaseException], ...] = ()) -> int:
+    """Runs `job` (which builds and runs a CLI); a bad config, path or input ends in one message
+    and exit status 1. `errors` are further exception types that mean "bad input" for this trainer."""
+    threads = os.environ.get("AVGEN_NUM_THREADS")
+    if threads:  # `avgen demo` runs trainings side by side and shares the cores out between them
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
+    handled: tuple[type[BaseException], ...] = (ValueError, KeyError, FileNotFoundError, *errors)
+    try:
+        result = job()
+    except handled as err:
+        # The message says what to change; a traceback would bury it.
+        if os.environ.get("AVGEN_DEBUG"):
+            raise
+        print(f"{name}: {root_cause(err)}\n(set AVGEN_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+    return result if isinstance(result, int) else 0
