@@ -24,8 +24,8 @@ import pandas as pd
 from avio.errors import ManifestError
 from avio.files import atomic_write_text
 
-__all__ = ["MANIFEST_NAMES", "ManifestEntry", "ManifestError", "load_manifest", "read_records",
-           "resolve_listed", "resolve_manifest_path", "save_manifest"]
+__all__ = ["MANIFEST_NAMES", "ManifestEntry", "ManifestError", "load_manifest", "parse_record", "read_lines",
+           "read_records", "resolve_listed", "resolve_manifest_path", "save_manifest"]
 
 _REQUIRED = ("id", "path", "caption")
 _KNOWN = (*_REQUIRED, "start", "end", "split")
@@ -137,8 +137,8 @@ def _utf8(path: Path, n: int, raw: bytes) -> str:
         return raw.decode("utf-8").lstrip("\ufeff") if n == 1 else raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise ManifestError(
-            f"{path}:{n}: not UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1}); manifests are UTF-8 "
-            "text. Convert the file, e.g. `iconv -f latin1 -t utf-8 IN > OUT` if it was saved as Latin-1."
+            f"{path}:{n}: not UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1}); manifests and lists are "
+            "UTF-8 text. Convert the file, e.g. `iconv -f latin1 -t utf-8 IN > OUT` if it was saved as Latin-1."
         ) from None
 
 
@@ -169,18 +169,41 @@ def read_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
         for i, rec in enumerate(frame.to_dict(orient="records")):
             yield f"{path}:{i + 2}", rec  # line numbers as a spreadsheet shows them (header is line 1)
         return
+    for n, line in read_lines(path):
+        yield f"{path}:{n}", parse_record(path, n, line)
+
+
+def read_lines(path: str | Path) -> list[tuple[int, str]]:
+    """The non-blank lines of a UTF-8 text file (a JSONL manifest, a list of prompts or of paths),
+    stripped, each with its line number.
+
+    Raises:
+        ManifestError: the first line that is not UTF-8, named with its byte (a file in another
+            encoding is refused whole: skipping its lines one by one would hide the cause).
+    """
+    path = Path(path)
+    out = []
     with path.open("rb") as f:
         for n, raw in enumerate(f, start=1):
-            line = _utf8(path, n, raw)
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ManifestError(f"{path}:{n}: not valid JSON ({err.msg}); each line must be one JSON object.") from None
-            if not isinstance(rec, dict):
-                raise ManifestError(f"{path}:{n}: each line must be a JSON object; got {type(rec).__name__}.")
-            yield f"{path}:{n}", rec
+            line = _utf8(path, n, raw).strip()
+            if line:
+                out.append((n, line))
+    return out
+
+
+def parse_record(path: str | Path, n: int, line: str) -> dict[str, Any]:
+    """Line `n` of the JSONL file `path` as its JSON object.
+
+    Raises:
+        ManifestError: the line is not JSON, or not a JSON object.
+    """
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ManifestError(f"{path}:{n}: not valid JSON ({err.msg}); each line must be one JSON object.") from None
+    if not isinstance(rec, dict):
+        raise ManifestError(f"{path}:{n}: each line must be a JSON object; got {type(rec).__name__}.")
+    return rec
 
 
 def resolve_listed(listed: str, base: Path) -> Path:

@@ -17,7 +17,6 @@ A job over a list (`--prompts`, `--video-list`, `--audio-list`, or repeated `--v
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import sys
@@ -27,7 +26,8 @@ from typing import Any
 
 from av_model.sample.generator_file import load_generator
 from av_model.sample.pipeline import AVPipeline, GeneratedClip, SkippedItem
-from avio.manifest import resolve_listed
+from avio.errors import ManifestError
+from avio.manifest import parse_record, read_lines, resolve_listed
 
 __all__ = ["main"]
 
@@ -55,22 +55,22 @@ class _Listing:
 
 # ------------------------------------------------------------------------------------------ lists
 def _lines(path: Path, flag: str) -> list[tuple[int, str]]:
-    """Non-empty (line number, text) of a UTF-8 list file; a file in another encoding is refused
-    with the line that is not UTF-8 (a per-line problem would hide the rest of a Latin-1 file)."""
+    """Non-empty (line number, text) of a UTF-8 list file (`avio.manifest.read_lines`)."""
     if not path.is_file():
         raise FileNotFoundError(f"{flag} {path} does not exist.")
-    out = []
-    for n, raw in enumerate(path.read_bytes().splitlines(), start=1):
-        try:
-            text = raw.decode("utf-8").strip()
-        except UnicodeDecodeError as err:
-            raise ValueError(
-                f"{flag} {path}: line {n} is not UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1}); "
-                "save the list as UTF-8, e.g. `iconv -f latin1 -t utf-8 IN > OUT`."
-            ) from None
-        if text:
-            out.append((n, text.lstrip("\ufeff")))
-    return out
+    try:
+        return read_lines(path)
+    except ManifestError as err:
+        raise ValueError(f"{flag} {err}") from None
+
+
+def _record(path: Path, n: int, line: str, flag: str, listing: _Listing, needs: str) -> dict[str, Any] | None:
+    """Line `n` of a JSONL list as its object, or None after naming it among the bad items."""
+    try:
+        return parse_record(path, n, line)
+    except ManifestError as err:
+        listing.bad.append(SkippedItem(f"{path.name}:{n}", f"{flag} {err} A JSONL list has {needs} per line."))
+        return None
 
 
 def _read_prompt_file(path: Path) -> _Listing:
@@ -82,16 +82,12 @@ def _read_prompt_file(path: Path) -> _Listing:
         listing.items = [_Item(f"{i:04d}", text, i) for i, (_, text) in enumerate(lines)]
         return listing
     for i, (n, line) in enumerate(lines):  # JSONL whatever the file is called
-        where = f"{path.name}:{n}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            listing.bad.append(SkippedItem(where, f"--prompts {path}: line {n} is not JSON ({err.msg}); a JSONL "
-                                                  "prompt file has one object with 'caption' (or 'prompt') and 'id' "
-                                                  "per line."))
+        row = _record(path, n, line, "--prompts", listing, "one object with 'caption' (or 'prompt') and 'id'")
+        if row is None:
             continue
-        if not isinstance(row, dict) or not ({"caption", "prompt"} & row.keys()):
-            listing.bad.append(SkippedItem(where, f"--prompts {path}: line {n} has no 'caption' or 'prompt' field."))
+        if not ({"caption", "prompt"} & row.keys()):
+            listing.bad.append(SkippedItem(f"{path.name}:{n}", f"--prompts {path}:{n}: no 'caption' or 'prompt' "
+                                                               "field."))
             continue
         listing.items.append(_Item(str(row.get("id", f"{i:04d}")), str(row.get("prompt", row.get("caption", ""))), i))
     return listing
@@ -105,16 +101,13 @@ def _read_input_list(path: Path, flag: str) -> _Listing:
     listing = _Listing()
     jsonl = path.suffix == ".jsonl"
     for i, (n, line) in enumerate(_lines(path, flag)):
-        where = f"{path.name}:{n}"
         if jsonl:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                listing.bad.append(SkippedItem(where, f"{flag} {path}: line {n} is not JSON ({err.msg})."))
+            row = _record(path, n, line, flag, listing, "one object with 'path' and optionally 'caption' and 'id'")
+            if row is None:
                 continue
-            if not isinstance(row, dict) or not isinstance(row.get("path"), str):
-                listing.bad.append(SkippedItem(where, f"{flag} {path}: line {n} has no 'path' field; each line "
-                                                      "needs 'path' and optionally 'caption' and 'id'."))
+            if not isinstance(row.get("path"), str):
+                listing.bad.append(SkippedItem(f"{path.name}:{n}", f"{flag} {path}:{n}: no 'path' field; each line "
+                                                                   "needs 'path' and optionally 'caption' and 'id'."))
                 continue
             name, prompt, cid = row["path"], str(row.get("caption", row.get("prompt", ""))), row.get("id")
         else:

@@ -24,9 +24,9 @@ def test_plain_lines_and_jsonl_by_content(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ('{"id": 1, "caption": "a drum"}\n{"id": 2, "caption": \n', "line 2 is not JSON"),
-    ('{"id": 1, "text": "a drum"}\n', "line 1 has no 'caption' or 'prompt'"),
-    ('{"id": 1, "caption": "a drum"}\n[1, 2]\n', "line 2 has no 'caption' or 'prompt'"),
+    ('{"id": 1, "caption": "a drum"}\n{"id": 2, "caption": \n', "prompts.jsonl:2: not valid JSON"),
+    ('{"id": 1, "text": "a drum"}\n', "prompts.jsonl:1: no 'caption' or 'prompt'"),
+    ('{"id": 1, "caption": "a drum"}\n[1, 2]\n', "prompts.jsonl:2: each line must be a JSON object"),
 ])
 def test_malformed_jsonl_lines_are_bad_items_named_by_line(tmp_path: Path, text: str, message: str) -> None:
     bad = tmp_path / "prompts.jsonl"
@@ -41,5 +41,5 @@ def test_malformed_jsonl_lines_are_bad_items_named_by_line(tmp_path: Path, text:
 def test_a_latin1_prompt_file_names_its_line(tmp_path: Path) -> None:
     latin = tmp_path / "prompts.txt"
     latin.write_bytes("a drum\nun caf\u00e9 bruyant\n".encode("latin-1"))
-    with pytest.raises(ValueError, match=r"line 2 is not UTF-8 .*byte 0xe9.*iconv"):
+    with pytest.raises(ValueError, match=r"prompts.txt:2: not UTF-8 .*byte 0xe9.*iconv"):
         _read_prompt_file(latin)
