@@ -59,6 +59,10 @@ class MetricOptions:
             out), or the path of another manifest with the same `params`.
         attr_max_calibration: at most this many calibration clips (the first ones).
         attr_panel_rows: prompts shown in the attribute metric's frame panel.
+        floor_partners: mismatched partners per clip for the floors of network sync scores (LSE,
+            DeSync, ImageBind): all other clips when the set is smaller, else this many drawn (seeded).
+        protocol: the named protocol the run follows (`eval.protocols`; None: none), recorded
+            with the numbers.
     """
 
     weights: WeightPaths = field(default_factory=WeightPaths)
@@ -84,6 +88,8 @@ class MetricOptions:
     attr_calibration: str = "train,val"
     attr_max_calibration: int = 400
     attr_panel_rows: int = 8
+    floor_partners: int = 20
+    protocol: str | None = None
 
     def __post_init__(self) -> None:
         if self.device != "auto":
@@ -96,7 +102,7 @@ class MetricOptions:
         if isinstance(self.weights, dict):
             self.weights = WeightPaths(**self.weights)
         positive_ints = ("batch_size", "fvd_frames", "fvd_size", "fd_inf_min_n", "fd_inf_steps", "clip_frames",
-                         "attr_max_calibration", "attr_panel_rows")
+                         "attr_max_calibration", "attr_panel_rows", "floor_partners")
         for name in positive_ints:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
