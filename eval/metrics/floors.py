@@ -93,7 +93,7 @@ def pair_floor(m: np.ndarray, *, higher_is_better: bool, n_boot: int, ci_level: 
     ci = floor_ci = gap_ci = nan2
     if n_boot and n > 1:
         rng = np.random.default_rng(seed)
-        boots = np.array([_figures(m, rng.integers(0, n, size=n)) for _ in range(n_boot)])  # (n_boot, 2)
+        boots = np.array([_figures(m, np.asarray(rng.integers(0, n, size=n), dtype=np.int64)) for _ in range(n_boot)])  # (n_boot, 2)
         alpha = (1 - ci_level) / 2
         q = (alpha, 1 - alpha)
 
