@@ -61,6 +61,8 @@ class MetricOptions:
         attr_panel_rows: prompts shown in the attribute metric's frame panel.
         floor_partners: mismatched partners per clip for the floors of network sync scores (LSE,
             DeSync, ImageBind): all other clips when the set is smaller, else this many drawn (seeded).
+        desync_duration: seconds of each clip read for DeSync (av-benchmark: 8); Synchformer scores
+            the first and the last 4.8 s of it.
         protocol: the named protocol the run follows (`eval.protocols`; None: none), recorded
             with the numbers.
     """
@@ -89,6 +91,7 @@ class MetricOptions:
     attr_max_calibration: int = 400
     attr_panel_rows: int = 8
     floor_partners: int = 20
+    desync_duration: float = 8.0
     protocol: str | None = None
 
     def __post_init__(self) -> None:
@@ -113,6 +116,9 @@ class MetricOptions:
                 raise ValueError(f"{name} must be a non-negative integer, got {v!r}.")
         if not 0 < self.ci_level < 1:
             raise ValueError(f"ci_level must lie in (0, 1), e.g. 0.95; got {self.ci_level!r}.")
+        if not (isinstance(self.desync_duration, int | float) and self.desync_duration >= 4.8):
+            raise ValueError(f"desync_duration must be at least 4.8 s (Synchformer compares 4.8 s), "
+                             f"got {self.desync_duration!r}.")
         for name in ("panns_window", "event_tolerance", "event_window"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
