@@ -63,8 +63,6 @@ class MetricOptions:
             DeSync, ImageBind): all other clips when the set is smaller, else this many drawn (seeded).
         desync_duration: seconds of each clip read for DeSync (av-benchmark: 8); Synchformer scores
             the first and the last 4.8 s of it.
-        protocol: the named protocol the run follows (`eval.protocols`; None: none), recorded
-            with the numbers.
     """
 
     weights: WeightPaths = field(default_factory=WeightPaths)
@@ -92,7 +90,6 @@ class MetricOptions:
     attr_panel_rows: int = 8
     floor_partners: int = 20
     desync_duration: float = 8.0
-    protocol: str | None = None
 
     def __post_init__(self) -> None:
         if self.device != "auto":
