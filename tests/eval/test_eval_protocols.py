@@ -57,6 +57,7 @@ def test_floor_table_and_weights_option(small_sets: dict[str, Path], tmp_path: P
     out = tmp_path / "r"
     assert main(["--generated", str(small_sets["sync"]), "--protocol", "verse-bench", "--metrics", "lse_c,av_align",
                  "--weights", f"syncnet={tmp_path / 'syncnet_v2.model'}", "--no-progress", "--bootstrap", "20",
+                 "--max-clips", "2",
                  "--out", str(out)]) == 0
     frame = pd.read_csv(out / "report.csv").set_index("metric")
     for metric in ("lse_c", "av_align"):
