@@ -106,3 +106,40 @@ def test_missing_syncnet_weights_are_not_computed(small_sets: dict[str, Path], m
                                  options=MetricOptions(n_boot=10)))
     r = report.results[0]
     assert not r.ok and r.value is None and "--syncnet" in (r.reason or "")
+
+
+class _TimeCode(torch.nn.Module):
+    """A stand-in for SyncNet whose embeddings encode time: per video frame, is it lit; per 4 MFCC
+    frames (40 ms), is there sound. Only a pipeline that keeps both streams on one clock, pairs
+    window v with MFCC frames 4v..4v+19 and searches offsets the reference's way finds the shift."""
+
+    def forward_lip(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, 5, H, W) -> (B, 5)
+        return (x.mean(dim=(1, 3, 4)) > 128).float()
+
+    def forward_aud(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 13, 20) -> (B, 5)
+        # c0 is the log frame energy (silence: log(eps) = -36; the bursts: about 20); its mean over
+        # each 40 ms group of 4 frames is high only in the group the burst fills
+        return (x[:, 0, 0].reshape(-1, 5, 4).mean(dim=2) > 10).float()
+
+
+@pytest.mark.parametrize("shift_frames", [-2, 3])
+def test_shifted_sound_moves_the_offset_end_to_end(shift_frames: int, tmp_path: Path) -> None:
+    from avio import write_clip
+
+    fps, sr, n = 25, 16000, 75
+    rng = np.random.default_rng(shift_frames + 10)
+    flashes = np.sort(rng.choice(np.arange(8, n - 8), 6, replace=False))
+    frames = np.zeros((n, 32, 32, 3), np.uint8)
+    frames[flashes] = 255
+    audio = np.zeros((1, n * sr // fps), np.float32)
+    t = np.arange(int(0.03 * sr)) / sr
+    for f in flashes:  # a 30 ms tone burst at each flash, moved by the shift
+        s0 = (f + shift_frames) * sr // fps
+        audio[0, s0:s0 + t.size] = 0.5 * np.sin(2 * np.pi * 1000 * t)
+    write_clip(tmp_path / "c.mp4", frames, fps, audio, sr)
+    ext = SyncNetExtractor(save_tiny_syncnet(tmp_path / "s.model"))
+    ext.model = _TimeCode()  # type: ignore[assignment]
+    emb = ext.clip(load_set(tmp_path).records[0])
+    s = lse_scores(emb.video, emb.audio)
+    assert s.offset == -shift_frames  # syncnet_python's sign: negative when the sound is late
+    assert s.conf > 0.3
