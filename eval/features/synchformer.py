@@ -27,14 +27,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["SynchformerConfig", "Synchformer", "OFFSET_GRID", "SEGMENTS", "synchformer_config_from_state", "offsets_of"]
 
-# av-benchmark's `make_class_grid(-2, 2, 21)`: the class index -> offset in seconds.
-OFFSET_GRID = torch.linspace(-2.0, 2.0, 21)
+# av-benchmark's `make_class_grid(-2, 2, 21)`: the class index -> offset in seconds (computed in
+# float64 as there, so the middle class is exactly 0).
+OFFSET_GRID = torch.from_numpy(np.linspace(-2.0, 2.0, 21)).float()
 SEGMENTS = 14  # segments the sync transformer sees (4.8 s); its 198 positions are 1 + 14*8 + 1 + 14*6
 V_FRAMES, V_TUBELET, PATCH, SIZE = 16, 2, 16, 224
 A_FRAMES, A_MELS, A_PATCH, A_STRIDE = 66, 128, 16, 10

@@ -65,6 +65,7 @@ def test_official_layout_and_sizes_read_from_the_state_dict(tmp_path: Path) -> N
 def test_offset_grid() -> None:
     assert OFFSET_GRID.shape == (21,)
     np.testing.assert_allclose(OFFSET_GRID.numpy(), np.round(np.arange(-2.0, 2.01, 0.2), 6), atol=1e-6)
+    assert OFFSET_GRID[10].item() == 0.0  # an in-sync prediction scores exactly 0
 
 
 def test_both_streams_share_the_segment_clock() -> None:
