@@ -3,7 +3,9 @@
 A random tiny Synchformer has not learned which way sound leads picture, so the shift checks test
 the mechanics the number rests on: both streams are cut on the same 0.32 s grid (a sound and a
 flash at the same instant land in the same segments, and a 0.32 s audio shift moves the sound by
-one segment), and the score reads the first and the last 14 segments and averages |grid offset|.
+one segment), the score reads the first and the last 14 segments and averages |grid offset|, and,
+end to end on mp4 files, a stand-in model whose features encode time reads a 0.4 s audio delay as
+DeSync 0.4 s and an in-sync clip as 0.
 """
 
 from __future__ import annotations
@@ -123,3 +125,54 @@ def test_short_clips_are_refused(small_sets: dict[str, Path], tmp_path: Path) ->
     ext = SynchformerExtractor(save_tiny_synchformer(tmp_path / "sf.pth"))
     with pytest.raises(ValueError, match="4.8 s"):
         ext.clip(load_set(small_sets["sync"]).records[0])
+
+
+class _TimeCodeSynchformer(torch.nn.Module):
+    """A stand-in for Synchformer whose features encode time: a video token is 1 when its tubelet
+    (2 frames, 80 ms) is lit, an audio token when its spectrogram column (160 ms every 100 ms) is
+    loud; `compare_v_a` lays both on a 10 ms clock and votes for the grid offset that overlaps them
+    most. It finds a known shift only if the files are cut into segments on one clock and the
+    first/last 14 segments of both streams are paired as av-benchmark pairs them."""
+
+    def extract_vfeats(self, seg: torch.Tensor) -> torch.Tensor:  # (B, S, 16, 3, H, W) -> (B, S, 8, 1)
+        lit = seg.mean(dim=(3, 4, 5)) > 0  # (B, S, 16)
+        return lit.reshape(*lit.shape[:2], 8, 2).any(dim=-1, keepdim=True).float()
+
+    def extract_afeats(self, spec: torch.Tensor) -> torch.Tensor:  # (B, S, 128, 66) -> (B, S, 6, 1)
+        loud = spec.amax(dim=2) > 0  # (B, S, 66)
+        cols = [loud[..., 10 * c + 3:10 * c + 13].any(dim=-1) for c in range(6)]
+        return torch.stack(cols, dim=-1)[..., None].float()
+
+    def compare_v_a(self, vis: torch.Tensor, aud: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(vis.shape[0], 21)
+        for b in range(vis.shape[0]):
+            v, a = torch.zeros(600), torch.zeros(600)  # 10 ms bins over the 4.8 s window (+ margin)
+            for s, k in torch.nonzero(vis[b, :, :, 0]).tolist():
+                v[32 * s + 8 * k:32 * s + 8 * k + 8] = 1
+            for s, c in torch.nonzero(aud[b, :, :, 0]).tolist():
+                a[32 * s + 10 * c:32 * s + 10 * c + 16] = 1
+            votes = [float((v * torch.roll(a, -round(float(g) * 100))).sum()) for g in OFFSET_GRID]
+            logits[b, int(np.argmax(votes))] = 1.0
+        return logits
+
+
+def test_shifted_sound_moves_desync_end_to_end(tmp_path: Path) -> None:
+    from avio import write_clip
+
+    fps, sr, n = 25, 16000, 120  # 4.8 s: exactly the 14 segments Synchformer compares
+    t = np.arange(int(0.03 * sr)) / sr
+    for shift in (0.0, 0.4):
+        frames = np.zeros((n, 32, 32, 3), np.uint8)
+        audio = np.zeros((1, n * sr // fps), np.float32)
+        for f in (15, 45, 80, 100):
+            frames[f] = 255
+            s0 = round((f / fps + shift) * sr)
+            audio[0, s0:s0 + t.size] = 0.5 * np.sin(2 * np.pi * 1000 * t)
+        write_clip(tmp_path / "clips" / f"shift{int(shift * 1000)}.mp4", frames, fps, audio, sr)
+    opts = MetricOptions(weights=WeightPaths(synchformer=str(save_tiny_synchformer(tmp_path / "sf.pth"))), n_boot=0)
+    ext = SynchformerExtractor(opts.weights.synchformer or "")
+    ext.model = _TimeCodeSynchformer()  # type: ignore[assignment]
+    r = DeSync().evaluate(load_set(tmp_path / "clips"), None, opts, {"progress": False,
+                                                                    "extractor:synchformer:8.0": ext})
+    assert r.per_clip == pytest.approx({"shift0": 0.0, "shift400": 0.4}, abs=1e-6)
+    assert r.value == pytest.approx(0.2, abs=1e-6)
