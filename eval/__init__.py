@@ -11,6 +11,7 @@ Public API:
     frechet_distance, frechet_from_features, fd_infinity, kid, bootstrap_ci: statistics.
     METRICS, MetricOptions, MetricResult: the metrics and their options.
     EvalConfig, evaluate, EvalReport, write_report: run metrics and write reports.
+    PROTOCOLS: the named protocols of the field's tables (av-benchmark, verse-bench, javisbench).
 """
 
 from eval.onsets import EventMatch, OnsetConfig, detect_onsets, match_events
@@ -26,6 +27,7 @@ __all__ = [
     "MetricOptions",
     "MetricResult",
     "OnsetConfig",
+    "PROTOCOLS",
     "bootstrap_ci",
     "detect_onsets",
     "detect_visual_events",
@@ -52,7 +54,7 @@ _LAZY = {
     "bootstrap_ci": "eval.frechet", "fd_infinity": "eval.frechet", "frechet_distance": "eval.frechet",
     "frechet_from_features": "eval.frechet", "kid": "eval.frechet",
     "EvalConfig": "eval.runner", "EvalReport": "eval.runner", "evaluate": "eval.runner",
-    "write_report": "eval.report",
+    "write_report": "eval.report", "PROTOCOLS": "eval.protocols",
 }
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from eval.features.weights import WEIGHTS
 from eval.metrics import METRICS
+from eval.protocols import PROTOCOLS
 from eval.reader import EvalInputError
 
 __all__ = ["build_parser", "main"]
@@ -31,7 +32,7 @@ _OPTION_FIELDS = {
     "fvd_fps": "fvd_fps", "panns_window": "panns_window", "clip_frames": "clip_frames", "task": "task",
     "pair_by": "pair_by", "event_tolerance": "event_tolerance", "event_window": "event_window",
     "av_align_tolerance": "av_align_tolerance", "attr_calibration": "attr_calibration",
-    "attr_panel_rows": "attr_panel_rows",
+    "attr_panel_rows": "attr_panel_rows", "desync_duration": "desync_duration", "floor_partners": "floor_partners",
 }
 
 
@@ -49,11 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="avgen eval",
         description="Automatic metrics of generated audio-video clips against a reference set: FVD, FAD "
                     "(VGGish, PANNs, CLAP, codec latents), CLIP/CLAP scores, AV-Align, the event-sync measure, "
-                    "flicker and motion. Prints a table (a row per system) and writes report.csv, report.json "
+                    "DeSync (Synchformer), LSE-C/LSE-D (SyncNet), the ImageBind audio-video score, flicker and "
+                    "motion; every sync score beside its mismatched-pair floor. Prints a table (a row per system) and writes report.csv, report.json "
                     "and report.html to --out.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="metrics:\n" + _metric_help() + "\n\nweights are looked up in: the option, then its environment "
-               "variable (AVGEN_I3D, AVGEN_VGGISH, AVGEN_PANNS, AVGEN_CLAP, AVGEN_CLIP, AVGEN_CODEC), then "
+               f"variable ({', '.join(spec.env for spec in WEIGHTS.values())}), then "
                "$AVGEN_WEIGHTS/<file>, then ~/.cache/avgen/weights/<file>. Missing weights: the metric is "
                "reported as not computed, with the reason.",
     )
@@ -73,9 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how generated clips find their reference clip (v2a, a2v)")
     p.add_argument("--conditioning", metavar="FILE",
                    help="conditioning.json of `avgen diagnose`: its gaps join report.csv/json/html")
+    p.add_argument("--protocol", choices=list(PROTOCOLS),
+                   help="a published protocol: its metrics (unless --metrics) and settings; the report lists every "
+                        "deviation from it (see docs/metrics.md)")
     g = p.add_argument_group("weights (local files; nothing is downloaded)")
     for spec in WEIGHTS.values():
         g.add_argument(spec.option, metavar="PATH", help=f"{spec.what} [env {spec.env}]")
+    g.add_argument("--weights", action="append", metavar="KEY=PATH",
+                   help=f"the same as --KEY PATH, for any of: {', '.join(WEIGHTS)} (repeatable)")
     o = p.add_argument_group("protocol and compute")
     o.add_argument("--device", help="torch device for feature extractors: auto (GPU if present), cpu, cuda, cuda:N (default auto)")
     o.add_argument("--batch-size", type=int, help="units per forward pass (default 8)")
@@ -95,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="clips the attribute recognisers are fitted on: splits of the reference manifest "
                         "(default train,val; evaluated clips left out) or another manifest with params")
     o.add_argument("--attr-panel-rows", type=int, metavar="N", help="prompts in the attribute frame panel (default 8)")
+    o.add_argument("--desync-duration", type=float, metavar="S",
+                   help="seconds of each clip read for DeSync and the ImageBind score (default 8, as av-benchmark)")
+    o.add_argument("--floor-partners", type=int, metavar="N",
+                   help="mismatched partners per clip for the floors of LSE and DeSync (default 20)")
     p.add_argument("--strict", action="store_true",
                    help="stop at the first clip that cannot be read (exit 2); by default such clips are left out, "
                         "listed with their reasons at the end and under 'skipped' in report.json")
@@ -107,11 +118,17 @@ def _config(args: argparse.Namespace) -> Any:
     from eval.runner import EvalConfig
 
     data: dict[str, Any] = EvalConfig.from_yaml(args.config).to_dict() if args.config else {}
+    if args.config and args.protocol and args.metrics is None:
+        import yaml
+
+        raw = yaml.safe_load(open(args.config, encoding="utf-8")) or {}
+        if "metrics" not in raw:
+            data.pop("metrics", None)  # the protocol's metrics, not the config's defaults
     opts: dict[str, Any] = dict(data.get("options") or {})
     weights: dict[str, Any] = dict(opts.get("weights") or {})
     if args.generated:
         data["generated"] = args.generated
-    for key in ("reference", "reference_split", "out", "max_clips", "conditioning"):
+    for key in ("reference", "reference_split", "out", "max_clips", "conditioning", "protocol"):
         if getattr(args, key) is not None:
             data[key] = getattr(args, key)
     if args.metrics is not None:
@@ -126,6 +143,11 @@ def _config(args: argparse.Namespace) -> Any:
     for key in WEIGHTS:
         if getattr(args, key) is not None:
             weights[key] = getattr(args, key)
+    for item in args.weights or []:
+        key, sep, path = item.partition("=")
+        if not sep or key not in WEIGHTS or not path:
+            raise EvalInputError(f"--weights {item!r}: use KEY=PATH with KEY one of {', '.join(WEIGHTS)}.")
+        weights[key] = path
     opts["weights"] = weights
     data["options"] = opts
     return EvalConfig.from_dict(data, where="avgen eval")

@@ -62,11 +62,15 @@ def _cell(r: MetricResult | None, sep: str = " ") -> str:
 
 def _note(r: MetricResult | None) -> str:
     """A third line for metrics whose secondary number matters as much (the audio lag)."""
+    out = ""
     if r is not None and r.ok and r.metric == "events":
         lag = r.extra.get("offset_ms")
         if isinstance(lag, float) and math.isfinite(lag):
-            return f"\nlag {lag:+.0f} ms"
-    return ""
+            out += f"\nlag {lag:+.0f} ms"
+    floor = r.extra.get("floor") if r is not None and r.ok else None
+    if isinstance(floor, float) and math.isfinite(floor):
+        out += f"\nfloor {format_value(floor)}"
+    return out
 
 
 def _header(metric: str) -> str:
@@ -101,6 +105,8 @@ def print_table(report: EvalReport, console: Console | None = None) -> None:
         console.print(f"[bold]{table.title}[/bold]")
     for line in _reasons(report):
         console.print(f"[yellow]{line}[/yellow]")
+    for line in _protocol_lines(report):
+        console.print(f"[cyan]{line}[/cyan]")
 
 
 def to_frame(report: EvalReport) -> pd.DataFrame:
@@ -183,6 +189,55 @@ def _plots(report: EvalReport) -> list[tuple[str, str]]:
     return plots
 
 
+def _fmt_ci(lo: Any, hi: Any) -> str:
+    ok = all(isinstance(v, int | float) and math.isfinite(v) for v in (lo, hi))
+    return f" [{format_value(lo)}, {format_value(hi)}]" if ok else ""
+
+
+def _floors_html(report: EvalReport) -> str:
+    """Every sync score beside the same system's mismatched-pair floor, with intervals."""
+    esc = html.escape
+    rows = []
+    for r in report.results:
+        if not r.ok or "floor" not in r.extra:
+            continue
+        e = r.extra
+        arrow = {True: "↑", False: "↓", None: ""}[r.higher_is_better]
+        cleared = "yes" if e.get("floor_cleared") else "no"
+        rows.append(
+            f"<tr><td>{esc(r.system)}</td><td>{esc(r.metric)} {arrow}</td>"
+            f"<td>{esc(format_value(r.value) + _fmt_ci(r.ci_low, r.ci_high))}</td>"
+            f"<td>{esc(format_value(e.get('floor')) + _fmt_ci(e.get('floor_ci_low'), e.get('floor_ci_high')))}</td>"
+            f"<td>{esc(_fmt_ci(e.get('gap_ci_low'), e.get('gap_ci_high')).strip() or '-')}</td>"
+            f"<td>{cleared}</td><td>{e.get('floor_pairs', '')}</td></tr>")
+    if not rows:
+        return ""
+    return ("<h2>Synchrony beside the mismatched-pair floor</h2><p>The floor is the same score on the same "
+            "system's mismatched pairs (clip i's video with clip j's audio). A score is above its floor only where "
+            "its interval lies wholly on the better side of the floor's interval (column 'cleared'); the gap "
+            "interval comes from the same bootstrap resamples of clips.</p><table><tr><th>system</th><th>metric</th>"
+            "<th>matched [95% CI]</th><th>floor [95% CI]</th><th>gap CI</th><th>cleared</th><th>pairs</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def _protocol_lines(report: EvalReport) -> list[str]:
+    proto = getattr(report, "protocol", None)
+    if not proto:
+        return []
+    return [f"protocol {proto['name']}: {proto['table']}"] + [f"deviation: {d}" for d in proto["deviations"]]
+
+
+def _protocol_html(report: EvalReport) -> str:
+    proto = getattr(report, "protocol", None)
+    if not proto:
+        return ""
+    esc = html.escape
+    items = "".join(f"<li>{esc(d)}</li>" for d in proto["deviations"])
+    return (f"<h2>Protocol: {esc(proto['name'])}</h2><p>Meant to sit beside: {esc(proto['table'])}. Metrics: "
+            f"{esc(', '.join(proto['metrics']))}.</p><p>Deviations from the published protocol (a number is "
+            f"comparable with the table only where none of these touches it):</p><ul>{items}</ul>")
+
+
 def _skipped_html(report: EvalReport) -> str:
     """The clips left out of every number (unreadable, without a needed stream), with reasons."""
     skipped = getattr(report, "skipped", [])
@@ -226,6 +281,8 @@ figure{{display:inline-block;margin:0.5em}}</style></head><body>
 <p>Values with 95% bootstrap intervals; ↑ higher is better, ↓ lower is better.</p>
 <table><tr><th>system</th>{head}</tr>{body}</table>
 <ul>{reasons}</ul>
+{_protocol_html(report)}
+{_floors_html(report)}
 {_skipped_html(report)}
 <h2>Plots</h2>{imgs}
 {conditioning_section(report.conditioning, _png)}

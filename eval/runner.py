@@ -30,6 +30,7 @@ from eval.conditioning import read_conditioning, to_metric_results
 from eval.features.weights import WeightPaths, WeightsMissing
 from eval.metrics import DEFAULT_METRICS, METRICS
 from eval.metrics.base import MetricOptions, MetricResult, NotApplicable, not_computed
+from eval.protocols import get_protocol, protocol_deviations
 from eval.reader import EvalInputError
 from eval.screen import SkippedClip, find, screen_set, streams_needed, without
 from eval.sets import ClipSet, load_set, pair_sets
@@ -63,6 +64,9 @@ class EvalConfig:
         options: metric options.
         conditioning: a `conditioning.json` of `avgen diagnose` whose gaps join the report (metrics
             `cond/<gap>`, rows of report.csv/json, a section of report.html).
+        protocol: a named protocol (`eval.protocols`: av-benchmark, verse-bench, javisbench); when
+            the config does not name metrics it supplies them, and it supplies the options it sets
+            unless the config sets them; the report lists the run's deviations from it.
     """
 
     generated: list[str] = field(default_factory=list)
@@ -75,8 +79,11 @@ class EvalConfig:
     strict: bool = False
     options: MetricOptions = field(default_factory=MetricOptions)
     conditioning: str | None = None
+    protocol: str | None = None
 
     def __post_init__(self) -> None:
+        if self.protocol is not None:
+            get_protocol(self.protocol)  # an unknown name is an error that lists the known ones
         if isinstance(self.options, dict):
             self.options = MetricOptions(**self.options)
         if isinstance(self.generated, str):
@@ -116,6 +123,14 @@ class EvalConfig:
             raise EvalInputError(
                 f"{where}: unknown keys {sorted(bad)}; EvalConfig has {sorted(known)}, options has {sorted(opt_known)}."
             )
+        if data.get("protocol"):
+            try:
+                proto = get_protocol(data["protocol"])
+            except ValueError as err:
+                raise EvalInputError(f"{where}: {err}") from err
+            data = dict(data)
+            data.setdefault("metrics", list(proto.metrics))
+            data["options"] = {**proto.options, **opts}
         try:
             return cls(**data)
         except (TypeError, ValueError) as err:
@@ -141,6 +156,7 @@ class EvalReport:
         environment: versions and hardware that produced the numbers.
         skipped: the clips left out, with their reasons.
         conditioning: the conditioning file's contents (`eval.conditioning`), when one was given.
+        protocol: the named protocol followed (name, table, dataset, metrics, deviations), or None.
     """
 
     systems: list[str]
@@ -151,6 +167,7 @@ class EvalReport:
     environment: dict[str, Any]
     skipped: list[SkippedClip] = field(default_factory=list)
     conditioning: dict[str, Any] | None = None
+    protocol: dict[str, Any] | None = None
 
     def get(self, system: str, metric: str) -> MetricResult | None:
         for r in self.results:
@@ -162,7 +179,7 @@ class EvalReport:
         return {"systems": self.systems, "reference": self.reference, "metrics": self.metrics,
                 "results": [r.to_dict() for r in self.results], "config": self.config,
                 "environment": self.environment, "skipped": [c.to_dict() for c in self.skipped],
-                "conditioning": self.conditioning}
+                "conditioning": self.conditioning, "protocol": self.protocol}
 
 
 def _environment(device: str) -> dict[str, Any]:
@@ -334,6 +351,12 @@ def evaluate(cfg: EvalConfig) -> EvalReport:
     if conditioning is not None:
         results += to_metric_results(conditioning)
     rows = [s.name for s in systems] + ([reference.name] if reference is not None else [])
+    protocol = None
+    if cfg.protocol:
+        proto = get_protocol(cfg.protocol)
+        protocol = {"name": proto.name, "table": proto.table, "dataset": proto.dataset, "metrics": list(proto.metrics),
+                    "deviations": protocol_deviations(proto, results, cfg.reference)}
     return EvalReport(systems=rows, reference=reference.name if reference else None, metrics=list(cfg.metrics),
                       results=results, config=cfg.to_dict(), environment=_environment(cfg.options.torch_device()),
-                      skipped=skipped, conditioning=conditioning.to_dict() if conditioning else None)
+                      skipped=skipped, conditioning=conditioning.to_dict() if conditioning else None,
+                      protocol=protocol)

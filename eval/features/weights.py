@@ -62,6 +62,12 @@ WEIGHTS: dict[str, WeightSpec] = {
                    "a transformers CLIPModel folder (save_pretrained of e.g. openai/clip-vit-base-patch32)"),
         WeightSpec("codec", "codec.pt", "--codec", "AVGEN_CODEC",
                    "an audio codec file written by `avgen codec fit` (codec.pt)"),
+        WeightSpec("syncnet", "syncnet_v2.model", "--syncnet", "AVGEN_SYNCNET",
+                   "syncnet_python's SyncNet state dict (syncnet_v2.model)"),
+        WeightSpec("synchformer", "synchformer_state_dict.pth", "--synchformer", "AVGEN_SYNCHFORMER",
+                   "av-benchmark's Synchformer state dict (synchformer_state_dict.pth)"),
+        WeightSpec("imagebind", "imagebind_huge.pth", "--imagebind", "AVGEN_IMAGEBIND",
+                   "ImageBind's state dict (imagebind_huge.pth)"),
     )
 }
 
@@ -82,6 +88,9 @@ class WeightPaths:
     clap: str | None = None
     clip: str | None = None
     codec: str | None = None
+    syncnet: str | None = None
+    synchformer: str | None = None
+    imagebind: str | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -7,7 +7,10 @@ named (those needing absent weights are then reported as not computed).
 
 from eval.metrics.attributes import Attributes
 from eval.metrics.base import Metric, MetricOptions, MetricResult, NotApplicable, not_computed
+from eval.metrics.desync import DeSync
 from eval.metrics.distribution import FADCLAP, FVD, ClapScore, ClipScore, FADCodec, FADPANNs, FADVGGish
+from eval.metrics.imagebind import ImageBindScore
+from eval.metrics.lse import LSEC, LSED
 from eval.metrics.sync import AVAlign, EventSync
 from eval.metrics.temporal import Flicker, Motion
 from eval.metrics.visual_events import VisualEvent, VisualEventConfig, detect_visual_events
@@ -15,7 +18,7 @@ from eval.metrics.visual_events import VisualEvent, VisualEventConfig, detect_vi
 METRICS: dict[str, type[Metric]] = {
     cls.name: cls
     for cls in (FVD, FADVGGish, FADPANNs, FADCLAP, FADCodec, ClipScore, ClapScore, AVAlign, EventSync, Flicker, Motion,
-                Attributes)
+                Attributes, LSEC, LSED, DeSync, ImageBindScore)
 }
 DEFAULT_METRICS: tuple[str, ...] = tuple(METRICS)
 

@@ -59,6 +59,10 @@ class MetricOptions:
             out), or the path of another manifest with the same `params`.
         attr_max_calibration: at most this many calibration clips (the first ones).
         attr_panel_rows: prompts shown in the attribute metric's frame panel.
+        floor_partners: mismatched partners per clip for the floors of network sync scores (LSE,
+            DeSync, ImageBind): all other clips when the set is smaller, else this many drawn (seeded).
+        desync_duration: seconds of each clip read for DeSync (av-benchmark: 8); Synchformer scores
+            the first and the last 4.8 s of it.
     """
 
     weights: WeightPaths = field(default_factory=WeightPaths)
@@ -84,6 +88,8 @@ class MetricOptions:
     attr_calibration: str = "train,val"
     attr_max_calibration: int = 400
     attr_panel_rows: int = 8
+    floor_partners: int = 20
+    desync_duration: float = 8.0
 
     def __post_init__(self) -> None:
         if self.device != "auto":
@@ -96,7 +102,7 @@ class MetricOptions:
         if isinstance(self.weights, dict):
             self.weights = WeightPaths(**self.weights)
         positive_ints = ("batch_size", "fvd_frames", "fvd_size", "fd_inf_min_n", "fd_inf_steps", "clip_frames",
-                         "attr_max_calibration", "attr_panel_rows")
+                         "attr_max_calibration", "attr_panel_rows", "floor_partners")
         for name in positive_ints:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -107,6 +113,9 @@ class MetricOptions:
                 raise ValueError(f"{name} must be a non-negative integer, got {v!r}.")
         if not 0 < self.ci_level < 1:
             raise ValueError(f"ci_level must lie in (0, 1), e.g. 0.95; got {self.ci_level!r}.")
+        if not (isinstance(self.desync_duration, int | float) and self.desync_duration >= 4.8):
+            raise ValueError(f"desync_duration must be at least 4.8 s (Synchformer compares 4.8 s), "
+                             f"got {self.desync_duration!r}.")
         for name in ("panns_window", "event_tolerance", "event_window"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):

@@ -17,6 +17,9 @@ matches / (|A| + |V| - matches). Fixed against the published code:
   which removed a half-frame bias;
 - the tolerance is an option (`av_align_tolerance`, seconds; default one frame period).
 
+Every AV-Align result carries the same system's mismatched-pair floor (`eval.metrics.floors`):
+clip i's motion peaks against clip j's audio onsets.
+
 **Event measure**: detected audio onsets against event times within a tolerance: precision,
 recall and F1 (one-to-one matching), pooled over clips; and the signed offset of onsets against
 events matched within a wider window (median, in ms; positive = audio late), which measures a lag
@@ -38,6 +41,7 @@ from scipy.signal import argrelmax
 from tqdm.auto import tqdm
 
 from eval.metrics.base import Metric, MetricOptions, MetricResult, NotApplicable, mean_with_ci
+from eval.metrics.floors import floor_partners, pair_floor
 from eval.metrics.flow import clip_flow_stats
 from eval.metrics.visual_events import detect_visual_events
 from eval.onsets import detect_onsets, match_events
@@ -107,15 +111,25 @@ class AVAlign(Metric):
     def evaluate(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,
                  cache: dict[str, Any]) -> MetricResult:
         rows: dict[str, dict[str, float]] = {}
+        peaks, onsets, tols = [], [], []
         for rec in tqdm(system.records, desc=f"{system.name}: av_align", leave=False, disable=not cache.get("progress", True)):
             flow = clip_flow_stats(rec, cache)
-            tol = opts.av_align_tolerance or 1.0 / flow.fps
-            rows[rec.id] = av_align_score(_onsets(rec, cache), video_peaks(flow.magnitude, flow.fps), tol)
+            tols.append(opts.av_align_tolerance or 1.0 / flow.fps)
+            peaks.append(video_peaks(flow.magnitude, flow.fps))
+            onsets.append(_onsets(rec, cache))
+            rows[rec.id] = av_align_score(onsets[-1], peaks[-1], tols[-1])
         scores = np.array([r["score"] for r in rows.values()])
         value, lo, hi = mean_with_ci(scores, opts)
         n_ok = int(np.isfinite(scores).sum())
         if n_ok == 0:
             raise NotApplicable("no clip has audio onsets or motion peaks")
+        # The floor: clip i's motion peaks against clip j's audio onsets (at clip i's tolerance).
+        m = np.full((len(peaks), len(peaks)), np.nan)
+        np.fill_diagonal(m, scores)
+        for i, partners in enumerate(floor_partners(len(peaks), opts.floor_partners, opts.seed)):
+            for j in partners:
+                m[i, j] = av_align_score(onsets[j], peaks[i], tols[i])["score"]
+        floor = pair_floor(m, higher_is_better=True, n_boot=opts.n_boot, ci_level=opts.ci_level, seed=opts.seed)
 
         def avg(key: str) -> float:
             vals = np.array([r[key] for r in rows.values()], float)
@@ -129,7 +143,7 @@ class AVAlign(Metric):
                            "tolerance": f"{opts.av_align_tolerance} s" if opts.av_align_tolerance else "1 frame"},
             extra={"audio_hit_rate": avg("audio_hit_rate"), "video_hit_rate": avg("video_hit_rate"),
                    "audio_peaks_per_clip": avg("n_audio"), "video_peaks_per_clip": avg("n_video"),
-                   "clips_without_peaks": len(rows) - n_ok},
+                   "clips_without_peaks": len(rows) - n_ok, **floor.extra()},
             per_clip={k: r["score"] for k, r in rows.items()},
         )
 
@@ -305,6 +319,11 @@ class EventSync(Metric):
         }
         for tol, fl in floors.items():
             extra.update(fl.flat(f"{round(tol * 1000)}ms"))
+        # The fields every sync result carries (the report's floor table), at the main tolerance.
+        extra.update({"floor": main.mismatched_f1, "floor_ci_low": main.mismatched_ci[0],
+                      "floor_ci_high": main.mismatched_ci[1], "gap_ci_low": main.gap_ci[0], "gap_ci_high": main.gap_ci[1],
+                      "floor_cleared": main.cleared, "floor_pairs": len(targets) * (len(targets) - 1),
+                      "floor_definition": "the same predictions against every other clip's events"})
         return MetricResult(
             metric=self.name, system=system.name, value=main.f1, ci_low=main.ci[0], ci_high=main.ci[1],
             higher_is_better=True, n_generated=len(targets),

@@ -1,0 +1,62 @@
+"""The ImageBind audio-video score (IB-score of MMAudio's av-benchmark, AV-IB of JavisBench).
+
+100 x the cosine between ImageBind's embedding of a clip's frames and of its sound
+(`eval.features.imagebind`), averaged over clips; higher is better. It measures whether picture
+and sound show the same kind of thing, not their timing: a sound shifted by a second keeps nearly
+the same score. Each result carries the same system's mismatched-pair floor (clip i's frames with
+clip j's sound, over all pairs): a score near the floor means the sound is generic for the set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from eval.features.imagebind import ImageBindExtractor
+from eval.features.weights import resolve_weights
+from eval.metrics.base import Metric, MetricOptions, MetricResult
+from eval.metrics.floors import pair_floor
+from eval.sets import ClipSet
+
+__all__ = ["ImageBindScore"]
+
+
+class ImageBindScore(Metric):
+    """100 x cosine of ImageBind's vision and audio embeddings of each clip."""
+
+    name = "imagebind_score"
+    title = "ImageBind AV score (100 x cos)"
+    higher_is_better = True
+    streams = frozenset({"video", "audio"})
+    weights = ("imagebind",)
+    weight_key = "imagebind"
+
+    def evaluate(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,
+                 cache: dict[str, Any]) -> MetricResult:
+        key = f"extractor:imagebind:{opts.desync_duration}"
+        if key not in cache:
+            cache[key] = ImageBindExtractor(resolve_weights("imagebind", opts.weights), device=opts.torch_device(),
+                                            duration=opts.desync_duration, batch_size=opts.batch_size)
+        ext: ImageBindExtractor = cache[key]
+        vs, aus = [], []
+        for rec in tqdm(system.records, desc=f"{system.name}: imagebind", leave=False,
+                        disable=not cache.get("progress", True)):
+            ck = f"imagebind:{ext.weight_hash}:{opts.desync_duration}:{rec.path}:{rec.start}:{rec.end}"
+            if ck not in cache:
+                cache[ck] = ext.clip(rec)
+            vs.append(cache[ck][0])
+            aus.append(cache[ck][1])
+        v, a = np.stack(vs), np.stack(aus)  # (N, D) each
+        v = v / np.linalg.norm(v, axis=1, keepdims=True)
+        a = a / np.linalg.norm(a, axis=1, keepdims=True)
+        m = 100.0 * v @ a.T  # (N, N): clip i's frames with clip j's sound
+        fl = pair_floor(m, higher_is_better=True, n_boot=opts.n_boot, ci_level=opts.ci_level, seed=opts.seed)
+        return MetricResult(
+            metric=self.name, system=system.name, value=fl.value, ci_low=fl.ci[0], ci_high=fl.ci[1],
+            higher_is_better=True, n_generated=len(system), preprocessing=ext.preprocessing(),
+            weights={"imagebind": ext.weight_hash},
+            extra={**fl.extra(), "ignored_modalities": ",".join(ext.ignored_modalities)},
+            per_clip={rec.id: float(s) for rec, s in zip(system.records, np.diagonal(m))},
+        )
