@@ -190,10 +190,10 @@ class CodecLitModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         gen_params = [p for p in self.codec.parameters() if p.requires_grad]
-        opt_g = adamw(gen_params, self.optim_cfg, device=self.device)
+        opt_g = adamw(gen_params, self.optim_cfg)  # not fused: Lightning clips only unfused optimizers by hand
         if self.disc is None:
             return opt_g
-        return [opt_g, adamw(self.disc.parameters(), self.optim_cfg, device=self.device, discriminator=True)]
+        return [opt_g, adamw(self.disc.parameters(), self.optim_cfg, discriminator=True)]
 
     # -- training -------------------------------------------------------------------------------------
     def _draw_codebooks(self) -> int:

@@ -212,10 +212,10 @@ class VideoAutoencoderModule(L.LightningModule):
     # ---------------------------------------------------------------------------- optimizers
     def configure_optimizers(self) -> Any:
         oc = self.optim_config
-        opt_ae = adamw(self.vae.parameters(), oc, device=self.device)
+        opt_ae = adamw(self.vae.parameters(), oc)  # not fused: Lightning clips only unfused optimizers by hand
         if self.discriminator is None:
             return opt_ae
-        opt_d = adamw(self.discriminator.parameters(), oc, device=self.device, discriminator=True)
+        opt_d = adamw(self.discriminator.parameters(), oc, discriminator=True)
         return [opt_ae, opt_d]
 
     def configure_callbacks(self) -> list[L.Callback]:
