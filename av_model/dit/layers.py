@@ -6,6 +6,7 @@ Shapes (legend): B batch, N tokens, D width, H heads, Dh head size, L text token
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,28 @@ class TimestepEmbedder(nn.Module):
         return self.mlp(emb.to(next(self.mlp.parameters()).dtype))
 
 
+class SequenceSplit(Protocol):
+    """Ulysses sequence parallelism as the model sees it (set by `av_model.train.context_parallel`).
+
+    Each of `size` ranks holds n consecutive tokens of the (padded) joint sequence of N = n * size.
+    """
+
+    size: int
+    rank: int
+
+    def to_heads(self, x_BnCHX: Tensor) -> Tensor:
+        """(B, n, C, H, Dh) sequence shard, all heads -> (B, N, C, H / size, Dh) all tokens, this rank's heads."""
+        ...
+
+    def to_sequence(self, x_BNhX: Tensor) -> Tensor:
+        """(B, N, H / size, Dh) -> (B, n, H, Dh): the inverse exchange."""
+        ...
+
+    def gather(self, x_BnD: Tensor) -> Tensor:
+        """(B, n, D) -> (B, N, D): every rank's shard, in rank order."""
+        ...
+
+
 class JointSelfAttention(nn.Module):
     """Bidirectional self-attention over all video and audio tokens, QK-norm and rotary positions.
 
@@ -47,16 +70,28 @@ class JointSelfAttention(nn.Module):
         self.k_norm = nn.RMSNorm(width // num_heads, eps=1e-6)
         self.proj = nn.Linear(width, width)
 
-    def forward(self, x_BND: Tensor, cos_NR: Tensor, sin_NR: Tensor) -> Tensor:
+    def forward(self, x_BND: Tensor, cos_NR: Tensor, sin_NR: Tensor, seq: SequenceSplit | None = None,
+                key_mask_N: Tensor | None = None) -> Tensor:
+        """x: (B, N, D) -> (B, N, D).
+
+        With `seq` (sequence parallelism), x holds this rank's n tokens; queries, keys and values
+        are exchanged so that attention runs over all N tokens for H / size heads, and `cos`,
+        `sin` (and `key_mask_N`, False on padding) cover all N tokens.
+        """
         b, n, d = x_BND.shape
-        qkv = self.qkv(x_BND).view(b, n, 3, self.num_heads, d // self.num_heads)  # (B, N, 3, H, Dh)
+        qkv = self.qkv(x_BND).view(b, n, 3, self.num_heads, d // self.num_heads)  # (B, n, 3, H, Dh)
+        if seq is not None:
+            qkv = seq.to_heads(qkv)  # (B, N, 3, H/size, Dh): the whole sequence, this rank's heads
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, N, Dh)
         # Norm and rotation in fp32, then back to v's dtype: SDPA needs q, k, v of one dtype, and
         # under autocast the norm's output dtype differs between devices.
         q = apply_rotary(self.q_norm(q.float()), cos_NR, sin_NR).to(v.dtype)  # (B, H, N, Dh)
         k = apply_rotary(self.k_norm(k.float()), cos_NR, sin_NR).to(v.dtype)  # (B, H, N, Dh)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, Dh)
-        return self.proj(out.transpose(1, 2).reshape(b, n, d))  # (B, N, D)
+        mask = None if key_mask_N is None else key_mask_N[None, None, None, :]  # padding is never a key
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)  # (B, N, H, Dh)
+        if seq is not None:
+            out = seq.to_sequence(out)  # (B, n, H, Dh): this rank's tokens, all heads
+        return self.proj(out.reshape(b, n, d))  # (B, N, D)
 
 
 class TextCrossAttention(nn.Module):

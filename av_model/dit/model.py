@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from av_model.dit.config import DiTConfig
-from av_model.dit.layers import JointSelfAttention, TextCrossAttention, TimestepEmbedder
+from av_model.dit.layers import JointSelfAttention, SequenceSplit, TextCrossAttention, TimestepEmbedder
 from av_model.dit.moe import NUM_MODALITIES, MoEFeedForward, MoEOutput
-from av_model.dit.rope import AVRotary, TokenLayout
+from av_model.dit.rope import AVRotary, TokenLayout, TokenSpan
 from av_model.text.batch import TextBatch
 
 
@@ -49,7 +49,12 @@ class DiTOutput:
 
 @dataclass
 class BlockContext:
-    """Everything a block needs besides the tokens; built once per forward."""
+    """Everything a block needs besides the tokens; built once per forward.
+
+    Under sequence parallelism (`seq` set) the block's tokens are this rank's share: `span`
+    modulates them, `cos_NR`/`sin_NR`/`key_mask_N` cover the whole padded sequence (attention
+    sees all of it), and `modality_T`/`t_bucket_T` describe the share's real tokens only.
+    """
 
     layout: TokenLayout
     cos_NR: Tensor
@@ -58,6 +63,9 @@ class BlockContext:
     ctx_mask_BL: Tensor
     modality_T: Tensor
     t_bucket_T: Tensor
+    seq: SequenceSplit | None = None
+    span: TokenSpan | None = None
+    key_mask_N: Tensor | None = None
 
 
 class AVDiTBlock(nn.Module):
@@ -86,15 +94,18 @@ class AVDiTBlock(nn.Module):
 
     def forward(self, x_BND: Tensor, mod_BS6D: Tensor, bc: BlockContext) -> tuple[Tensor, MoEOutput]:
         """x: (B, N, D) tokens; mod: (B, S, 6, D) shared time modulation; returns (B, N, D) and the MoE record."""
-        lay = bc.layout
+        lay: TokenLayout | TokenSpan = bc.layout if bc.span is None else bc.span
         mods = (mod_BS6D + self.modulation.to(mod_BS6D.dtype)).unbind(dim=2)  # 6 x (B, S, D)
         shift1, scale1, gate1, shift2, scale2, gate2 = mods
-        h = self.attn(lay.modulate(self.norm1(x_BND), shift1, scale1), bc.cos_NR, bc.sin_NR)  # (B, N, D)
+        h = self.attn(lay.modulate(self.norm1(x_BND), shift1, scale1), bc.cos_NR, bc.sin_NR, bc.seq,
+                      bc.key_mask_N)  # (B, N, D)
         x_BND = x_BND + lay.gate(h, gate1)
         x_BND = x_BND + self.cross(self.norm2(x_BND), bc.ctx_BLD, bc.ctx_mask_BL)  # (B, N, D)
         h = lay.modulate(self.norm3(x_BND), shift2, scale2)  # (B, N, D)
-        moe = self.moe(h.flatten(0, 1), bc.modality_T, bc.t_bucket_T)  # out_TD: (B*N, D)
-        x_BND = x_BND + lay.gate(moe.out_TD.view_as(h), gate2)
+        n = h.shape[1] if bc.span is None else bc.span.valid  # padding never reaches the router
+        moe = self.moe(h[:, :n].flatten(0, 1), bc.modality_T, bc.t_bucket_T)  # out_TD: (B*n, D)
+        y = F.pad(moe.out_TD.view(h.shape[0], n, -1), (0, 0, 0, h.shape[1] - n))  # (B, N, D)
+        x_BND = x_BND + lay.gate(y, gate2)
         return x_BND, moe
 
 
@@ -138,6 +149,8 @@ class AVDiT(nn.Module):
         self.blocks = nn.ModuleList(AVDiTBlock(cfg) for _ in range(cfg.depth))
         self.video_out = FinalLayer(d, cfg.video_channels * pt * ph * pw)
         self.audio_out = FinalLayer(d, cfg.audio_channels * cfg.audio_group)
+        # Sequence parallelism hook (`av_model.train.context_parallel`); None on one device.
+        self.sequence_parallel: SequenceSplit | None = None
         self.initialize_weights()
 
     # ----------------------------------------------------------------------------------- init
@@ -277,18 +290,22 @@ class AVDiT(nn.Module):
         sizes = torch.cat([torch.full((lay.video_frames,), lay.video_height * lay.video_width,
                                       device=x.device), torch.ones(lay.audio_tokens, device=x.device)]).long()
         bucket = (t_slots * self.cfg.num_t_buckets).long().clamp(0, self.cfg.num_t_buckets - 1)  # (B, S)
+        # output_size spares the GPU a host sync to learn the result's length
+        bucket_BN = bucket.repeat_interleave(sizes, dim=1, output_size=lay.num_tokens)  # (B, N)
         bc = BlockContext(
             layout=lay, cos_NR=cos, sin_NR=sin, ctx_BLD=ctx, ctx_mask_BL=ctx_mask,
-            modality_T=lay.modality_ids(x.device).repeat(b),
-            # output_size spares the GPU a host sync to learn the result's length
-            t_bucket_T=bucket.repeat_interleave(sizes, dim=1, output_size=lay.num_tokens).reshape(-1),
+            modality_T=lay.modality_ids(x.device).repeat(b), t_bucket_T=bucket_BN.reshape(-1),
         )
+        if self.sequence_parallel is not None:  # this rank's share of the sequence (and its context)
+            x, bc = _shard_sequence(x, bc, bucket_BN, self.sequence_parallel)  # (B, n, D)
         # 6. Blocks, all modulated from the same per-slot projection of the time conditioning.
         mod = self.adaln(c).unflatten(-1, (6, -1))  # (B, S, 6, D)
         moe_outs = []
         for block in self.blocks:
             x, moe = block(x, mod, bc)  # (B, N, D)
             moe_outs.append(moe)
+        if self.sequence_parallel is not None:
+            x = self.sequence_parallel.gather(x)[:, : lay.num_tokens]  # (B, N, D), padding dropped
         # 7. Per-modality output heads back to latent shapes.
         x_v, x_a = lay.split(x)  # (B, Tt, Hp*Wp, D), (B, Na, D)
         c_v, c_a = lay.split_slots(c)  # (B, Tt, 1, D), (B, Na, D)
@@ -347,6 +364,33 @@ class AVDiT(nn.Module):
                 f"text embeddings have widths {text.dims} but the model expects {cfg.text_dims} "
                 "(DiTConfig.text_dims); use the text encoders the model was built for."
             )
+
+
+def _shard_sequence(x_BND: Tensor, bc: BlockContext, bucket_BN: Tensor, seq: SequenceSplit) -> tuple[Tensor, BlockContext]:
+    """This rank's n = ceil(N / size) consecutive tokens, and the block context that goes with them.
+
+    The sequence is zero-padded to n * size tokens; padded tokens are masked out as keys, skip the
+    MoE (so routing statistics count real tokens only) and are dropped by `gather`. The rotary
+    angles stay those of all N tokens: after the exchange to head shards attention sees the whole
+    sequence, so every token keeps its global time and place.
+    """
+    lay, b = bc.layout, x_BND.shape[0]
+    total = lay.num_tokens
+    n = -(-total // seq.size)
+    pad, start = n * seq.size - total, seq.rank * n
+    span = TokenSpan.of(lay, start, n, x_BND.device)
+    real = slice(start, start + span.valid)
+    local = bc.modality_T.new_empty(0) if span.valid == 0 else bc.modality_T.view(b, total)[:, real].reshape(-1)
+    return F.pad(x_BND, (0, 0, 0, pad))[:, start : start + n], BlockContext(
+        layout=lay,
+        cos_NR=F.pad(bc.cos_NR, (0, 0, 0, pad), value=1.0),  # padding: the identity rotation
+        sin_NR=F.pad(bc.sin_NR, (0, 0, 0, pad)),
+        ctx_BLD=bc.ctx_BLD, ctx_mask_BL=bc.ctx_mask_BL,
+        modality_T=local,
+        t_bucket_T=bucket_BN[:, real].reshape(-1),
+        seq=seq, span=span,
+        key_mask_N=torch.arange(total + pad, device=x_BND.device) < total if pad else None,
+    )
 
 
 def _collect_aux(outs: list[MoEOutput]) -> MoEAux:

@@ -20,6 +20,13 @@ grouped path runs two grouped matmuls per layer instead of three (one of width 2
 tensor cores better than two of width F), and tokens are cast to the compute dtype before they
 are gathered into expert order (half the bytes moved).
 
+Parallel hooks (set from outside by `av_model.train.expert_parallel` / `context_parallel`; the layer
+itself never imports torch.distributed):
+  * `expert_fn`: computes the routed experts' output in place of the local dispatch (expert
+    parallelism: tokens travel to the ranks that hold their experts and back).
+  * `group_sum`: sums a tensor over the ranks whose tokens form one routing batch (with autograd),
+    so the balance loss, the z-loss and the logged counts are those of the whole batch.
+
 Load balancing:
   * "bias" (DeepSeek-V3): a per-expert bias is added to the scores only to choose experts, never to
     the gate values, and is nudged by `rate * sign(mean load - load)` in `update_bias()`, which the
@@ -31,8 +38,9 @@ Load balancing:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +50,13 @@ from av_model.dit.layers import SwiGLU
 
 GroupedImpl = Literal["auto", "torch", "loop"]
 NUM_MODALITIES = 2
+
+
+class ExpertFn(Protocol):
+    """Routed experts' output for routed tokens: what expert parallelism plugs into a layer."""
+
+    def __call__(self, x_TD: Tensor, idx_TK: Tensor, gates_TK: Tensor, w13_ED2F: Tensor, w2_EFD: Tensor,
+                 impl: GroupedImpl) -> Tensor: ...
 
 
 @dataclass
@@ -105,6 +120,9 @@ class MoEFeedForward(nn.Module):
         self.bias_update_rate, self.aux_loss_coeff, self.z_loss_coeff = bias_update_rate, aux_loss_coeff, z_loss_coeff
         self.num_t_buckets = num_t_buckets
         self.grouped_impl: GroupedImpl = "auto"
+        # Parallel hooks (see the module docstring); None on one device.
+        self.expert_fn: ExpertFn | None = None
+        self.group_sum: Callable[[Tensor], Tensor] | None = None
         self.w13_ED2F = nn.Parameter(torch.empty(num_experts, width, 2 * hidden))  # [w1 | w3]
         self.w2_EFD = nn.Parameter(torch.empty(num_experts, hidden, width))
         self.shared = SwiGLU(width, num_shared * hidden) if num_shared > 0 else None
@@ -145,17 +163,21 @@ class MoEFeedForward(nn.Module):
             aux_loss = z_loss = zero
         else:
             idx_TK, gates_TK, aux_loss, z_loss = self.route(x_TD, modality_T)
-            if self.dispatch == "reference":
+            if self.expert_fn is not None:
+                out_TD = self.expert_fn(x_TD, idx_TK, gates_TK, self.w13_ED2F, self.w2_EFD, self.grouped_impl)
+            elif self.dispatch == "reference":
                 out_TD = moe_reference(x_TD, idx_TK, gates_TK, self.w13_ED2F, self.w2_EFD)
             else:
                 out_TD = moe_grouped(x_TD, idx_TK, gates_TK, self.w13_ED2F, self.w2_EFD, impl=self.grouped_impl)
         if self.shared is not None:
             out_TD = out_TD + self.shared(x_TD)
         with torch.no_grad():
-            counts_E, counts_ME, counts_QE = self._counts(idx_TK, modality_T, t_bucket_T)
+            counts_QME = self._counts(idx_TK, modality_T, t_bucket_T)
             if self.training and self.balance == "bias" and self.num_experts > 1:
-                self.load_accum_E += counts_E
-        return MoEOutput(out_TD, aux_loss, z_loss, counts_E, counts_ME, counts_QE)
+                self.load_accum_E += counts_QME.sum((0, 1))  # this rank's: `update_bias` all-reduces
+            if self.group_sum is not None:
+                counts_QME = self.group_sum(counts_QME)  # logged statistics: the whole batch's
+        return MoEOutput(out_TD, aux_loss, z_loss, counts_QME.sum((0, 1)), counts_QME.sum(0), counts_QME.sum(1))
 
     def route(self, x_TD: Tensor, modality_T: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Top-k routing in fp32.
@@ -175,23 +197,33 @@ class MoEFeedForward(nn.Module):
             gates_TK = probs_TE.gather(1, idx_TK)
             if self.top_k > 1:
                 gates_TK = gates_TK / gates_TK.sum(dim=-1, keepdim=True)
-            z_loss = self.z_loss_coeff * torch.logsumexp(logits_TE, dim=-1).square().mean()
+            # Both losses from sums over the batch (divided once at the end), so that with `group_sum`
+            # they are the losses of the whole batch, not an average of per-rank ones.
+            sums = [torch.logsumexp(logits_TE, dim=-1).square().sum()[None], logits_TE.new_full((1,), len(x_TD))]
             if self.balance == "aux":
-                share_E = torch.zeros_like(probs_TE[0]).scatter_add_(
+                slots_E = torch.zeros_like(probs_TE[0]).scatter_add_(
                     0, idx_TK.reshape(-1), torch.ones_like(idx_TK, dtype=torch.float32).reshape(-1)
-                ) / idx_TK.numel()
-                aux_loss = self.aux_loss_coeff * self.num_experts * (share_E * probs_TE.mean(0)).sum()
+                )
+                sums += [slots_E, probs_TE.sum(0)]
+            total = torch.cat(sums)
+            if self.group_sum is not None:
+                total = self.group_sum(total)  # one all-reduce for both losses
+            lse2, tokens = total[0], total[1].clamp_min(1.0)
+            z_loss = self.z_loss_coeff * lse2 / tokens
+            if self.balance == "aux":
+                e = self.num_experts
+                share_E, prob_E = total[2 : 2 + e] / (tokens * self.top_k), total[2 + e :] / tokens
+                aux_loss = self.aux_loss_coeff * e * (share_E * prob_E).sum()
             else:
                 aux_loss = z_loss.new_zeros(())
         return idx_TK, gates_TK.to(x_TD.dtype), aux_loss, z_loss
 
-    def _counts(self, idx_TK: Tensor, modality_T: Tensor, t_bucket_T: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Slots per expert: in all, per modality and per noise bucket, from one joint histogram."""
+    def _counts(self, idx_TK: Tensor, modality_T: Tensor, t_bucket_T: Tensor) -> Tensor:
+        """(Q, M, E) slots per expert, modality and noise bucket: one joint histogram."""
         e, m, q = self.num_experts, NUM_MODALITIES, self.num_t_buckets
         key_TK = (t_bucket_T[:, None] * m + modality_T[:, None]) * e + idx_TK  # (T, K) cell of (Q, M, E)
         ones = torch.ones(1, device=idx_TK.device).expand(key_TK.numel())
-        counts_QME = torch.zeros(q * m * e, device=idx_TK.device).scatter_add_(0, key_TK.reshape(-1), ones).view(q, m, e)
-        return counts_QME.sum((0, 1)), counts_QME.sum(0), counts_QME.sum(1)
+        return torch.zeros(q * m * e, device=idx_TK.device).scatter_add_(0, key_TK.reshape(-1), ones).view(q, m, e)
 
     @torch.no_grad()
     def update_bias(self) -> Tensor:
@@ -254,23 +286,60 @@ def moe_grouped(
             picks `torch._grouped_mm` on CUDA when the dtype and sizes allow it, else "loop".
     """
     e, (t, k) = w13_ED2F.shape[0], idx_TK.shape
-    flat_S = idx_TK.reshape(-1)  # (S,) expert of each slot, token-major: slot s = token * K + k
+    order_S, inv_S, counts_E = expert_order(idx_TK, e)
+    xs_SD = dispatch_rows(x_TD.to(compute_dtype(x_TD)), order_S, inv_S, k)  # (S, D) in expert order, cast first
+    y_SD = grouped_swiglu(xs_SD, w13_ED2F, w2_EFD, counts_E, impl)  # (S, D), expert order
+    y_TKD = permute_rows(y_SD, inv_S, order_S).view(t, k, -1)  # back to token-major slots
+    return mix_slots(y_TKD, gates_TK).to(x_TD.dtype)
+
+
+def expert_order(idx_TK: Tensor, num_experts: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The S = T * K slots (token-major: slot s = token * K + k) sorted by expert.
+
+    Returns:
+        order_S: slots in expert order (stable), inv_S: its inverse permutation,
+        counts_E: (E,) int32 slots per expert.
+    """
+    flat_S = idx_TK.reshape(-1)  # (S,) expert of each slot
     order_S = torch.argsort(flat_S, stable=True)  # slots sorted by expert
     inv_S = torch.empty_like(order_S).scatter_(0, order_S, torch.arange(order_S.numel(), device=order_S.device))
-    counts_E = torch.zeros(e, dtype=torch.int32, device=x_TD.device).scatter_add_(
+    counts_E = torch.zeros(num_experts, dtype=torch.int32, device=idx_TK.device).scatter_add_(
         0, flat_S, torch.ones_like(flat_S, dtype=torch.int32)
     )  # scatter_add, not bincount: bincount reads its size on the host (a GPU sync)
+    return order_S, inv_S, counts_E
+
+
+def dispatch_rows(x_TD: Tensor, order_S: Tensor, inv_S: Tensor, k: int) -> Tensor:
+    """(S, D) rows of `x_TD` in expert order (each token K times); backward without scatter-add."""
+    return _Dispatch.apply(x_TD, order_S // k, inv_S, k)
+
+
+def permute_rows(y_SD: Tensor, perm_S: Tensor, inv_perm_S: Tensor) -> Tensor:
+    """`y_SD[perm_S]` for a permutation, whose backward is the gather by the inverse permutation."""
+    return _Unsort.apply(y_SD, perm_S, inv_perm_S)
+
+
+def grouped_swiglu(xs_SD: Tensor, w13_ED2F: Tensor, w2_EFD: Tensor, counts_E: Tensor,
+                   impl: GroupedImpl = "auto") -> Tensor:
+    """Every expert's SwiGLU on its contiguous segment of rows sorted by expert: (S, D) -> (S, D).
+
+    Args:
+        xs_SD: rows in expert order, already in the compute dtype.
+        counts_E: (E,) int32 rows per expert (segment sizes, summing to S).
+        impl: "torch" uses `torch._grouped_mm`; "loop" multiplies segment by segment; "auto"
+            picks `torch._grouped_mm` on CUDA when the dtype and sizes allow it, else "loop".
+    """
     offsets_E = torch.cumsum(counts_E, dim=0, dtype=torch.int32)  # end of each expert's segment
-    dtype = _compute_dtype(x_TD)
-    xs_SD = _Dispatch.apply(x_TD.to(dtype), order_S // k, inv_S, k)  # (S, D) in expert order, cast first
-    w13, w2 = w13_ED2F.to(dtype), w2_EFD.to(dtype)
+    w13, w2 = w13_ED2F.to(xs_SD.dtype), w2_EFD.to(xs_SD.dtype)
     use_torch = impl == "torch" or (impl == "auto" and _grouped_mm_ok(xs_SD, w13, w2))
     mm = _grouped_mm_torch if use_torch else _grouped_mm_loop
     h_SF = glu(mm(xs_SD, w13, offsets_E, counts_E))  # (S, F)
-    y_SD = mm(h_SF, w2, offsets_E, counts_E)  # (S, D), expert order
-    y_TKD = _Unsort.apply(y_SD, inv_S, order_S).view(t, k, -1)  # back to token-major slots
-    out_TD = (y_TKD.float() * gates_TK.float().unsqueeze(-1)).sum(dim=1)  # mix in fp32
-    return out_TD.to(x_TD.dtype)
+    return mm(h_SF, w2, offsets_E, counts_E)  # (S, D)
+
+
+def mix_slots(y_TKD: Tensor, gates_TK: Tensor) -> Tensor:
+    """Each token's K expert outputs weighted by its gates, summed in fp32: (T, K, D) -> (T, D) fp32."""
+    return (y_TKD.float() * gates_TK.float().unsqueeze(-1)).sum(dim=1)
 
 
 class _Dispatch(torch.autograd.Function):
@@ -309,7 +378,7 @@ class _Unsort(torch.autograd.Function):
         return grad_SD.index_select(0, order_S), None, None
 
 
-def _compute_dtype(x: Tensor) -> torch.dtype:
+def compute_dtype(x: Tensor) -> torch.dtype:
     # `_grouped_mm` is not on autocast's cast lists, so apply the autocast dtype by hand.
     if torch.is_autocast_enabled(x.device.type):
         return torch.get_autocast_dtype(x.device.type)

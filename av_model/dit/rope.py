@@ -118,6 +118,40 @@ class TokenLayout:
         return ids
 
 
+@dataclass(frozen=True)
+class TokenSpan:
+    """Tokens `[start, start + n)` of the joint sequence: one rank's share under sequence parallelism.
+
+    The sequence is zero-padded at its end to a multiple of the ranks, so the last shares may end in
+    padding. Modulation is `TokenLayout`'s, with each token's conditioning slot gathered by index
+    instead of broadcast over the layout (a shard may cut a video frame anywhere).
+
+    Attributes:
+        slot_n: (n,) long conditioning slot of each token of the span (0 for padding).
+        valid: tokens of the span that are real (the rest is padding).
+    """
+
+    slot_n: Tensor
+    valid: int
+
+    @staticmethod
+    def of(layout: TokenLayout, start: int, n: int, device: torch.device | None = None) -> TokenSpan:
+        slots = torch.cat([
+            torch.arange(layout.video_frames, device=device).repeat_interleave(layout.video_height * layout.video_width),
+            layout.video_frames + torch.arange(layout.audio_tokens, device=device),
+        ])  # (N,) slot of every token
+        slots = torch.nn.functional.pad(slots, (0, max(0, start + n - layout.num_tokens)))
+        return TokenSpan(slot_n=slots[start : start + n], valid=max(0, min(n, layout.num_tokens - start)))
+
+    def modulate(self, x_BnD: Tensor, shift_BSD: Tensor, scale_BSD: Tensor) -> Tensor:
+        """`x * (1 + scale) + shift` with each token's own slot's shift/scale."""
+        return x_BnD * (1 + scale_BSD[:, self.slot_n]) + shift_BSD[:, self.slot_n]
+
+    def gate(self, x_BnD: Tensor, gate_BSD: Tensor) -> Tensor:
+        """`x * gate` with each token's own slot's gate."""
+        return x_BnD * gate_BSD[:, self.slot_n]
+
+
 class AVRotary(torch.nn.Module):
     """Rotary embedding with a temporal part in seconds and height/width parts in patches.
 

@@ -17,8 +17,10 @@ first, so all-gathers stay on a node's fast links.
 Expert weights `(E, D, F)`: FSDP2 shards every parameter along dim 0, which for the stacked expert
 weights is the expert axis. The shard axis therefore is the expert-parallel dimension for storage:
 with E divisible by its size n, each rank keeps E / n whole experts (and their optimizer state),
-gathered for the forward pass by FSDP's all-gather; routing tokens to the ranks that own their
-experts (all-to-all expert parallelism) is not implemented.
+gathered for the forward pass by FSDP's all-gather. With `expert_parallel: N` the experts are
+instead split over N ranks that exchange tokens by all-to-all (`expert_parallel.py`), and FSDP2
+shards what each rank holds over the remaining ranks; `sequence_parallel: N` splits the joint
+sequence over N ranks (`context_parallel.py`). Both are applied first, before checkpointing.
 """
 
 from __future__ import annotations
@@ -59,6 +61,12 @@ class ParallelConfig:
             each block's kernels as a CUDA graph (fewer launches when the host is the limit).
         sharding: "full" (FSDP over all ranks) or "hybrid" (HSDP: shard within the mesh's second
             axis, replicate along the first).
+        expert_parallel: N ranks share the experts of each MoE layer (each holds E / N) and exchange
+            tokens by all-to-all; 1 is off. N must divide the number of ranks and of experts, and
+            needs `fsdp` under `ModelParallelStrategy`.
+        sequence_parallel: N ranks share each clip's joint audio-video sequence (Ulysses: all-to-all
+            from sequence shards to head shards around attention); 1 is off. N must divide the number
+            of ranks and of attention heads; the N ranks of a group read the same batches.
     """
 
     fsdp: bool = True
@@ -70,6 +78,8 @@ class ParallelConfig:
     compile: bool = False
     compile_mode: CompileMode = "default"
     sharding: Literal["full", "hybrid"] = "full"
+    expert_parallel: int = 1
+    sequence_parallel: int = 1
 
     def __post_init__(self) -> None:
         for name in ("param_dtype", "reduce_dtype"):
@@ -85,6 +95,22 @@ class ParallelConfig:
             raise ValueError(f"parallel.compile_mode must be one of {', '.join(COMPILE_MODES)}; got {self.compile_mode!r}.")
         if self.sharding not in ("full", "hybrid"):
             raise ValueError(f"parallel.sharding must be full or hybrid; got {self.sharding!r}.")
+        for name in ("expert_parallel", "sequence_parallel"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"parallel.{name} must be >= 1 (1 is off); got {getattr(self, name)}.")
+        if self.expert_parallel > 1 and not self.fsdp:
+            raise ValueError("parallel.expert_parallel > 1 needs fsdp: true under ModelParallelStrategy (each rank "
+                             "holds different experts, which DDP's replicated weights cannot express).")
+
+    def check_model(self, num_experts: int, num_heads: int, world_size: int | None = None) -> None:
+        """Refuse sizes that do not divide the model's experts or heads, or the number of ranks."""
+        for name, size, total, what in (("expert_parallel", self.expert_parallel, num_experts, "experts"),
+                                        ("sequence_parallel", self.sequence_parallel, num_heads, "attention heads"),
+                                        ("expert_parallel", self.expert_parallel, world_size, "ranks"),
+                                        ("sequence_parallel", self.sequence_parallel, world_size, "ranks")):
+            if size > 1 and total is not None and total % size:
+                good = [d for d in range(1, total + 1) if total % d == 0]
+                raise ValueError(f"parallel.{name}={size} must divide the {total} {what}; use one of {good}.")
 
 
 def expert_parameters(module: nn.Module) -> list[nn.Parameter]:
@@ -128,11 +154,16 @@ def shard_mesh(mesh: Any, sharding: str) -> Any:
     return mesh._flatten("data_shard")
 
 
-def _fully_shard(model: nn.Module, mesh: Any, cfg: ParallelConfig) -> None:
+def _fully_shard(model: nn.Module, mesh: Any, cfg: ParallelConfig, ep_mesh: Any | None = None) -> None:
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mp = MixedPrecisionPolicy(param_dtype=getattr(torch, cfg.param_dtype), reduce_dtype=getattr(torch, cfg.reduce_dtype))
     fsdp_mesh = shard_mesh(mesh, cfg.sharding)
+    if ep_mesh is not None:
+        from av_model.train.expert_parallel import fully_shard_with_experts
+
+        fully_shard_with_experts(model, _blocks(model), ep_mesh, fsdp_mesh, mp, cfg.reshard_after_forward)
+        return
     shards = fsdp_mesh.size(fsdp_mesh.ndim - 1)
     experts = expert_parameters(model)
     if experts and experts[0].shape[0] % shards:
@@ -158,11 +189,34 @@ def apply_parallelism(model: nn.Module, cfg: ParallelConfig, device_mesh: Any | 
     """
     if model in _PARALLELIZED:
         return model  # configure_model may run more than once (fit, then validate)
+    ep_mesh = _split_experts_and_sequence(model, cfg, device_mesh)
     if cfg.activation_checkpointing != "none":
         _checkpoint(model, cfg)
     if cfg.compile:
         _compile(model, cfg.compile_mode)
     if cfg.fsdp and device_mesh is not None:
-        _fully_shard(model, device_mesh, cfg)
+        _fully_shard(model, device_mesh, cfg, ep_mesh)
     _PARALLELIZED.add(model)
     return model
+
+
+def _split_experts_and_sequence(model: nn.Module, cfg: ParallelConfig, device_mesh: Any | None) -> Any | None:
+    """Expert and sequence parallelism (each in its own module); returns the expert mesh for FSDP."""
+    if cfg.expert_parallel == 1 and cfg.sequence_parallel == 1:
+        return None
+    if device_mesh is None:
+        raise ValueError("parallel.expert_parallel and parallel.sequence_parallel need ModelParallelStrategy "
+                         "(trainer.strategy: lightning.pytorch.strategies.ModelParallelStrategy).")
+    from av_model.train.context_parallel import apply_sequence_parallel
+    from av_model.train.expert_parallel import apply_expert_parallel
+    from av_model.train.meshes import build_meshes
+
+    dit_cfg = getattr(model, "cfg", None)
+    if dit_cfg is not None:
+        cfg.check_model(dit_cfg.num_experts, dit_cfg.num_heads, device_mesh.size())
+    meshes = build_meshes(cfg.expert_parallel, cfg.sequence_parallel, device_mesh.device_type)
+    if meshes.sp is not None:
+        apply_sequence_parallel(model, meshes.sp, meshes.stats_group)
+    if meshes.ep is not None:
+        apply_expert_parallel(model, meshes.ep, meshes.stats_group)
+    return meshes.ep

@@ -1,0 +1,194 @@
+"""Expert parallelism on 2 CPU processes (gloo) equals the single-device MoE: outputs, losses, counts, gradients.
+
+Gradient convention (what data parallelism applies): each rank's loss is its own tokens' loss plus
+the global routing losses; gradients are averaged over the ranks. The reference is the one-device
+layer on all ranks' tokens with the loss `mean over ranks of each rank's token loss + routing losses`.
+Without FSDP (the layer-level cases) nothing averages, so the test does: per-rank gradients of
+replicated weights are averaged, an expert's gradient on its owner (which already sums all ranks'
+contributions) is divided by the world size, and so is the gradient of a rank's own tokens.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from av_model.dit import AVDiT, get_preset
+from av_model.dit.moe import MoEFeedForward
+from av_model.text.batch import TextBatch
+from av_model.train import expert_parallel
+from av_model.train.parallel import ParallelConfig, apply_parallelism
+
+from .spawned import load_ranks, run_spawned
+
+WORLD = 2
+TOKENS = 24  # per rank
+PLANTS = ("no_combine_permutation", "counts_misread")
+
+
+# ---------------------------------------------------------------------------------- layer level
+def _layer() -> MoEFeedForward:
+    torch.manual_seed(0)
+    layer = MoEFeedForward(width=16, hidden=24, num_experts=4, top_k=2, num_shared=1, balance="aux",
+                           aux_loss_coeff=0.1, z_loss_coeff=0.01)
+    with torch.no_grad():
+        layer.router_DE.normal_(std=0.5)  # decisive routing: every rank sends rows to every expert
+    return layer
+
+
+def _tokens() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    n = WORLD * TOKENS
+    x = torch.randn(n, 16, generator=g)
+    modality = torch.randint(0, 2, (n,), generator=g)
+    bucket = torch.randint(0, 4, (n,), generator=g)
+    weight = torch.randn(n, 16, generator=g)  # a non-uniform output gradient
+    return x, modality, bucket, weight
+
+
+def _step(layer: MoEFeedForward, x: torch.Tensor, modality: torch.Tensor, bucket: torch.Tensor,
+          weight: torch.Tensor, token_scale: float) -> dict[str, Any]:
+    x = x.clone().requires_grad_(True)
+    out = layer(x, modality, bucket)
+    (token_scale * (out.out_TD * weight).sum() + out.aux_loss + out.z_loss).backward()
+    grads = {n: (p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad).clone()
+             for n, p in layer.named_parameters()}
+    return {"out": out.out_TD.detach(), "aux": out.aux_loss.detach(), "z": out.z_loss.detach(),
+            "counts": out.counts_E, "counts_modality": out.counts_ME, "x_grad": x.grad, "grads": grads}
+
+
+def _layer_worker(rank: int, world: int, folder: Path) -> None:
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh("cpu", (1, world), mesh_dim_names=("dp_shard", "ep"))
+    x, modality, bucket, weight = _tokens()
+    mine = slice(rank * TOKENS, (rank + 1) * TOKENS)
+    for plant in (None, *PLANTS):
+        layer = expert_parallel.apply_expert_parallel(_layer(), mesh)
+        originals = expert_parallel.to_source_order, expert_parallel.exchange_counts
+        if plant == "no_combine_permutation":  # outputs go home in expert order, not in the order they came
+            expert_parallel.to_source_order = lambda y, perm, inv: y  # type: ignore[assignment]
+        elif plant == "counts_misread":  # the right totals per source, but the experts' counts swapped
+            expert_parallel.exchange_counts = lambda send, group: originals[1](send, group).flip(1)  # type: ignore[assignment]
+        try:
+            result = _step(layer, x[mine], modality[mine], bucket[mine], weight[mine], token_scale=1.0)
+        finally:
+            expert_parallel.to_source_order, expert_parallel.exchange_counts = originals
+        torch.save(result, folder / f"{plant or 'ep'}_rank{rank}.pt")
+
+
+@pytest.fixture(scope="module")
+def layer_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("ep_layer")
+    run_spawned(_layer_worker, WORLD, folder)
+    return folder
+
+
+def _reference() -> dict[str, Any]:
+    x, modality, bucket, weight = _tokens()
+    return _step(_layer(), x, modality, bucket, weight, token_scale=1.0 / WORLD)
+
+
+def _compare(ranks: list[dict[str, Any]], ref: dict[str, Any]) -> None:
+    close = dict(atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(torch.cat([r["out"] for r in ranks]), ref["out"], **close)
+    for r in ranks:  # the routing losses and logged counts are the whole batch's on every rank
+        for key in ("aux", "z", "counts", "counts_modality"):
+            torch.testing.assert_close(r[key], ref[key], **close, msg=key)
+    torch.testing.assert_close(torch.cat([r["x_grad"] for r in ranks]) / WORLD, ref["x_grad"], **close)
+    for name, g_ref in ref["grads"].items():
+        if name in ("w13_ED2F", "w2_EFD"):  # each rank holds its experts' gradient, summed over ranks
+            g = torch.cat([r["grads"][name] for r in ranks]) / WORLD
+        else:
+            g = torch.stack([r["grads"][name] for r in ranks]).mean(0)
+        torch.testing.assert_close(g, g_ref, **close, msg=f"gradient of {name}")
+
+
+def test_expert_parallel_layer_equals_single_device(layer_runs: Path) -> None:
+    ranks = load_ranks(layer_runs, "ep", WORLD)
+    assert ranks[0]["grads"]["w13_ED2F"].shape[0] == 2  # 4 experts over 2 ranks: 2 whole experts each
+    ref = _reference()
+    assert (ref["counts"] > 0).all() and ref["aux"] > 0  # every expert used; the balance loss is live
+    _compare(ranks, ref)
+
+
+@pytest.mark.parametrize("plant", PLANTS)
+def test_planted_dispatch_errors_are_caught(layer_runs: Path, plant: str) -> None:
+    with pytest.raises(AssertionError):
+        _compare(load_ranks(layer_runs, plant, WORLD), _reference())
+
+
+# ---------------------------------------------------------------------------------- model level
+def _model() -> AVDiT:
+    torch.manual_seed(0)
+    model = AVDiT(get_preset("debug", video_channels=4, audio_channels=8, balance="aux"))
+    with torch.no_grad():
+        for p in model.parameters():  # leave the zero-initialized outputs: compare a non-trivial function
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def _inputs() -> tuple:
+    g = torch.Generator().manual_seed(0)
+    video, audio = torch.randn(WORLD, 4, 4, 4, 4, generator=g), torch.randn(WORLD, 8, 75, generator=g)
+    text = TextBatch((torch.randn(WORLD, 5, 384, generator=g),), (torch.ones(WORLD, 5, dtype=torch.bool),))
+    t = torch.rand(WORLD, generator=g)
+    return video, audio, t, t.flip(0), text
+
+
+def _sample(inputs: tuple, i: int) -> tuple:
+    video, audio, tv, ta, text = inputs
+    one = slice(i, i + 1)
+    return (video[one], audio[one], tv[one], ta[one],
+            TextBatch(tuple(e[one] for e in text.embeddings), tuple(m[one] for m in text.masks)), 4.0, 75.0)
+
+
+def _sample_loss(video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    return video.square().mean() + audio.square().mean()
+
+
+def _model_worker(rank: int, world: int, folder: Path) -> None:
+    from torch.distributed.device_mesh import init_device_mesh
+
+    model = _model()
+    lightning_mesh = init_device_mesh("cpu", (1, world), mesh_dim_names=("data_parallel", "tensor_parallel"))
+    apply_parallelism(model, ParallelConfig(expert_parallel=world, param_dtype="float32"), lightning_mesh)
+    out = model(*_sample(_inputs(), rank))  # each rank its own clip: data parallel
+    (_sample_loss(out.video, out.audio) + sum(out.aux.losses.values())).backward()
+    grads = {n: (p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad) for n, p in model.named_parameters()}
+    norm = expert_parallel.total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    torch.save({"video": out.video.detach(), "audio": out.audio.detach(), "grads": grads,
+                "losses": {k: v.detach() for k, v in out.aux.losses.items()}, "counts": out.aux.stats["moe/counts"],
+                "norm": norm},
+               folder / f"fsdp_rank{rank}.pt")
+
+
+def test_expert_parallel_with_fsdp2_equals_single_device(tmp_path: Path) -> None:
+    run_spawned(_model_worker, WORLD, tmp_path)
+    ranks = load_ranks(tmp_path, "fsdp", WORLD)
+    model, inputs = _model(), _inputs()
+    out = model(*inputs, 4.0, 75.0)
+    loss = sum(_sample_loss(out.video[i], out.audio[i]) for i in range(WORLD)) / WORLD + sum(out.aux.losses.values())
+    loss.backward()
+    close = dict(atol=1e-5, rtol=1e-4)
+    for i, r in enumerate(ranks):
+        torch.testing.assert_close(r["video"][0], out.video[i].detach(), **close)
+        torch.testing.assert_close(r["audio"][0], out.audio[i].detach(), **close)
+        for key, value in out.aux.losses.items():
+            torch.testing.assert_close(r["losses"][key], value.detach(), **close)
+        torch.testing.assert_close(r["counts"], out.aux.stats["moe/counts"], **close)
+    ref_grads = {n: p.grad for n, p in model.named_parameters()}
+    assert ranks[0]["grads"].keys() == ref_grads.keys()  # same names: checkpoints stay interchangeable
+    for name, g in ref_grads.items():
+        torch.testing.assert_close(ranks[0]["grads"][name], g, **close, msg=f"gradient of {name}")
+    torch.testing.assert_close(ranks[0]["norm"], torch.nn.utils.get_total_norm(list(ref_grads.values())), **close)
+
+
+def test_expert_parallel_config_is_validated() -> None:
+    with pytest.raises(ValueError, match="expert_parallel must be >= 1"):
+        ParallelConfig(expert_parallel=0)
+    with pytest.raises(ValueError, match="needs fsdp"):
+        ParallelConfig(expert_parallel=2, fsdp=False)

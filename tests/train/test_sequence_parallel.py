@@ -1,0 +1,110 @@
+"""Sequence (Ulysses) parallelism on 2 CPU processes (gloo) equals one process: outputs, losses, gradients, sampling.
+
+Both ranks get the same clips; the test splits the joint sequence of 16 video + 24 audio tokens
+(even) and of 16 + 25 tokens (odd: the second rank's share ends in one padded token). Gradients are
+averaged over the ranks, as FSDP2 and DDP do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from av_model.dit import AVDiT, get_preset
+from av_model.flow.sampling import SamplerConfig, sample
+from av_model.text.batch import TextBatch
+from av_model.train.context_parallel import apply_sequence_parallel
+from av_model.train.parallel import ParallelConfig
+
+from .spawned import load_ranks, run_spawned
+
+WORLD = 2
+AUDIO_FRAMES = {"even": 72, "padded": 75}  # 24 or 25 audio tokens (group 3) beside 16 video tokens
+
+
+def _model() -> AVDiT:
+    torch.manual_seed(0)
+    model = AVDiT(get_preset("debug", video_channels=4, audio_channels=8, balance="aux"))
+    with torch.no_grad():
+        for p in model.parameters():  # leave the zero-initialized outputs: compare a non-trivial function
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def _inputs(audio_frames: int) -> tuple:
+    g = torch.Generator().manual_seed(0)
+    video, audio = torch.randn(2, 4, 4, 4, 4, generator=g), torch.randn(2, 8, audio_frames, generator=g)
+    text = TextBatch((torch.randn(2, 5, 384, generator=g),), (torch.tensor([[True] * 5, [True] * 3 + [False] * 2]),))
+    t = torch.rand(2, generator=g)
+    return video, audio, t, t.flip(0), text, 4.0, 75.0
+
+
+def _run(model: AVDiT, audio_frames: int) -> dict[str, Any]:
+    model.zero_grad()
+    out = model(*_inputs(audio_frames))
+    (out.video.square().mean() + out.audio.square().mean() + sum(out.aux.losses.values())).backward()
+    return {"video": out.video.detach(), "audio": out.audio.detach(), "counts": out.aux.stats["moe/counts"],
+            "losses": {k: v.detach() for k, v in out.aux.losses.items()},
+            "grads": {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}}
+
+
+def _sample(model: AVDiT) -> tuple[torch.Tensor, torch.Tensor]:
+    text = _inputs(72)[4]
+    with torch.no_grad():
+        return sample(model, text, video_shape=(2, 4, 4, 4, 4), audio_shape=(2, 8, 75), video_rate=4.0,
+                      audio_rate=75.0, config=SamplerConfig(steps=2, solver="heun", guidance_video=2.0,
+                                                            guidance_audio=2.0), seed=3)
+
+
+def _worker(rank: int, world: int, folder: Path) -> None:
+    from torch.distributed.device_mesh import init_device_mesh
+
+    model = apply_sequence_parallel(_model(), init_device_mesh("cpu", (world,), mesh_dim_names=("sp",)))
+    for case, frames in AUDIO_FRAMES.items():
+        torch.save(_run(model, frames), folder / f"{case}_rank{rank}.pt")
+    torch.save(dict(zip(("video", "audio"), _sample(model))), folder / f"sample_rank{rank}.pt")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("sp")
+    run_spawned(_worker, WORLD, folder)
+    return folder
+
+
+@pytest.mark.parametrize("case", list(AUDIO_FRAMES))
+def test_sequence_parallel_equals_one_process(runs: Path, case: str) -> None:
+    ranks, ref = load_ranks(runs, case, WORLD), _run(_model(), AUDIO_FRAMES[case])
+    close = dict(atol=1e-5, rtol=1e-4)
+    for r in ranks:  # every rank has the whole output and the whole sequence's routing record
+        torch.testing.assert_close(r["video"], ref["video"], **close)
+        torch.testing.assert_close(r["audio"], ref["audio"], **close)
+        torch.testing.assert_close(r["counts"], ref["counts"], **close)
+        for key, value in ref["losses"].items():
+            torch.testing.assert_close(r["losses"][key], value, **close, msg=key)
+    assert ref["counts"].sum() == 2 * 2 * (16 + AUDIO_FRAMES[case] // 3) * 2  # layers x batch x tokens x top-k
+    assert ranks[0]["grads"].keys() == ref["grads"].keys()
+    for name, g in ref["grads"].items():
+        mean = (ranks[0]["grads"][name] + ranks[1]["grads"][name]) / 2
+        torch.testing.assert_close(mean, g, **close, msg=f"gradient of {name}")
+
+
+def test_sequence_parallel_sampling_equals_one_process(runs: Path) -> None:
+    video, audio = _sample(_model())
+    for r in load_ranks(runs, "sample", WORLD):
+        torch.testing.assert_close(r["video"], video, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(r["audio"], audio, atol=1e-5, rtol=1e-4)
+
+
+def test_sequence_parallel_sizes_are_validated() -> None:
+    with pytest.raises(ValueError, match="sequence_parallel must be >= 1"):
+        ParallelConfig(sequence_parallel=0)
+    with pytest.raises(ValueError, match=r"sequence_parallel=3 must divide the 2 attention heads; use one of \[1, 2\]"):
+        ParallelConfig(sequence_parallel=3).check_model(num_experts=4, num_heads=2)
+    with pytest.raises(ValueError, match=r"expert_parallel=3 must divide the 4 experts"):
+        ParallelConfig(expert_parallel=3).check_model(num_experts=4, num_heads=2)
+    with pytest.raises(ValueError, match=r"expert_parallel=4 must divide the 6 ranks"):
+        ParallelConfig(expert_parallel=4).check_model(num_experts=8, num_heads=2, world_size=6)
