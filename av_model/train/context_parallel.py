@@ -30,7 +30,7 @@ the reverse exchange), with equal splits; it runs on NCCL and on gloo (CPU tests
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
@@ -40,6 +40,8 @@ from torch.distributed.device_mesh import DeviceMesh
 from av_model.train.expert_parallel import GroupSum, moe_layers
 
 __all__ = ["UlyssesSplit", "apply_sequence_parallel"]
+
+ModelT = TypeVar("ModelT", bound=nn.Module)
 
 
 class UlyssesSplit:
@@ -76,7 +78,7 @@ class UlyssesSplit:
         return dist_nn.all_to_all_single(send.new_empty(send.shape), send, group=self.group)
 
 
-def apply_sequence_parallel(model: nn.Module, sp_mesh: DeviceMesh, stats_group: Any | None = None) -> nn.Module:
+def apply_sequence_parallel(model: ModelT, sp_mesh: DeviceMesh, stats_group: Any | None = None) -> ModelT:
     """Split `model`'s joint sequence over the mesh's "sp" dimension; in place, returns `model`.
 
     Works for training (under `apply_parallelism`) and for sampling: every rank of the group runs
@@ -90,13 +92,14 @@ def apply_sequence_parallel(model: nn.Module, sp_mesh: DeviceMesh, stats_group: 
     mesh = sp_mesh["sp"] if sp_mesh.mesh_dim_names and "sp" in sp_mesh.mesh_dim_names else sp_mesh
     if not hasattr(model, "sequence_parallel"):
         raise TypeError(f"{type(model).__name__} has no `sequence_parallel` hook; apply it to an AVDiT.")
-    heads, size = model.cfg.num_heads, mesh.size()  # type: ignore[union-attr]
+    cfg: Any = model.cfg
+    heads, size = int(cfg.num_heads), mesh.size()
     if heads % size:
         good = [d for d in range(1, heads + 1) if heads % d == 0]
         raise ValueError(f"parallel.sequence_parallel={size} must divide the {heads} attention heads "
                          f"(each rank attends with heads / N of them); use one of {good}.")
     split = UlyssesSplit(mesh.get_group())
-    model.sequence_parallel = split
+    model.sequence_parallel = split  # type: ignore[assignment]
     summed = GroupSum(stats_group if stats_group is not None else split.group)
     for layer in moe_layers(model):
         if layer.group_sum is None or stats_group is not None:

@@ -35,7 +35,7 @@ kept out of FSDP (they are tiny and computed in fp32 anyway) and averaged over a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -57,6 +57,9 @@ from av_model.dit.moe import (
 )
 
 __all__ = ["ExpertParallelDispatch", "GroupSum", "apply_expert_parallel", "fully_shard_with_experts", "moe_layers"]
+
+
+ModelT = TypeVar("ModelT", bound=nn.Module)
 
 
 class GroupSum:
@@ -157,7 +160,7 @@ def moe_layers(model: nn.Module) -> list[MoEFeedForward]:
     return [m for m in model.modules() if isinstance(m, MoEFeedForward) and m.num_experts > 1]
 
 
-def apply_expert_parallel(model: nn.Module, ep_mesh: DeviceMesh, stats_group: Any | None = None) -> nn.Module:
+def apply_expert_parallel(model: ModelT, ep_mesh: DeviceMesh, stats_group: Any | None = None) -> ModelT:
     """Split every MoE layer's experts over the mesh's "ep" dimension; in place, returns `model`.
 
     Every rank must hold the same initial weights (seeded init or a loaded checkpoint), as FSDP2

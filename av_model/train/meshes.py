@@ -72,8 +72,9 @@ def build_meshes(expert_parallel: int, sequence_parallel: int, device_type: str 
 
     ep = mesh(expert_parallel, ("dp_shard", "ep")) if expert_parallel > 1 else None
     sp = mesh(sequence_parallel, ("dp", "sp")) if sequence_parallel > 1 else None
+    stats_group: Any = None
     if ep is not None and sp is not None:
         stats_group = mesh(math.lcm(expert_parallel, sequence_parallel), ("outer", "batch")).get_group("batch")
-    else:
-        stats_group = ep.get_group("ep") if ep is not None else sp.get_group("sp") if sp is not None else None
+    elif ep is not None or sp is not None:
+        stats_group = ep.get_group("ep") if ep is not None else sp.get_group("sp")  # type: ignore[union-attr]
     return ParallelMeshes(ep=ep, sp=sp, stats_group=stats_group)

@@ -7,6 +7,7 @@ averaged over the ranks, as FSDP2 and DDP do.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ import pytest
 import torch
 
 from av_model.dit import AVDiT, get_preset
+from av_model.dit import model as dit_model
+from av_model.dit.model import BlockContext
 from av_model.flow.sampling import SamplerConfig, sample
 from av_model.text.batch import TextBatch
 from av_model.train.context_parallel import apply_sequence_parallel
@@ -23,6 +26,7 @@ from .spawned import load_ranks, run_spawned
 
 WORLD = 2
 AUDIO_FRAMES = {"even": 72, "padded": 75}  # 24 or 25 audio tokens (group 3) beside 16 video tokens
+_SHARD = dit_model._shard_sequence
 
 
 def _model() -> AVDiT:
@@ -59,13 +63,37 @@ def _sample(model: AVDiT) -> tuple[torch.Tensor, torch.Tensor]:
                                                             guidance_audio=2.0), seed=3)
 
 
+def _local_positions(x: torch.Tensor, bc: BlockContext, bucket: torch.Tensor, seq: Any) -> tuple:
+    """Planted error: every shard rotated as if its tokens started the clip (positions from local indices)."""
+    x, bc = _SHARD(x, bc, bucket, seq)
+    local = torch.arange(len(bc.cos_NR)) % x.shape[1]
+    return x, dataclasses.replace(bc, cos_NR=bc.cos_NR[local], sin_NR=bc.sin_NR[local])
+
+
+def _padding_as_keys(x: torch.Tensor, bc: BlockContext, bucket: torch.Tensor, seq: Any) -> tuple:
+    """Planted error: the padded tokens are not masked out of attention."""
+    x, bc = _SHARD(x, bc, bucket, seq)
+    return x, dataclasses.replace(bc, key_mask_N=None)
+
+
+PLANTS = {"local_positions": (_local_positions, "even"), "padding_as_keys": (_padding_as_keys, "padded")}
+
+
 def _worker(rank: int, world: int, folder: Path) -> None:
     from torch.distributed.device_mesh import init_device_mesh
 
     model = apply_sequence_parallel(_model(), init_device_mesh("cpu", (world,), mesh_dim_names=("sp",)))
+    shapes: list[tuple[int, ...]] = []
+    model.blocks[0].attn.register_forward_hook(lambda mod, args, out: shapes.append(tuple(args[0].shape)))
     for case, frames in AUDIO_FRAMES.items():
-        torch.save(_run(model, frames), folder / f"{case}_rank{rank}.pt")
+        torch.save({**_run(model, frames), "attn_input": shapes[-1]}, folder / f"{case}_rank{rank}.pt")
     torch.save(dict(zip(("video", "audio"), _sample(model))), folder / f"sample_rank{rank}.pt")
+    for plant, (shard, case) in PLANTS.items():
+        dit_model._shard_sequence = shard  # type: ignore[assignment]
+        try:
+            torch.save(_run(model, AUDIO_FRAMES[case]), folder / f"{plant}_rank{rank}.pt")
+        finally:
+            dit_model._shard_sequence = _SHARD
 
 
 @pytest.fixture(scope="module")
@@ -75,21 +103,32 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("case", list(AUDIO_FRAMES))
-def test_sequence_parallel_equals_one_process(runs: Path, case: str) -> None:
-    ranks, ref = load_ranks(runs, case, WORLD), _run(_model(), AUDIO_FRAMES[case])
-    close = dict(atol=1e-5, rtol=1e-4)
+def _compare(ranks: list[dict[str, Any]], ref: dict[str, Any]) -> None:
     for r in ranks:  # every rank has the whole output and the whole sequence's routing record
-        torch.testing.assert_close(r["video"], ref["video"], **close)
-        torch.testing.assert_close(r["audio"], ref["audio"], **close)
-        torch.testing.assert_close(r["counts"], ref["counts"], **close)
+        torch.testing.assert_close(r["video"], ref["video"], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(r["audio"], ref["audio"], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(r["counts"], ref["counts"], atol=1e-5, rtol=1e-4)
         for key, value in ref["losses"].items():
-            torch.testing.assert_close(r["losses"][key], value, **close, msg=key)
-    assert ref["counts"].sum() == 2 * 2 * (16 + AUDIO_FRAMES[case] // 3) * 2  # layers x batch x tokens x top-k
+            torch.testing.assert_close(r["losses"][key], value, atol=1e-5, rtol=1e-4, msg=key)
     assert ranks[0]["grads"].keys() == ref["grads"].keys()
     for name, g in ref["grads"].items():
         mean = (ranks[0]["grads"][name] + ranks[1]["grads"][name]) / 2
-        torch.testing.assert_close(mean, g, **close, msg=f"gradient of {name}")
+        torch.testing.assert_close(mean, g, atol=1e-5, rtol=1e-4, msg=f"gradient of {name}")
+
+
+@pytest.mark.parametrize("case", list(AUDIO_FRAMES))
+def test_sequence_parallel_equals_one_process(runs: Path, case: str) -> None:
+    ranks, ref = load_ranks(runs, case, WORLD), _run(_model(), AUDIO_FRAMES[case])
+    tokens = 16 + AUDIO_FRAMES[case] // 3
+    assert [r["attn_input"] for r in ranks] == [(2, -(-tokens // 2), 64)] * 2  # each rank attends from its half
+    assert ref["counts"].sum() == 2 * 2 * tokens * 2  # layers x batch x tokens x top-k: padding is not routed
+    _compare(ranks, ref)
+
+
+@pytest.mark.parametrize("plant", list(PLANTS))
+def test_planted_sequence_errors_are_caught(runs: Path, plant: str) -> None:
+    with pytest.raises(AssertionError):
+        _compare(load_ranks(runs, plant, WORLD), _run(_model(), AUDIO_FRAMES[PLANTS[plant][1]]))
 
 
 def test_sequence_parallel_sampling_equals_one_process(runs: Path) -> None:
