@@ -256,8 +256,14 @@ class LatentDataModule(L.LightningDataModule):
         return meta
 
     def _ranks(self) -> tuple[int, int]:
+        """(data-parallel replicas, this rank's replica): the ranks of a sequence-parallel group
+        (`model.parallel.sequence_parallel`) share each clip, so they read the same batches."""
         trainer = getattr(self, "trainer", None)
-        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        if trainer is None:
+            return 1, 0
+        parallel = getattr(getattr(trainer, "lightning_module", None), "parallel_config", None)
+        sp = int(getattr(parallel, "sequence_parallel", 1))
+        return trainer.world_size // sp, trainer.global_rank // sp
 
     def setup(self, stage: str) -> None:
         if stage in ("fit",) and self._train is None:

@@ -184,7 +184,9 @@ def apply_expert_parallel(model: ModelT, ep_mesh: DeviceMesh, stats_group: Any |
         for name in ("w13_ED2F", "w2_EFD"):
             full = getattr(layer, name)
             local = full.detach()[rank * el : (rank + 1) * el].clone()
-            shard = DTensor.from_local(local.to(mesh.device_type), mesh, [Shard(0)], run_check=False)
+            if not local.is_meta:  # a model built on the meta device stays there until materialized
+                local = local.to(mesh.device_type)
+            shard = DTensor.from_local(local, mesh, [Shard(0)], run_check=False)
             setattr(layer, name, nn.Parameter(shard, requires_grad=full.requires_grad))
         layer.expert_fn = ExpertParallelDispatch(group, layer.num_experts)
         layer.group_sum = GroupSum(stats_group if stats_group is not None else group)

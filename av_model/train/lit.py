@@ -37,6 +37,7 @@ from av_model.train.finetune import (
     freeze_parameters,
     load_init_weights,
 )
+from av_model.train.expert_parallel import clip_grads_with_norm_, total_norm
 from av_model.train.parallel import ParallelConfig, apply_parallelism
 from avtrain.optim import OptimConfig, adamw, schedule_for
 
@@ -139,6 +140,7 @@ class AVDiffusion(L.LightningModule):
         self.cache_meta = cache_meta  # kept as JSON in the checkpoint; read through `latent_spec`
         self.latent_spec = LatentSpec.from_meta(cache_meta)
         self.dit_config = build_dit_config(preset, overrides, self.latent_spec)
+        parallel.check_model(self.dit_config.num_experts, self.dit_config.num_heads)
         self.model = AVDiT(self.dit_config)
         # Fine-tuning, in this order: base weights, then what trains (docs/training.md, "Fine-tuning").
         self.init_report: InitReport | None = None
@@ -189,15 +191,22 @@ class AVDiffusion(L.LightningModule):
         return int(b * n * self._flops_cache[key])
 
     # ---------------------------------------------------------------------------------- steps
+    @property
+    def data_rank(self) -> int:
+        """Rank among the data-parallel replicas: the ranks of a sequence-parallel group share one
+        batch, so they must also draw the same noise and flow times."""
+        return self.global_rank // self.parallel_config.sequence_parallel
+
     def _generator(self, *stream: int) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(_step_seed(self.hparams["seed"], *stream))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         micro = batch_idx % self.trainer.accumulate_grad_batches
-        gen = self._generator(0, self.global_step, micro, self.global_rank)  # stream 0: training
+        gen = self._generator(0, self.global_step, micro, self.data_rank)  # stream 0: training
         out = self.flow.loss(self.model, batch["video"], batch["audio"], batch["text"], self.video_rate,
                              self.audio_rate, generator=gen)
-        self.flops_per_batch = self.training_flops(batch)
+        # Sequence parallelism: this rank computes 1 / N of each clip's tokens.
+        self.flops_per_batch = self.training_flops(batch) // self.parallel_config.sequence_parallel
         terms = {
             "train/loss": out.loss.detach(),
             "train/loss_video": out.video_loss.detach(),
@@ -239,7 +248,7 @@ class AVDiffusion(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         # Fixed noise per batch: validation numbers of successive runs differ only by the weights.
-        gen = self._generator(1, batch_idx, self.global_rank)  # stream 1: validation
+        gen = self._generator(1, batch_idx, self.data_rank)  # stream 1: validation
         out = self.flow.loss(self.model, batch["video"], batch["audio"], batch["text"], self.video_rate,
                              self.audio_rate, generator=gen)
         b = batch["video"].shape[0]
@@ -251,9 +260,9 @@ class AVDiffusion(L.LightningModule):
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         if not grads:
             return
-        # One fused kernel and no host sync (the NaN guard and the logger read it later); works on
-        # the DTensor gradients of FSDP2 too.
-        self.last_grad_norm = torch.nn.utils.get_total_norm(grads, 2.0)
+        # One fused kernel per layout and no host sync (the NaN guard and the logger read it later);
+        # works on the DTensor gradients of FSDP2 and on expert parallelism's mix of meshes too.
+        self.last_grad_norm = total_norm(grads, 2.0)
         self.log("train/grad_norm", self.last_grad_norm)
         if self._logging_step() and not _is_sharded(grads):
             # Per-module norms from Lightning's grad_norm, summed per block for a readable log.
@@ -284,7 +293,7 @@ class AVDiffusion(L.LightningModule):
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
             return
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        torch.nn.utils.clip_grads_with_norm_(params, gradient_clip_val, self.last_grad_norm)
+        clip_grads_with_norm_(params, gradient_clip_val, self.last_grad_norm)
 
     # ------------------------------------------------------------------------- optimization
     def configure_optimizers(self) -> Any:
