@@ -280,3 +280,22 @@ def clip_grads_with_norm_(params: list[Tensor], max_norm: float, norm: Tensor) -
     with_grad = [p for p in params if p.grad is not None]
     for group in _by_layout(with_grad):
         torch.nn.utils.clip_grads_with_norm_(group, max_norm, norm)
+
+
+def split_by_layout(param_groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Optimizer parameter groups with one layout each (see `_by_layout`), same settings.
+
+    The foreach and fused optimizers run one kernel over a group's tensors, which DTensor refuses
+    when they live on different meshes or mix with plain tensors (experts, dense weights and the
+    router under expert parallelism). A group with one layout is returned unchanged; the others'
+    extra parts are named `<name>@1`, `<name>@2`, ...
+    """
+    out = []
+    for group in param_groups:
+        parts = _by_layout(list(group["params"])) or [[]]
+        for i, params in enumerate(parts):
+            part = {**group, "params": params}
+            if i and "name" in group:
+                part["name"] = f"{group['name']}@{i}"
+            out.append(part)
+    return out

@@ -29,6 +29,7 @@ from av_model.flow.matching import FlowConfig, FlowMatching
 from av_model.flow.sampling import SamplerConfig
 from av_model.sample.generator_file import CHECKPOINT_KEY, load_generator
 from av_model.train.diagnostics import DiagnosticsConfig
+from av_model.train.expert_parallel import clip_grads_with_norm_, split_by_layout, total_norm
 from av_model.train.finetune import (
     InitReport,
     ParamGroupConfig,
@@ -37,7 +38,6 @@ from av_model.train.finetune import (
     freeze_parameters,
     load_init_weights,
 )
-from av_model.train.expert_parallel import clip_grads_with_norm_, total_norm
 from av_model.train.parallel import ParallelConfig, apply_parallelism
 from avtrain.optim import OptimConfig, adamw, schedule_for
 
@@ -318,7 +318,8 @@ class AVDiffusion(L.LightningModule):
             if group == "default" or no_decay:
                 param_groups.append({"params": no_decay, "weight_decay": 0.0, "lr": lr, "name": f"{group}/no_decay"})
         # Configured groups first, the default pair last; without groups it is [decay, no_decay] as before.
-        opt = adamw(param_groups, cfg, device=self.device)
+        # Under expert parallelism weights live on several meshes: one layout per group for foreach/fused.
+        opt = adamw(split_by_layout(param_groups), cfg, device=self.device)
         total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else None
         # A factor of each group's own peak, so groups with their own lr end at their own lr * min_lr_ratio.
         scheduler = schedule_for(opt, cfg, total)

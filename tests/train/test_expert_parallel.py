@@ -179,9 +179,12 @@ def _model_worker(rank: int, world: int, folder: Path) -> None:
     norm = expert_parallel.total_norm([p.grad for p in model.parameters() if p.grad is not None])
     expert_parallel.clip_grads_with_norm_(list(model.parameters()), 0.5 * float(norm), norm)  # halves every gradient
     clipped = {n: _full(p.grad) for n, p in model.named_parameters() if p.grad is not None}
+    opt = torch.optim.AdamW(expert_parallel.split_by_layout([{"params": list(model.parameters())}]), lr=0.01, foreach=True)
+    opt.step()  # foreach kernels need one mesh per group: the split makes experts, router and the rest apart
+    stepped = {n: _full(p.detach()) for n, p in model.named_parameters()}
     torch.save({"video": out.video.detach(), "audio": out.audio.detach(), "grads": grads,
                 "losses": {k: v.detach() for k, v in out.aux.losses.items()}, "counts": out.aux.stats["moe/counts"],
-                "norm": norm, "clipped": clipped},
+                "norm": norm, "clipped": clipped, "stepped": stepped},
                folder / f"fsdp_rank{rank}.pt")
 
 
@@ -204,6 +207,11 @@ def test_expert_parallel_with_fsdp2_equals_single_device(runs: Path) -> None:
     torch.testing.assert_close(ranks[0]["norm"], torch.nn.utils.get_total_norm(list(ref_grads.values())), atol=1e-5, rtol=1e-4)
     for name, g in ref_grads.items():  # clipping reaches the experts, the router and the FSDP weights alike
         torch.testing.assert_close(ranks[0]["clipped"][name], 0.5 * g, atol=1e-5, rtol=1e-4, msg=f"clipped {name}")
+    for p in model.parameters():
+        p.grad = None if p.grad is None else 0.5 * p.grad
+    torch.optim.AdamW(model.parameters(), lr=0.01, foreach=True).step()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(ranks[0]["stepped"][name], p.detach(), atol=1e-5, rtol=1e-4, msg=f"updated {name}")
 
 
 def test_expert_parallel_config_is_validated() -> None:
