@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -41,3 +42,24 @@ def _entry(rank: int, world: int, folder: str, timeout_s: float, fn: Callable[..
 def load_ranks(folder: Path, name: str, world: int) -> list[dict[str, Any]]:
     """What each rank saved under `name` (`torch.save(obj, folder / f"{name}_rank{rank}.pt")`)."""
     return [torch.load(folder / f"{name}_rank{r}.pt") for r in range(world)]
+
+
+def _expert_and_sequence_cases(rank: int, world: int, folder: Path) -> None:
+    # Imported here: the test modules import this one.
+    from tests.train import test_expert_parallel, test_sequence_parallel
+
+    test_expert_parallel.worker(rank, world, folder)
+    test_sequence_parallel.worker(rank, world, folder)
+
+
+_SHARED: dict[str, Path] = {}
+
+
+def expert_and_sequence_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of every 2-process case of test_expert_parallel.py and test_sequence_parallel.py,
+    all run by one spawn per session (starting two processes costs more than all the cases)."""
+    if "runs" not in _SHARED:
+        folder = tmp_path_factory.mktemp("parallel_runs")
+        run_spawned(_expert_and_sequence_cases, 2, folder)
+        _SHARED["runs"] = folder
+    return _SHARED["runs"]

@@ -23,7 +23,7 @@ from av_model.text.batch import TextBatch
 from av_model.train import expert_parallel
 from av_model.train.parallel import ParallelConfig, apply_parallelism
 
-from .spawned import load_ranks, run_spawned
+from .spawned import expert_and_sequence_runs, load_ranks
 
 WORLD = 2
 TOKENS = 24  # per rank
@@ -94,13 +94,11 @@ def _layer_worker(rank: int, world: int, folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One spawn for every case of this file (starting two processes costs more than the cases)."""
-    folder = tmp_path_factory.mktemp("ep")
-    run_spawned(_worker, WORLD, folder)
-    return folder
+    return expert_and_sequence_runs(tmp_path_factory)
 
 
-def _worker(rank: int, world: int, folder: Path) -> None:
+def worker(rank: int, world: int, folder: Path) -> None:
+    """Every 2-process case of this file (run with test_sequence_parallel's in one spawn: `runs`)."""
     _layer_worker(rank, world, folder)
     _model_worker(rank, world, folder)
 

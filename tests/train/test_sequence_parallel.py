@@ -22,7 +22,7 @@ from av_model.text.batch import TextBatch
 from av_model.train.context_parallel import apply_sequence_parallel
 from av_model.train.parallel import ParallelConfig
 
-from .spawned import load_ranks, run_spawned
+from .spawned import expert_and_sequence_runs, load_ranks
 
 WORLD = 2
 AUDIO_FRAMES = {"even": 72, "padded": 75}  # 24 or 25 audio tokens (group 3) beside 16 video tokens
@@ -79,12 +79,18 @@ def _padding_as_keys(x: torch.Tensor, bc: BlockContext, bucket: torch.Tensor, se
 PLANTS = {"local_positions": (_local_positions, "even"), "padding_as_keys": (_padding_as_keys, "padded")}
 
 
-def _worker(rank: int, world: int, folder: Path) -> None:
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return expert_and_sequence_runs(tmp_path_factory)
+
+
+def worker(rank: int, world: int, folder: Path) -> None:
+    """Every 2-process case of this file (run with test_expert_parallel's in one spawn: `runs`)."""
     from torch.distributed.device_mesh import init_device_mesh
 
     model = apply_sequence_parallel(_model(), init_device_mesh("cpu", (world,), mesh_dim_names=("sp",)))
     shapes: list[tuple[int, ...]] = []
-    model.blocks[0].attn.register_forward_hook(lambda mod, args, out: shapes.append(tuple(args[0].shape)))
+    model.block_list()[0].attn.register_forward_hook(lambda mod, args, out: shapes.append(tuple(args[0].shape)))
     for case, frames in AUDIO_FRAMES.items():
         torch.save({**_run(model, frames), "attn_input": shapes[-1]}, folder / f"{case}_rank{rank}.pt")
     torch.save(dict(zip(("video", "audio"), _sample(model))), folder / f"sample_rank{rank}.pt")
@@ -94,13 +100,6 @@ def _worker(rank: int, world: int, folder: Path) -> None:
             torch.save(_run(model, AUDIO_FRAMES[case]), folder / f"{plant}_rank{rank}.pt")
         finally:
             dit_model._shard_sequence = _SHARD
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("sp")
-    run_spawned(_worker, WORLD, folder)
-    return folder
 
 
 def _compare(ranks: list[dict[str, Any]], ref: dict[str, Any]) -> None:
