@@ -2,6 +2,10 @@
 
 Reading order: embedders, block, final layer, the model. See docs/architecture.md for the diagram.
 
+The model is a one-device module; parallelism plugs into hooks from outside (av_model/train): the
+MoE layers' `expert_fn`/`group_sum` (expert parallelism) and `AVDiT.sequence_parallel` (Ulysses
+sequence parallelism: each rank runs the blocks on its share of the joint sequence).
+
 Shapes (legend): B batch, C_v/C_a latent channels, T_v/T_a latent frames, H_v/W_v latent size,
 N = Nv + Na tokens, D width, S = Tt + Na conditioning slots (one per video token row in time, one
 per audio token), L text tokens, E experts, M modalities, Q noise-level buckets, T = B * N.
@@ -380,13 +384,12 @@ def _shard_sequence(x_BND: Tensor, bc: BlockContext, bucket_BN: Tensor, seq: Seq
     pad, start = n * seq.size - total, seq.rank * n
     span = TokenSpan.of(lay, start, n, x_BND.device)
     real = slice(start, start + span.valid)
-    local = bc.modality_T.new_empty(0) if span.valid == 0 else bc.modality_T.view(b, total)[:, real].reshape(-1)
     return F.pad(x_BND, (0, 0, 0, pad))[:, start : start + n], BlockContext(
         layout=lay,
         cos_NR=F.pad(bc.cos_NR, (0, 0, 0, pad), value=1.0),  # padding: the identity rotation
         sin_NR=F.pad(bc.sin_NR, (0, 0, 0, pad)),
         ctx_BLD=bc.ctx_BLD, ctx_mask_BL=bc.ctx_mask_BL,
-        modality_T=local,
+        modality_T=bc.modality_T.view(b, total)[:, real].reshape(-1),
         t_bucket_T=bucket_BN[:, real].reshape(-1),
         seq=seq, span=span,
         key_mask_N=torch.arange(total + pad, device=x_BND.device) < total if pad else None,
