@@ -12,8 +12,7 @@ ranks of a sequence-parallel group all receive the same clips; in each forward p
    are computed once for the whole sequence, so a rank's shard changes no token's position. A
    second all-to-all turns the result back. Padded tokens are masked out as keys and skip the MoE.
    Cross-attention to the text and the MoE feed-forward are per token and run on the shard;
-3. after the last block the shards are gathered (an all-to-all of each rank's shard to every rank)
-   and every rank runs the output heads on the whole sequence, so the model's output, its loss and
+3. after the last block the shards are all-gathered and every rank runs the output heads on the whole sequence, so the model's output, its loss and
    sampling are those of one process on every rank.
 
 Gradients: the gather's backward sums the N ranks' (identical) output gradients for each shard, so
@@ -24,14 +23,16 @@ layers' `group_sum` hook), so the balance loss and the logged counts are the who
 Communication per block: 2 all-to-alls of the shard's q, k, v and output (4 n D values per sample),
 independent of N; the head count must be divisible by N.
 
-All exchanges use `torch.distributed.nn.functional.all_to_all_single` (autograd: its backward is
-the reverse exchange), with equal splits; it runs on NCCL and on gloo (CPU tests).
+The exchanges are `torch.distributed.nn.functional.all_to_all_single` (equal splits; its backward
+is the reverse exchange) and `all_gather` (backward: reduce-scatter); both have autograd and run on
+NCCL and on gloo (the CPU tests), so no collective here needed a hand-written autograd Function.
 """
 
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
+import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 from torch import Tensor, nn
@@ -67,11 +68,9 @@ class UlyssesSplit:
         return recv.permute(2, 1, 0, 3, 4).flatten(2, 3)  # (B, n, H, Dh), head j * h + i
 
     def gather(self, x_BnD: Tensor) -> Tensor:
-        """(B, n, D) -> (B, N, D): the all-gather, as an all-to-all of N copies (autograd on every backend:
-        its backward is the reduce-scatter, which gloo lacks)."""
-        send = x_BnD.unsqueeze(0).expand(self.size, *x_BnD.shape)  # (size, B, n, D)
-        recv = self._exchange(send)  # (size, B, n, D): shard of rank j
-        return recv.transpose(0, 1).flatten(1, 2)  # (B, N, D)
+        """(B, n, D) -> (B, N, D): every rank's shard, in rank order. The backward sums the ranks'
+        gradients of this rank's shard (a reduce-scatter): see the module docstring."""
+        return torch.cat(dist_nn.all_gather(x_BnD.contiguous(), group=self.group), dim=1)
 
     def _exchange(self, send: Tensor) -> Tensor:
         send = send.contiguous()
