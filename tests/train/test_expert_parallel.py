@@ -23,7 +23,7 @@ from av_model.text.batch import TextBatch
 from av_model.train import expert_parallel
 from av_model.train.parallel import ParallelConfig, apply_parallelism
 
-from .spawned import expert_and_sequence_runs, load_ranks
+from .spawned import expert_and_sequence_runs, load_ranks, run_spawned
 
 WORLD = 2
 TOKENS = 24  # per rank
@@ -146,32 +146,32 @@ def _model() -> AVDiT:
     return model
 
 
-def _inputs() -> tuple:
+def _inputs(n: int = WORLD) -> tuple:
     g = torch.Generator().manual_seed(0)
-    video, audio = torch.randn(WORLD, 4, 4, 4, 4, generator=g), torch.randn(WORLD, 8, 75, generator=g)
-    text = TextBatch((torch.randn(WORLD, 5, 384, generator=g),), (torch.ones(WORLD, 5, dtype=torch.bool),))
-    t = torch.rand(WORLD, generator=g)
+    video, audio = torch.randn(n, 4, 4, 4, 4, generator=g), torch.randn(n, 8, 75, generator=g)
+    text = TextBatch((torch.randn(n, 5, 384, generator=g),), (torch.ones(n, 5, dtype=torch.bool),))
+    t = torch.rand(n, generator=g)
     return video, audio, t, t.flip(0), text
 
 
-def _sample(inputs: tuple, i: int) -> tuple:
+def _sample(inputs: tuple, i: int, size: int = 1) -> tuple:
     video, audio, tv, ta, text = inputs
-    one = slice(i, i + 1)
-    return (video[one], audio[one], tv[one], ta[one],
-            TextBatch(tuple(e[one] for e in text.embeddings), tuple(m[one] for m in text.masks)), 4.0, 75.0)
+    some = slice(i, i + size)
+    return (video[some], audio[some], tv[some], ta[some],
+            TextBatch(tuple(e[some] for e in text.embeddings), tuple(m[some] for m in text.masks)), 4.0, 75.0)
 
 
 def _sample_loss(video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
     return video.square().mean() + audio.square().mean()
 
 
-def _model_worker(rank: int, world: int, folder: Path) -> None:
+def _model_worker(rank: int, world: int, folder: Path, ep: int | None = None, tag: str = "fsdp") -> None:
     from torch.distributed.device_mesh import init_device_mesh
 
     model = _model()
     lightning_mesh = init_device_mesh("cpu", (1, world), mesh_dim_names=("data_parallel", "tensor_parallel"))
-    apply_parallelism(model, ParallelConfig(expert_parallel=world, param_dtype="float32"), lightning_mesh)
-    out = model(*_sample(_inputs(), rank))  # each rank its own clip: data parallel
+    apply_parallelism(model, ParallelConfig(expert_parallel=ep or world, param_dtype="float32"), lightning_mesh)
+    out = model(*_sample(_inputs(world), rank))  # each rank its own clip: data parallel
     (_sample_loss(out.video, out.audio) + sum(out.aux.losses.values())).backward()
     grads = {n: _full(p.grad) for n, p in model.named_parameters() if p.grad is not None}
     norm = expert_parallel.total_norm([p.grad for p in model.parameters() if p.grad is not None])
@@ -183,21 +183,25 @@ def _model_worker(rank: int, world: int, folder: Path) -> None:
     torch.save({"video": out.video.detach(), "audio": out.audio.detach(), "grads": grads,
                 "losses": {k: v.detach() for k, v in out.aux.losses.items()}, "counts": out.aux.stats["moe/counts"],
                 "norm": norm, "clipped": clipped, "stepped": stepped},
-               folder / f"fsdp_rank{rank}.pt")
+               folder / f"{tag}_rank{rank}.pt")
 
 
-def test_expert_parallel_with_fsdp2_equals_single_device(runs: Path) -> None:
-    ranks = load_ranks(runs, "fsdp", WORLD)
-    model, inputs = _model(), _inputs()
-    out = model(*inputs, 4.0, 75.0)
-    loss = sum(_sample_loss(out.video[i], out.audio[i]) for i in range(WORLD)) / WORLD + sum(out.aux.losses.values())
-    loss.backward()
-    for i, r in enumerate(ranks):
-        torch.testing.assert_close(r["video"][0], out.video[i].detach(), atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(r["audio"][0], out.audio[i].detach(), atol=1e-5, rtol=1e-4)
-        for key, value in out.aux.losses.items():
-            torch.testing.assert_close(r["losses"][key], value.detach(), atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(r["counts"], out.aux.stats["moe/counts"], atol=1e-5, rtol=1e-4)
+def _check_fsdp(ranks: list[dict[str, Any]], ep: int) -> None:
+    """One process's model on the same clips: each expert-parallel group of `ep` ranks is one routing
+    batch, so the reference runs each group's clips as one batch, with the loss
+    `mean over ranks of each clip's loss + mean over groups of the group's routing losses`."""
+    world = len(ranks)
+    model, inputs = _model(), _inputs(world)
+    for first in range(0, world, ep):
+        out = model(*_sample(inputs, first, ep))
+        flow = sum(_sample_loss(out.video[i], out.audio[i]) for i in range(ep))
+        (flow / world + sum(out.aux.losses.values()) * ep / world).backward()
+        for i, r in enumerate(ranks[first : first + ep]):
+            torch.testing.assert_close(r["video"][0], out.video[i].detach(), atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(r["audio"][0], out.audio[i].detach(), atol=1e-5, rtol=1e-4)
+            for key, value in out.aux.losses.items():  # the group's routing losses and counts on every rank
+                torch.testing.assert_close(r["losses"][key], value.detach(), atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(r["counts"], out.aux.stats["moe/counts"], atol=1e-5, rtol=1e-4)
     ref_grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
     assert ranks[0]["grads"].keys() == ref_grads.keys()  # same names: checkpoints stay interchangeable
     for name, g in ref_grads.items():
@@ -210,6 +214,21 @@ def test_expert_parallel_with_fsdp2_equals_single_device(runs: Path) -> None:
     torch.optim.AdamW(model.parameters(), lr=0.01, foreach=True).step()
     for name, p in model.named_parameters():
         torch.testing.assert_close(ranks[0]["stepped"][name], p.detach(), atol=1e-5, rtol=1e-4, msg=f"updated {name}")
+
+
+def test_expert_parallel_with_fsdp2_equals_single_device(runs: Path) -> None:
+    _check_fsdp(load_ranks(runs, "fsdp", WORLD), ep=WORLD)  # mesh ("dp_shard", "ep") = (1, 2)
+
+
+def _worker_2x2(rank: int, world: int, folder: Path) -> None:
+    _model_worker(rank, world, folder, ep=2, tag="fsdp4")
+
+
+@pytest.mark.slow
+def test_expert_parallel_on_a_2x2_mesh_with_fsdp2(tmp_path: Path) -> None:
+    """4 processes, mesh ("dp_shard", "ep") = (2, 2): each rank's 2 experts are further sharded by FSDP2."""
+    run_spawned(_worker_2x2, 4, tmp_path, timeout_s=120)
+    _check_fsdp(load_ranks(tmp_path, "fsdp4", 4), ep=2)
 
 
 def test_expert_parallel_config_is_validated() -> None:
