@@ -228,8 +228,11 @@ def fully_shard_with_experts(model: nn.Module, blocks: nn.ModuleList, ep_mesh: D
             sharded = fully_shard(layer, mesh=ep_mesh["dp_shard"], mp_policy=mp_policy,
                                   reshard_after_forward=reshard_after_forward, ignored_params=router)
             sharded.set_gradient_divide_factor(float(world))
-            if dist.get_backend(ep_mesh["dp_shard"].get_group()) != "nccl":
-                # A custom factor is a pre-multiplied sum, which only NCCL has: sum, then divide.
+            shards = ep_mesh["dp_shard"]
+            if shards.size() > 1 and dist.get_backend(shards.get_group()) != "nccl":
+                # A custom factor makes the reduce-scatter a pre-multiplied sum, which only NCCL has:
+                # sum, then divide. (Not on one shard: there FSDP divides without a collective, and
+                # with this flag would divide twice.)
                 sharded.set_force_sum_reduction_for_comms(True)
         fully_shard(block, mesh=dense_mesh, mp_policy=mp_policy, reshard_after_forward=reshard_after_forward)
     fully_shard(model, mesh=dense_mesh, mp_policy=mp_policy, reshard_after_forward=False)
