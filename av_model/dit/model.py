@@ -108,7 +108,9 @@ class AVDiTBlock(nn.Module):
         h = lay.modulate(self.norm3(x_BND), shift2, scale2)  # (B, N, D)
         n = h.shape[1] if bc.span is None else bc.span.valid  # padding never reaches the router
         moe = self.moe(h[:, :n].flatten(0, 1), bc.modality_T, bc.t_bucket_T)  # out_TD: (B*n, D)
-        y = F.pad(moe.out_TD.view(h.shape[0], n, -1), (0, 0, 0, h.shape[1] - n))  # (B, N, D)
+        y = moe.out_TD.view(h.shape[0], n, -1)  # (B, n, D)
+        if n < h.shape[1]:
+            y = F.pad(y, (0, 0, 0, h.shape[1] - n))  # (B, N, D): zero update on padding
         x_BND = x_BND + lay.gate(y, gate2)
         return x_BND, moe
 

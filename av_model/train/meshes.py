@@ -1,4 +1,5 @@
-"""Device meshes of expert and sequence parallelism, built over all ranks of the job.
+"""Device meshes of expert and sequence parallelism, built over all ranks of the job, and the one
+call that applies both (`apply_expert_and_sequence_parallel`, from `apply_parallelism`).
 
 Ranks are laid out row-major, so the innermost axis of each mesh holds consecutive ranks: with
 `expert_parallel` or `sequence_parallel` at most the GPUs of a node, its all-to-alls stay on the
@@ -18,13 +19,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
-__all__ = ["ParallelMeshes", "build_meshes", "check_divides"]
+if TYPE_CHECKING:
+    from av_model.train.parallel import ParallelConfig
+
+__all__ = ["ParallelMeshes", "apply_expert_and_sequence_parallel", "build_meshes", "check_divides"]
 
 
 @dataclass
@@ -78,3 +83,27 @@ def build_meshes(expert_parallel: int, sequence_parallel: int, device_type: str 
     elif ep is not None or sp is not None:
         stats_group = ep.get_group("ep") if ep is not None else sp.get_group("sp")  # type: ignore[union-attr]
     return ParallelMeshes(ep=ep, sp=sp, stats_group=stats_group)
+
+
+def apply_expert_and_sequence_parallel(model: nn.Module, cfg: ParallelConfig, device_mesh: Any | None) -> DeviceMesh | None:
+    """Sequence then expert parallelism as `cfg` says, on `model` in place (called by `apply_parallelism`
+    before checkpointing, compilation and FSDP2).
+
+    Returns:
+        the ("dp_shard", "ep") mesh that FSDP2 must shard the experts over, or None.
+    """
+    if device_mesh is None:
+        raise ValueError("parallel.expert_parallel and parallel.sequence_parallel need ModelParallelStrategy "
+                         "(trainer.strategy: lightning.pytorch.strategies.ModelParallelStrategy).")
+    from av_model.train.context_parallel import apply_sequence_parallel
+    from av_model.train.expert_parallel import apply_expert_parallel
+
+    dit_cfg = getattr(model, "cfg", None)
+    if dit_cfg is not None:
+        cfg.check_model(dit_cfg.num_experts, dit_cfg.num_heads, device_mesh.size())
+    meshes = build_meshes(cfg.expert_parallel, cfg.sequence_parallel, device_mesh.device_type)
+    if meshes.sp is not None:
+        apply_sequence_parallel(model, meshes.sp, meshes.stats_group)
+    if meshes.ep is not None:
+        apply_expert_parallel(model, meshes.ep, meshes.stats_group)
+    return meshes.ep

@@ -189,7 +189,11 @@ def apply_parallelism(model: nn.Module, cfg: ParallelConfig, device_mesh: Any | 
     """
     if model in _PARALLELIZED:
         return model  # configure_model may run more than once (fit, then validate)
-    ep_mesh = _split_experts_and_sequence(model, cfg, device_mesh)
+    ep_mesh = None
+    if cfg.expert_parallel > 1 or cfg.sequence_parallel > 1:  # first: they replace weights and add hooks
+        from av_model.train.meshes import apply_expert_and_sequence_parallel
+
+        ep_mesh = apply_expert_and_sequence_parallel(model, cfg, device_mesh)
     if cfg.activation_checkpointing != "none":
         _checkpoint(model, cfg)
     if cfg.compile:
@@ -199,24 +203,3 @@ def apply_parallelism(model: nn.Module, cfg: ParallelConfig, device_mesh: Any | 
     _PARALLELIZED.add(model)
     return model
 
-
-def _split_experts_and_sequence(model: nn.Module, cfg: ParallelConfig, device_mesh: Any | None) -> Any | None:
-    """Expert and sequence parallelism (each in its own module); returns the expert mesh for FSDP."""
-    if cfg.expert_parallel == 1 and cfg.sequence_parallel == 1:
-        return None
-    if device_mesh is None:
-        raise ValueError("parallel.expert_parallel and parallel.sequence_parallel need ModelParallelStrategy "
-                         "(trainer.strategy: lightning.pytorch.strategies.ModelParallelStrategy).")
-    from av_model.train.context_parallel import apply_sequence_parallel
-    from av_model.train.expert_parallel import apply_expert_parallel
-    from av_model.train.meshes import build_meshes
-
-    dit_cfg = getattr(model, "cfg", None)
-    if dit_cfg is not None:
-        cfg.check_model(dit_cfg.num_experts, dit_cfg.num_heads, device_mesh.size())
-    meshes = build_meshes(cfg.expert_parallel, cfg.sequence_parallel, device_mesh.device_type)
-    if meshes.sp is not None:
-        apply_sequence_parallel(model, meshes.sp, meshes.stats_group)
-    if meshes.ep is not None:
-        apply_expert_parallel(model, meshes.ep, meshes.stats_group)
-    return meshes.ep
