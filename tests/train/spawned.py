@@ -22,6 +22,7 @@ import torch.multiprocessing as mp
 def run_spawned(fn: Callable[..., None], world: int, folder: Path, *args: Any, timeout_s: float = 60.0) -> None:
     """Call `fn(rank, world, folder, *args)` on `world` processes; re-raises a worker's error."""
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "rendezvous").unlink(missing_ok=True)  # a file store left by an earlier spawn would be reused
     mp.spawn(_entry, args=(world, str(folder), timeout_s, fn, args), nprocs=world, join=True)
 
 
