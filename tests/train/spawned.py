@@ -47,7 +47,7 @@ def load_ranks(folder: Path, name: str, world: int) -> list[dict[str, Any]]:
 
 def _expert_and_sequence_cases(rank: int, world: int, folder: Path) -> None:
     # Imported here: the test modules import this one.
-    from tests.train import test_expert_parallel, test_sequence_parallel
+    from . import test_expert_parallel, test_sequence_parallel
 
     test_expert_parallel.worker(rank, world, folder)
     test_sequence_parallel.worker(rank, world, folder)
