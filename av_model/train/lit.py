@@ -174,16 +174,20 @@ class AVDiffusion(L.LightningModule):
 
     # ------------------------------------------------------------------------------- counting
     def tokens_in_batch(self, batch: dict[str, Any]) -> int:
-        """Video plus audio tokens of a batch (what throughput is counted in)."""
+        """Video plus audio tokens of a batch that this rank computes (what throughput is counted in):
+        with `parallel.sequence_parallel: N` each rank of a group computes 1 / N of every clip."""
+        return int(batch["video"].shape[0]) * self._clip_tokens(batch) // self.parallel_config.sequence_parallel
+
+    def _clip_tokens(self, batch: dict[str, Any]) -> int:
         lay = self.model.layout(tuple(batch["video"].shape), tuple(batch["audio"].shape), self.video_rate,
                                 self.audio_rate)
-        return int(batch["video"].shape[0] * lay.num_tokens)
+        return lay.num_tokens
 
     def training_flops(self, batch: dict[str, Any]) -> int:
         """FLOPs of one training step on `batch` (forward + backward), from `count_params` at the
         batch's token and text lengths: active weights plus self- and cross-attention."""
         b = int(batch["video"].shape[0])
-        n = self.tokens_in_batch(batch) // b
+        n = self._clip_tokens(batch)
         text_len = sum(int(e.shape[1]) for e in batch["text"].embeddings)
         key = (n, text_len)
         if key not in self._flops_cache:  # count_params builds the model on the meta device: cache it
