@@ -201,7 +201,7 @@ class MoEFeedForward(nn.Module):
             # they are the losses of the whole batch, not an average of per-rank ones.
             sums = [torch.logsumexp(logits_TE, dim=-1).square().sum()[None], logits_TE.new_full((1,), len(x_TD))]
             if self.balance == "aux":
-                slots_E = torch.zeros_like(probs_TE[0]).scatter_add_(
+                slots_E = probs_TE.new_zeros(self.num_experts).scatter_add_(
                     0, idx_TK.reshape(-1), torch.ones_like(idx_TK, dtype=torch.float32).reshape(-1)
                 )
                 sums += [slots_E, probs_TE.sum(0)]
@@ -289,7 +289,7 @@ def moe_grouped(
     order_S, inv_S, counts_E = expert_order(idx_TK, e)
     xs_SD = dispatch_rows(x_TD.to(compute_dtype(x_TD)), order_S, inv_S, k)  # (S, D) in expert order, cast first
     y_SD = grouped_swiglu(xs_SD, w13_ED2F, w2_EFD, counts_E, impl)  # (S, D), expert order
-    y_TKD = permute_rows(y_SD, inv_S, order_S).view(t, k, -1)  # back to token-major slots
+    y_TKD = permute_rows(y_SD, inv_S, order_S).view(t, k, y_SD.shape[-1])  # back to token-major slots
     return mix_slots(y_TKD, gates_TK).to(x_TD.dtype)
 
 

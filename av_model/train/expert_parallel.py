@@ -117,7 +117,7 @@ class ExpertParallelDispatch:
         # 4. Combine: back to (source, expert) order, home to the source ranks, back to slot order.
         yr_RD = to_source_order(ye_RD, perm_R, inv_R)
         ys_SD = _all_to_all(yr_RD, send_splits, recv_splits, self.group)  # (S, D), expert order
-        y_TKD = permute_rows(ys_SD, inv_S, order_S).view(t, k, -1)  # (T, K, D)
+        y_TKD = permute_rows(ys_SD, inv_S, order_S).view(t, k, ys_SD.shape[-1])  # (T, K, D)
         return mix_slots(y_TKD, gates_TK).to(x_TD.dtype)
 
 

@@ -149,3 +149,13 @@ def test_bias_is_not_updated_outside_training_and_only_by_update_bias() -> None:
     assert layer.expert_bias_E.abs().sum() == 0  # forward alone never moves the bias
     assert layer.update_bias().sum() == 64
     assert layer.expert_bias_E.abs().sum() > 0
+
+
+@pytest.mark.parametrize("dispatch", ["grouped", "reference"])
+def test_a_layer_without_tokens_returns_nothing_and_zero_losses(dispatch: str) -> None:
+    """A sequence-parallel rank's share may be all padding: its MoE layers see no token at all."""
+    layer = _layer(balance="aux", dispatch=dispatch)
+    x = torch.empty(0, 16, requires_grad=True)
+    out = layer(x, torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long))
+    (out.out_TD.sum() + out.aux_loss + out.z_loss).backward()
+    assert out.out_TD.shape == (0, 16) and out.aux_loss == 0 and out.z_loss == 0 and out.counts_E.sum() == 0

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from av_model.dit import AVDiT
-from av_model.dit.rope import AVRotary, TokenLayout, apply_rotary
+from av_model.dit.rope import AVRotary, TokenLayout, TokenSpan, apply_rotary
 
 
 def _rotary() -> AVRotary:
@@ -105,3 +105,19 @@ def test_rotation_preserves_norms_and_highest_frequency_does_not_alias() -> None
     torch.testing.assert_close(apply_rotary(x, cos, sin).norm(dim=-1), x.norm(dim=-1))
     # 25 audio tokens/s are 0.04 s apart: under half the shortest period (0.1 s), so no aliasing.
     assert float(rot.omega_time.max()) * 0.04 < math.pi
+
+
+def test_token_spans_modulate_like_the_whole_layout() -> None:
+    """Sequence parallelism's shares (the last one ending in padding) modulate each token by its own slot."""
+    lay = TokenLayout(video_frames=3, video_height=2, video_width=2, audio_tokens=5, video_token_seconds=0.25,
+                      audio_token_seconds=0.04)  # 12 video + 5 audio = 17 tokens: 3 shares of 6, 1 padded
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 17, 8, generator=g)
+    shift, scale, gate = (torch.randn(2, lay.num_slots, 8, generator=g) for _ in range(3))
+    spans = [TokenSpan.of(lay, start, 6) for start in (0, 6, 12)]
+    assert [s.valid for s in spans] == [6, 6, 5]
+    padded = torch.nn.functional.pad(x, (0, 0, 0, 1))
+    pieces = [s.modulate(padded[:, i * 6 : i * 6 + 6], shift, scale) for i, s in enumerate(spans)]
+    torch.testing.assert_close(torch.cat(pieces, dim=1)[:, :17], lay.modulate(x, shift, scale))
+    gated = [s.gate(padded[:, i * 6 : i * 6 + 6], gate) for i, s in enumerate(spans)]
+    torch.testing.assert_close(torch.cat(gated, dim=1)[:, :17], lay.gate(x, gate))
