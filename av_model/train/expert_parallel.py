@@ -225,10 +225,14 @@ def fully_shard_with_experts(model: nn.Module, blocks: nn.ModuleList, ep_mesh: D
                 p.data = p.data.to(device)  # FSDP moves only the parameters it manages
                 if p.requires_grad:
                     p.register_post_accumulate_grad_hook(_average_over(world))
-            sharded = fully_shard(layer, mesh=ep_mesh["dp_shard"], mp_policy=mp_policy,
-                                  reshard_after_forward=reshard_after_forward, ignored_params=router)
-            sharded.set_gradient_divide_factor(float(world))
             shards = ep_mesh["dp_shard"]
+            local = layer.num_experts // ep_mesh["ep"].size()
+            # FSDP2 shards dim 0; with fewer local experts than shards that would leave ranks empty,
+            # so the experts are then sharded along their width instead.
+            placement = None if local % shards.size() == 0 else _shard_width
+            sharded = fully_shard(layer, mesh=shards, mp_policy=mp_policy, reshard_after_forward=reshard_after_forward,
+                                  shard_placement_fn=placement, ignored_params=router)
+            sharded.set_gradient_divide_factor(float(world))
             if shards.size() > 1 and dist.get_backend(shards.get_group()) != "nccl":
                 # A custom factor makes the reduce-scatter a pre-multiplied sum, which only NCCL has:
                 # sum, then divide. (Not on one shard: there FSDP divides without a collective, and
@@ -236,6 +240,10 @@ def fully_shard_with_experts(model: nn.Module, blocks: nn.ModuleList, ep_mesh: D
                 sharded.set_force_sum_reduction_for_comms(True)
         fully_shard(block, mesh=dense_mesh, mp_policy=mp_policy, reshard_after_forward=reshard_after_forward)
     fully_shard(model, mesh=dense_mesh, mp_policy=mp_policy, reshard_after_forward=False)
+
+
+def _shard_width(p: nn.Parameter) -> Shard:
+    return Shard(1)
 
 
 def _average_over(world: int) -> Any:

@@ -137,9 +137,9 @@ def test_planted_dispatch_errors_are_caught(runs: Path, plant: str) -> None:
 
 
 # ---------------------------------------------------------------------------------- model level
-def _model() -> AVDiT:
+def _model(num_experts: int = 4) -> AVDiT:
     torch.manual_seed(0)
-    model = AVDiT(get_preset("debug", video_channels=4, audio_channels=8, balance="aux"))
+    model = AVDiT(get_preset("debug", video_channels=4, audio_channels=8, balance="aux", num_experts=num_experts))
     with torch.no_grad():
         for p in model.parameters():  # leave the zero-initialized outputs: compare a non-trivial function
             p.add_(0.05 * torch.randn_like(p))
@@ -165,10 +165,11 @@ def _sample_loss(video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
     return video.square().mean() + audio.square().mean()
 
 
-def _model_worker(rank: int, world: int, folder: Path, ep: int | None = None, tag: str = "fsdp") -> None:
+def _model_worker(rank: int, world: int, folder: Path, ep: int | None = None, tag: str = "fsdp",
+                  num_experts: int = 4) -> None:
     from torch.distributed.device_mesh import init_device_mesh
 
-    model = _model()
+    model = _model(num_experts)
     lightning_mesh = init_device_mesh("cpu", (1, world), mesh_dim_names=("data_parallel", "tensor_parallel"))
     apply_parallelism(model, ParallelConfig(expert_parallel=ep or world, param_dtype="float32"), lightning_mesh)
     out = model(*_sample(_inputs(world), rank))  # each rank its own clip: data parallel
@@ -186,12 +187,12 @@ def _model_worker(rank: int, world: int, folder: Path, ep: int | None = None, ta
                folder / f"{tag}_rank{rank}.pt")
 
 
-def _check_fsdp(ranks: list[dict[str, Any]], ep: int) -> None:
+def _check_fsdp(ranks: list[dict[str, Any]], ep: int, num_experts: int = 4) -> None:
     """One process's model on the same clips: each expert-parallel group of `ep` ranks is one routing
     batch, so the reference runs each group's clips as one batch, with the loss
     `mean over ranks of each clip's loss + mean over groups of the group's routing losses`."""
     world = len(ranks)
-    model, inputs = _model(), _inputs(world)
+    model, inputs = _model(num_experts), _inputs(world)
     for first in range(0, world, ep):
         out = model(*_sample(inputs, first, ep))
         flow = sum(_sample_loss(out.video[i], out.audio[i]) for i in range(ep))
@@ -220,15 +221,17 @@ def test_expert_parallel_with_fsdp2_equals_single_device(runs: Path) -> None:
     _check_fsdp(load_ranks(runs, "fsdp", WORLD), ep=WORLD)  # mesh ("dp_shard", "ep") = (1, 2)
 
 
-def _worker_2x2(rank: int, world: int, folder: Path) -> None:
-    _model_worker(rank, world, folder, ep=2, tag="fsdp4")
+def _worker_2x2(rank: int, world: int, folder: Path, num_experts: int) -> None:
+    _model_worker(rank, world, folder, ep=2, tag="fsdp4", num_experts=num_experts)
 
 
 @pytest.mark.slow
-def test_expert_parallel_on_a_2x2_mesh_with_fsdp2(tmp_path: Path) -> None:
-    """4 processes, mesh ("dp_shard", "ep") = (2, 2): each rank's 2 experts are further sharded by FSDP2."""
-    run_spawned(_worker_2x2, 4, tmp_path, timeout_s=120)
-    _check_fsdp(load_ranks(tmp_path, "fsdp4", 4), ep=2)
+@pytest.mark.parametrize("num_experts", [4, 2])
+def test_expert_parallel_on_a_2x2_mesh_with_fsdp2(tmp_path: Path, num_experts: int) -> None:
+    """4 processes, mesh ("dp_shard", "ep") = (2, 2): each rank's experts are further sharded by FSDP2,
+    along the expert axis (2 local experts) or, with 1 local expert for 2 shards, along the width."""
+    run_spawned(_worker_2x2, 4, tmp_path, num_experts, timeout_s=120)
+    _check_fsdp(load_ranks(tmp_path, "fsdp4", 4), ep=2, num_experts=num_experts)
 
 
 def test_expert_parallel_config_is_validated() -> None:
