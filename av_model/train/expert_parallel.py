@@ -31,6 +31,10 @@ data parallelism averages gradients over all W ranks. An expert's gradient on it
 the contributions of the N ranks of its "ep" row (the backward all-to-all brings them home), so FSDP2
 over "dp_shard" adds the rest and the divide factor is set to W, not W / N. The router's weights are
 kept out of FSDP (they are tiny and computed in fp32 anyway) and averaged over all ranks by a hook.
+
+Weights on several meshes (experts, dense weights) beside plain tensors (the router) are more than
+torch's foreach and fused kernels take in one list: `total_norm`, `clip_grads_with_norm_` and
+`split_by_layout` (optimizer parameter groups) work one layout at a time.
 """
 
 from __future__ import annotations
@@ -56,7 +60,10 @@ from av_model.dit.moe import (
     permute_rows,
 )
 
-__all__ = ["ExpertParallelDispatch", "GroupSum", "apply_expert_parallel", "fully_shard_with_experts", "moe_layers"]
+__all__ = [
+    "ExpertParallelDispatch", "GroupSum", "apply_expert_parallel", "clip_grads_with_norm_", "fully_shard_with_experts",
+    "moe_layers", "split_by_layout", "total_norm",
+]
 
 
 ModelT = TypeVar("ModelT", bound=nn.Module)
