@@ -86,7 +86,8 @@ def apply_sequence_parallel(model: ModelT, sp_mesh: DeviceMesh, stats_group: Any
     Args:
         model: an `AVDiT` (with its `sequence_parallel` hook and `cfg.num_heads`).
         sp_mesh: a mesh with an "sp" dimension (`build_meshes(...).sp`), or a 1-D mesh.
-        stats_group: the group whose tokens form one routing batch (default: the "sp" group).
+        stats_group: the group whose tokens form one routing batch (default: the "sp" group). With
+            expert parallelism too, both must get the same one (`build_meshes(...).stats_group`).
     """
     mesh = sp_mesh["sp"] if sp_mesh.mesh_dim_names and "sp" in sp_mesh.mesh_dim_names else sp_mesh
     if not hasattr(model, "sequence_parallel"):
@@ -101,6 +102,5 @@ def apply_sequence_parallel(model: ModelT, sp_mesh: DeviceMesh, stats_group: Any
     model.sequence_parallel = split  # type: ignore[assignment]
     summed = GroupSum(stats_group if stats_group is not None else split.group)
     for layer in moe_layers(model):
-        if layer.group_sum is None or stats_group is not None:
-            layer.group_sum = summed
+        layer.group_sum = summed
     return model
