@@ -180,6 +180,13 @@ def test_profiles_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     fits = next(st for st in demo.build_stages(demo.DemoConfig(run_dir=tmp_path / "s")) if st.name.startswith("4."))
     moe, dense = fits.commands
     assert moe[-2:] == ["--ckpt_path", "last"] and "--ckpt_path" not in dense
+    # A run stopped inside stage 8 repeats only the jobs whose report is missing.
+    (tmp_path / "s" / "eval" / "v2a").mkdir(parents=True)
+    (tmp_path / "s" / "eval" / "v2a" / "report.json").write_text("{}")
+    (tmp_path / "s" / "diagnostics").mkdir()
+    (tmp_path / "s" / "diagnostics" / "conditioning.json").write_text("{}")
+    metrics = next(st for st in demo.build_stages(demo.DemoConfig(run_dir=tmp_path / "s")) if st.name.startswith("8."))
+    assert [cmd[cmd.index("--task") + 1] for cmd in metrics.commands] == ["t2av", "a2v"]
     # One run directory holds one profile.
     demo._check_profile(demo.DemoConfig(run_dir=tmp_path / "r"))
     with pytest.raises(SystemExit, match="'cpu' profile"):
