@@ -4,8 +4,9 @@ It holds the training step and the optimizer; the model (`AVDiT`) is plain PyTor
 path and loss live in `FlowMatching`, and parallelism is applied from `av_model.train.parallel`.
 
 Reproducibility: the flow noise of each micro-batch comes from a generator seeded by
-`(seed, global_step, micro-batch, rank)`, so a resumed run draws exactly the noise an uninterrupted
-run would have drawn (Lightning does not restore global RNG states).
+`(seed, global_step, place of the micro-batch in the step's global batch)`, so a resumed run draws
+exactly the noise an uninterrupted run would have drawn (Lightning does not restore global RNG
+states), and N data-parallel ranks draw what one process accumulating N micro-batches draws.
 """
 
 from __future__ import annotations
@@ -239,7 +240,12 @@ class AVDiffusion(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         micro = batch_idx % self.trainer.accumulate_grad_batches
-        gen = self._generator(0, self.global_step, micro, self.global_rank)  # stream 0: training
+        # The batch's place in the step's global batch: the sampler deals global batches to ranks in
+        # turn, so micro-batch m of rank r is global batch m * world + r. Seeding the noise by that
+        # place (not by rank) gives N ranks the noise one process draws with N-fold accumulation, so
+        # data-parallel runs and single-process runs of the same global batch train the same model.
+        slot = micro * self.trainer.world_size + self.global_rank
+        gen = self._generator(0, self.global_step, slot, 0)  # stream 0: training
         out = self.flow.loss(self.model, batch["video"], batch["audio"], batch["text"], self.video_rate,
                              self.audio_rate, generator=gen)
         self.flops_per_batch = self.training_flops(batch)
