@@ -149,12 +149,12 @@ def test_killed_rank_resumes_from_the_distributed_checkpoint(runs: Path, fake_ca
 
 
 def test_distributed_checkpoint_exports_to_one_file(runs: Path, tmp_path: Path) -> None:
-    from av_model.sample.cli import main as sample_main
+    from av_model.cli import main as avgen
 
     final = runs / "fsdp" / "final.ckpt"
     assert final.is_dir()
     out = tmp_path / "generator.pt"
-    assert sample_main(["export", str(final), "--out", str(out)]) == 0
+    assert avgen(["export", str(final), str(out)]) == 0
     bundle = load_generator(out)
     trained = torch.load(runs / "fsdp" / "weights.pt")
     state = bundle.model.state_dict()
@@ -165,3 +165,6 @@ def test_distributed_checkpoint_exports_to_one_file(runs: Path, tmp_path: Path) 
                        trained["blocks.0.attn.qkv.weight"])
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_generator(runs / "fsdp" / "no_such.ckpt")
+    with pytest.raises(ValueError, match="not a distributed checkpoint"):
+        load_generator(runs / "fsdp" / "checkpoints")
+    assert avgen(["export", str(runs / "fsdp" / "missing"), str(out)]) == 1
