@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHECKPOINT_KEY", "EXPORT_FORMAT", "GeneratorBundle", "export_generator", "export_main", "load_generator",
-    "read_distributed_checkpoint",
+    "read_distributed_checkpoint", "read_generator_weights",
 ]
 
 EXPORT_FORMAT = "avgen-dit"
@@ -101,6 +101,43 @@ def load_generator(path: str | Path, map_location: str | torch.device = "cpu") -
     digest = sha256_file(path) if path.is_file() else _sha256_folder(path)
     return GeneratorBundle(model=model, cache_meta=info["cache_meta"], sampler=SamplerConfig(**info["sampler"]),
                            sha256=digest, path=path, extra=extra)
+
+
+def read_generator_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
+    """A generator file's weights (names as in `AVDiT.state_dict()`), its stored info and its sha256,
+    without building a model: what a sharded model loads its shards from.
+
+    Files are memory-mapped (`torch.load(mmap=True)`), so a tensor's bytes are read only where a rank
+    copies its shard out of it; a distributed checkpoint (folder) is read whole (its weights only).
+
+    Raises:
+        FileNotFoundError: no such file or folder.
+        ValueError: not a generator checkpoint, or one with LoRA adapters (load those with
+            `load_generator`, which merges them).
+    """
+    path = Path(path)
+    if path.is_dir():
+        ckpt, digest = read_distributed_checkpoint(path), _sha256_folder(path)
+    elif not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; train with `avgen fit` (writes final.ckpt).")
+    else:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
+            raise ValueError(f"{path} is not a generator checkpoint: torch.load cannot read it ({err}).") from None
+        digest = sha256_file(path)
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path} is not a generator checkpoint (it holds a {type(ckpt).__name__}).")
+    if ckpt.get("format") == EXPORT_FORMAT:
+        info, state = ckpt, ckpt["state_dict"]
+    elif CHECKPOINT_KEY in ckpt and "state_dict" in ckpt:
+        info = ckpt[CHECKPOINT_KEY]
+        state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    else:
+        raise ValueError(f"{path} is neither an `avgen fit` checkpoint nor an exported generator (keys: {sorted(ckpt)[:8]}).")
+    if info.get("lora"):
+        raise ValueError(f"{path} holds LoRA adapters; merge them first (`avgen export {path} merged.pt`).")
+    return state, {k: v for k, v in info.items() if k != "state_dict"}, digest
 
 
 def read_distributed_checkpoint(folder: str | Path) -> dict[str, Any]:

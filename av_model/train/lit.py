@@ -29,7 +29,7 @@ from av_model.dit.model import AVDiT
 from av_model.dit.params import count_params
 from av_model.flow.matching import FlowConfig, FlowMatching
 from av_model.flow.sampling import SamplerConfig
-from av_model.sample.generator_file import CHECKPOINT_KEY, load_generator
+from av_model.sample.generator_file import CHECKPOINT_KEY, load_generator, read_generator_weights
 from av_model.train.diagnostics import DiagnosticsConfig
 from av_model.train.finetune import (
     InitReport,
@@ -39,6 +39,7 @@ from av_model.train.finetune import (
     freeze_parameters,
     load_init_weights,
 )
+from av_model.train.meta_init import InitPlan, build_on_meta, has_meta_parameters, materialize_and_initialize
 from av_model.train.parallel import ParallelConfig, apply_parallelism
 
 __all__ = ["AVDiffusion", "OptimizerConfig"]
@@ -185,10 +186,21 @@ class AVDiffusion(L.LightningModule):
         self.cache_meta = cache_meta  # kept as JSON in the checkpoint; read through `latent_spec`
         self.latent_spec = LatentSpec.from_meta(cache_meta)
         self.dit_config = build_dit_config(preset, overrides, self.latent_spec)
-        self.model = AVDiT(self.dit_config)
+        # With meta_init the weights exist only once `configure_model` has sharded the model.
+        self._init_plan: InitPlan | None = None
+        self._deferred_init: tuple[str, list[str]] | None = None
+        if parallel.meta_init:
+            if lora is not None:
+                raise ValueError("model.parallel.meta_init does not work with model.lora (the adapters wrap weights "
+                                 "that do not exist yet); set meta_init: false.")
+            self.model, self._init_plan = build_on_meta(lambda: AVDiT(self.dit_config))
+        else:
+            self.model = AVDiT(self.dit_config)
         # Fine-tuning, in this order: base weights, then what trains (docs/training.md, "Fine-tuning").
         self.init_report: InitReport | None = None
-        if init_from is not None:
+        if init_from is not None and self._init_plan is not None:
+            self._deferred_init = (str(file_exists(init_from)), list(init_skip or []))
+        elif init_from is not None:
             self.init_report = self._load_init(init_from, list(init_skip or []))
         elif init_skip:
             raise ValueError("model.init_skip is set but model.init_from is not; init_skip names weights not "
@@ -389,6 +401,22 @@ class AVDiffusion(L.LightningModule):
                              "(`--trainer.strategy ddp`); the frozen base needs no optimizer state.")
         if mesh is not None or cfg.activation_checkpointing != "none" or cfg.compile:
             apply_parallelism(self.model, cfg, mesh)
+        if self._init_plan is not None and has_meta_parameters(self.model):
+            self._materialize()
+
+    def _materialize(self) -> None:
+        """Allocate this rank's shards and fill them: the seed's initial weights, then `init_from`'s."""
+        from lightning.pytorch.utilities import rank_zero_info
+
+        assert self._init_plan is not None
+        device = self.device if self.device.type != "meta" else torch.device("cpu")
+        materialize_and_initialize(self.model, self._init_plan, device)
+        if self._deferred_init is not None:
+            path, skip = self._deferred_init
+            state, _, digest = read_generator_weights(path)  # memory-mapped: each rank reads its shards
+            self.init_report = load_init_weights(self.model, state, skip, path, digest)
+            rank_zero_info(self.init_report.summary())
+            self._deferred_init = None
 
     def configure_callbacks(self) -> list[L.Callback]:
         """Callbacks the model needs to train correctly, whatever the config says."""

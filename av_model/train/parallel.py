@@ -59,6 +59,10 @@ class ParallelConfig:
             each block's kernels as a CUDA graph (fewer launches when the host is the limit).
         sharding: "full" (FSDP over all ranks) or "hybrid" (HSDP: shard within the mesh's second
             axis, replicate along the first).
+        meta_init: build the generator on the meta device and allocate and initialize only this
+            rank's shards once it is sharded (`av_model.train.meta_init`): host memory per rank at
+            start-up is about its shard instead of the whole model; the weights are the ones the
+            ordinary build gives for the same seed. `init_from` then streams the file into the shards.
     """
 
     fsdp: bool = True
@@ -70,6 +74,7 @@ class ParallelConfig:
     compile: bool = False
     compile_mode: CompileMode = "default"
     sharding: Literal["full", "hybrid"] = "full"
+    meta_init: bool = False
 
     def __post_init__(self) -> None:
         for name in ("param_dtype", "reduce_dtype"):

@@ -9,8 +9,8 @@ group, so the start-up cost of torch and Lightning is paid once per launch):
      "same_data", "kill_rank": null | {"rank": 1, "at_step": 4}}
 
 Each scenario writes, from rank 0, `DIR/record.json`: the loss of every step averaged over the
-step's global batch (all ranks, all micro-batches), and `DIR/weights.pt`: the full weights at the
-end (gathered from the shards under FSDP2). The plants are the errors the multi-process tests must
+step's global batch (all ranks, all micro-batches), and `DIR/initial.pt` and `DIR/weights.pt`: the
+full weights at the start (of a fresh run) and at the end (gathered from the shards under FSDP2). The plants are the errors the multi-process tests must
 catch: `no_allreduce` registers a DDP communication hook that keeps each rank's own gradient, and
 `same_data` gives every rank rank 0's batches. `kill_rank` SIGKILLs one rank after a step (the other
 rank is then stopped by torchrun), after the checkpoint of the step before it has been written.
@@ -59,14 +59,22 @@ class LossRecorder(L.Callback):
         if k is not None and trainer.global_step == k["at_step"] and trainer.global_rank == k["rank"]:
             os.kill(os.getpid(), signal.SIGKILL)  # a crashed node: no cleanup, no final checkpoint
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _save_weights(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         model = pl_module.model  # type: ignore[attr-defined]
         state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if trainer.global_rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
-            torch.save({k: v.detach().clone() for k, v in state.items()}, self.out / "weights.pt")
+            torch.save({k: v.detach().clone() for k, v in state.items()}, self.out / name)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step == 0:
+            self._save_weights(trainer, pl_module, "initial.pt")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save_weights(trainer, pl_module, "weights.pt")
+        if trainer.global_rank == 0:
             record = {"loss": {str(s): sum(v) / len(v) for s, v in sorted(self.losses.items())},
                       "losses_per_step": {str(s): len(v) for s, v in self.losses.items()},
                       "world_size": trainer.world_size}

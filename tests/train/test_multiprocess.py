@@ -8,7 +8,7 @@ is seeded by a batch's place in the global batch, so both see the same clips wit
 and only the order of floating-point sums differs (hence the tolerance, 1e-5 relative).
 
 All scenarios of one launch run in the same two processes (tests/train/mp_fit.py), so torch and
-Lightning start once: one launch of six scenarios (the last one killed mid-run) and one launch of
+Lightning start once: one launch of eight scenarios (the last one killed mid-run) and one launch of
 the resume, about 40 s together on two shared cores.
 """
 
@@ -50,10 +50,10 @@ def _argv(cache: Path, root: Path, *extra: str) -> list[str]:
                     *extra)
 
 
-def _parallel(strategy: Any, sharding: str = "full") -> list[str]:
+def _parallel(strategy: Any, sharding: str = "full", meta_init: bool = False) -> list[str]:
     s = strategy if isinstance(strategy, str) else json.dumps(strategy)
     return ["--trainer.strategy", s, "--trainer.devices", "2",
-            "--model.parallel", json.dumps({"param_dtype": "float32", "sharding": sharding})]
+            "--model.parallel", json.dumps({"param_dtype": "float32", "sharding": sharding, "meta_init": meta_init})]
 
 
 def _launch(spec: list[dict[str, Any]], path: Path, nproc: int = 2) -> subprocess.CompletedProcess[str]:
@@ -82,7 +82,7 @@ def _weights_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], rtol:
 
 @pytest.fixture(scope="module")
 def runs(fake_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The single-process reference (here) and the two-process launch of six scenarios."""
+    """The single-process reference (here) and the two-process launch of eight scenarios."""
     root = tmp_path_factory.mktemp("mp")
     ref = root / "reference"
     rc = run_cli("fit", _argv(fake_cache, ref, "--trainer.max_steps", str(STEPS), "--trainer.devices", "1",
@@ -99,6 +99,10 @@ def runs(fake_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         scenario("fsdp", *_parallel(FSDP)),
         scenario("hsdp", *_parallel(HSDP, "hybrid")),
         scenario("fsdp_same_data", *_parallel(FSDP), plant="same_data"),
+        scenario("fsdp_meta", *_parallel(FSDP, meta_init=True)),
+        # Meta init, then the reference's trained weights streamed into the shards.
+        scenario("fsdp_meta_init_from", *_parallel(FSDP, meta_init=True), "--model.init_from",
+                 str(ref / "final.ckpt")),
         # Killed last (the launch ends with it): rank 1 dies after step 4, past the step-3 checkpoint.
         {**scenario("victim", *_parallel(FSDP)), "kill_rank": {"rank": 1, "at_step": 4},
          "argv": _argv(fake_cache, root / "victim", "--trainer.max_steps", "1000", *_parallel(FSDP))},
@@ -129,6 +133,16 @@ def test_the_comparison_catches_planted_errors(runs: Path, planted: str) -> None
     # Step 0 is before any update: without the all-reduce the first losses still agree.
     assert bad != pytest.approx(ref, rel=RTOL)
     assert not _weights_close(torch.load(runs / planted / "weights.pt"), torch.load(runs / "reference" / "weights.pt"))
+
+
+def test_meta_init_gives_the_ordinary_weights_sharded(runs: Path) -> None:
+    ref = runs / "reference"
+    # Bit for bit at the start, so the whole curve is the reference's.
+    assert _weights_close(torch.load(runs / "fsdp_meta" / "initial.pt"), torch.load(ref / "initial.pt"), rtol=0.0)
+    assert _losses(runs / "fsdp_meta") == pytest.approx(_losses(ref), rel=RTOL)
+    # init_from into a model built on meta: each rank's shards come from the memory-mapped file.
+    assert _weights_close(torch.load(runs / "fsdp_meta_init_from" / "initial.pt"), torch.load(ref / "weights.pt"),
+                          rtol=0.0)
 
 
 def test_killed_rank_resumes_from_the_distributed_checkpoint(runs: Path, fake_cache: Path) -> None:
