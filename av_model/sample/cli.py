@@ -12,6 +12,10 @@ A job over a list (`--prompts`, `--video-list`, `--audio-list`, or repeated `--v
   and 2 when `--strict` stopped the job at its first bad item;
 - a rerun into the same `--out` keeps every clip whose mp4 and sidecar are already there and match
   the item (prompt, input, seed, sampler settings, checkpoint and length), and makes only the rest.
+
+Across GPUs or processes: `torchrun --nproc-per-node N -m av_model.cli sample ...` (the same
+arguments) gives each rank a contiguous share of the items, on `cuda:LOCAL_RANK` with `--device
+auto`; every clip keeps its index, seed and id, so the folder ends up as a single process's would.
 """
 
 from __future__ import annotations
@@ -356,14 +360,58 @@ def _merge_lora(pipe: AVPipeline, args: argparse.Namespace) -> None:
     args.lora_sha256 = lora.sha256
 
 
+@dataclass(frozen=True)
+class _Launch:
+    """This process's place in a multi-process launch (one process per GPU)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @staticmethod
+    def detect() -> _Launch:
+        """The launch torchrun (or `srun torchrun`) started this process in; one process otherwise.
+
+        Read through Lightning's `TorchElasticEnvironment` (RANK, WORLD_SIZE, LOCAL_RANK): sampling
+        needs no process group, since ranks share nothing but the output folder.
+        """
+        from lightning.fabric.plugins.environments import TorchElasticEnvironment
+
+        if not TorchElasticEnvironment.detect():
+            return _Launch()
+        env = TorchElasticEnvironment()
+        return _Launch(env.global_rank(), env.world_size(), env.local_rank())
+
+    def share(self, items: list[_Item]) -> list[_Item]:
+        """This rank's items: a contiguous block of the list, ranks' blocks differing by at most one
+        item. Each item keeps its index (so its seed and id), so its clip is the one a single
+        process makes; and with one process's `--batch-size` the batches are the same too."""
+        n = len(items)
+        return items[self.rank * n // self.world_size: (self.rank + 1) * n // self.world_size]
+
+
 def _sample(args: argparse.Namespace) -> int:
-    # 1. Check inputs: what to sample and from which inputs; bad items are named now.
+    # 1. Check inputs: what to sample and from which inputs; bad items are named now (by rank 0 of
+    #    a multi-process launch, in which each rank samples and writes its share of the items).
+    launch = _Launch.detect()
     task, items, skipped = _items(args)
     for s in skipped:
-        print(f"skipping {s.id}: {s.reason}", file=sys.stderr)
+        if launch.rank == 0:
+            print(f"skipping {s.id}: {s.reason}", file=sys.stderr)
     if skipped and args.strict:
         print("avgen sample: stopped at the first bad item (--strict).", file=sys.stderr)
         return EXIT_STRICT
+    if launch.world_size > 1:
+        skipped = skipped if launch.rank == 0 else []
+        total, items = len(items), launch.share(items)
+        print(f"rank {launch.rank} of {launch.world_size}: {len(items)} of {total} items", file=sys.stderr)
+        if not items:
+            return 0  # more ranks than items: this one has nothing to do, which is no failure
+        if args.device == "auto":
+            import torch
+
+            if torch.cuda.is_available():
+                args.device = f"cuda:{launch.local_rank}"
     enhancer = None
     if args.enhance_prompt:  # before the model loads: a wrong path is reported at once
         from av_model.text.enhance import load_enhancer
