@@ -182,6 +182,17 @@ def build_on_meta(factory: Callable[[], M]) -> tuple[M, InitPlan]:
     return model, plan
 
 
+# Name parts that wrappers applied after the build insert (activation checkpointing, compile);
+# FSDP2 keeps names.
+_WRAPPER_PARTS = ("_checkpoint_wrapped_module.", "_orig_mod.")
+
+
+def _unwrapped(name: str) -> str:
+    for part in _WRAPPER_PARTS:
+        name = name.replace(part, "")
+    return name
+
+
 def has_meta_parameters(module: nn.Module) -> bool:
     return any(p.is_meta for p in module.parameters())
 
@@ -225,7 +236,7 @@ def materialize_and_initialize(model: nn.Module, plan: InitPlan, device: torch.d
         for n, b in model.named_buffers():
             if n in buffers:
                 b.copy_(buffers[n])
-    params = dict(model.named_parameters())
+    params = {_unwrapped(n): p for n, p in model.named_parameters()}
     missing = set(plan.shapes) - set(params)
     if missing:
         raise ValueError(f"the model has lost parameters since it was built on meta: {sorted(missing)[:5]}")

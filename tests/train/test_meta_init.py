@@ -52,3 +52,16 @@ def test_unreplayable_initializations_are_refused() -> None:
         build_on_meta(_Odd)
     with pytest.raises(NotImplementedError, match="parameter w is neither"):
         build_on_meta(_Unwritten)
+
+
+def test_replay_through_activation_checkpointing_wrappers() -> None:
+    from av_model.train.parallel import ParallelConfig, apply_parallelism
+
+    cfg = get_preset("debug", video_channels=4, audio_channels=8)
+    torch.manual_seed(1)
+    ref = AVDiT(cfg)
+    torch.manual_seed(1)
+    model, plan = build_on_meta(lambda: AVDiT(cfg))
+    apply_parallelism(model, ParallelConfig(activation_checkpointing="full"))
+    materialize_and_initialize(model, plan)
+    assert all(torch.equal(v, ref.state_dict()[k]) for k, v in model.state_dict().items())

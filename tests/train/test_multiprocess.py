@@ -50,10 +50,10 @@ def _argv(cache: Path, root: Path, *extra: str) -> list[str]:
                     *extra)
 
 
-def _parallel(strategy: Any, sharding: str = "full", meta_init: bool = False) -> list[str]:
+def _parallel(strategy: Any, sharding: str = "full", **parallel: Any) -> list[str]:
     s = strategy if isinstance(strategy, str) else json.dumps(strategy)
     return ["--trainer.strategy", s, "--trainer.devices", "2",
-            "--model.parallel", json.dumps({"param_dtype": "float32", "sharding": sharding, "meta_init": meta_init})]
+            "--model.parallel", json.dumps({"param_dtype": "float32", "sharding": sharding, **parallel})]
 
 
 def _launch(spec: list[dict[str, Any]], path: Path, nproc: int = 2) -> subprocess.CompletedProcess[str]:
@@ -99,7 +99,8 @@ def runs(fake_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         scenario("fsdp", *_parallel(FSDP)),
         scenario("hsdp", *_parallel(HSDP, "hybrid")),
         scenario("fsdp_same_data", *_parallel(FSDP), plant="same_data"),
-        scenario("fsdp_meta", *_parallel(FSDP, meta_init=True)),
+        # Meta init composed with activation checkpointing (which renames the blocks' weights).
+        scenario("fsdp_meta", *_parallel(FSDP, meta_init=True, activation_checkpointing="full")),
         # Meta init, then the reference's trained weights streamed into the shards.
         scenario("fsdp_meta_init_from", *_parallel(FSDP, meta_init=True), "--model.init_from",
                  str(ref / "final.ckpt")),
