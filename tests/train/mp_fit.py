@@ -11,8 +11,9 @@ group, so the start-up cost of torch and Lightning is paid once per launch):
 Each scenario writes, from rank 0, `DIR/record.json`: the loss of every step averaged over the
 step's global batch (all ranks, all micro-batches), and `DIR/initial.pt` and `DIR/weights.pt`: the
 full weights at the start (of a fresh run) and at the end (gathered from the shards under FSDP2). The plants are the errors the multi-process tests must
-catch: `no_allreduce` registers a DDP communication hook that keeps each rank's own gradient, and
-`same_data` gives every rank rank 0's batches. `kill_rank` SIGKILLs one rank after a step (the other
+catch: `no_allreduce` registers a DDP communication hook that keeps each rank's own gradient,
+`same_data` gives every rank rank 0's batches, and `forget_data_position` resumes without the data
+module's state (so the resumed run starts its epoch over). `kill_rank` SIGKILLs one rank after a step (the other
 rank is then stopped by torchrun), after the checkpoint of the step before it has been written.
 
 The module is also imported by the tests for the single-process reference (`RecordingCLI`).
@@ -115,14 +116,17 @@ def run_scenario(scenario: dict[str, Any]) -> int:
     from av_model.cache.latents import LatentDataModule
 
     plant = scenario.get("plant")
-    original_ranks = LatentDataModule._ranks
+    original_ranks, original_load = LatentDataModule._ranks, LatentDataModule.load_state_dict
     if plant == "same_data":
         LatentDataModule._ranks = lambda self: (original_ranks(self)[0], 0)  # type: ignore[method-assign]
+    if plant == "forget_data_position":
+        LatentDataModule.load_state_dict = lambda self, state: None  # type: ignore[method-assign]
     try:
         cli = recording_cli(Path(scenario["out"]), plant, scenario.get("kill_rank"))
         return run_cli("fit", list(scenario["argv"]), cli_class=cli)
     finally:
         LatentDataModule._ranks = original_ranks  # type: ignore[method-assign]
+        LatentDataModule.load_state_dict = original_load  # type: ignore[method-assign]
 
 
 def main(spec_path: str) -> int:

@@ -152,15 +152,22 @@ def test_killed_rank_resumes_from_the_distributed_checkpoint(runs: Path, fake_ca
     assert last.is_dir() and not (victim / "record.json").exists()  # killed before its end
     meta = torch.load(last / "meta.pt", weights_only=False)
     assert meta["global_step"] == 3
+    step3 = victim / "checkpoints" / "step0000003.ckpt"  # the same checkpoint, kept for the planted run
+    planted = runs / "resumed_forgetting"
     spec = [{"name": "resumed", "out": str(victim), "plant": None, "kill_rank": None,
              "argv": _argv(fake_cache, victim, "--trainer.max_steps", str(STEPS), *_parallel(FSDP),
-                           "--ckpt_path", str(last))}]
+                           "--ckpt_path", str(last))},
+            {"name": "resumed_forgetting", "out": str(planted), "plant": "forget_data_position", "kill_rank": None,
+             "argv": _argv(fake_cache, planted, "--trainer.max_steps", str(STEPS), *_parallel(FSDP),
+                           "--ckpt_path", str(step3))}]
     proc = _launch(spec, runs / "resume.json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     resumed, ref = _losses(victim), _losses(runs / "fsdp")
     assert sorted(resumed) == list(range(3, STEPS))
     assert resumed == pytest.approx({s: ref[s] for s in resumed}, rel=1e-6)
     assert _weights_close(torch.load(victim / "weights.pt"), torch.load(runs / "fsdp" / "weights.pt"), rtol=1e-6)
+    # Planted: a resume that forgets where in the epoch it was trains other batches, and is caught.
+    assert _losses(planted) != pytest.approx({s: ref[s] for s in resumed}, rel=1e-6)
 
 
 def test_distributed_checkpoint_exports_to_one_file(runs: Path, tmp_path: Path) -> None:
