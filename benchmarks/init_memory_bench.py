@@ -60,7 +60,8 @@ def _child(preset: str, mode: str, world: int) -> dict[str, object]:
     dist.destroy_process_group()
     return {"preset": preset, "mode": mode, "world_size": world, "peak_rss_bytes": resource.getrusage(
         resource.RUSAGE_SELF).ru_maxrss * 1024, "shard_bytes": local, "model_params": total,
-        "model_fp32_bytes": total * 4, "build_s": built - start, "total_s": done - start, "measured": True}
+        "model_fp32_bytes": total * 4, "build_s": built - start, "total_s": done - start,
+        "cpu_s": resource.getrusage(resource.RUSAGE_SELF).ru_utime, "measured": True}
 
 
 def _baseline_rss() -> int:
@@ -80,7 +81,7 @@ def _computed(preset: str, mode: str, world: int, baseline: int) -> dict[str, ob
     assert mode == "ordinary", "only the ordinary build is computed"
     return {"preset": preset, "mode": mode, "world_size": world, "peak_rss_bytes": baseline + 4 * total,
             "shard_bytes": 4 * total // world, "model_params": total, "model_fp32_bytes": 4 * total,
-            "build_s": None, "total_s": None, "measured": False}
+            "build_s": None, "total_s": None, "cpu_s": None, "measured": False}
 
 
 def main() -> int:
