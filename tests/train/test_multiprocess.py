@@ -194,18 +194,19 @@ def test_distributed_checkpoint_exports_to_one_file(runs: Path, tmp_path: Path) 
 
 @pytest.mark.slow
 def test_hsdp_on_a_2x2_mesh_matches_one_process(fake_cache: Path, tmp_path: Path) -> None:
-    """Four processes: two replicas, each sharded over two ranks (a real replicate axis), against one
-    process accumulating the same four batches per step."""
+    """Four processes: two replicas, each sharded over two ranks (a real replicate axis), built on the
+    meta device, against one process accumulating the same four batches per step."""
     ref = tmp_path / "reference"
     assert run_cli("fit", _argv(fake_cache, ref, "--trainer.max_steps", "4", "--trainer.devices", "1",
                                 "--trainer.accumulate_grad_batches", "4"), cli_class=recording_cli(ref)) == 0
     hsdp = {"class_path": "lightning.pytorch.strategies.ModelParallelStrategy",
             "init_args": {"data_parallel_size": 2, "tensor_parallel_size": 2, "save_distributed_checkpoint": True}}
-    argv = _argv(fake_cache, tmp_path / "hsdp", "--trainer.max_steps", "4", *_parallel(hsdp, "hybrid"))
+    argv = _argv(fake_cache, tmp_path / "hsdp", "--trainer.max_steps", "4", *_parallel(hsdp, "hybrid", meta_init=True))
     argv[argv.index("--trainer.devices") + 1] = "4"
     proc = _launch([{"name": "hsdp2x2", "out": str(tmp_path / "hsdp"), "plant": None, "kill_rank": None,
                      "argv": argv}], tmp_path / "spec.json", nproc=4)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _record(tmp_path / "hsdp")["world_size"] == 4
+    assert _weights_close(torch.load(tmp_path / "hsdp" / "initial.pt"), torch.load(ref / "initial.pt"), rtol=0.0)
     assert _losses(tmp_path / "hsdp") == pytest.approx(_losses(ref), rel=RTOL)
     assert _weights_close(torch.load(tmp_path / "hsdp" / "weights.pt"), torch.load(ref / "weights.pt"))
