@@ -409,7 +409,8 @@ class AVDiffusion(L.LightningModule):
         from lightning.pytorch.utilities import rank_zero_info
 
         assert self._init_plan is not None
-        device = self.device if self.device.type != "meta" else torch.device("cpu")
+        # The strategy's device (the FSDP2 mesh's): the module itself is still on the CPU here.
+        device = self._trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
         materialize_and_initialize(self.model, self._init_plan, device)
         if self._deferred_init is not None:
             path, skip = self._deferred_init

@@ -12,9 +12,9 @@ built (constructors' `reset_parameters` and `AVDiT.initialize_weights` alike), a
   passes through the same states as in the ordinary build (the CPU generator cannot skip ahead,
   so the cost is the ordinary build's arithmetic, once per rank);
 - only a parameter's last write counts (every recorded write replaces the whole tensor); its full
-  tensor is made, this rank's shard is copied out (`distribute_tensor` with `src_data_rank=None`:
-  every rank slices its own, no communication) and the full tensor is freed. Earlier draws fill a
-  scratch tensor that is freed at once.
+  tensor is made on the CPU, this rank's slice is copied into its shard (every rank slices its
+  own: no communication) and the full tensor is freed. Earlier draws fill a scratch tensor that
+  is freed at once.
 
 Peak host memory per rank is therefore this rank's shards plus the largest single tensor, not the
 model. Buffers are built for real on the CPU (they are small and some are computed, such as the
@@ -209,13 +209,17 @@ def copy_full_into(param: torch.Tensor, full: torch.Tensor) -> None:
     Only the shard's part of `full` is read, so a memory-mapped `full` (`torch.load(..., mmap=True)`)
     brings just that part into memory.
     """
-    from torch.distributed.tensor import DTensor, distribute_tensor
+    from torch.distributed.tensor import DTensor
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
     with torch.no_grad():
         if isinstance(param, DTensor):
-            # src_data_rank=None: every rank holds the same full tensor and slices its own shard.
-            shard = distribute_tensor(full, param.device_mesh, param.placements, src_data_rank=None)
-            param.to_local().copy_(shard.to_local())
+            # The slice this rank holds, cut on the host and only then moved to the shard's device
+            # (`distribute_tensor` would first move the whole tensor there). The helper is DTensor's
+            # own rule for where a rank's shard lies (torch.distributed.checkpoint uses it too).
+            shape, offset = compute_local_shape_and_global_offset(full.shape, param.device_mesh, param.placements)
+            part = full[tuple(slice(o, o + n) for o, n in zip(offset, shape))]
+            param.to_local().copy_(part)
         else:
             param.copy_(full)
 
@@ -227,7 +231,7 @@ def materialize_and_initialize(model: nn.Module, plan: InitPlan, device: torch.d
     Args:
         model: built by `build_on_meta`, then optionally sharded (`fully_shard`).
         plan: the `InitPlan` that `build_on_meta` returned with it.
-        device: where the parameters live.
+        device: where the parameters live (the FSDP2 mesh's device: `cuda:LOCAL_RANK` on GPUs).
     """
     device = torch.device(device)
     buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
@@ -255,7 +259,7 @@ def materialize_and_initialize(model: nn.Module, plan: InitPlan, device: torch.d
         with torch.no_grad():
             w.func(full, *w.args, **kwargs)  # the same draw from the same generator state
         if final:
-            copy_full_into(params[w.name], full.to(device))
+            copy_full_into(params[w.name], full)
         del full
     with torch.no_grad():
         for n, value in plan.constants.items():

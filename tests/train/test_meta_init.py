@@ -65,3 +65,35 @@ def test_replay_through_activation_checkpointing_wrappers() -> None:
     apply_parallelism(model, ParallelConfig(activation_checkpointing="full"))
     materialize_and_initialize(model, plan)
     assert all(torch.equal(v, ref.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_each_rank_gets_its_slice_of_the_ordinary_weights() -> None:
+    """Rank 1 of 3 (uneven shards), played in this process through torch's fake process group."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    from av_model.train.parallel import ParallelConfig, apply_parallelism
+
+    cfg = get_preset("debug", video_channels=4, audio_channels=8)
+    torch.manual_seed(2)
+    ref = AVDiT(cfg).state_dict()
+    torch.manual_seed(2)
+    model, plan = build_on_meta(lambda: AVDiT(cfg))
+    dist.init_process_group("fake", rank=1, world_size=3, store=FakeStore())
+    try:
+        mesh = init_device_mesh("cpu", (3,), mesh_dim_names=("data_parallel",))
+        with pytest.warns(UserWarning, match="4 experts do not divide over 3 shards"):
+            apply_parallelism(model, ParallelConfig(param_dtype="float32"), mesh)
+        materialize_and_initialize(model, plan)
+        checked = 0
+        for name, p in model.named_parameters():
+            assert isinstance(p, DTensor)
+            want = ref[name].chunk(3)[1] if ref[name].shape[0] >= 2 else ref[name][:0]
+            local = p.to_local()
+            assert torch.equal(local, want[: local.shape[0]]) and local.shape[0] == want.shape[0], name
+            checked += 1
+        assert checked == len(plan.shapes)
+    finally:
+        dist.destroy_process_group()
