@@ -14,6 +14,10 @@ on its own data and FSDP must reduce gradients over all ranks: `sharding="full"`
 flattened mesh, `sharding="hybrid"` (HSDP) shards within the second axis and replicates along the
 first, so all-gathers stay on a node's fast links.
 
+With `meta_init`, the model reaches `apply_parallelism` on the meta device and is allocated and
+initialized shard by shard afterwards (`av_model.train.meta_init`, from `AVDiffusion.configure_model`).
+`rank_memory` computes what each rank holds under each layout (docs/training.md, "Memory per rank").
+
 Expert weights `(E, D, F)`: FSDP2 shards every parameter along dim 0, which for the stacked expert
 weights is the expert axis. The shard axis therefore is the expert-parallel dimension for storage:
 with E divisible by its size n, each rank keeps E / n whole experts (and their optimizer state),
