@@ -401,14 +401,17 @@ class AVDiffusion(L.LightningModule):
                              "(`--trainer.strategy ddp`); the frozen base needs no optimizer state.")
         if mesh is not None or cfg.activation_checkpointing != "none" or cfg.compile:
             apply_parallelism(self.model, cfg, mesh)
-        if self._init_plan is not None and has_meta_parameters(self.model):
-            self._materialize()
+        self.materialize()
 
-    def _materialize(self) -> None:
-        """Allocate this rank's shards and fill them: the seed's initial weights, then `init_from`'s."""
+    def materialize(self) -> None:
+        """With `parallel.meta_init`: allocate the weights (this rank's shards, when sharded) and fill
+        them with the seed's initial weights, then `init_from`'s. Does nothing once done or without
+        meta_init. Called by `configure_model`, and earlier by a callback that must copy the weights
+        (the EMA, under unsharded strategies)."""
         from lightning.pytorch.utilities import rank_zero_info
 
-        assert self._init_plan is not None
+        if self._init_plan is None or not has_meta_parameters(self.model):
+            return
         # The strategy's device (the FSDP2 mesh's): the module itself is still on the CPU here.
         device = self._trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
         materialize_and_initialize(self.model, self._init_plan, device)

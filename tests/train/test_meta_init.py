@@ -97,3 +97,24 @@ def test_each_rank_gets_its_slice_of_the_ordinary_weights() -> None:
         assert checked == len(plan.shapes)
     finally:
         dist.destroy_process_group()
+
+
+def test_fit_with_meta_init_in_one_process(fake_cache, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`avgen fit` with `parallel.meta_init` and no sharding: the same initial weights and losses."""
+    import json
+
+    from av_model.train.cli import run_cli
+
+    from .conftest import fit_args
+    from .mp_fit import recording_cli
+
+    runs = {}
+    for meta in (False, True):
+        out = tmp_path / f"meta_{meta}"
+        argv = fit_args(fake_cache, out, "--trainer.max_steps", "2", "--trainer.limit_val_batches", "0",
+                        "--trainer.accelerator", "cpu", "--model.parallel", json.dumps({"meta_init": meta}))
+        assert run_cli("fit", argv, cli_class=recording_cli(out)) == 0
+        runs[meta] = out
+    for name in ("initial.pt", "weights.pt"):
+        a, b = torch.load(runs[False] / name), torch.load(runs[True] / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
