@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -372,15 +373,25 @@ class _Launch:
     def detect() -> _Launch:
         """The launch torchrun (or `srun torchrun`) started this process in; one process otherwise.
 
-        Read through Lightning's `TorchElasticEnvironment` (RANK, WORLD_SIZE, LOCAL_RANK): sampling
-        needs no process group, since ranks share nothing but the output folder.
-        """
-        from lightning.fabric.plugins.environments import TorchElasticEnvironment
+        Read from torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK, what Lightning's
+        `TorchElasticEnvironment` reads): sampling needs no process group, since ranks share nothing
+        but the output folder, and it loads without Lightning (tests/test_layering.py).
 
-        if not TorchElasticEnvironment.detect():
+        Raises:
+            ValueError: the variables are malformed or inconsistent.
+        """
+        env = os.environ
+        if not all(k in env for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID")):
             return _Launch()
-        env = TorchElasticEnvironment()
-        return _Launch(env.global_rank(), env.world_size(), env.local_rank())
+        try:
+            launch = _Launch(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env["LOCAL_RANK"]))
+        except ValueError:
+            raise ValueError(f"RANK={env['RANK']!r}, WORLD_SIZE={env['WORLD_SIZE']!r}, LOCAL_RANK={env['LOCAL_RANK']!r} "
+                             "are not integers; start several processes with torchrun.") from None
+        if not 0 <= launch.rank < launch.world_size:
+            raise ValueError(f"RANK {launch.rank} is outside WORLD_SIZE {launch.world_size}; start several processes "
+                             "with torchrun, which sets both.")
+        return launch
 
     def share(self, items: list[_Item]) -> list[_Item]:
         """This rank's items: a contiguous block of the list, ranks' blocks differing by at most one

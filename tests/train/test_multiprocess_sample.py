@@ -74,3 +74,19 @@ def test_the_comparison_catches_a_share_that_renumbers_items(trained: Path, enco
     assert one == reference
     bad = run(tmp_path / "bad", renumbered)
     assert bad.keys() == reference.keys() and bad != reference
+
+
+def test_launch_variables_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from av_model.sample.cli import _Item, _Launch
+
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    assert _Launch.detect() == _Launch(0, 1, 0)  # not under torchrun: one process
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "3")
+    with pytest.raises(ValueError, match="RANK 3 is outside WORLD_SIZE 2"):
+        _Launch.detect()
+    monkeypatch.setenv("RANK", "1")
+    items = [_Item(f"{i:04d}", "p", i) for i in range(5)]
+    assert [it.index for it in _Launch.detect().share(items)] == [2, 3, 4]
