@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("av_model.train.cli:validate_main", "validate a diffusion transformer checkpoint (LightningCLI)"),
     "distill": ("av_model.train.distill_cli:distill_main", "distil a generator into a few-step student (LightningCLI)"),
     "sample": ("av_model.sample.cli:main", "generate mp4 clips with sound from prompts, video, or audio"),
+    "export": ("av_model.sample.generator_file:export_main", "write a generator checkpoint (file or sharded folder) as one file"),
     "diagnose": ("av_model.train.diagnose:main", "conditioning diagnostics: does a generator use its video, audio, text?"),
     "model": ("av_model.dit.cli:main", "list presets with parameter counts and FLOPs per token"),
     "eval": ("eval.cli:main", "automatic metrics on generated vs reference clips, with a report"),

@@ -145,8 +145,15 @@ class BucketBatchSampler(Sampler[list[int]]):
             )
 
     def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at each epoch start."""
+        """Called by Lightning at each epoch start (through `sampler`)."""
         self.epoch = epoch
+
+    @property
+    def sampler(self) -> BucketBatchSampler:
+        """Itself. At each epoch start Lightning calls `set_epoch` on `loader.sampler` and on
+        `loader.batch_sampler.sampler`, never on the batch sampler itself; without this every epoch
+        would repeat epoch 0's order, and a run resumed in a later epoch would not."""
+        return self
 
     def resume(self, epoch: int, batches_done: int) -> None:
         """Continue epoch `epoch` after its first `batches_done` batches (on this rank)."""

@@ -12,12 +12,17 @@ A job over a list (`--prompts`, `--video-list`, `--audio-list`, or repeated `--v
   and 2 when `--strict` stopped the job at its first bad item;
 - a rerun into the same `--out` keeps every clip whose mp4 and sidecar are already there and match
   the item (prompt, input, seed, sampler settings, checkpoint and length), and makes only the rest.
+
+Across GPUs or processes: `torchrun --nproc-per-node N -m av_model.cli sample ...` (the same
+arguments) gives each rank a contiguous share of the items, on `cuda:LOCAL_RANK` with `--device
+auto`; every clip keeps its index, seed and id, so the folder ends up as a single process's would.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -349,14 +354,68 @@ def _merge_lora(pipe: AVPipeline, args: argparse.Namespace) -> None:
     args.lora_sha256 = lora.sha256
 
 
+@dataclass(frozen=True)
+class _Launch:
+    """This process's place in a multi-process launch (one process per GPU)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @staticmethod
+    def detect() -> _Launch:
+        """The launch torchrun (or `srun torchrun`) started this process in; one process otherwise.
+
+        Read from torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK, what Lightning's
+        `TorchElasticEnvironment` reads): sampling needs no process group, since ranks share nothing
+        but the output folder, and it loads without Lightning (tests/test_layering.py).
+
+        Raises:
+            ValueError: the variables are malformed or inconsistent.
+        """
+        env = os.environ
+        if not all(k in env for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID")):
+            return _Launch()
+        try:
+            launch = _Launch(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env["LOCAL_RANK"]))
+        except ValueError:
+            raise ValueError(f"RANK={env['RANK']!r}, WORLD_SIZE={env['WORLD_SIZE']!r}, LOCAL_RANK={env['LOCAL_RANK']!r} "
+                             "are not integers; start several processes with torchrun.") from None
+        if not 0 <= launch.rank < launch.world_size:
+            raise ValueError(f"RANK {launch.rank} is outside WORLD_SIZE {launch.world_size}; start several processes "
+                             "with torchrun, which sets both.")
+        return launch
+
+    def share(self, items: list[_Item]) -> list[_Item]:
+        """This rank's items: a contiguous block of the list, ranks' blocks differing by at most one
+        item. Each item keeps its index (so its seed and id), so its clip is the one a single
+        process makes; and with one process's `--batch-size` the batches are the same too."""
+        n = len(items)
+        return items[self.rank * n // self.world_size: (self.rank + 1) * n // self.world_size]
+
+
 def _sample(args: argparse.Namespace) -> int:
-    # 1. Check inputs: what to sample and from which inputs; bad items are named now.
+    # 1. Check inputs: what to sample and from which inputs; bad items are named now (by rank 0 of
+    #    a multi-process launch, in which each rank samples and writes its share of the items).
+    launch = _Launch.detect()
     task, items, skipped = _items(args)
     for s in skipped:
-        print(f"skipping {s.id}: {s.reason}", file=sys.stderr)
+        if launch.rank == 0:
+            print(f"skipping {s.id}: {s.reason}", file=sys.stderr)
     if skipped and args.strict:
         print("avgen sample: stopped at the first bad item (--strict).", file=sys.stderr)
         return EXIT_STRICT
+    if launch.world_size > 1:
+        skipped = skipped if launch.rank == 0 else []
+        total, items = len(items), launch.share(items)
+        print(f"rank {launch.rank} of {launch.world_size}: {len(items)} of {total} items", file=sys.stderr)
+        if not items:
+            return 0  # more ranks than items: this one has nothing to do, which is no failure
+        if args.device == "auto":
+            import torch
+
+            if torch.cuda.is_available():
+                args.device = f"cuda:{launch.local_rank}"
     enhancer = None
     if args.enhance_prompt:  # before the model loads: a wrong path is reported at once
         from av_model.text.enhance import load_enhancer

@@ -150,6 +150,10 @@ class EMA(WeightAveraging):
         if stage == "fit":
             from torch.optim.swa_utils import AveragedModel
 
+            materialize = getattr(pl_module, "materialize", None)
+            if callable(materialize):  # built on the meta device (parallel.meta_init): weights first
+                materialize()
+
             # Not `super().setup`: it would call `configure_model` outside the strategy (a warning and
             # no effect here, since `AVDiffusion.configure_model` only acts under ModelParallelStrategy).
             self._average_model = AveragedModel(

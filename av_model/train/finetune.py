@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from av_model.train.meta_init import copy_full_into
+
 __all__ = ["InitReport", "ParamGroupConfig", "assign_groups", "freeze_parameters", "load_init_weights"]
 
 
@@ -122,7 +124,7 @@ def load_init_weights(model: nn.Module, state: dict[str, torch.Tensor], skip: li
                 if k in state and state[k].shape != v.shape:
                     report.resized[k] = (tuple(state[k].shape), tuple(v.shape))
             else:
-                v.copy_(state[k])
+                copy_full_into(v, state[k])  # a sharded (FSDP2) model takes its own shard of the tensor
                 report.loaded.append(k)
     report.ignored = [k for k in state if k not in own]
     return report

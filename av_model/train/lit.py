@@ -4,8 +4,9 @@ It holds the training step and the optimizer; the model (`AVDiT`) is plain PyTor
 path and loss live in `FlowMatching`, and parallelism is applied from `av_model.train.parallel`.
 
 Reproducibility: the flow noise of each micro-batch comes from a generator seeded by
-`(seed, global_step, micro-batch, rank)`, so a resumed run draws exactly the noise an uninterrupted
-run would have drawn (Lightning does not restore global RNG states).
+`(seed, global_step, place of the micro-batch in the step's global batch)`, so a resumed run draws
+exactly the noise an uninterrupted run would have drawn (Lightning does not restore global RNG
+states), and N data-parallel ranks draw what one process accumulating N micro-batches draws.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from av_model.dit.model import AVDiT
 from av_model.dit.params import count_params
 from av_model.flow.matching import FlowConfig, FlowMatching
 from av_model.flow.sampling import SamplerConfig
-from av_model.sample.generator_file import CHECKPOINT_KEY, load_generator
+from av_model.sample.generator_file import CHECKPOINT_KEY, load_generator, read_generator_weights
 from av_model.train.diagnostics import DiagnosticsConfig
 from av_model.train.expert_parallel import clip_grads_with_norm_, split_by_layout, total_norm
 from av_model.train.finetune import (
@@ -38,6 +39,7 @@ from av_model.train.finetune import (
     freeze_parameters,
     load_init_weights,
 )
+from av_model.train.meta_init import InitPlan, build_on_meta, has_meta_parameters, materialize_and_initialize
 from av_model.train.parallel import ParallelConfig, apply_parallelism
 from avtrain.optim import OptimConfig, adamw, schedule_for
 
@@ -141,10 +143,21 @@ class AVDiffusion(L.LightningModule):
         self.latent_spec = LatentSpec.from_meta(cache_meta)
         self.dit_config = build_dit_config(preset, overrides, self.latent_spec)
         parallel.check_model(self.dit_config.num_experts, self.dit_config.num_heads)
-        self.model = AVDiT(self.dit_config)
+        # With meta_init the weights exist only once `configure_model` has sharded the model.
+        self._init_plan: InitPlan | None = None
+        self._deferred_init: tuple[str, list[str]] | None = None
+        if parallel.meta_init:
+            if lora is not None:
+                raise ValueError("model.parallel.meta_init does not work with model.lora (the adapters wrap weights "
+                                 "that do not exist yet); set meta_init: false.")
+            self.model, self._init_plan = build_on_meta(lambda: AVDiT(self.dit_config))
+        else:
+            self.model = AVDiT(self.dit_config)
         # Fine-tuning, in this order: base weights, then what trains (docs/training.md, "Fine-tuning").
         self.init_report: InitReport | None = None
-        if init_from is not None:
+        if init_from is not None and self._init_plan is not None:
+            self._deferred_init = (str(file_exists(init_from)), list(init_skip or []))
+        elif init_from is not None:
             self.init_report = self._load_init(init_from, list(init_skip or []))
         elif init_skip:
             raise ValueError("model.init_skip is set but model.init_from is not; init_skip names weights not "
@@ -206,7 +219,14 @@ class AVDiffusion(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         micro = batch_idx % self.trainer.accumulate_grad_batches
-        gen = self._generator(0, self.global_step, micro, self.data_rank)  # stream 0: training
+        # The batch's place in the step's global batch: the sampler deals global batches to the
+        # data-parallel replicas in turn, so micro-batch m of replica r is global batch m * replicas + r.
+        # Seeding the noise by that place (not by rank) gives N replicas the noise one process draws
+        # with N-fold accumulation, so data-parallel runs and single-process runs of the same global
+        # batch train the same model; the ranks of a sequence-parallel group share their replica's.
+        replicas = self.trainer.world_size // self.parallel_config.sequence_parallel
+        slot = micro * replicas + self.data_rank
+        gen = self._generator(0, self.global_step, slot, 0)  # stream 0: training
         out = self.flow.loss(self.model, batch["video"], batch["audio"], batch["text"], self.video_rate,
                              self.audio_rate, generator=gen)
         # Sequence parallelism: this rank computes 1 / N of each clip's tokens.
@@ -342,6 +362,26 @@ class AVDiffusion(L.LightningModule):
                              "(`--trainer.strategy ddp`); the frozen base needs no optimizer state.")
         if mesh is not None or cfg.activation_checkpointing != "none" or cfg.compile:
             apply_parallelism(self.model, cfg, mesh)
+        self.materialize()
+
+    def materialize(self) -> None:
+        """With `parallel.meta_init`: allocate the weights (this rank's shards, when sharded) and fill
+        them with the seed's initial weights, then `init_from`'s. Does nothing once done or without
+        meta_init. Called by `configure_model`, and earlier by a callback that must copy the weights
+        (the EMA, under unsharded strategies)."""
+        from lightning.pytorch.utilities import rank_zero_info
+
+        if self._init_plan is None or not has_meta_parameters(self.model):
+            return
+        # The strategy's device (the FSDP2 mesh's): the module itself is still on the CPU here.
+        device = self._trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
+        materialize_and_initialize(self.model, self._init_plan, device)
+        if self._deferred_init is not None:
+            path, skip = self._deferred_init
+            state, _, digest = read_generator_weights(path)  # memory-mapped: each rank reads its shards
+            self.init_report = load_init_weights(self.model, state, skip, path, digest)
+            rank_zero_info(self.init_report.summary())
+            self._deferred_init = None
 
     def configure_callbacks(self) -> list[L.Callback]:
         """Callbacks the model needs to train correctly, whatever the config says."""

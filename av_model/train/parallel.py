@@ -14,6 +14,10 @@ on its own data and FSDP must reduce gradients over all ranks: `sharding="full"`
 flattened mesh, `sharding="hybrid"` (HSDP) shards within the second axis and replicates along the
 first, so all-gathers stay on a node's fast links.
 
+With `meta_init`, the model reaches `apply_parallelism` on the meta device and is allocated and
+initialized shard by shard afterwards (`av_model.train.meta_init`, from `AVDiffusion.configure_model`).
+`rank_memory` computes what each rank holds under each layout (docs/training.md, "Memory per rank").
+
 Expert weights `(E, D, F)`: FSDP2 shards every parameter along dim 0, which for the stacked expert
 weights is the expert axis. The shard axis therefore is the expert-parallel dimension for storage:
 with E divisible by its size n, each rank keeps E / n whole experts (and their optimizer state),
@@ -33,7 +37,8 @@ from typing import Any, Literal, get_args
 import torch
 from torch import nn
 
-__all__ = ["ParallelConfig", "apply_parallelism", "expert_parameters", "shard_mesh"]
+__all__ = ["LAYOUTS", "ParallelConfig", "RankMemory", "apply_parallelism", "expert_parameters", "rank_memory",
+           "shard_mesh"]
 
 ACMode = Literal["none", "full", "selective"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
@@ -67,6 +72,10 @@ class ParallelConfig:
         sequence_parallel: N ranks share each clip's joint audio-video sequence (Ulysses: all-to-all
             from sequence shards to head shards around attention); 1 is off. N must divide the number
             of ranks and of attention heads; the N ranks of a group read the same batches.
+        meta_init: build the generator on the meta device and allocate and initialize only this
+            rank's shards once it is sharded (`av_model.train.meta_init`): host memory per rank at
+            start-up is about its shard instead of the whole model; the weights are the ones the
+            ordinary build gives for the same seed. `init_from` then streams the file into the shards.
     """
 
     fsdp: bool = True
@@ -80,6 +89,7 @@ class ParallelConfig:
     sharding: Literal["full", "hybrid"] = "full"
     expert_parallel: int = 1
     sequence_parallel: int = 1
+    meta_init: bool = False
 
     def __post_init__(self) -> None:
         for name in ("param_dtype", "reduce_dtype"):
@@ -203,3 +213,86 @@ def apply_parallelism(model: nn.Module, cfg: ParallelConfig, device_mesh: Any | 
     _PARALLELIZED.add(model)
     return model
 
+
+# ----------------------------------------------------------------------------- memory per rank
+LAYOUTS = ("single", "ddp", "fsdp", "hsdp")
+# Bytes per parameter kept between steps: (weights, gradients, AdamW's two moments).
+_STATE_BYTES = {"bf16-mixed": (4, 4, 8), "32-true": (4, 4, 8), "bf16-true": (2, 2, 4)}
+
+
+@dataclass(frozen=True)
+class RankMemory:
+    """Bytes one rank holds for the model's training state (activations not included: they depend
+    on batch, sequence length and activation checkpointing).
+
+    Attributes:
+        weights, grads, optimizer: this rank's part of the weights, gradients and AdamW moments.
+        buffers: DDP's gradient buckets (a second copy of the gradients; 0 for other layouts).
+        gathered: the most unsharded compute weights FSDP2 holds at once: the root module (never
+            resharded) and two blocks (the running one and the prefetched next), in `param_dtype`.
+        ema: a full fp32 copy of the weights for the EMA (single and DDP runs with `ema.enabled`).
+    """
+
+    layout: str
+    world_size: int
+    shards: int
+    precision: str
+    weights: float
+    grads: float
+    optimizer: float
+    buffers: float
+    gathered: float
+    ema: float
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.grads + self.optimizer + self.buffers + self.gathered + self.ema
+
+
+def rank_memory(cfg: Any, layout: str, world_size: int = 1, shard_size: int | None = None,
+                precision: str = "bf16-mixed", ema: bool = False) -> RankMemory:
+    """Training-state memory per rank of the generator `cfg` (a `DiTConfig`) under a layout, from
+    its parameter counts (the model is built on the meta device, so any size is counted at once).
+
+    Args:
+        cfg: the model's `DiTConfig`.
+        layout: "single" (one device), "ddp" (replicated), "fsdp" (sharded over all `world_size`
+            ranks) or "hsdp" (sharded over `shard_size` ranks, replicated across the groups).
+        world_size: ranks in all.
+        shard_size: ranks one copy is sharded over, with "hsdp" (e.g. the GPUs of a node).
+        precision: Lightning's: "bf16-mixed" and "32-true" keep fp32 weights, gradients and moments
+            (bf16 compute copies under FSDP2's mixed precision); "bf16-true" keeps them in bf16.
+        ema: an fp32 EMA copy on every rank (single and DDP only: it is refused under sharding).
+
+    Raises:
+        ValueError: an unknown layout or precision, or a shard size that does not divide the world.
+    """
+    from av_model.dit.model import AVDiT
+
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}.")
+    if precision not in _STATE_BYTES:
+        raise ValueError(f"precision must be one of {', '.join(_STATE_BYTES)}; got {precision!r}.")
+    if world_size < 1 or (layout == "single" and world_size != 1):
+        raise ValueError(f"world_size must be >= 1 (1 for layout single); got {world_size}.")
+    shards = {"single": 1, "ddp": 1, "fsdp": world_size}.get(layout, shard_size or 0)
+    if layout == "hsdp" and (shards < 1 or world_size % shards):
+        raise ValueError(f"hsdp needs a shard_size that divides world_size {world_size} (the GPUs of a node, "
+                         f"e.g. 8); got {shard_size}.")
+    if ema and layout in ("fsdp", "hsdp"):
+        raise ValueError("the EMA keeps a full copy and is refused under sharding; pass ema=False for fsdp/hsdp.")
+    with torch.device("meta"):
+        model = AVDiT(cfg)
+    total = sum(p.numel() for p in model.parameters())
+    block = max(sum(p.numel() for p in b.parameters()) for b in _blocks(model))
+    root = total - sum(sum(p.numel() for p in b.parameters()) for b in _blocks(model))
+    w, g, o = _STATE_BYTES[precision]
+    compute = 2 if precision != "32-true" else 4
+    sharded = layout in ("fsdp", "hsdp")
+    return RankMemory(
+        layout=layout, world_size=world_size, shards=shards, precision=precision,
+        weights=w * total / shards, grads=g * total / shards, optimizer=o * total / shards,
+        buffers=g * total if layout == "ddp" else 0.0,
+        gathered=compute * (root + 2 * block) if sharded and shards > 1 else 0.0,
+        ema=4.0 * total if ema else 0.0,
+    )

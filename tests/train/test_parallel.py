@@ -78,3 +78,26 @@ def test_ema_refuses_sharded_training(fake_cache: Path, tmp_path: Path, capsys: 
         ParallelConfig(activation_checkpointing="some")
     with pytest.raises(ValueError, match="compile_mode must be one of"):
         ParallelConfig(compile_mode="fast")  # type: ignore[arg-type]
+
+
+def test_memory_per_rank_from_parameter_counts() -> None:
+    from av_model.dit.params import count_params
+    from av_model.train.parallel import rank_memory
+
+    cfg = get_preset("small")
+    n = count_params(cfg).total
+    model = AVDiT(get_preset("small"))
+    block = sum(p.numel() for p in model.blocks[0].parameters())
+    root = n - cfg.depth * block
+    assert rank_memory(cfg, "single").total == 16 * n  # fp32 weights, grads, two AdamW moments
+    assert rank_memory(cfg, "single", ema=True).total == 20 * n
+    assert rank_memory(cfg, "ddp", 8).total == 20 * n  # plus DDP's gradient buckets
+    assert rank_memory(cfg, "fsdp", 8).total == 16 * n / 8 + 2 * (root + 2 * block)  # bf16 gathered
+    assert rank_memory(cfg, "hsdp", 32, 8).total == rank_memory(cfg, "fsdp", 8).total
+    assert rank_memory(cfg, "single", precision="bf16-true").total == 8 * n
+    with pytest.raises(ValueError, match="shard_size that divides world_size 32"):
+        rank_memory(cfg, "hsdp", 32, 6)
+    with pytest.raises(ValueError, match="layout must be one of"):
+        rank_memory(cfg, "zero3", 8)
+    with pytest.raises(ValueError, match="refused under sharding"):
+        rank_memory(cfg, "fsdp", 8, ema=True)
