@@ -65,27 +65,7 @@ def load_generator(path: str | Path, map_location: str | torch.device = "cpu") -
         ValueError: the file is neither (the message says what it holds).
     """
     path = Path(path)
-    if path.is_dir():
-        ckpt = read_distributed_checkpoint(path)
-    elif not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; train with `avgen fit` (writes final.ckpt).")
-    else:
-        try:
-            ckpt = torch.load(path, map_location=map_location, weights_only=False)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
-            raise ValueError(f"{path} is not a generator checkpoint: torch.load cannot read it ({err}).") from None
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"{path} is not a generator checkpoint (it holds a {type(ckpt).__name__}).")
-    if ckpt.get("format") == EXPORT_FORMAT:
-        info, state = ckpt, ckpt["state_dict"]
-    elif CHECKPOINT_KEY in ckpt and "state_dict" in ckpt:
-        info = ckpt[CHECKPOINT_KEY]
-        prefix = "model."
-        state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    else:
-        raise ValueError(
-            f"{path} is neither an `avgen fit` checkpoint nor an exported generator (keys: {sorted(ckpt)[:8]})."
-        )
+    state, info, digest = _read(path, map_location=map_location)
     cfg = DiTConfig.from_dict(info["dit_config"])
     model = AVDiT(cfg)
     if info.get("lora"):  # a LoRA run: base weights and adapters, merged here into plain weights
@@ -98,7 +78,6 @@ def load_generator(path: str | Path, map_location: str | torch.device = "cpu") -
         merge_lora(model)
     model.to(map_location).eval().requires_grad_(False)
     extra = {"distill": info["distill"]} if info.get("distill") else {}  # a few-step student (`avgen distill`)
-    digest = sha256_file(path) if path.is_file() else _sha256_folder(path)
     return GeneratorBundle(model=model, cache_meta=info["cache_meta"], sampler=SamplerConfig(**info["sampler"]),
                            sha256=digest, path=path, extra=extra)
 
@@ -116,13 +95,22 @@ def read_generator_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], d
             `load_generator`, which merges them).
     """
     path = Path(path)
+    state, info, digest = _read(path, map_location="cpu", mmap=True)
+    if info.get("lora"):
+        raise ValueError(f"{path} holds LoRA adapters; merge them first (`avgen export {path} merged.pt`).")
+    return state, info, digest
+
+
+def _read(path: Path, *, map_location: str | torch.device, mmap: bool = False,
+          ) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
+    """The weights (`AVDiT` names), the stored info and the sha256 of a generator file or folder."""
     if path.is_dir():
         ckpt, digest = read_distributed_checkpoint(path), _sha256_folder(path)
     elif not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; train with `avgen fit` (writes final.ckpt).")
     else:
         try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+            ckpt = torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
             raise ValueError(f"{path} is not a generator checkpoint: torch.load cannot read it ({err}).") from None
         digest = sha256_file(path)
@@ -134,9 +122,9 @@ def read_generator_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], d
         info = ckpt[CHECKPOINT_KEY]
         state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     else:
-        raise ValueError(f"{path} is neither an `avgen fit` checkpoint nor an exported generator (keys: {sorted(ckpt)[:8]}).")
-    if info.get("lora"):
-        raise ValueError(f"{path} holds LoRA adapters; merge them first (`avgen export {path} merged.pt`).")
+        raise ValueError(
+            f"{path} is neither an `avgen fit` checkpoint nor an exported generator (keys: {sorted(ckpt)[:8]})."
+        )
     return state, {k: v for k, v in info.items() if k != "state_dict"}, digest
 
 

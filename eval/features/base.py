@@ -16,6 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,24 @@ from tqdm.auto import tqdm
 from eval.reader import EvalInputError
 from eval.sets import ClipRecord
 
-__all__ = ["Preprocessor", "FeatureExtractor", "Features", "extract_features"]
+__all__ = ["Preprocessor", "FeatureExtractor", "Features", "extract_features", "read_weights_file"]
+
+
+def read_weights_file(path: Path, what: str, hint: str = "") -> dict[str, Any]:
+    """The dict (a state dict or a checkpoint) saved in `path`, loaded on the CPU with
+    `weights_only=True` (no code from the file runs).
+
+    Raises:
+        EvalInputError: the file cannot be read, or holds something else than a dict; the message
+            names `what` was expected and ends with `hint` (e.g. "; pass syncnet_v2.model").
+    """
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several unrelated types for a bad file
+        raise EvalInputError(f"{path}: not a readable {what} ({err}){hint}.") from err
+    if not isinstance(state, dict):
+        raise EvalInputError(f"{path}: holds a {type(state).__name__}, not a {what}{hint}.")
+    return state
 
 
 class Preprocessor(ABC):

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 import torchaudio
 
+from eval.features.base import read_weights_file
 from eval.features.synchformer import SEGMENTS, Synchformer, offsets_of, synchformer_config_from_state
 from eval.features.weights import weights_hash
 from eval.reader import EvalInputError, read_audio, read_video
@@ -131,12 +132,7 @@ class SynchformerExtractor:
         self.path = Path(path)
         self.device = torch.device(device)
         self.duration, self.batch_size = duration, batch_size
-        try:
-            state = torch.load(str(self.path), map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises several unrelated types for a bad file
-            raise EvalInputError(f"{self.path}: not a readable Synchformer state dict ({err}).") from err
-        if not isinstance(state, dict):
-            raise EvalInputError(f"{self.path}: holds a {type(state).__name__}, not a state dict.")
+        state = read_weights_file(self.path, "Synchformer state dict")
         try:
             self.model = Synchformer(synchformer_config_from_state(state))
             self.model.load_state_dict(state, strict=True)

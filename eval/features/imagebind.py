@@ -36,6 +36,7 @@ import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
+from eval.features.base import read_weights_file
 from eval.features.weights import weights_hash
 from eval.reader import EvalInputError, read_audio, read_video
 from eval.sets import ClipRecord
@@ -258,12 +259,7 @@ class ImageBindExtractor:
         self.path = Path(path)
         self.device = torch.device(device)
         self.duration, self.batch_size = duration, batch_size
-        try:
-            state = torch.load(str(self.path), map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises several unrelated types for a bad file
-            raise EvalInputError(f"{self.path}: not a readable ImageBind state dict ({err}).") from err
-        if not isinstance(state, dict):
-            raise EvalInputError(f"{self.path}: holds a {type(state).__name__}, not a state dict.")
+        state = read_weights_file(self.path, "ImageBind state dict")
         ours = {k: v for k, v in state.items() if k.split(".")[1:2] in (["vision"], ["audio"])}
         self.ignored_modalities = sorted({k.split(".")[1] for k in state if k not in ours and "." in k})
         try:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eval.features.base import FeatureExtractor, Preprocessor
+from eval.features.base import FeatureExtractor, Preprocessor, read_weights_file
 from eval.features.weights import weights_hash
 from eval.reader import EvalInputError, read_audio
 from eval.sets import ClipRecord
@@ -108,10 +108,7 @@ class PANNsExtractor(FeatureExtractor):
     def __init__(self, path: str | Path, *, device: str | torch.device = "cpu", window_seconds: float = 1.0) -> None:
         self.path = Path(path)
         self.device = torch.device(device)
-        try:
-            ckpt = torch.load(str(self.path), map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises several unrelated types for a bad file
-            raise EvalInputError(f"{self.path}: not a readable PANNs checkpoint ({err}).") from err
+        ckpt = read_weights_file(self.path, "PANNs checkpoint", "; pass Cnn14_mAP=0.431.pth")
         state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
         if not isinstance(state, dict) or "logmel_extractor.melW" not in state:
             raise EvalInputError(

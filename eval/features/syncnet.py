@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from eval.features.base import read_weights_file
 from eval.features.weights import weights_hash
 from eval.reader import EvalInputError, read_audio, read_video
 from eval.sets import ClipRecord
@@ -209,12 +210,7 @@ class SyncNetExtractor:
         self.path = Path(path)
         self.device = torch.device(device)
         self.batch_size = batch_size
-        try:
-            state = torch.load(str(self.path), map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises several unrelated types for a bad file
-            raise EvalInputError(f"{self.path}: not a readable SyncNet state dict ({err}); pass syncnet_v2.model.") from err
-        if not isinstance(state, dict):
-            raise EvalInputError(f"{self.path}: holds a {type(state).__name__}, not a state dict; pass syncnet_v2.model.")
+        state = read_weights_file(self.path, "SyncNet state dict", "; pass syncnet_v2.model")
         self.model = _syncnet_for(state, self.path)
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.endswith("num_batches_tracked")]

@@ -17,7 +17,7 @@ import torch
 import torchaudio
 from torch import nn
 
-from eval.features.base import FeatureExtractor, Preprocessor
+from eval.features.base import FeatureExtractor, Preprocessor, read_weights_file
 from eval.features.weights import weights_hash
 from eval.reader import EvalInputError, read_audio
 from eval.sets import ClipRecord
@@ -98,10 +98,7 @@ class VGGishExtractor(FeatureExtractor):
                  model: VGGish | None = None) -> None:
         self.path = Path(path)
         self.device = torch.device(device)
-        try:
-            state = torch.load(str(self.path), map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises several unrelated types for a bad file
-            raise EvalInputError(f"{self.path}: not a readable VGGish state dict ({err}).") from err
+        state = read_weights_file(self.path, "VGGish state dict")
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
         self.model = model if model is not None else _vggish_for(state, self.path)

@@ -110,17 +110,14 @@ def resolve_weights(key: str, paths: WeightPaths | None = None) -> Path:
         raise KeyError(f"unknown weights {key!r}; known: {', '.join(WEIGHTS)}.")
     spec = WEIGHTS[key]
     explicit = getattr(paths, key, None) if paths is not None else None
-    if explicit:
-        p = Path(explicit).expanduser()
-        if not p.exists():
-            raise WeightsMissing(f"{spec.option} {p} does not exist; pass the path of {spec.what}")
-        return p
-    env = os.environ.get(spec.env)
-    if env:
-        p = Path(env).expanduser()
-        if not p.exists():
-            raise WeightsMissing(f"{spec.env}={p} does not exist; point it at {spec.what}")
-        return p
+    # A path the user named must exist: falling back to another place would score with other weights.
+    for given, said in ((explicit, f"{spec.option} {{}} does not exist; pass the path of {spec.what}"),
+                        (os.environ.get(spec.env), f"{spec.env}={{}} does not exist; point it at {spec.what}")):
+        if given:
+            p = Path(given).expanduser()
+            if not p.exists():
+                raise WeightsMissing(said.format(p))
+            return p
     candidates = []
     if os.environ.get("AVGEN_WEIGHTS"):
         candidates.append(Path(os.environ["AVGEN_WEIGHTS"]).expanduser() / spec.filename)
