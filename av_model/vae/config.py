@@ -46,6 +46,11 @@ class VAEConfig:
             (residual autoencoding, as in DC-AE); trains much faster from scratch.
         logvar_min: lower clamp of the posterior log-variance.
         logvar_max: upper clamp of the posterior log-variance.
+        input_chroma_gain: the encoder sees each pixel's chroma (its RGB values less their mean,
+            the grey level) multiplied by this; the grey level and the decoder are unchanged, and 1
+            is plain RGB. RGB clips whose variance is mostly brightness (dark floors, bright shapes)
+            make a short run learn grey blobs long before their hue; a gain above 1 gives hue the
+            larger share of the encoder's input (docs/vae.md, "Colour through the autoencoder").
     """
 
     temporal_compression: int = 4
@@ -59,6 +64,7 @@ class VAEConfig:
     shortcut: bool = True
     logvar_min: float = -30.0
     logvar_max: float = 20.0
+    input_chroma_gain: float = 1.0
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
@@ -110,6 +116,8 @@ class VAEConfig:
             raise ValueError(f"blocks_per_level must be >= 1, got {self.blocks_per_level}.")
         if self.logvar_min >= self.logvar_max:
             raise ValueError(f"logvar_min ({self.logvar_min}) must be below logvar_max ({self.logvar_max}).")
+        if not self.input_chroma_gain > 0:
+            raise ValueError(f"input_chroma_gain must be > 0, got {self.input_chroma_gain}.")
 
     @property
     def num_spatial_down(self) -> int:
@@ -122,8 +130,11 @@ class VAEConfig:
         return int(math.log2(self.temporal_compression // self.temporal_patch))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-Python dict (JSON/YAML/`torch.load(weights_only=True)` safe)."""
-        return {
+        """Plain-Python dict (JSON/YAML/`torch.load(weights_only=True)` safe).
+
+        `input_chroma_gain` is written only where it is not 1, so the files and fingerprints of
+        autoencoders made before it existed stay as they were."""
+        d: dict[str, Any] = {
             "temporal_compression": self.temporal_compression,
             "spatial_compression": self.spatial_compression,
             "latent_channels": self.latent_channels,
@@ -136,6 +147,9 @@ class VAEConfig:
             "logvar_min": self.logvar_min,
             "logvar_max": self.logvar_max,
         }
+        if self.input_chroma_gain != 1.0:
+            d["input_chroma_gain"] = self.input_chroma_gain
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> VAEConfig:
@@ -272,7 +286,7 @@ PRESETS: dict[str, VAEConfig] = {
     ),
     "small": VAEConfig(
         temporal_compression=4, spatial_compression=8, latent_channels=8, patch_size=2,
-        channels=(16, 32, 64), blocks_per_level=1,
+        channels=(16, 32, 64), blocks_per_level=1, input_chroma_gain=3.0,
     ),
     "tae_16ch": VAEConfig(
         temporal_compression=4, spatial_compression=8, latent_channels=16, patch_size=1,

@@ -91,6 +91,13 @@ def match_channels(x: torch.Tensor, out_ch: int) -> torch.Tensor:
     raise ValueError(f"cannot match {c} channels to {out_ch}: neither divides the other.")
 
 
+def scale_chroma(x: torch.Tensor, gain: float) -> torch.Tensor:
+    """`(B, 3, ...)`: each pixel's chroma (its RGB values less their mean) multiplied by `gain`, its
+    grey level (the mean) kept."""
+    grey = x.mean(dim=1, keepdim=True)  # (B, 1, ...)
+    return grey + gain * (x - grey)
+
+
 def space_to_depth(x: torch.Tensor, t: int, s: int) -> torch.Tensor:
     """`(B, C, T, H, W) -> (B, C * t * s * s, T / t, H / s, W / s)`, channel-major within each block."""
     b, c, tt, h, w = x.shape

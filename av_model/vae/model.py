@@ -35,6 +35,7 @@ from .layers import (
     SpatialAttention,
     Upsample,
     depth_to_space,
+    scale_chroma,
     space_to_depth,
 )
 
@@ -50,6 +51,7 @@ class Encoder(nn.Module):
         super().__init__()
         p, tp, ch = cfg.patch_size, cfg.temporal_patch, cfg.channels
         self.patch, self.temporal_patch = p, tp
+        self.chroma_gain = cfg.input_chroma_gain
         self.conv_in = FactorizedConv(3 * tp * p * p, ch[0])
         self.levels = nn.ModuleList()
         for i, c in enumerate(ch):
@@ -76,6 +78,8 @@ class Encoder(nn.Module):
             bias[c:] = -8.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.chroma_gain != 1.0:
+            x = scale_chroma(x, self.chroma_gain)  # (B, 3, T, H, W), hue weighed up against brightness
         h = space_to_depth(x, self.temporal_patch, self.patch)  # (B, 3 tp p², T/tp, H/p, W/p)
         h = self.conv_in(h)  # (B, ch0, T/tp, H/p, W/p)
         for level in self.levels:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from av_model.vae import PRESETS, VAEConfig, VideoAutoencoder, get_preset
+from av_model.vae.layers import scale_chroma
 
 
 @pytest.mark.parametrize(
@@ -125,3 +126,39 @@ def test_a_fresh_posterior_is_nearly_deterministic(tiny_vae: VideoAutoencoder) -
     out = tiny_vae(torch.rand(1, 3, 4, 16, 16) * 2 - 1)
     assert float(out.logvar.mean()) < -6.0
     assert float((out.z - out.mean).abs().max()) < 0.2
+
+
+def test_input_chroma_gain_weighs_hue_up_at_the_encoder_input() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 4, 16, 16) * 2 - 1
+    grey = x.mean(dim=1, keepdim=True)
+    torch.testing.assert_close(scale_chroma(x, 1.0), x)
+    torch.testing.assert_close(scale_chroma(x, 3.0).mean(dim=1, keepdim=True), grey)  # brightness kept
+    torch.testing.assert_close(scale_chroma(x, 3.0) - grey, 3.0 * (x - grey))  # colour 3x further from grey
+    # two floors of the same brightness, dark green and navy, are 3x further apart at the gain of 3;
+    # a pure brightness change (a grey shift) is not amplified
+    green = torch.tensor([-0.84, -0.62, -0.75]).view(1, 3, 1, 1, 1).expand(1, 3, 4, 8, 8)
+    navy = green[:, [0, 2, 1]]
+    assert abs(float((scale_chroma(green, 3.0) - scale_chroma(navy, 3.0)).abs().max())
+               - 3 * float((green - navy).abs().max())) < 1e-5
+    torch.testing.assert_close(scale_chroma(green + 0.2, 3.0) - scale_chroma(green, 3.0), torch.full_like(green, 0.2))
+
+    # the encoder with the gain is the plain encoder on the re-coloured clip; the decoder is untouched
+    cfg = VAEConfig(4, 8, latent_channels=4, patch_size=2, channels=(8, 8, 8))
+    plain = VideoAutoencoder(cfg).eval()
+    gained = VideoAutoencoder(VAEConfig(**{**cfg.to_dict(), "input_chroma_gain": 3.0})).eval()
+    gained.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(gained.encode(x), plain.encode(scale_chroma(x, 3.0)))
+        z = plain.encode(x)
+        torch.testing.assert_close(gained.decode(z), plain.decode(z))
+
+
+def test_input_chroma_gain_is_saved_only_where_set_and_checked() -> None:
+    cfg = VAEConfig()
+    assert cfg.input_chroma_gain == 1.0 and "input_chroma_gain" not in cfg.to_dict()  # older files unchanged
+    gained = VAEConfig(input_chroma_gain=3.0)
+    assert gained.to_dict()["input_chroma_gain"] == 3.0 and VAEConfig.from_dict(gained.to_dict()) == gained
+    assert VAEConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="input_chroma_gain must be > 0"):
+        VAEConfig(input_chroma_gain=0.0)
