@@ -43,6 +43,7 @@ def _lightning(subcommand: str, argv: list[str]) -> int:
     return run_cli(lambda: make_cli(
         VideoAutoencoderModule, VideoClipDataModule, [subcommand, *argv], prog=f"avgen vae {subcommand}",
         description="Train the video autoencoder.",
+        auto_configure_optimizers=False,  # the module builds its two optimizers from model.optimizer
         # vae.pt is exported at the end of fit; the checkpoints are for resuming, so only last.ckpt is kept.
         checkpoint={"every_n_train_steps": 200, "save_top_k": 0},
     ), f"avgen vae {subcommand}")
