@@ -229,13 +229,6 @@ class CodecLitModule(L.LightningModule):
     def _adversarial_active(self) -> bool:
         return self.disc is not None and self.global_step >= self.loss_cfg.disc_start_step
 
-    def _set_lr(self, *opts: Any) -> None:
-        total = self.trainer.max_steps if self._trainer is not None else None
-        factor = self.optim_cfg.lr_factor(self.global_step, total)
-        for opt in opts:
-            for group in opt.param_groups:
-                group["lr"] = group["initial_lr"] * factor
-
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
         if batch is None:  # every clip of the batch failed to decode (already warned)
             return None
@@ -269,7 +262,8 @@ class CodecLitModule(L.LightningModule):
             feat = feature_matching_loss(real_maps, fake_maps)
             total = total + cfg.adv_weight * adv + cfg.feat_weight * feat
             logs.update({"train/adv": adv, "train/feat": feat})
-        self._set_lr(opt_g, *([opt_d] if opt_d is not None and self.optim_cfg.disc_follows_schedule else []))
+        self.optim_cfg.set_lrs(self.global_step, self.trainer.max_steps if self._trainer is not None else None,
+                               opt_g, opt_d)
         opt_g.zero_grad()
         self.manual_backward(total)
         if self.optim_cfg.grad_clip:

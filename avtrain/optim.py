@@ -13,7 +13,7 @@ All of them train with AdamW (Adam is AdamW with `weight_decay: 0`) and one lear
 Each component keeps its own defaults (an instance of this class in its LightningModule's
 signature, e.g. the GAN trainers' Adam betas (0.5, 0.9)); a YAML section overrides fields of it.
 The generators step the curve through `schedule_for` (a torch scheduler, saved in checkpoints); the
-GAN trainers, which step their optimizers by hand, set their learning rates from `lr_factor`.
+GAN trainers, which step their optimizers by hand, set their learning rates with `set_lrs`.
 """
 
 from __future__ import annotations
@@ -116,6 +116,19 @@ class OptimConfig:
             length = total_steps - warm
         progress = min(step - warm, length) / length
         return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def set_lrs(self, step: int, total_steps: int | None, opt: Any, disc_opt: Any = None) -> None:
+        """For trainers that step by hand: set `opt`'s learning rate (and a discriminator's, when it
+        follows the schedule) for optimizer step `step`; torch optimizers or Lightning's wrappers of
+        them. From the configured peaks (so a checkpoint
+        whose optimizer state predates `initial_lr` resumes on the same curve)."""
+        factor = self.lr_factor(step, total_steps)
+        pairs = [(opt, self.lr)]
+        if disc_opt is not None and self.disc_follows_schedule:
+            pairs.append((disc_opt, self.discriminator_lr))
+        for o, peak in pairs:
+            for group in o.param_groups:
+                group["lr"] = peak * factor
 
 
 def _betas(value: Any, name: str) -> tuple[float, float]:

@@ -151,12 +151,7 @@ class VideoAutoencoderModule(L.LightningModule):
             loss = loss + lc.adversarial_weight * weight * g_loss
             logs.update({"g_adv": g_loss, "adv_weight": weight})
 
-        total = self.trainer.max_steps if self._trainer is not None else None
-        factor = oc.lr_factor(step, total)
-        for opt in (opt_ae, opt_d if oc.disc_follows_schedule else None):
-            if opt is not None:
-                for group in opt.param_groups:
-                    group["lr"] = group["initial_lr"] * factor
+        oc.set_lrs(step, self.trainer.max_steps if self._trainer is not None else None, opt_ae, opt_d)
         opt_ae.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         if oc.grad_clip > 0:

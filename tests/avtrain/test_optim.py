@@ -97,3 +97,14 @@ def test_old_sequential_scheduler_state_resumes_on_the_same_step() -> None:
 def test_bad_settings_say_which_field(bad: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         OptimConfig(**bad)
+
+
+def test_set_lrs_follows_the_configured_peaks_even_without_initial_lr() -> None:
+    cfg = OptimConfig(lr=1e-3, disc_lr=2e-4, warmup_steps=4, warmup_start_factor=None, min_lr_ratio=0.0)
+    gen, disc = _opt(lr=5.0), _opt(lr=5.0)  # lr and no `initial_lr`: what an older checkpoint's state holds
+    cfg.set_lrs(1, 10, gen, disc)
+    assert gen.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.5) and disc.param_groups[0]["lr"] == pytest.approx(1e-4)
+    constant_disc = OptimConfig(lr=1e-3, disc_lr=2e-4, disc_follows_schedule=False)
+    disc = _opt(lr=2e-4)
+    constant_disc.set_lrs(3, 10, _opt(), disc)
+    assert disc.param_groups[0]["lr"] == 2e-4  # a discriminator off the schedule is left alone
