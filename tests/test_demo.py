@@ -207,3 +207,41 @@ def test_summary_leaves_out_a_damaged_report_and_keeps_the_rest(tmp_path: Path) 
     claims = claims_of_run(tmp_path, problems)
     assert {c.task for c in claims} == {"v2a"} and len(problems) == 2
     assert "t2av" in problems[0] and "conditioning" in problems[1]
+
+
+def _stamp(path: Path, sleep: float = 0.0, fail: bool = False) -> list[str]:
+    """A command that waits, then writes the time it ended to `path` (or fails)."""
+    code = f"import time, sys; time.sleep({sleep}); sys.exit(3) if {fail} else open({str(path)!r}, 'w').write(repr(time.time()))"
+    return [sys.executable, "-c", code]
+
+
+def test_overlapping_profile_starts_a_job_once_its_inputs_exist(tmp_path: Path) -> None:
+    from av_model.demo import run as demo
+
+    def stages(fail: bool = False) -> list[demo.Stage]:
+        a, b, c, d = (tmp_path / n for n in "abcd")
+        return [
+            demo.Stage("1. first", [_stamp(a)], a.exists),
+            demo.Stage("2. slow", [_stamp(b, sleep=1.5)], b.exists),
+            # needs only stage 1: with overlap it runs beside stage 2
+            demo.Stage("3. early", [_stamp(c, fail=fail), _stamp(d)], lambda: c.exists() and d.exists(),
+                       start_after=[1, None]),
+        ]
+
+    cfg = demo.DemoConfig(run_dir=tmp_path / "run")
+    timings = demo._run_stages(cfg, stages(), demo._Jobs(tmp_path / "logs"), None)
+    assert timings is not None and [t[0] for t in timings] == ["1. first", "2. slow", "3. early", "total"]
+    times = {n: float((tmp_path / n).read_text()) for n in "abcd"}
+    assert times["c"] < times["b"] < times["d"]  # c started after stage 1, d at stage 3's turn
+    for n in "abcd":
+        (tmp_path / n).unlink()
+    # An early job that fails stops the demo at its own stage, after the stages before it finished.
+    jobs = demo._Jobs(tmp_path / "logs")
+    with pytest.raises(SystemExit, match="stopped at stage '3. early'"):
+        demo._run_stages(cfg, stages(fail=True), jobs, None)
+    assert (tmp_path / "b").exists()
+    # Stopped after stage 2 (--stop-after): nothing of stage 3 runs, not even early.
+    for n in "abd":
+        (tmp_path / n).unlink(missing_ok=True)
+    assert demo._run_stages(cfg, stages(), demo._Jobs(tmp_path / "logs"), 2) is None
+    assert (tmp_path / "b").exists() and not (tmp_path / "c").exists()

@@ -47,6 +47,9 @@ class ClipDataConfig(ClipLength):
         channels: output audio channels.
         require_audio: skip files without audio (else they get silent audio).
         max_retries: consecutive undecodable entries tried before giving up on an item.
+        with_audio: False decodes the frames alone (items and batches have no "audio"), for
+            consumers of the picture only such as the video autoencoder: half the decoding time of
+            a 64 px clip with its sound.
     """
 
     fps: float = 16.0
@@ -56,6 +59,7 @@ class ClipDataConfig(ClipLength):
     channels: int = 1
     require_audio: bool = True
     max_retries: int = 16
+    with_audio: bool = True
 
     def __post_init__(self) -> None:
         if not self.fps > 0:
@@ -80,8 +84,9 @@ class ClipDataConfig(ClipLength):
 class ClipDataset(Dataset):
     """Decoded clips of a manifest.
 
-    Items are dicts {"id": str, "frames": (T, H, W, 3) uint8, "audio": (C, S) float32,
-    "caption": str, "skipped": list of {"id", "path", "error"} for entries that failed on the way}.
+    Items are dicts {"id": str, "frames": (T, H, W, 3) uint8, "audio": (C, S) float32 (absent with
+    `config.with_audio` False), "caption": str, "skipped": list of {"id", "path", "error"} for
+    entries that failed on the way}.
 
     Args:
         manifest: a manifest path (JSONL/CSV, or a dataset folder) or loaded entries.
@@ -123,9 +128,12 @@ class ClipDataset(Dataset):
         clip = read_clip(
             entry.path, fps=cfg.fps, size=cfg.size, start=self._start(entry), duration=cfg.duration,
             sample_rate=cfg.sample_rate, channels=cfg.channels, require_audio=cfg.require_audio,
+            with_audio=cfg.with_audio,
         )
-        audio = clip.audio if clip.audio is not None else torch.zeros(cfg.channels, cfg.num_samples)
-        return {"id": entry.id, "frames": clip.frames, "audio": audio, "caption": entry.caption}
+        item = {"id": entry.id, "frames": clip.frames, "caption": entry.caption}
+        if cfg.with_audio:
+            item["audio"] = clip.audio if clip.audio is not None else torch.zeros(cfg.channels, cfg.num_samples)
+        return item
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         skipped: list[dict[str, str]] = []
@@ -149,8 +157,8 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Batch clip items.
 
     Returns:
-        {"id": list[str], "video": (B, 3, T, H, W) float32 in [-1, 1], "audio": (B, C, S) float32,
-        "caption": list[str], "skipped": list of failure records}, plus any other per-item field
+        {"id": list[str], "video": (B, 3, T, H, W) float32 in [-1, 1], "audio": (B, C, S) float32
+        (when the items have it), "caption": list[str], "skipped": list of failure records}, plus any other per-item field
         (e.g. "events" of synthetic clips) as a list.
     """
     frames = torch.stack([it["frames"] for it in items])  # (B, T, H, W, 3) uint8
@@ -158,10 +166,11 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
     batch: dict[str, Any] = {
         "id": [it["id"] for it in items],
         "video": video,
-        "audio": torch.stack([it["audio"] for it in items]),  # (B, C, S)
         "caption": [it["caption"] for it in items],
         "skipped": [s for it in items for s in it.get("skipped", [])],
     }
+    if "audio" in items[0]:
+        batch["audio"] = torch.stack([it["audio"] for it in items])  # (B, C, S)
     for key in items[0]:
         if key not in batch and key != "frames":
             batch[key] = [it[key] for it in items]
@@ -197,7 +206,7 @@ class ClipDataModule(L.LightningDataModule):
         manifest: manifest file (JSONL/CSV) or dataset folder.
         batch_size: clips per batch.
         num_workers: decoding processes (0 decodes in the main process).
-        fps, size, duration, sample_rate, channels, require_audio: see `ClipDataConfig`.
+        fps, size, duration, sample_rate, channels, require_audio, with_audio: see `ClipDataConfig`.
         train_split, val_split, test_split: manifest splits per stage (None: every entry for
             train; no loader for val/test).
         random_offset: random start inside longer entries when training.
@@ -216,6 +225,7 @@ class ClipDataModule(L.LightningDataModule):
         sample_rate: int = 24000,
         channels: int = 1,
         require_audio: bool = True,
+        with_audio: bool = True,
         train_split: str | None = "train",
         val_split: str | None = "val",
         test_split: str | None = "heldout",
@@ -230,7 +240,8 @@ class ClipDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.manifest = manifest
         self.batch_size, self.num_workers = batch_size, num_workers
-        self.config = ClipDataConfig(fps, size, duration, sample_rate, channels, require_audio)
+        self.config = ClipDataConfig(fps, size, duration, sample_rate, channels, require_audio,
+                                     with_audio=with_audio)
         self.splits = {"train": train_split, "validate": val_split, "test": test_split}
         self.random_offset, self.seed = random_offset, seed
         self.datasets: dict[str, ClipDataset] = {}

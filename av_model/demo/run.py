@@ -4,7 +4,10 @@ Every stage is a real `avgen` command, as a researcher would run it, writing und
 directory. A stage is skipped when its outputs exist and are valid, so an interrupted demo resumes
 where it stopped. Independent jobs (the two autoencoders; the generators; the metrics) run side by
 side with the CPU cores shared out between them (one thread each on 2 cores), because small models
-use two single-threaded processes better than one two-threaded process.
+use two single-threaded processes better than one two-threaded process. The GPU profile also starts a job
+as soon as its inputs exist (`Stage.start_after`), beside the stages still running: the untrained
+reference beside the generators, the conditioning diagnostics and the conditioned sampling beside
+text-to-audio-video sampling, the first metrics beside the rest of the sampling.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class DemoConfig:
     n_prompts: int = 16
     start_app: bool = True
     seed: int = 0
+    overlap: bool = False  # start jobs early, beside later stages (Stage.start_after): a GPU host's cores and memory
     extra_fit_args: list[str] = field(default_factory=list)
 
     @property
@@ -119,50 +123,102 @@ class DemoConfig:
             seeds=2,
             sample_steps=25,
             n_prompts=48,
+            # Sampling, scoring and diagnostics of small models leave most of an H100 idle: overlap them.
+            overlap=True,
         )
 
 
 @dataclass
 class Stage:
-    """One step of the demo: commands run side by side, then a check that the outputs are valid."""
+    """One step of the demo: commands run side by side, then a check that the outputs are valid.
+
+    `start_after[i]` is the number of the stage after which command i may start early, beside the
+    stages between (with `DemoConfig.overlap`); None, or no entry, waits for this stage's turn.
+    """
 
     name: str
     commands: list[list[str]]
     is_done: Callable[[], bool]
     describe: Callable[[], str] = lambda: ""
+    start_after: list[int | None] = field(default_factory=list)
+
+    def ready_after(self, i: int) -> int | None:
+        return self.start_after[i] if i < len(self.start_after) else None
 
 
 def _avgen(*args: object) -> list[str]:  # paths and numbers become their str()
     return [sys.executable, "-m", "av_model.cli", *map(str, args)]
 
 
-def _run_parallel(commands: list[list[str]], log_dir: Path, stage: str) -> None:
-    """Runs commands concurrently (the CPU cores shared out between them), logs to files, fails loudly."""
-    env = dict(os.environ)
-    if len(commands) > 1:
-        # The cores shared out: one thread each on a 2-core laptop, several each on a GPU host's 16.
-        threads = str(max(1, (os.cpu_count() or 1) // len(commands)))
-        env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, AVGEN_NUM_THREADS=threads)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    procs = []
-    for i, cmd in enumerate(commands):
-        log = log_dir / f"{stage}.{i}.log"
-        console.print(f"  [dim]$ {shlex.join(cmd[2:] if cmd[1] == '-m' else cmd)}  (log: {log})[/dim]")
-        if len(commands) == 1:
-            # A single command keeps the terminal so its own progress bar shows.
-            procs.append((subprocess.Popen(cmd, env=env), log, cmd))
-        else:
-            fh = log.open("w")
-            procs.append((subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT), log, cmd))
-    failed = []
-    for proc, log, cmd in procs:
-        if proc.wait() != 0:
-            failed.append((proc.returncode, log, cmd))
-    for rc, log, cmd in failed:
-        tail = log.read_text()[-3000:] if log.exists() else ""
-        console.print(f"[red]stage {stage!r} failed (exit {rc}): {shlex.join(cmd)}[/red]\n{tail}")
-    if failed:
-        raise SystemExit(f"demo stopped at stage {stage!r}; fix the error above and run again (finished stages are kept)")
+class _Jobs:
+    """The demo's processes: started at their stage's turn or early, waited for stage by stage.
+
+    Jobs running together share the CPU cores out (one thread each on a 2-core laptop, several each
+    on a GPU host's 16); each writes its own log. A failure is reported at its stage's turn, with
+    the log's tail, and ends the jobs still running.
+    """
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: dict[int, list[tuple[subprocess.Popen, Path, list[str]]]] = {}
+        self.started: set[tuple[int, int]] = set()
+        self.early: set[tuple[int, int]] = set()
+
+    def _running(self) -> int:
+        return sum(proc.poll() is None for procs in self.procs.values() for proc, _, _ in procs)
+
+    def start(self, number: int, stage: Stage, indices: list[int], early: bool = False) -> None:
+        indices = [i for i in indices if (number, i) not in self.started]
+        if not indices:
+            return
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        together = len(indices) + self._running()
+        env = dict(os.environ)
+        if together > 1:
+            threads = str(max(1, (os.cpu_count() or 1) // together))
+            env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, AVGEN_NUM_THREADS=threads)
+        for i in indices:
+            cmd, log = stage.commands[i], self.log_dir / f"{number}.{i}.log"
+            early_note = f", started early for stage {number}" if early else ""
+            console.print(f"  [dim]$ {shlex.join(cmd[2:] if cmd[1] == '-m' else cmd)}  (log: {log}{early_note})[/dim]")
+            if together == 1:
+                # A single command keeps the terminal so its own progress bar shows.
+                proc = subprocess.Popen(cmd, env=env)
+            else:
+                with log.open("w") as fh:
+                    proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+            self.procs.setdefault(number, []).append((proc, log, cmd))
+            self.started.add((number, i))
+            if early:
+                self.early.add((number, i))
+
+    def start_early(self, stages: list[Stage], finished: int, last: int) -> None:
+        """Starts the commands of stages `finished`+2 .. `last` that may run once stage `finished` is done."""
+        for number, stage in enumerate(stages, start=1):
+            if not finished + 1 < number <= last or (number not in self.procs and stage.is_done()):
+                continue
+            ready = [i for i in range(len(stage.commands)) if (stage.ready_after(i) or number) <= finished]
+            self.start(number, stage, ready, early=True)
+
+    def wait(self, number: int, name: str) -> int:
+        """Waits for the stage's processes and fails loudly; returns how many had started early."""
+        procs = self.procs.get(number, [])
+        failed = [(proc.returncode, log, cmd) for proc, log, cmd in procs if proc.wait() != 0]
+        for rc, log, cmd in failed:
+            tail = log.read_text()[-3000:] if log.exists() else ""
+            console.print(f"[red]stage {name!r} failed (exit {rc}): {shlex.join(cmd)}[/red]\n{tail}")
+        if failed:
+            self.stop()
+            raise SystemExit(f"demo stopped at stage {name!r}; fix the error above and run again (finished stages are kept)")
+        return sum(n == number for n, _ in self.early)
+
+    def stop(self) -> None:
+        """Ends every job still running (after a failure or an interrupt); their stages rerun next time."""
+        for procs in self.procs.values():
+            for proc, _, _ in procs:
+                if proc.poll() is None:
+                    proc.terminate()
+                    proc.wait()
 
 
 def _read_json(path: Path) -> dict:
@@ -231,6 +287,17 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
                       "--codec", codec,  # FAD on the demo codec's latents: the distance to the held-out audio
                       "--out", run / "eval" / task, "--no-progress")
 
+    conditioned = [*sample_cmds("v2a"), *sample_cmds("a2v"),
+                   _avgen("vae", "reconstruct", "--manifest", manifest, "--split", "heldout", "--limit", cfg.n_prompts,
+                          "--vae", vae, "--out", samples / AUTOENCODER)]
+    # A resumed run repeats only the stage-8 jobs whose report is missing (stage 8 takes minutes); each
+    # may start as soon as what it reads exists: t2av's clips after stage 6, the checkpoints after stage 5.
+    metrics = [(eval_cmd(t), {"t2av": 6, "v2a": None, "a2v": None}[t])
+               for t in ("t2av", "v2a", "a2v") if not (run / "eval" / t / "report.json").exists()]
+    if not (run / "diagnostics" / "conditioning.json").exists():
+        metrics.append((_avgen("diagnose", *sum((["--ckpt", f"{n}={ckpts[n]}"] for n in cfg.systems), []),
+                               "--cache", cache, "--split", "val", "--max-clips", cfg.diag_clips,
+                               "--out", run / "diagnostics", "--no-progress"), 5))
     return [
         Stage(
             "1. synthetic dataset",
@@ -268,6 +335,7 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
             [_avgen("fit", *fit_args(cfg.generators[0].config, untrained_dir, cfg.seed), "--trainer.max_steps", "0")],
             lambda: ckpts["untrained"].exists(),
             lambda: "same architecture, no training: the floor the trained models must clear",
+            start_after=[3],  # needs the cache only
         ),
         Stage(
             "6. generate: text-to-audio-video",
@@ -277,24 +345,19 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
         ),
         Stage(
             "7. generate: video-to-audio, audio-to-video; autoencoder ceiling",
-            [*sample_cmds("v2a"), *sample_cmds("a2v"),
-             _avgen("vae", "reconstruct", "--manifest", manifest, "--split", "heldout", "--limit", cfg.n_prompts,
-                    "--vae", vae, "--out", samples / AUTOENCODER)],
+            conditioned,
             lambda: all(_count_mp4(samples / f"{n}_{t}") >= cfg.n_prompts for n in cfg.systems for t in ("v2a", "a2v"))
             and _count_mp4(samples / AUTOENCODER) >= cfg.n_prompts,
             lambda: f"{cfg.n_prompts} held-out videos and sounds per system; the same clips through the autoencoder",
+            start_after=[5] * len(conditioned),  # beside text-to-audio-video sampling
         ),
         Stage(
             "8. automatic metrics and conditioning diagnostics",
-            # A resumed run repeats only the jobs whose report is missing (stage 8 takes minutes).
-            [*(eval_cmd(t) for t in ("t2av", "v2a", "a2v") if not (run / "eval" / t / "report.json").exists()),
-             *([] if (run / "diagnostics" / "conditioning.json").exists() else [
-                 _avgen("diagnose", *sum((["--ckpt", f"{n}={ckpts[n]}"] for n in cfg.systems), []), "--cache", cache,
-                        "--split", "val", "--max-clips", cfg.diag_clips, "--out", run / "diagnostics",
-                        "--no-progress")])],
+            [cmd for cmd, _ in metrics],
             lambda: all((run / "eval" / t / "report.json").exists() for t in ("t2av", "v2a", "a2v"))
             and (run / "diagnostics" / "conditioning.json").exists(),
             lambda: ", ".join(str(run / "eval" / t / "report.html") for t in ("t2av", "v2a", "a2v")),
+            start_after=[after for _, after in metrics],
         ),
         Stage(
             "9. human evaluation study",
@@ -362,21 +425,44 @@ def _summary(cfg: DemoConfig, timings: list[tuple[str, float, bool]]) -> None:
 def run_demo(cfg: DemoConfig, stop_after: int | None = None) -> int:
     """Runs the stages not yet done; with `stop_after`, stops after that stage (a later run continues)."""
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    stages = build_stages(cfg)
+    if not cfg.overlap:
+        for stage in stages:
+            stage.start_after = []
+    jobs = _Jobs(cfg.run_dir / "logs")
+    try:
+        timings = _run_stages(cfg, stages, jobs, stop_after)
+    finally:
+        jobs.stop()
+    if timings is None:
+        return 0
+    _summary(cfg, timings)
+    if cfg.start_app:
+        return _start_app(cfg)
+    return 0
+
+
+def _run_stages(cfg: DemoConfig, stages: list[Stage], jobs: _Jobs,
+                stop_after: int | None) -> list[tuple[str, float, bool]] | None:
+    """Each stage in turn (its early jobs already running); None when stopped by `stop_after`."""
     timings: list[tuple[str, float, bool]] = []
     total = time.perf_counter()
-    for number, stage in enumerate(build_stages(cfg), start=1):
-        if stop_after is not None and number > stop_after:
+    last = len(stages) if stop_after is None else stop_after
+    for number, stage in enumerate(stages, start=1):
+        if number > last:
             console.print(f"[bold]stopped after stage {stop_after}[/bold] (--stop-after); run the same command "
                           f"without it to continue from stage {number}: finished stages are kept")
-            return 0
+            return None
         _write_inputs(cfg)
         t0 = time.perf_counter()
-        if stage.is_done():
+        if number not in jobs.procs and stage.is_done():
             console.print(f"[green]✓ {stage.name}[/green] (kept: {stage.describe()})")
             timings.append((stage.name, 0.0, True))
+            jobs.start_early(stages, number, last)
             continue
         console.rule(f"[bold]{stage.name}")
-        _run_parallel(stage.commands, cfg.run_dir / "logs", stage.name.split(".")[0])
+        jobs.start(number, stage, list(range(len(stage.commands))))
+        early = jobs.wait(number, stage.name)
         if stage.name.startswith("9."):
             (cfg.run_dir / "study.created").write_text("ok\n")
         if not stage.is_done():
@@ -384,12 +470,11 @@ def run_demo(cfg: DemoConfig, stop_after: int | None = None) -> int:
                              f"see the logs in {cfg.run_dir / 'logs'}")
         sec = time.perf_counter() - t0
         timings.append((stage.name, sec, False))
-        console.print(f"[green]✓ {stage.name}[/green] in {sec:.1f} s: {stage.describe()}")
+        started = f" ({early} of its jobs started earlier, beside the stages before)" if early else ""
+        console.print(f"[green]✓ {stage.name}[/green] in {sec:.1f} s{started}: {stage.describe()}")
+        jobs.start_early(stages, number, last)
     timings.append(("total", time.perf_counter() - total, False))
-    _summary(cfg, timings)
-    if cfg.start_app:
-        return _start_app(cfg)
-    return 0
+    return timings
 
 
 def _start_app(cfg: DemoConfig, port: int = 8501) -> int:

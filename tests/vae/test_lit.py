@@ -78,3 +78,30 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
         VideoAutoencoderModule(train_frames=6)
     with pytest.raises(FileNotFoundError, match="avgen data synth"):
         VideoClipDataModule(manifest=str(tmp_path / "missing.jsonl"))
+
+
+def test_manifest_clips_decode_without_sound_and_preload_into_memory(tmp_path: Path) -> None:
+    from av_model.data.synthetic import SynthConfig, make_dataset
+
+    data = tmp_path / "data"
+    make_dataset(data, n_train=3, n_val=1, n_heldout=0, config=SynthConfig(width=32, height=32, duration=1.0),
+                 seed=0, workers=1, progress=False)
+    manifest = str(data / "manifest.jsonl")
+    common = dict(manifest=manifest, fps=8.0, size=32, duration=1.0, batch_size=3)
+    streamed = VideoClipDataModule(**common)
+    streamed.setup("fit")
+    batch = next(iter(streamed.train_dataloader()))
+    assert "audio" not in batch and batch["video"].shape == (3, 3, 8, 32, 32)  # frames only: no sound decoded
+
+    preloaded = VideoClipDataModule(**common, preload=True)
+    preloaded.setup("fit")
+    assert preloaded._train is not None and preloaded._val is not None
+    assert len(preloaded._train) == 3 and len(preloaded._val) == 1
+    clips = {b_id: v for b in streamed.train_dataloader() for b_id, v in zip(b["id"], b["video"])}
+    for b in preloaded.train_dataloader():
+        for b_id, v in zip(b["id"], b["video"]):  # the same pixels as decoding from the file each time
+            torch.testing.assert_close(v, clips[b_id])
+    root = tmp_path / "run"
+    assert _fit(root, "--data.manifest", manifest, "--data.preload", "true", "--data.fps", "8", "--data.size", "32",
+                "--data.duration", "1.0", "--trainer.max_steps", "2") == 0
+    assert load_video_autoencoder(root / "vae.pt").metadata["global_step"] == 2
