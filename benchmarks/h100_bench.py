@@ -460,7 +460,7 @@ def bench_ltx2(cfg_preset: str, clip: ClipShape, *, peak_tflops: float, quick: b
 
 
 # --------------------------------------------------------------------------------------- sampling
-def bench_sampling(preset: str, clip: ClipShape, *, steps: int, quick: bool, vae_preset: str,
+def bench_sampling(preset: str, clip: ClipShape, *, steps: list[int], quick: bool, vae_preset: str,
                    codec_preset: str, compile_blocks: bool, text_encoder: str = "minilm",
                    intervals: tuple[tuple[float, float], ...] = ((0.0, 1.0),)) -> list[dict]:
     """Latency of one clip: text encoding, denoising (guided), video and audio decoding.
@@ -518,14 +518,14 @@ def bench_sampling(preset: str, clip: ClipShape, *, steps: int, quick: bool, vae
 
     n_tok = model.layout(vshape, ashape, clip.video_rate, clip.audio_rate).num_tokens
     rows = []
-    for interval in intervals:
-        scfg = SamplerConfig(steps=steps, solver="euler", guidance_video=3.0, guidance_audio=3.0,
+    for n_steps, interval in ((n, iv) for n in steps for iv in intervals):
+        scfg = SamplerConfig(steps=n_steps, solver="euler", guidance_video=3.0, guidance_audio=3.0,
                              guidance_interval=interval)
         guided_steps = sum(scfg.guided_at(t) for t in scfg.time_grid(n_tok).tolist()[:-1])
         run(scfg)  # warm-up: compilation (both batch sizes), cuDNN plans, allocator
         r = run(scfg)
-        r.update(preset=preset, clip=clip.name, steps=steps, guidance_interval=list(interval),
-                 guided_steps=guided_steps, model_calls=steps + guided_steps,
+        r.update(preset=preset, clip=clip.name, steps=n_steps, guidance_interval=list(interval),
+                 guided_steps=guided_steps, model_calls=n_steps + guided_steps,
                  guidance="video 3, audio 3 (batched cond+uncond)", realtime_ratio=r["total_s"] / clip.seconds,
                  text=text_note)
         rows.append(r)
@@ -543,7 +543,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--guidance-interval", type=float, nargs=2, action="append", metavar=("LOW", "HIGH"),
                     help="extra sampling rows guided only inside [LOW, HIGH] (repeatable); (0, 1) always runs")
     ap.add_argument("--preset", default=None, help="generator preset (default h100_1b; debug with --quick)")
-    ap.add_argument("--steps", type=int, default=50, help="sampling steps")
+    ap.add_argument("--steps", type=int, nargs="+", default=[50],
+                    help="sampling steps, one row per count and guidance interval (e.g. 50 8 4 with "
+                         "--guidance-interval 0 0: a few-step student, guidance folded in, calls the model once a step)")
     ap.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
                     help="torch.compile mode of the compiled training-step rows (reduce-overhead: CUDA graphs)")
     ap.add_argument("--train-variants", choices=("all", "compiled"), default="all",
@@ -663,13 +665,13 @@ def main(argv: list[str] | None = None) -> int:
                      "ours_over_peer_throughput", "ours_dense_over_peer_throughput", "note"])
     if "sample" in only:
         intervals = ((0.0, 1.0), *(tuple(iv) for iv in args.guidance_interval or ()))
-        rows = bench_sampling(preset, clip, steps=2 if quick else args.steps, quick=quick,
+        rows = bench_sampling(preset, clip, steps=[2] if quick else args.steps, quick=quick,
                               vae_preset="debug" if quick else "tae_16ch",
                               codec_preset="debug" if quick else "encodec_24khz", compile_blocks=not quick,
                               text_encoder=args.text_encoder, intervals=intervals)
         results["sampling"] = rows
-        print_table(f"sampling latency, {clip.name}, {rows[0]['steps']} steps with guidance", rows,
-                    ["guidance_interval", "guided_steps", "model_calls", "text_s", "denoise_s", "decode_s", "total_s",
+        print_table(f"sampling latency, {clip.name}", rows,
+                    ["steps", "guidance_interval", "guided_steps", "model_calls", "text_s", "denoise_s", "decode_s", "total_s",
                      "realtime_ratio", "text"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, default=str))
