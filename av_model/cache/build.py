@@ -14,9 +14,11 @@ and with `strict` at the first bad clip (`BadClipError`).
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -341,13 +343,12 @@ def _text_tensors(text_batch: Any, i: int) -> tuple[list[torch.Tensor], list[tor
 
 
 def _build_shard(
-    index: int, plans: list[_ClipPlan], cfg: CacheBuildConfig, encoders: tuple[Any, Any, Any],
-    device: torch.device, progress: tqdm,
+    index: int, plans: list[_ClipPlan], items: Iterator[dict[str, Any]], offset: int, cfg: CacheBuildConfig,
+    encoders: tuple[Any, Any, Any], device: torch.device, progress: tqdm,
 ) -> dict[str, Any]:
+    """Encodes one shard's clips, read from `items` (decoded clips whose "index" counts from `offset`)."""
     codec, vae, text = encoders
     dtype = STORAGE_DTYPES[cfg.dtype]
-    reader = _ClipReader(plans, cfg, codec.sample_rate, codec.channels)
-    loader = DataLoader(reader, batch_size=None, num_workers=min(cfg.workers, len(plans)), collate_fn=_identity)
     tensors: dict[str, torch.Tensor] = {}
     rows: list[CacheEntry] = []
     skipped: list[dict[str, str]] = []
@@ -358,10 +359,10 @@ def _build_shard(
         if not pending:
             return
         z_v, z_a = _encode_group(pending, codec, vae, device)
-        captions = [plans[it["index"]].entry.caption for it in pending]
+        captions = [plans[it["index"] - offset].entry.caption for it in pending]
         text_batch = text.encode(captions)
         for b, it in enumerate(pending):
-            plan = plans[it["index"]]
+            plan = plans[it["index"] - offset]
             cid = plan.entry.id
             tensors[f"{cid}/video"] = z_v[b].to(dtype)
             tensors[f"{cid}/audio"] = z_a[b].to(dtype)
@@ -380,9 +381,9 @@ def _build_shard(
         progress.update(len(pending))
         pending.clear()
 
-    for item in loader:
+    for item in itertools.islice(items, len(plans)):  # clips come in order: exactly this shard's
         if "error" in item:
-            cid = plans[item["index"]].entry.id
+            cid = plans[item["index"] - offset].entry.id
             if cfg.strict:
                 raise BadClipError(f"clip {cid!r}: {item['error']} (stopped at the first bad clip: --strict)")
             skipped.append({"id": cid, "error": item["error"]})
@@ -426,10 +427,17 @@ def build_cache(cfg: CacheBuildConfig, *, encoders: tuple[Any, Any, Any] | None 
     todo = [(i, s) for i, s in enumerate(shards) if shard_name(i) not in done]
     if done:
         console.print(f"resuming {cfg.out}: {len(done)} of {len(shards)} shards already written")
-    with tqdm(total=sum(len(s) for _, s in todo), desc="encoding clips", unit="clip") as progress:
+    # One loader for every shard still to do: its workers start once, not once a shard (each start
+    # imports torch and PyAV in every worker: seconds a shard on a GPU host with 14 workers).
+    flat = [plan for _, shard_plans in todo for plan in shard_plans]
+    loader = DataLoader(_ClipReader(flat, cfg, codec.sample_rate, codec.channels), batch_size=None,
+                        num_workers=min(cfg.workers, len(flat)), collate_fn=_identity)
+    items, offset = iter(loader), 0
+    with tqdm(total=len(flat), desc="encoding clips", unit="clip") as progress:
         for i, shard_plans in todo:
             progress.set_postfix_str(f"shard {i + 1}/{len(shards)}")
-            record = _build_shard(i, shard_plans, cfg, encoders, device, progress)
+            record = _build_shard(i, shard_plans, items, offset, cfg, encoders, device, progress)
+            offset += len(shard_plans)
             meta.shards = [s for s in meta.shards if s["name"] != record["name"]] + [record]
             meta.shards.sort(key=lambda s: s["name"])
             write_meta(cfg.out, meta)  # the shard counts as finished only once listed here

@@ -32,11 +32,13 @@ def _build(cfg: CacheBuildConfig, enc: Encoders) -> object:
 
 def _config(manifest: Path, out: Path, enc: Encoders, **kw: object) -> CacheBuildConfig:
     return CacheBuildConfig(manifest=str(manifest), out=str(out), codec=str(enc.codec_path), vae=str(enc.vae_path),
-                            size=SIZE, fps=FPS, shard_size=2, workers=0, device="cpu", **kw)
+                            size=SIZE, fps=FPS, shard_size=2, device="cpu", **{"workers": 0, **kw})
 
 
-def test_build_writes_shards_index_and_meta(dataset: Path, encoders: Encoders, tmp_path: Path) -> None:
-    meta = _build(_config(dataset, tmp_path / "cache", encoders), encoders)
+@pytest.mark.parametrize("workers", [0, 2])
+def test_build_writes_shards_index_and_meta(dataset: Path, encoders: Encoders, tmp_path: Path, workers: int) -> None:
+    # workers=2: one loader feeds all three shards in order, each shard exactly its own clips
+    meta = _build(_config(dataset, tmp_path / "cache", encoders, workers=workers), encoders)
     assert meta.complete and meta.num_shards == 3 and len(meta.shards) == 3
     meta2, entries = read_index(tmp_path / "cache")
     assert meta2.fingerprints == {"codec": encoders.codec.fingerprint, "vae": encoders.vae.fingerprint,
