@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from eval.features.weights import WeightPaths
+from eval.features.weights import WeightPaths, resolve_weights
 from eval.sets import ClipSet
 
-__all__ = ["MetricOptions", "MetricResult", "Metric", "NotApplicable", "not_computed", "mean_with_ci"]
+__all__ = ["MetricOptions", "MetricResult", "Metric", "NotApplicable", "not_computed", "mean_with_ci",
+           "windowed_extractor", "clip_embeddings"]
+
+_E = TypeVar("_E")
 
 
 class NotApplicable(Exception):
@@ -217,6 +222,31 @@ def mean_with_ci(values: np.ndarray, opts: MetricOptions) -> tuple[float, float,
         return float("nan"), float("nan"), float("nan")
     lo, hi = bootstrap_ci(v, n_boot=opts.n_boot, level=opts.ci_level, seed=opts.seed)
     return float(v.mean()), lo, hi
+
+
+def windowed_extractor(build: Callable[..., _E], key: str, opts: MetricOptions, cache: dict[str, Any]) -> _E:
+    """The run's extractor of weights `key` that reads the first `opts.desync_duration` seconds of
+    each clip (av-benchmark's protocol: Synchformer, ImageBind), built once per run as
+    `build(weights, device=, duration=, batch_size=)` and kept in `cache`."""
+    ck = f"extractor:{key}:{opts.desync_duration}"
+    if ck not in cache:
+        cache[ck] = build(resolve_weights(key, opts.weights), device=opts.torch_device(),
+                          duration=opts.desync_duration, batch_size=opts.batch_size)
+    return cache[ck]
+
+
+def clip_embeddings(ext: Any, system: ClipSet, cache: dict[str, Any], *tag: object) -> list[Any]:
+    """`ext.clip(record)` of every clip of `system`, in order, each computed once per run: kept in
+    `cache` under "<ext.name>:<ext.weight_hash>[:<tag>...]:<path>:<start>:<end>" (`tag`: whatever
+    else changes the result, e.g. the seconds read)."""
+    out = []
+    for rec in tqdm(system.records, desc=f"{system.name}: {ext.name}", leave=False,
+                    disable=not cache.get("progress", True)):
+        key = ":".join(str(part) for part in (ext.name, ext.weight_hash, *tag, rec.path, rec.start, rec.end))
+        if key not in cache:
+            cache[key] = ext.clip(rec)
+        out.append(cache[key])
+    return out
 
 
 class Metric(ABC):

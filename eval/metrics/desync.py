@@ -13,23 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from eval.features.desync import ClipSyncFeatures, SynchformerExtractor
-from eval.features.weights import resolve_weights
-from eval.metrics.base import Metric, MetricOptions, MetricResult
+from eval.metrics.base import Metric, MetricOptions, MetricResult, clip_embeddings, windowed_extractor
 from eval.metrics.floors import floor_partners, pair_floor
 from eval.sets import ClipSet
 
 __all__ = ["DeSync"]
-
-
-def _extractor(opts: MetricOptions, cache: dict[str, Any]) -> SynchformerExtractor:
-    key = f"extractor:synchformer:{opts.desync_duration}"
-    if key not in cache:
-        cache[key] = SynchformerExtractor(resolve_weights("synchformer", opts.weights), device=opts.torch_device(),
-                                          duration=opts.desync_duration, batch_size=opts.batch_size)
-    return cache[key]
 
 
 class DeSync(Metric):
@@ -44,14 +34,8 @@ class DeSync(Metric):
 
     def evaluate(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,
                  cache: dict[str, Any]) -> MetricResult:
-        ext = _extractor(opts, cache)
-        feats: list[ClipSyncFeatures] = []
-        for rec in tqdm(system.records, desc=f"{system.name}: synchformer", leave=False,
-                        disable=not cache.get("progress", True)):
-            key = f"synchformer:{ext.weight_hash}:{opts.desync_duration}:{rec.path}:{rec.start}:{rec.end}"
-            if key not in cache:
-                cache[key] = ext.clip(rec)
-            feats.append(cache[key])
+        ext = windowed_extractor(SynchformerExtractor, "synchformer", opts, cache)
+        feats: list[ClipSyncFeatures] = clip_embeddings(ext, system, cache, opts.desync_duration)
         n = len(feats)
         m = np.full((n, n), np.nan)
         signed: list[list[float]] = []

@@ -21,11 +21,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from eval.features.syncnet import ClipEmbeddings, SyncNetExtractor
 from eval.features.weights import resolve_weights
-from eval.metrics.base import Metric, MetricOptions, MetricResult
+from eval.metrics.base import Metric, MetricOptions, MetricResult, clip_embeddings
 from eval.metrics.floors import floor_partners, pair_floor
 from eval.sets import ClipSet
 
@@ -70,13 +69,7 @@ def _embeddings(system: ClipSet, opts: MetricOptions, cache: dict[str, Any]) -> 
         cache["extractor:syncnet"] = SyncNetExtractor(resolve_weights("syncnet", opts.weights),
                                                       device=opts.torch_device())
     ext: SyncNetExtractor = cache["extractor:syncnet"]
-    out = []
-    for rec in tqdm(system.records, desc=f"{system.name}: syncnet", leave=False, disable=not cache.get("progress", True)):
-        key = f"syncnet:{ext.weight_hash}:{rec.path}:{rec.start}:{rec.end}"
-        if key not in cache:
-            cache[key] = ext.clip(rec)
-        out.append(cache[key])
-    return ext, out
+    return ext, clip_embeddings(ext, system, cache)
 
 
 def _score_matrix(system: ClipSet, opts: MetricOptions, cache: dict[str, Any]) -> tuple[SyncNetExtractor, np.ndarray, list[int]]:
