@@ -19,7 +19,6 @@ Prints a table and writes benchmarks/results/eval_bench.json.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from avio import write_clip  # noqa: E402
+from benchmarks._host import write_json  # noqa: E402
 from eval.features.base import FeatureExtractor, extract_features  # noqa: E402
 from eval.features.weights import WeightsMissing, resolve_weights  # noqa: E402
 from eval.metrics import METRICS  # noqa: E402
@@ -145,10 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                      "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None},
         "torch": torch.__version__, "rows": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    write_json(args.out, result)
     return 0
 
 
