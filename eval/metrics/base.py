@@ -18,10 +18,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from eval.features.weights import WeightPaths, resolve_weights
+from eval.metrics.floors import pair_floor
 from eval.sets import ClipSet
 
 __all__ = ["MetricOptions", "MetricResult", "Metric", "NotApplicable", "not_computed", "mean_with_ci",
-           "windowed_extractor", "clip_embeddings"]
+           "windowed_extractor", "clip_embeddings", "pair_floor_result"]
 
 _E = TypeVar("_E")
 
@@ -247,6 +248,22 @@ def clip_embeddings(ext: Any, system: ClipSet, cache: dict[str, Any], *tag: obje
             cache[key] = ext.clip(rec)
         out.append(cache[key])
     return out
+
+
+def pair_floor_result(metric: Metric, system: ClipSet, m: np.ndarray, opts: MetricOptions, ext: Any,
+                      extra: dict[str, Any]) -> MetricResult:
+    """The result of an extractor's per-pair sync score: the matched mean of the (N, N) matrix `m`
+    (clip i's video with clip j's audio, NaN where not scored) beside its mismatched-pair floor
+    (`pair_floor`), each clip's own score, the extractor's preprocessing and weights, and `extra`
+    after the floor's fields."""
+    hib = bool(metric.higher_is_better)
+    fl = pair_floor(m, higher_is_better=hib, n_boot=opts.n_boot, ci_level=opts.ci_level, seed=opts.seed)
+    return MetricResult(
+        metric=metric.name, system=system.name, value=fl.value, ci_low=fl.ci[0], ci_high=fl.ci[1],
+        higher_is_better=hib, n_generated=len(system), preprocessing=ext.preprocessing(),
+        weights={ext.name: ext.weight_hash}, extra={**fl.extra(), **extra},
+        per_clip={rec.id: float(v) for rec, v in zip(system.records, np.diagonal(m))},
+    )
 
 
 class Metric(ABC):

@@ -15,8 +15,15 @@ from typing import Any
 import numpy as np
 
 from eval.features.desync import ClipSyncFeatures, SynchformerExtractor
-from eval.metrics.base import Metric, MetricOptions, MetricResult, clip_embeddings, windowed_extractor
-from eval.metrics.floors import floor_partners, pair_floor
+from eval.metrics.base import (
+    Metric,
+    MetricOptions,
+    MetricResult,
+    clip_embeddings,
+    pair_floor_result,
+    windowed_extractor,
+)
+from eval.metrics.floors import floor_partners
 from eval.sets import ClipSet
 
 __all__ = ["DeSync"]
@@ -45,14 +52,7 @@ class DeSync(Metric):
         for i, partners in enumerate(floor_partners(n, opts.floor_partners, opts.seed)):
             for j in partners:
                 m[i, j] = ext.desync(feats[i], feats[j])[0]
-        fl = pair_floor(m, higher_is_better=False, n_boot=opts.n_boot, ci_level=opts.ci_level, seed=opts.seed)
         flat = np.asarray(signed).ravel()
-        return MetricResult(
-            metric=self.name, system=system.name, value=fl.value, ci_low=fl.ci[0], ci_high=fl.ci[1],
-            higher_is_better=False, n_generated=n, preprocessing=ext.preprocessing(),
-            weights={"synchformer": ext.weight_hash},
-            extra={**fl.extra(), "offset_s_median": float(np.median(flat)),
-                   "share_in_sync": float(np.mean(np.abs(flat) < 1e-6)),
-                   "offset_convention": "Synchformer's class grid -2..+2 s"},
-            per_clip={rec.id: float(v) for rec, v in zip(system.records, np.diagonal(m))},
-        )
+        return pair_floor_result(self, system, m, opts, ext, {
+            "offset_s_median": float(np.median(flat)), "share_in_sync": float(np.mean(np.abs(flat) < 1e-6)),
+            "offset_convention": "Synchformer's class grid -2..+2 s"})

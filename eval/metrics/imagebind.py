@@ -14,8 +14,14 @@ from typing import Any
 import numpy as np
 
 from eval.features.imagebind import ImageBindExtractor
-from eval.metrics.base import Metric, MetricOptions, MetricResult, clip_embeddings, windowed_extractor
-from eval.metrics.floors import pair_floor
+from eval.metrics.base import (
+    Metric,
+    MetricOptions,
+    MetricResult,
+    clip_embeddings,
+    pair_floor_result,
+    windowed_extractor,
+)
 from eval.sets import ClipSet
 
 __all__ = ["ImageBindScore"]
@@ -39,11 +45,4 @@ class ImageBindScore(Metric):
         v = v / np.linalg.norm(v, axis=1, keepdims=True)
         a = a / np.linalg.norm(a, axis=1, keepdims=True)
         m = 100.0 * v @ a.T  # (N, N): clip i's frames with clip j's sound
-        fl = pair_floor(m, higher_is_better=True, n_boot=opts.n_boot, ci_level=opts.ci_level, seed=opts.seed)
-        return MetricResult(
-            metric=self.name, system=system.name, value=fl.value, ci_low=fl.ci[0], ci_high=fl.ci[1],
-            higher_is_better=True, n_generated=len(system), preprocessing=ext.preprocessing(),
-            weights={"imagebind": ext.weight_hash},
-            extra={**fl.extra(), "ignored_modalities": ",".join(ext.ignored_modalities)},
-            per_clip={rec.id: float(s) for rec, s in zip(system.records, np.diagonal(m))},
-        )
+        return pair_floor_result(self, system, m, opts, ext, {"ignored_modalities": ",".join(ext.ignored_modalities)})
