@@ -274,14 +274,14 @@ class Metric(ABC):
         title: human-readable name with unit.
         higher_is_better: direction (None: none; compare with the reference row).
         needs_reference: compares against the reference set (Fréchet distances, paired v2a).
-        weights: keys of `WEIGHTS` it needs (empty: weights-free).
+        weight_key: the key of `WEIGHTS` whose extractor it runs ("": weights-free).
     """
 
     name: str = ""
     title: str = ""
     higher_is_better: bool | None = False
     needs_reference: bool = False
-    weights: tuple[str, ...] = ()
+    weight_key: str = ""
 
     @abstractmethod
     def evaluate(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,

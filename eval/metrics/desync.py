@@ -36,7 +36,6 @@ class DeSync(Metric):
     title = "DeSync (Synchformer, s)"
     higher_is_better = False
     streams = frozenset({"video", "audio"})
-    weights = ("synchformer",)
     weight_key = "synchformer"
 
     def evaluate(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,

@@ -34,7 +34,6 @@ class ImageBindScore(Metric):
     title = "ImageBind AV score (100 x cos)"
     higher_is_better = True
     streams = frozenset({"video", "audio"})
-    weights = ("imagebind",)
     weight_key = "imagebind"
 
     def evaluate(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,

@@ -95,7 +95,6 @@ def _score_matrix(system: ClipSet, opts: MetricOptions, cache: dict[str, Any]) -
 
 class _LSE(Metric):
     streams = frozenset({"video", "audio"})
-    weights = ("syncnet",)
     weight_key = "syncnet"
     component = 0
 
