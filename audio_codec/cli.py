@@ -14,14 +14,13 @@ file, or "encodec_24khz"/"encodec_48khz" (official file in `$TORCH_HOME/hub/chec
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from avtrain.commands import print_info, run_subcommand
 
 logger = logging.getLogger("audio_codec")
 
@@ -269,40 +268,22 @@ def info_main(argv: list[str]) -> int:
         "latent_stats_frames": int(codec.latent_stats_frames),
         "config": codec.config_dict(),
     }
-    if args.json:
-        print(json.dumps(info, indent=2))
-    else:
-        for key, value in info.items():
-            print(f"{key:>20}: {value}")
+    print_info(info, as_json=args.json)
     return 0
 
 
-SUBCOMMANDS = {"stats": stats_main, "encode": encode_main, "decode": decode_main, "export": export_main,
-               "info": info_main}
+def _fit_main(argv: list[str]) -> int:
+    from audio_codec.fit import fit_main  # Lightning: imported only for training
+
+    return fit_main(argv)
+
+
+SUBCOMMANDS = {"fit": _fit_main, "stats": stats_main, "encode": encode_main, "decode": decode_main,
+               "export": export_main, "info": info_main}
 
 
 def main(argv: list[str]) -> int:
-    """Entry of `avgen codec`."""
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
-        return 0
-    name, rest = argv[0], argv[1:]
+    """Entry of `avgen codec`. Bad inputs (files, configs, codecs, audio) end with their message and
+    exit status 2, not a traceback."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if name == "fit":
-        from audio_codec.fit import fit_main
-
-        job = fit_main
-    elif name in SUBCOMMANDS:
-        job = SUBCOMMANDS[name]
-    else:
-        print(f"avgen codec: unknown subcommand {name!r}.\n\n{USAGE}", file=sys.stderr)
-        return 2
-    try:
-        return job(rest)
-    except (ValueError, FileNotFoundError) as err:
-        # Bad inputs (files, configs, codecs, audio) end with their message, not a traceback;
-        # AVGEN_DEBUG=1 shows the traceback.
-        if os.environ.get("AVGEN_DEBUG"):
-            raise
-        print(f"avgen codec {name}: error: {err}", file=sys.stderr)
-        return 2
+    return run_subcommand(argv, prog="avgen codec", usage=USAGE, commands=SUBCOMMANDS, error_status=2)

@@ -7,6 +7,8 @@ stream starts late, has gaps, or carries encoder priming.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +39,28 @@ class _ShortAudio(Exception):
     def __init__(self, seconds: float) -> None:
         super().__init__(seconds)
         self.seconds = seconds
+
+
+@contextmanager
+def _decoding(path: Path, start: float, asked: float) -> Iterator[None]:
+    """Turns what decoding `asked` seconds from `start` raises into a MediaError that says what to do:
+    an audio stream that ends early (`_ShortAudio`), or FFmpeg failing on a corrupt file."""
+    try:
+        yield
+    except _ShortAudio as short:
+        raise MediaError(f"{path}: the clip is shorter than asked: its audio ends {short.seconds:.3f} s "
+                         f"after {start:.3f} s but {asked:.3f} s were asked; ask for a shorter duration "
+                         "or drop the file.") from None
+    except av.error.FFmpegError as err:
+        raise MediaError(f"{path}: decoding failed ({err.strerror or err}); the file is corrupt or "
+                         "truncated. Re-encode or remove it.") from err
+
+
+def _check_positive(path: Path, **options: float | None) -> None:
+    """Each option given (not None) must be > 0."""
+    for name, value in options.items():
+        if value is not None and value <= 0:
+            raise MediaError(f"{path}: {name} must be > 0; got {value}.")
 
 
 def _open(path: str | Path) -> av.container.InputContainer:

@@ -31,17 +31,18 @@ from avio._decode import (
     _END_TOLERANCE_S,
     _as_hw,
     _AudioCollector,
+    _check_positive,
     _check_stream,
     _check_window,
     _container_start,
     _convert_audio,
     _decodable,
     _decode,
+    _decoding,
     _duration,
     _FrameCollector,
     _FramePicker,
     _open,
-    _ShortAudio,
     _stream_duration,
 )
 from avio.errors import MediaError
@@ -204,12 +205,7 @@ def read_clip(
 
     p = Path(path)
     hw = _as_hw(size)
-    if fps is not None and fps <= 0:
-        raise MediaError(f"{p}: fps must be > 0; got {fps}.")
-    if sample_rate is not None and sample_rate <= 0:
-        raise MediaError(f"{p}: sample_rate must be > 0; got {sample_rate}.")
-    if channels is not None and channels <= 0:
-        raise MediaError(f"{p}: channels must be > 0; got {channels}.")
+    _check_positive(p, fps=fps, sample_rate=sample_rate, channels=channels)
     with _open(p) as container:
         if not container.streams.video:
             raise MediaError(f"{p}: has no video stream; an audio-only file cannot be read as a clip "
@@ -231,7 +227,7 @@ def read_clip(
         n_frames = round(span * out_fps) if duration is not None else math.floor(span * out_fps + 1e-6)
         targets = start + np.arange(max(n_frames, 0)) / out_fps
         origin = _container_start(container)
-        try:
+        with _decoding(p, start, span):
             src_rate = float(vs.average_rate or vs.guessed_rate or out_fps)
             picker = _FramePicker(targets, hw, src_rate, origin)
             collector = None
@@ -254,13 +250,6 @@ def read_clip(
                 # without a duration the audio track may end a little before or after the video
                 want = round(len(targets) / out_fps * sr)
                 audio_t = torch.nn.functional.pad(audio_t, (0, max(want - audio_t.shape[1], 0)))[:, :want]
-        except _ShortAudio as short:
-            raise MediaError(f"{p}: the clip is shorter than asked: its audio ends {short.seconds:.3f} s "
-                             f"after {start:.3f} s but {span:.3f} s were asked; ask for a shorter duration "
-                             "or drop the file.") from None
-        except av.error.FFmpegError as err:
-            raise MediaError(f"{p}: decoding failed ({err.strerror or err}); the file is corrupt or "
-                             "truncated. Re-encode or remove it.") from err
     if len(frames) < len(targets) or (len(frames) == 0 and len(targets) > 0):
         raise MediaError(f"{p}: decoded {len(frames)} of {len(targets)} frames; the file is truncated "
                          "or its video stream is empty. Re-encode or remove it.")
@@ -297,10 +286,7 @@ def read_audio(
     import torch
 
     p = Path(path)
-    if sample_rate is not None and sample_rate <= 0:
-        raise MediaError(f"{p}: sample_rate must be > 0; got {sample_rate}.")
-    if channels is not None and channels <= 0:
-        raise MediaError(f"{p}: channels must be > 0; got {channels}.")
+    _check_positive(p, sample_rate=sample_rate, channels=channels)
     with _open(p) as container:
         if not container.streams.audio:
             raise MediaError(f"{p}: has no audio stream; pass a file with sound.")
@@ -312,17 +298,10 @@ def read_audio(
         # without a duration, read to the stream's stated end: AAC pads its last frame with silence
         stream_end = None if lenient else _stream_duration(aus)
         end = start + duration if duration is not None else stream_end
-        try:
+        with _decoding(p, start, (end or 0.0) - start):
             collector = _AudioCollector(aus, origin, start, end)
             _decode(container, origin, start, None, (aus, collector))
             wav, src_sr = collector.finish(pad=lenient)
-        except _ShortAudio as short:
-            raise MediaError(f"{p}: the clip is shorter than asked: its audio ends {short.seconds:.3f} s "
-                             f"after {start:.3f} s but {(end or 0.0) - start:.3f} s were asked; ask for a shorter duration "
-                             "or drop the file.") from None
-        except av.error.FFmpegError as err:
-            raise MediaError(f"{p}: decoding failed ({err.strerror or err}); the file is corrupt or "
-                             "truncated. Re-encode or remove it.") from err
     audio, sr = _convert_audio(wav, src_sr, sample_rate, channels, path=p, clamp=not lenient)
     if duration is not None and not lenient:
         want = round(duration * sr)

@@ -15,7 +15,6 @@ and the same command-line shape: `-c CONFIG.yaml`, `--section.field value` overr
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,8 @@ from typing import Any
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from avtrain.commands import report_errors
 
 __all__ = ["TrainerCLI", "checkpoint_dir", "make_cli", "root_cause", "run_cli"]
 
@@ -101,13 +102,4 @@ def run_cli(job: Callable[[], Any], name: str, *, errors: tuple[type[BaseExcepti
         import torch
 
         torch.set_num_threads(max(1, int(threads)))
-    handled: tuple[type[BaseException], ...] = (ValueError, KeyError, FileNotFoundError, *errors)
-    try:
-        result = job()
-    except handled as err:
-        # The message says what to change; a traceback would bury it.
-        if os.environ.get("AVGEN_DEBUG"):
-            raise
-        print(f"{name}: {root_cause(err)}\n(set AVGEN_DEBUG=1 for the traceback)", file=sys.stderr)
-        return 1
-    return result if isinstance(result, int) else 0
+    return report_errors(job, name, errors=(ValueError, KeyError, FileNotFoundError, *errors), describe=root_cause)

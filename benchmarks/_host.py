@@ -1,9 +1,11 @@
-"""What a benchmark records about the machine it ran on (shared by the benchmark scripts)."""
+"""What the benchmark scripts share: what they record about the machine, and how they write the record."""
 
 from __future__ import annotations
 
+import json
 import platform
 from pathlib import Path
+from typing import Any
 
 
 def cpu_model() -> str:
@@ -15,3 +17,13 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
+
+
+def write_json(path: str | Path, record: Any, *, indent: int = 2) -> Path:
+    """Write a benchmark's record as JSON (its folder created; values JSON lacks written as text)
+    and say so; returns the path."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=indent, default=str) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
+    return out

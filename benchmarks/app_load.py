@@ -28,6 +28,7 @@ from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._host import write_json  # noqa: E402
 from human_eval_app.raters import join_with_code, load_item, queue_state, start_queue, submit_answers  # noqa: E402
 from human_eval_app.store import Judgment, Pair, Prompt, Sample, Store, Study, System  # noqa: E402
 
@@ -173,15 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     print(_table(result))
     for e in result.errors[:10]:
         print("  " + e)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     record = asdict(result) | {
         "ok": result.ok, "command": "python benchmarks/app_load.py " + " ".join(argv or sys.argv[1:]),
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
                     "processor": platform.processor(), "load_average_1min": os.getloadavg()[0]},
     }
-    out.write_text(json.dumps(record, indent=2))
-    print(f"wrote {out}")
+    write_json(args.out, record)
     return 0 if result.ok else 1
 
 

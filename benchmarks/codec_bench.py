@@ -22,7 +22,6 @@ Prints a table and writes benchmarks/results/codec_bench.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -40,7 +39,7 @@ from audio_codec import AudioCodec, load_codec  # noqa: E402
 from audio_codec.data import load_audio_entries  # noqa: E402
 from audio_codec.metrics import MelDistance, OctavePower, si_snr  # noqa: E402
 from avio import load_manifest, read_audio  # noqa: E402
-from benchmarks._host import cpu_model  # noqa: E402
+from benchmarks._host import cpu_model, write_json  # noqa: E402
 from eval.onsets import detect_onsets, match_events  # noqa: E402
 
 
@@ -212,12 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     for b in q["octave_bands"]:
         lo, hi = b["band_hz"]
         print(f"  {lo:>6d}-{hi:<6d}     {b['original_db']:9.1f}   {b['recon_db']:8.1f}   {b['recon_minus_original_db']:+9.1f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out = write_json(args.out, result)
     plot = out.with_name(out.stem + "_bands.png")
     _plot_bands(q["octave_bands"], plot, title=f"{args.codec}: power per octave band, {q['clips']} {q['split']} clips")
-    print(f"wrote {out}, {plot}")
+    print(f"wrote {plot}")
     return 0
 
 

@@ -18,7 +18,6 @@ Prints a table and writes benchmarks/results/data_bench.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -35,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from av_model.data.datamodule import ClipDataModule  # noqa: E402
 from av_model.data.synthetic import FAMILIES, SynthConfig, generate_clip, make_dataset  # noqa: E402
 from avio import load_manifest, read_clip  # noqa: E402
-from benchmarks._host import cpu_model  # noqa: E402
+from benchmarks._host import cpu_model, write_json  # noqa: E402
 
 
 def _cpu_seconds() -> float:
@@ -162,9 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'-' * width}  {'-' * 40}")
     for name, value in rows:
         print(f"{name.ljust(width)}  {value}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, results)
     return 0
 
 

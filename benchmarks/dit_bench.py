@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import platform
 import sys
 import time
@@ -30,6 +29,7 @@ from av_model.dit import AVDiT, count_params, get_preset  # noqa: E402
 from av_model.dit.moe import MoEFeedForward  # noqa: E402
 from av_model.flow.matching import FlowConfig, FlowMatching  # noqa: E402
 from av_model.text import TextBatch  # noqa: E402
+from benchmarks._host import write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "dit_bench.json"
 H100_BF16_PEAK_TFLOPS = 989.0  # dense bf16 tensor-core peak of an H100 SXM
@@ -226,9 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/dit_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "rows": model_rows + moe_rows + [check],
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2))
-    print(f"wrote {args.out}")
+    write_json(args.out, payload)
     return 0
 
 

@@ -19,7 +19,6 @@ Prints a table and writes benchmarks/results/eval_bench.json.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -32,12 +31,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from avio import write_clip  # noqa: E402
+from benchmarks._host import write_json  # noqa: E402
 from eval.features.base import FeatureExtractor, extract_features  # noqa: E402
 from eval.features.weights import WeightsMissing, resolve_weights  # noqa: E402
 from eval.metrics import METRICS  # noqa: E402
 from eval.metrics.base import MetricOptions  # noqa: E402
 from eval.sets import ClipSet, load_set  # noqa: E402
-from eval.testing import bouncing_clip  # noqa: E402
+from eval.testing import bouncing_clip, save_clap_folder, save_clip_folder  # noqa: E402
 
 
 def _make_clips(folder: Path, n: int) -> ClipSet:
@@ -45,14 +45,6 @@ def _make_clips(folder: Path, n: int) -> ClipSet:
         c = bouncing_clip(i, duration=2.0, sample_rate=24000, min_event_gap=0.15)
         write_clip(folder / f"clip{i:03d}.mp4", c.frames, c.fps, c.audio, c.sample_rate)
     return load_set(folder, name="bench")
-
-
-def _tiny_tokenizer(d: Path) -> tuple[str, str]:
-    """Vocabulary files for the processors; the benchmark embeds media, not text."""
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4, **{c: 5 + i for i, c in enumerate("abcdefgh")}}
-    (d / "vocab.json").write_text(json.dumps(vocab))
-    (d / "merges.txt").write_text("#version: 0.2\n")
-    return str(d / "vocab.json"), str(d / "merges.txt")
 
 
 def _extractors(tmp: Path, device: str, i3d: str | None) -> dict[str, Any]:
@@ -72,31 +64,11 @@ def _extractors(tmp: Path, device: str, i3d: str | None) -> dict[str, Any]:
     torch.save({"model": state}, tmp / "panns.pth")
     out["panns"] = PANNsExtractor(tmp / "panns.pth", device=device)
 
-    from transformers import (
-        ClapConfig,
-        ClapFeatureExtractor,
-        ClapModel,
-        ClapProcessor,
-        CLIPConfig,
-        CLIPImageProcessor,
-        CLIPModel,
-        CLIPProcessor,
-        CLIPTokenizer,
-        RobertaTokenizer,
-    )
-
     from eval.features.clap import ClapExtractor
     from eval.features.clip import ClipExtractor
 
-    vocab, merges = _tiny_tokenizer(tmp)
-    ClapModel(ClapConfig()).save_pretrained(tmp / "clap")
-    ClapProcessor(feature_extractor=ClapFeatureExtractor(truncation="rand_trunc"),
-                  tokenizer=RobertaTokenizer(vocab, merges)).save_pretrained(tmp / "clap")
-    out["clap"] = ClapExtractor(tmp / "clap", device=device)
-    CLIPModel(CLIPConfig()).save_pretrained(tmp / "clip")
-    CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=CLIPTokenizer(
-        vocab, merges, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>")).save_pretrained(tmp / "clip")
-    out["clip"] = ClipExtractor(tmp / "clip", device=device)
+    out["clap"] = ClapExtractor(save_clap_folder(tmp / "clap"), device=device)
+    out["clip"] = ClipExtractor(save_clip_folder(tmp / "clip"), device=device)
     try:
         from audio_codec import EncodecCodec, get_preset
         from eval.features.codec import CodecExtractor
@@ -173,10 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                      "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None},
         "torch": torch.__version__, "rows": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    write_json(args.out, result)
     return 0
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import subprocess
 import sys
@@ -38,6 +37,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _host import write_json  # noqa: E402
 from train_bench import RESULTS, _device_name, bench, make_cache  # noqa: E402
 
 from av_model.train.callbacks import measure_matmul_flops  # noqa: E402
@@ -158,12 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     print(" | ".join(f"{h:>13}" for h, _ in cols))
     for r in rows:
         print(" | ".join(f"{Path(r[k]).stem:>13}" if k == "config" else f"{r[k]:>13.4g}" for _, k in cols))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"device": _device_name(device), "torch": torch.__version__, "peak_tflops_measured": peak,
             "command": " ".join(["python benchmarks/fit_bench.py", *(argv if argv is not None else sys.argv[1:])]),
             "date": dt.date.today().isoformat(), "steps": steps, "skip": skip, "geometry": geometry}
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, {"meta": meta, "rows": rows}, indent=1)
     return 0
 
 

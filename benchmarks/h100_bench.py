@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import json
 import math
 import statistics
 import sys
@@ -34,6 +33,7 @@ from av_model.dit import AVDiT, count_params, get_preset  # noqa: E402
 from av_model.flow.sampling import SamplerConfig, sample  # noqa: E402
 from av_model.text.batch import TextBatch  # noqa: E402
 from av_model.train.parallel import COMPILE_MODES  # noqa: E402
+from benchmarks._host import write_json  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
@@ -673,9 +673,7 @@ def main(argv: list[str] | None = None) -> int:
         print_table(f"sampling latency, {clip.name}", rows,
                     ["steps", "guidance_interval", "guided_steps", "model_calls", "text_s", "denoise_s", "decode_s", "total_s",
                      "realtime_ratio", "text"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, default=str))
-    print(f"\nwrote {args.out}")
+    write_json(args.out, results)
     return 0
 
 

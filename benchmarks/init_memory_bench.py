@@ -95,7 +95,7 @@ def main() -> int:
         preset, mode, world = args.child.split(":")
         print(json.dumps(_child(preset, mode, int(world))))
         return 0
-    from _host import cpu_model
+    from _host import cpu_model, write_json
 
     baseline = _baseline_rss()
     rows = []
@@ -126,9 +126,7 @@ def main() -> int:
         "cpu": cpu_model(), "cores": os.cpu_count(), "memory_gib": os.sysconf("SC_PAGE_SIZE") * os.sysconf(
             "SC_PHYS_PAGES") / gib, "python": platform.python_version(), "torch": torch.__version__},
         "baseline_rss_bytes": baseline, "runs": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=1))
-    print(f"wrote {args.out}")
+    write_json(args.out, record, indent=1)
     return 0
 
 

@@ -28,7 +28,6 @@ Prints a table and writes benchmarks/results/sample_tasks_bench.json.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -46,6 +45,7 @@ from av_model.sample.generator_file import load_generator  # noqa: E402
 from av_model.sample.pipeline import AVPipeline, GeneratedClip  # noqa: E402
 from av_model.sample.task_inputs import psnr  # noqa: E402
 from avio import read_clip  # noqa: E402
+from benchmarks._host import write_json  # noqa: E402
 from eval.metrics.visual_events import detect_visual_events  # noqa: E402
 from eval.onsets import detect_onsets  # noqa: E402
 
@@ -223,9 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['video_all_pairs']:>11.2f}"
                   f"{r['audio_seam']:>11.3f}{r['audio_inside']:>9.3f}{r['audio_ratio']:>7.2f}"
                   f"{seams['seconds'][name]:>9.1f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"\nwrote {args.out}")
+    write_json(args.out, result)
     return 0
 
 

@@ -20,7 +20,6 @@ Prints a table and writes benchmarks/results/vae_bench.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -33,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from av_model.vae import ChunkConfig, VideoAutoencoder, get_preset, load_video_autoencoder  # noqa: E402
-from benchmarks._host import cpu_model  # noqa: E402
+from benchmarks._host import cpu_model, write_json  # noqa: E402
 
 
 def _rss_kb(field: str) -> int | None:
@@ -191,10 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "quality_heldout": quality,
         "chunked_vs_whole": agreement,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {out}")
+    write_json(args.out, result)
     return 0
 
 

@@ -39,8 +39,7 @@ _OPTION_FIELDS = {
 def _metric_help() -> str:
     lines = []
     for name, cls in METRICS.items():
-        key = getattr(cls, "weight_key", "")
-        need = f"needs {WEIGHTS[key].option}" if key else "weights-free"
+        need = f"needs {WEIGHTS[cls.weight_key].option}" if cls.weight_key else "weights-free"
         lines.append(f"  {name:<11} {cls.title} ({need})")
     return "\n".join(lines)
 

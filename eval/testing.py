@@ -5,16 +5,23 @@ times, and need to shift the audio by a known offset. `bouncing_clip` draws ball
 (every wall or floor contact is an impact sound) and squares that flash with a tone; `dashing_clip`
 a square that dashes with a whoosh. They are deliberately independent of the project's synthetic
 dataset so the metrics are checked against their own ground truth; `avio.write_clip` writes them.
+
+`save_clap_folder` and `save_clip_folder` write transformers CLAP and CLIP folders with random
+weights (what `--clap` and `--clip` take), for exercising those extractors without downloading:
+tiny for the tests, the published architectures for the benchmark.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ProceduralClip", "bouncing_clip", "dashing_clip"]
+__all__ = ["ProceduralClip", "bouncing_clip", "dashing_clip", "write_tokenizer_files", "save_clap_folder",
+           "save_clip_folder"]
 
 
 @dataclass
@@ -226,3 +233,75 @@ def dashing_clip(
         audio=np.clip(audio, -1, 1).astype(np.float32)[None],
         fps=fps, sample_rate=sample_rate, events=times, kinds=["dash"] * len(times), audio_offset=audio_offset,
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# transformers folders with random weights
+
+
+def write_tokenizer_files(folder: Path) -> dict[str, int]:
+    """A byte-level BPE vocabulary of single characters (`vocab.json`, `merges.txt` in `folder`),
+    enough for the RoBERTa and CLIP tokenizers of the CLAP and CLIP processors; returns the vocabulary."""
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
+    for c in "abcdefghijklmnopqrstuvwxyz,Ġ":
+        vocab[c] = len(vocab)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return vocab
+
+
+def save_clap_folder(folder: Path, *, tiny: bool = False) -> Path:
+    """A ClapModel with random weights and its processor, saved to `folder`; returns `folder`.
+
+    Args:
+        tiny: a 16-wide model on 8 kHz audio (fast, for tests); else transformers' default
+            architecture (HTSAT audio, RoBERTa text), as published.
+    """
+    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, RobertaTokenizer
+
+    vocab = write_tokenizer_files(folder)
+    tok = RobertaTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    if tiny:
+        config = ClapConfig(
+            text_config=dict(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                             intermediate_size=32, max_position_embeddings=64, pad_token_id=1),
+            audio_config=dict(hidden_size=16, depths=[1, 1], num_attention_heads=[2, 2], patch_embeds_hidden_size=8,
+                              spec_size=64, window_size=4, num_mel_bins=16, patch_stride=4, patch_size=4,
+                              enable_fusion=False),
+            projection_dim=8)
+        fe = ClapFeatureExtractor(feature_size=16, sampling_rate=8000, hop_length=80, max_length_s=1,
+                                  fft_window_size=512, truncation="rand_trunc", padding="repeatpad")
+    else:
+        config, fe = ClapConfig(), ClapFeatureExtractor(truncation="rand_trunc")
+    ClapModel(config).save_pretrained(folder)
+    ClapProcessor(feature_extractor=fe, tokenizer=tok).save_pretrained(folder)
+    return folder
+
+
+def save_clip_folder(folder: Path, *, tiny: bool = False) -> Path:
+    """A CLIPModel with random weights and its processor, saved to `folder`; returns `folder`.
+
+    Args:
+        tiny: a 16-wide model on 32 x 32 images (fast, for tests); else transformers' default
+            architecture (ViT-B/32), as published.
+    """
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    vocab = write_tokenizer_files(folder)
+    tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), unk_token="<unk>", bos_token="<s>",
+                        eos_token="</s>", pad_token="<pad>")
+    if tiny:
+        config = CLIPConfig(
+            text_config=dict(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                             intermediate_size=32, max_position_embeddings=64, bos_token_id=0, eos_token_id=2,
+                             pad_token_id=1),
+            vision_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                               image_size=32, patch_size=8),
+            projection_dim=8)
+        images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    else:
+        config, images = CLIPConfig(), CLIPImageProcessor()
+    CLIPModel(config).save_pretrained(folder)
+    CLIPProcessor(image_processor=images, tokenizer=tok).save_pretrained(folder)
+    return folder

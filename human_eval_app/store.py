@@ -36,8 +36,9 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+from . import models
 from .errors import NotFoundError
-from .models import (  # re-exported: the tables are part of the store's API
+from .models import (  # noqa: F401 (re-exported through __all__ below)
     Admin,
     Assignment,
     Base,
@@ -49,6 +50,7 @@ from .models import (  # re-exported: the tables are part of the store's API
     Sample,
     Study,
     System,
+    UTCDateTime,
     utcnow,
 )
 
@@ -60,20 +62,9 @@ __all__ = [
     "Store",
     "open_store",
     "normalize_url",
-    "utcnow",
     "find_study",
-    "Base",
-    "Meta",
-    "Admin",
-    "Study",
-    "System",
-    "Prompt",
-    "Sample",
-    "Pair",
-    "Rater",
-    "Assignment",
-    "Judgment",
 ]
+__all__ += models.__all__  # re-exported: the tables are part of the store's API
 
 # The version of the tables in `models`. Bump it with every change of the tables and add a migration
 # from the previous version to MIGRATIONS, so that an older database is upgraded when opened.

@@ -5,14 +5,13 @@ Debian's headless Chromium, served over http as the rating app serves them.
 The generator is a randomly initialized debug DiT with the debug video autoencoder and audio codec
 on the CPU: the pictures and sound are noise, but the files take the demo's exact path (denoising
 loop, decoders, `save` -> `write_clip`). Skips, saying why, when /usr/bin/chromium or Playwright is
-absent (`apt-get install chromium`; `make sysdeps`).
+absent (the `browser` fixture and mark of tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import functools
 import http.server
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,21 +20,10 @@ from typing import Any
 import pytest
 import torch
 
-try:
-    from playwright.sync_api import sync_playwright
-except ImportError:  # the dev extra is not installed: the module is skipped below
-    sync_playwright = None
-
 from av_model.sample.pipeline import AVPipeline
 from avio import probe
 
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent (apt-get install chromium)"),
-    pytest.mark.skipif(sync_playwright is None, reason="playwright is not installed (pip install -e '.[dev]')"),
-]
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SIZE = (48, 64)  # (H, W): not square, so a swapped width and height shows
 FPS = 16.0
@@ -105,15 +93,11 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def page(server: str) -> Iterator[Any]:
-    with sync_playwright() as p:  # type: ignore[misc]
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required"])
-        page = browser.new_page()
-        page.set_default_timeout(20_000)
-        yield page
-        browser.close()
+def page(browser: Any, server: str) -> Iterator[Any]:
+    page = browser.new_page()
+    page.set_default_timeout(20_000)
+    yield page
+    page.context.close()
 
 
 # Plays the clip unmuted until it has run for at least 0.6 s (or ended), then reports what the media

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -99,15 +98,11 @@ def _encode(argv: list[str]) -> int:
     from .files import encode_file
     from .io import load_video_autoencoder
 
-    try:
-        vae = load_video_autoencoder(args.vae)
-        shape = encode_file(
-            args.input, args.output, vae, fps=args.fps, size=size, start=args.start, duration=args.duration,
-            chunks=_chunks(args), normalize=args.normalize, device=args.device, progress=not args.quiet,
-        )
-    except (FileNotFoundError, ValueError) as err:  # MediaError and VAECheckpointError are ValueErrors
-        print(f"avgen vae encode: {err}", file=sys.stderr)
-        return 1
+    vae = load_video_autoencoder(args.vae)
+    shape = encode_file(
+        args.input, args.output, vae, fps=args.fps, size=size, start=args.start, duration=args.duration,
+        chunks=_chunks(args), normalize=args.normalize, device=args.device, progress=not args.quiet,
+    )
     print(f"wrote {args.output}: latent {tuple(shape)}")
     return 0
 
@@ -129,15 +124,11 @@ def _decode(argv: list[str]) -> int:
     from .files import decode_file
     from .io import load_video_autoencoder
 
-    try:
-        vae = load_video_autoencoder(args.vae)
-        shape = decode_file(
-            args.input, args.output, vae, fps=args.fps, chunks=_chunks(args), audio_from=args.audio_from,
-            device=args.device, progress=not args.quiet,
-        )
-    except (FileNotFoundError, ValueError) as err:
-        print(f"avgen vae decode: {err}", file=sys.stderr)
-        return 1
+    vae = load_video_autoencoder(args.vae)
+    shape = decode_file(
+        args.input, args.output, vae, fps=args.fps, chunks=_chunks(args), audio_from=args.audio_from,
+        device=args.device, progress=not args.quiet,
+    )
     print(f"wrote {args.output}: {shape[0]} frames of {shape[1]}x{shape[2]}")
     return 0
 
@@ -161,16 +152,12 @@ def _reconstruct(argv: list[str]) -> int:
 
     import torch
 
-    from avio import ManifestError, MediaError, load_manifest, read_clip, write_clip, write_sidecar
+    from avio import MediaError, load_manifest, read_clip, write_clip, write_sidecar
 
     from .io import load_video_autoencoder
 
-    try:
-        entries = [e for e in load_manifest(args.manifest) if args.split is None or e.split == args.split]
-        vae = load_video_autoencoder(args.vae)
-    except (FileNotFoundError, ValueError, ManifestError) as err:
-        print(f"avgen vae reconstruct: {err}", file=sys.stderr)
-        return 1
+    entries = [e for e in load_manifest(args.manifest) if args.split is None or e.split == args.split]
+    vae = load_video_autoencoder(args.vae)
     if not entries:
         print(f"avgen vae reconstruct: no clip of split {args.split!r} in {args.manifest}.", file=sys.stderr)
         return 1
@@ -212,13 +199,11 @@ def _info(argv: list[str]) -> int:
     p.add_argument("vae", help="vae.pt")
     p.add_argument("--json", action="store_true", help="print JSON")
     args = p.parse_args(argv)
+    from avtrain.commands import print_info
+
     from .io import load_video_autoencoder
 
-    try:
-        vae = load_video_autoencoder(args.vae)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"avgen vae info: {err}", file=sys.stderr)
-        return 1
+    vae = load_video_autoencoder(args.vae)
     info = {
         "path": str(args.vae),
         "fingerprint": vae.fingerprint,
@@ -229,11 +214,7 @@ def _info(argv: list[str]) -> int:
         "latent_std": [round(v, 5) for v in vae.latent_std.tolist()],
         "metadata": vae.metadata,
     }
-    if args.json:
-        print(json.dumps(info, indent=2))
-    else:
-        for key, value in info.items():
-            print(f"{key:>16}: {value}")
+    print_info(info, as_json=args.json)
     return 0
 
 
@@ -255,16 +236,11 @@ def _presets(argv: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point of `avgen vae`."""
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
-        return 0
-    command, rest = argv[0], argv[1:]
-    if command in ("fit", "validate"):
-        return _lightning(command, rest)
-    handlers = {"encode": _encode, "decode": _decode, "reconstruct": _reconstruct, "info": _info,
+    """Entry point of `avgen vae`. A bad input (a missing or corrupt file, a checkpoint that is not
+    a vae.pt, a latent file of another autoencoder) ends in its message and exit status 1."""
+    from avtrain.commands import run_subcommand
+
+    handlers = {"fit": lambda rest: _lightning("fit", rest), "validate": lambda rest: _lightning("validate", rest),
+                "encode": _encode, "decode": _decode, "reconstruct": _reconstruct, "info": _info,
                 "presets": _presets}
-    if command not in handlers:
-        print(f"avgen vae: unknown command {command!r}.\n\n{USAGE}", file=sys.stderr)
-        return 2
-    return handlers[command](rest)
+    return run_subcommand(argv, prog="avgen vae", usage=USAGE, commands=handlers)

@@ -9,6 +9,9 @@ An extractor has two halves:
 
 `extract_features` runs both over a set with a progress bar and returns the features with the
 index of the clip each row came from (a clip may give several rows: audio frames).
+
+The audio-video networks of av-benchmark's protocol (Synchformer, ImageBind) embed a clip as a
+whole instead (`WindowedExtractor`): they read its first `duration` seconds, video and audio.
 """
 
 from __future__ import annotations
@@ -21,13 +24,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from eval.features.weights import weights_hash
 from eval.reader import EvalInputError
 from eval.sets import ClipRecord
 
-__all__ = ["Preprocessor", "FeatureExtractor", "Features", "extract_features", "read_weights_file"]
+__all__ = ["Preprocessor", "FeatureExtractor", "Features", "extract_features", "read_weights_file",
+           "WindowedExtractor"]
 
 
 def read_weights_file(path: Path, what: str, hint: str = "") -> dict[str, Any]:
@@ -45,6 +51,43 @@ def read_weights_file(path: Path, what: str, hint: str = "") -> dict[str, Any]:
     if not isinstance(state, dict):
         raise EvalInputError(f"{path}: holds a {type(state).__name__}, not a {what}{hint}.")
     return state
+
+
+class WindowedExtractor(ABC):
+    """A network that embeds the first `duration` seconds of each clip, loaded from a local state dict.
+
+    Args:
+        path: the state dict file.
+        device: where the network runs.
+        duration: seconds of each clip read (av-benchmark: 8).
+        batch_size: units per forward pass.
+
+    A subclass names its file (`what`, e.g. "Synchformer state dict") and the layout it expects
+    (`layout`, for the error), and builds its network with the weights in `_load`.
+    """
+
+    name: str
+    what: str
+    layout: str
+    model: nn.Module
+
+    def __init__(self, path: str | Path, *, device: str | torch.device = "cpu", duration: float = 8.0,
+                 batch_size: int = 8) -> None:
+        self.path = Path(path)
+        self.device = torch.device(device)
+        self.duration, self.batch_size = duration, batch_size
+        state = read_weights_file(self.path, self.what)
+        try:
+            model = self._load(state)
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise EvalInputError(f"{self.path}: does not match {self.layout} ({err}).") from err
+        self.model = model.to(self.device).eval()
+        self.weight_hash = weights_hash(self.path)
+
+    @abstractmethod
+    def _load(self, state: dict[str, Any]) -> nn.Module:
+        """The network with `state` loaded strictly (raises KeyError, RuntimeError or ValueError when
+        the state dict does not fit)."""
 
 
 class Preprocessor(ABC):

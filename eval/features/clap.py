@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from eval.features.base import FeatureExtractor, Preprocessor
-from eval.features.hf import load_pretrained_folder, pooled, text_embeddings
-from eval.features.weights import weights_hash
+from eval.features.base import Preprocessor
+from eval.features.hf import PretrainedFolderExtractor, pooled
 from eval.reader import read_audio
 from eval.sets import ClipRecord
 
@@ -47,30 +46,22 @@ class ClapPreprocessor(Preprocessor):
         return feats if feats.ndim == 4 else feats.unsqueeze(1)
 
 
-class ClapExtractor(FeatureExtractor):
+class ClapExtractor(PretrainedFolderExtractor):
     """A transformers ClapModel (with its processor) from a local folder."""
 
     name = "clap"
+    model_class, processor_class = "ClapModel", "ClapProcessor"
     preprocessor: ClapPreprocessor
 
     def __init__(self, path: str | Path, *, device: str | torch.device = "cpu") -> None:
-        from transformers import ClapModel, ClapProcessor  # heavy import: only when CLAP is used
-
-        self.path = Path(path)
-        self.device = torch.device(device)
-        self.model, self.processor = load_pretrained_folder(self.path, ClapModel, ClapProcessor, self.device)
+        super().__init__(path, device=device)
         self.fusion = bool(getattr(self.model.config.audio_config, "enable_fusion", False))
-        self.weight_hash = weights_hash(self.path)
         self.preprocessor = ClapPreprocessor(self.processor.feature_extractor)
 
     def embed(self, units: torch.Tensor) -> torch.Tensor:
         is_longer = torch.zeros(units.shape[0], 1, dtype=torch.bool, device=units.device) if self.fusion else None
         out = pooled(self.model.get_audio_features(input_features=units, is_longer=is_longer))
         return torch.nn.functional.normalize(out, dim=-1)  # already unit length in recent transformers
-
-    def embed_text(self, texts: list[str]) -> torch.Tensor:
-        """Normalized text embeddings (B, D)."""
-        return text_embeddings(self.model, self.processor, self.device, texts)
 
     def preprocessing(self) -> dict[str, Any]:
         return {

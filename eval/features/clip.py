@@ -14,9 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from eval.features.base import FeatureExtractor, Preprocessor
-from eval.features.hf import load_pretrained_folder, pooled, text_embeddings
-from eval.features.weights import weights_hash
+from eval.features.base import Preprocessor
+from eval.features.hf import PretrainedFolderExtractor, pooled
 from eval.reader import read_video
 from eval.sets import ClipRecord
 
@@ -38,27 +37,19 @@ class ClipFramePreprocessor(Preprocessor):
         return self.ip(images=list(video[idx]), return_tensors="pt")["pixel_values"]
 
 
-class ClipExtractor(FeatureExtractor):
+class ClipExtractor(PretrainedFolderExtractor):
     """A transformers CLIPModel (with its processor) from a local folder."""
 
     name = "clip"
+    model_class, processor_class = "CLIPModel", "CLIPProcessor"
     preprocessor: ClipFramePreprocessor
 
     def __init__(self, path: str | Path, *, device: str | torch.device = "cpu", frames: int = 8) -> None:
-        from transformers import CLIPModel, CLIPProcessor  # heavy import: only when CLIP is used
-
-        self.path = Path(path)
-        self.device = torch.device(device)
-        self.model, self.processor = load_pretrained_folder(self.path, CLIPModel, CLIPProcessor, self.device)
-        self.weight_hash = weights_hash(self.path)
+        super().__init__(path, device=device)
         self.preprocessor = ClipFramePreprocessor(self.processor.image_processor, frames)
 
     def embed(self, units: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.normalize(pooled(self.model.get_image_features(pixel_values=units)), dim=-1)
-
-    def embed_text(self, texts: list[str]) -> torch.Tensor:
-        """Normalized text embeddings (B, D); captions longer than the model's context are cut."""
-        return text_embeddings(self.model, self.processor, self.device, texts)
 
     def preprocessing(self) -> dict[str, Any]:
         ip = self.processor.image_processor

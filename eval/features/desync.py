@@ -22,7 +22,6 @@ cannot be scored.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,9 +29,8 @@ import torch
 import torch.nn.functional as F
 import torchaudio
 
-from eval.features.base import read_weights_file
+from eval.features.base import WindowedExtractor
 from eval.features.synchformer import SEGMENTS, Synchformer, offsets_of, synchformer_config_from_state
-from eval.features.weights import weights_hash
 from eval.reader import EvalInputError, read_audio, read_video
 from eval.sets import ClipRecord
 
@@ -115,7 +113,7 @@ def desync_of(model: Synchformer, video: torch.Tensor, audio: torch.Tensor) -> t
     return float(off.abs().mean()), [float(o) for o in off]
 
 
-class SynchformerExtractor:
+class SynchformerExtractor(WindowedExtractor):
     """Synchformer loaded from a local state dict (av-benchmark's `synchformer_state_dict.pth`).
 
     Args:
@@ -126,20 +124,14 @@ class SynchformerExtractor:
     """
 
     name = "synchformer"
+    what = "Synchformer state dict"
+    layout = "av-benchmark's Synchformer layout"
+    model: Synchformer
 
-    def __init__(self, path: str | Path, *, device: str | torch.device = "cpu", duration: float = 8.0,
-                 batch_size: int = 8) -> None:
-        self.path = Path(path)
-        self.device = torch.device(device)
-        self.duration, self.batch_size = duration, batch_size
-        state = read_weights_file(self.path, "Synchformer state dict")
-        try:
-            self.model = Synchformer(synchformer_config_from_state(state))
-            self.model.load_state_dict(state, strict=True)
-        except (KeyError, RuntimeError, ValueError) as err:
-            raise EvalInputError(f"{self.path}: does not match av-benchmark's Synchformer layout ({err}).") from err
-        self.model.to(self.device).eval()
-        self.weight_hash = weights_hash(self.path)
+    def _load(self, state: dict[str, Any]) -> Synchformer:
+        model = Synchformer(synchformer_config_from_state(state))
+        model.load_state_dict(state, strict=True)
+        return model
 
     def preprocess(self, record: ClipRecord) -> tuple[torch.Tensor, torch.Tensor]:
         """A clip -> (video segments (S, 16, 3, 224, 224), audio segments (S', 128, 66))."""

@@ -1,5 +1,5 @@
 """What the extractors backed by transformers models (CLIP, CLAP) share: loading a local folder,
-their pooled outputs, and normalized text embeddings."""
+their pooled outputs, and normalized text embeddings (`PretrainedFolderExtractor`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from eval.features.base import FeatureExtractor
+from eval.features.weights import weights_hash
 from eval.reader import EvalInputError
 
 
@@ -39,3 +41,31 @@ def text_embeddings(model: Any, processor: Any, device: torch.device, texts: lis
     with torch.inference_mode():
         out = model.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])
         return torch.nn.functional.normalize(pooled(out), dim=-1)
+
+
+class PretrainedFolderExtractor(FeatureExtractor):
+    """An extractor over a transformers model and its processor saved in a local folder.
+
+    Args:
+        path: the folder written by `save_pretrained`.
+        device: where the model runs.
+
+    A subclass names the transformers classes (`model_class`, `processor_class`: imported only when
+    an extractor is built, transformers being heavy) and sets its `preprocessor`.
+    """
+
+    model_class: str
+    processor_class: str
+
+    def __init__(self, path: str | Path, *, device: str | torch.device = "cpu") -> None:
+        import transformers
+
+        self.path = Path(path)
+        self.device = torch.device(device)
+        self.model, self.processor = load_pretrained_folder(
+            self.path, getattr(transformers, self.model_class), getattr(transformers, self.processor_class), self.device)
+        self.weight_hash = weights_hash(self.path)
+
+    def embed_text(self, texts: list[str]) -> torch.Tensor:
+        """Normalized text embeddings (B, D); texts longer than the model's context are cut."""
+        return text_embeddings(self.model, self.processor, self.device, texts)

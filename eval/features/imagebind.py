@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,8 +35,7 @@ import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
-from eval.features.base import read_weights_file
-from eval.features.weights import weights_hash
+from eval.features.base import WindowedExtractor
 from eval.reader import EvalInputError, read_audio, read_video
 from eval.sets import ClipRecord
 
@@ -242,7 +240,7 @@ def video_clips(frames: np.ndarray) -> torch.Tensor:
     return pairs.transpose(1, 2)  # (n, 3, 2, 224, 224)
 
 
-class ImageBindExtractor:
+class ImageBindExtractor(WindowedExtractor):
     """ImageBind's vision and audio towers from a local `imagebind_huge.pth`, av-benchmark's inputs.
 
     Args:
@@ -250,25 +248,22 @@ class ImageBindExtractor:
         device: where the towers run.
         duration: seconds of each clip read (av-benchmark: 8).
         batch_size: clips per forward pass.
+
+    Attributes:
+        ignored_modalities: the towers of the file that are not loaded (text, depth, ...).
     """
 
     name = "imagebind"
+    what = "ImageBind state dict"
+    layout = "ImageBind's vision/audio layout"
+    model: ImageBindAV
 
-    def __init__(self, path: str | Path, *, device: str | torch.device = "cpu", duration: float = 8.0,
-                 batch_size: int = 8) -> None:
-        self.path = Path(path)
-        self.device = torch.device(device)
-        self.duration, self.batch_size = duration, batch_size
-        state = read_weights_file(self.path, "ImageBind state dict")
+    def _load(self, state: dict[str, Any]) -> ImageBindAV:
         ours = {k: v for k, v in state.items() if k.split(".")[1:2] in (["vision"], ["audio"])}
         self.ignored_modalities = sorted({k.split(".")[1] for k in state if k not in ours and "." in k})
-        try:
-            self.model = ImageBindAV(imagebind_config_from_state(ours))
-            self.model.load_state_dict(ours, strict=True)
-        except (KeyError, RuntimeError, ValueError) as err:
-            raise EvalInputError(f"{self.path}: does not match ImageBind's vision/audio layout ({err}).") from err
-        self.model.to(self.device).eval()
-        self.weight_hash = weights_hash(self.path)
+        model = ImageBindAV(imagebind_config_from_state(ours))
+        model.load_state_dict(ours, strict=True)
+        return model
 
     def preprocess(self, record: ClipRecord) -> tuple[torch.Tensor, torch.Tensor]:
         """A clip -> (vision clips (n, 3, 2, 224, 224), audio clips (3, 1, 128, 204))."""

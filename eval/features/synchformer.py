@@ -194,6 +194,18 @@ class MotionFormer(nn.Module):
 # AST (audio), in transformers' module layout
 
 
+def _multi_head_attention(x: torch.Tensor, query: nn.Module, key: nn.Module, value: nn.Module,
+                          heads: int) -> torch.Tensor:
+    """Self-attention of x (B, N, D) with `heads` heads of the given projections, heads merged: (B, N, D)."""
+    B, N, D = x.shape
+
+    def split(z: torch.Tensor) -> torch.Tensor:
+        return z.reshape(B, N, heads, D // heads).transpose(1, 2)  # (B, h, N, hd)
+
+    out = F.scaled_dot_product_attention(split(query(x)), split(key(x)), split(value(x)))
+    return out.transpose(1, 2).reshape(B, N, D)
+
+
 class _ASTSelfAttention(nn.Module):
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
@@ -201,13 +213,7 @@ class _ASTSelfAttention(nn.Module):
         self.query, self.key, self.value = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, D = x.shape
-
-        def split(z: torch.Tensor) -> torch.Tensor:
-            return z.reshape(B, N, self.heads, D // self.heads).transpose(1, 2)  # (B, h, N, hd)
-
-        out = F.scaled_dot_product_attention(split(self.query(x)), split(self.key(x)), split(self.value(x)))
-        return out.transpose(1, 2).reshape(B, N, D)
+        return _multi_head_attention(x, self.query, self.key, self.value, self.heads)
 
 
 class _Dense(nn.Module):
@@ -302,13 +308,7 @@ class _SelfAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, D = x.shape
-
-        def split(z: torch.Tensor) -> torch.Tensor:
-            return z.reshape(B, N, self.heads, D // self.heads).transpose(1, 2)
-
-        out = F.scaled_dot_product_attention(split(self.query(x)), split(self.key(x)), split(self.value(x)))
-        return self.proj(out.transpose(1, 2).reshape(B, N, D))
+        return self.proj(_multi_head_attention(x, self.query, self.key, self.value, self.heads))
 
 
 class _GPTBlock(nn.Module):

@@ -35,38 +35,44 @@ class WeightSpec:
     Attributes:
         key: short name, also the `WeightPaths` field.
         filename: expected file (or folder) name inside the weights folder.
-        option: command-line option of `avgen eval`.
-        env: environment variable holding a path.
         what: what the file is and where it comes from (for messages and docs).
     """
 
     key: str
     filename: str
-    option: str
-    env: str
     what: str
+
+    @property
+    def option(self) -> str:
+        """The command-line option of `avgen eval` (`--<key>`)."""
+        return f"--{self.key}"
+
+    @property
+    def env(self) -> str:
+        """The environment variable holding a path (`AVGEN_<KEY>`)."""
+        return f"AVGEN_{self.key.upper()}"
 
 
 WEIGHTS: dict[str, WeightSpec] = {
     spec.key: spec
     for spec in (
-        WeightSpec("i3d", "i3d_torchscript.pt", "--i3d", "AVGEN_I3D",
+        WeightSpec("i3d", "i3d_torchscript.pt",
                    "the TorchScript I3D detector of StyleGAN-V's FVD (i3d_torchscript.pt)"),
-        WeightSpec("vggish", "vggish-10086976.pth", "--vggish", "AVGEN_VGGISH",
+        WeightSpec("vggish", "vggish-10086976.pth",
                    "the VGGish state dict of torchvggish (vggish-10086976.pth)"),
-        WeightSpec("panns", "Cnn14_mAP=0.431.pth", "--panns", "AVGEN_PANNS",
+        WeightSpec("panns", "Cnn14_mAP=0.431.pth",
                    "the PANNs CNN14 32 kHz checkpoint (Cnn14_mAP=0.431.pth)"),
-        WeightSpec("clap", "clap", "--clap", "AVGEN_CLAP",
+        WeightSpec("clap", "clap",
                    "a transformers ClapModel folder (save_pretrained of e.g. laion/clap-htsat-unfused)"),
-        WeightSpec("clip", "clip", "--clip", "AVGEN_CLIP",
+        WeightSpec("clip", "clip",
                    "a transformers CLIPModel folder (save_pretrained of e.g. openai/clip-vit-base-patch32)"),
-        WeightSpec("codec", "codec.pt", "--codec", "AVGEN_CODEC",
+        WeightSpec("codec", "codec.pt",
                    "an audio codec file written by `avgen codec fit` (codec.pt)"),
-        WeightSpec("syncnet", "syncnet_v2.model", "--syncnet", "AVGEN_SYNCNET",
+        WeightSpec("syncnet", "syncnet_v2.model",
                    "syncnet_python's SyncNet state dict (syncnet_v2.model)"),
-        WeightSpec("synchformer", "synchformer_state_dict.pth", "--synchformer", "AVGEN_SYNCHFORMER",
+        WeightSpec("synchformer", "synchformer_state_dict.pth",
                    "av-benchmark's Synchformer state dict (synchformer_state_dict.pth)"),
-        WeightSpec("imagebind", "imagebind_huge.pth", "--imagebind", "AVGEN_IMAGEBIND",
+        WeightSpec("imagebind", "imagebind_huge.pth",
                    "ImageBind's state dict (imagebind_huge.pth)"),
     )
 }

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from eval.metrics.visual_events import components
+
 __all__ = ["ClipVisualFeatures", "video_features", "sound_features", "FOREGROUND_THRESHOLD"]
 
 FOREGROUND_THRESHOLD = 35.0  # 0-255, max over channels: dim flash shapes differ from the background by >= 50
@@ -119,19 +121,14 @@ def _components(x: np.ndarray, fg: np.ndarray, distance: np.ndarray, min_area: f
     kernel = np.ones((3, 3), np.uint8)
     out = []
     for k in range(fg.shape[0]):
-        mask = cv2.morphologyEx(fg[k].astype(np.uint8), cv2.MORPH_OPEN, kernel)
-        n, labels, stats, cents = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        labels, found = components(fg[k], kernel, min_area)
         objs = []
-        for lab in range(1, n):
-            area = stats[lab, cv2.CC_STAT_AREA]
-            if area < min_area:
-                continue
-            left, top = stats[lab, cv2.CC_STAT_LEFT], stats[lab, cv2.CC_STAT_TOP]
-            bw, bh = stats[lab, cv2.CC_STAT_WIDTH], stats[lab, cv2.CC_STAT_HEIGHT]
-            comp = labels[top:top + bh, left:left + bw] == lab  # (bh, bw)
+        for c in found:
+            left, top, bw, bh = c.left, c.top, c.width, c.height
+            comp = labels[top:top + bh, left:left + bw] == c.label  # (bh, bw)
             core = cv2.erode(comp.astype(np.uint8), kernel).astype(bool)
             pix = x[k, top:top + bh, left:left + bw][core if core.sum() >= 3 else comp]  # (P, 3)
-            objs.append({"x": cents[lab, 0], "y": cents[lab, 1], "area": float(area),
+            objs.append({"x": c.cx, "y": c.cy, "area": float(c.area),
                          "contrast": float(distance[k, top:top + bh, left:left + bw][comp].mean()),
                          "rgb": np.median(pix, axis=0), "shape": _shape_features(comp)})
         out.append(sorted(objs, key=lambda o: o["x"]))

@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from eval.features.weights import WeightPaths
+from eval.features.weights import WeightPaths, resolve_weights
+from eval.metrics.floors import pair_floor
 from eval.sets import ClipSet
 
-__all__ = ["MetricOptions", "MetricResult", "Metric", "NotApplicable", "not_computed", "mean_with_ci"]
+__all__ = ["MetricOptions", "MetricResult", "Metric", "NotApplicable", "not_computed", "mean_with_ci",
+           "windowed_extractor", "clip_embeddings", "pair_floor_result"]
+
+_E = TypeVar("_E")
 
 
 class NotApplicable(Exception):
@@ -219,6 +225,47 @@ def mean_with_ci(values: np.ndarray, opts: MetricOptions) -> tuple[float, float,
     return float(v.mean()), lo, hi
 
 
+def windowed_extractor(build: Callable[..., _E], key: str, opts: MetricOptions, cache: dict[str, Any]) -> _E:
+    """The run's extractor of weights `key` that reads the first `opts.desync_duration` seconds of
+    each clip (av-benchmark's protocol: Synchformer, ImageBind), built once per run as
+    `build(weights, device=, duration=, batch_size=)` and kept in `cache`."""
+    ck = f"extractor:{key}:{opts.desync_duration}"
+    if ck not in cache:
+        cache[ck] = build(resolve_weights(key, opts.weights), device=opts.torch_device(),
+                          duration=opts.desync_duration, batch_size=opts.batch_size)
+    return cache[ck]
+
+
+def clip_embeddings(ext: Any, system: ClipSet, cache: dict[str, Any], *tag: object) -> list[Any]:
+    """`ext.clip(record)` of every clip of `system`, in order, each computed once per run: kept in
+    `cache` under "<ext.name>:<ext.weight_hash>[:<tag>...]:<path>:<start>:<end>" (`tag`: whatever
+    else changes the result, e.g. the seconds read)."""
+    out = []
+    for rec in tqdm(system.records, desc=f"{system.name}: {ext.name}", leave=False,
+                    disable=not cache.get("progress", True)):
+        key = ":".join(str(part) for part in (ext.name, ext.weight_hash, *tag, rec.path, rec.start, rec.end))
+        if key not in cache:
+            cache[key] = ext.clip(rec)
+        out.append(cache[key])
+    return out
+
+
+def pair_floor_result(metric: Metric, system: ClipSet, m: np.ndarray, opts: MetricOptions, ext: Any,
+                      extra: dict[str, Any]) -> MetricResult:
+    """The result of an extractor's per-pair sync score: the matched mean of the (N, N) matrix `m`
+    (clip i's video with clip j's audio, NaN where not scored) beside its mismatched-pair floor
+    (`pair_floor`), each clip's own score, the extractor's preprocessing and weights, and `extra`
+    after the floor's fields."""
+    hib = bool(metric.higher_is_better)
+    fl = pair_floor(m, higher_is_better=hib, n_boot=opts.n_boot, ci_level=opts.ci_level, seed=opts.seed)
+    return MetricResult(
+        metric=metric.name, system=system.name, value=fl.value, ci_low=fl.ci[0], ci_high=fl.ci[1],
+        higher_is_better=hib, n_generated=len(system), preprocessing=ext.preprocessing(),
+        weights={ext.name: ext.weight_hash}, extra={**fl.extra(), **extra},
+        per_clip={rec.id: float(v) for rec, v in zip(system.records, np.diagonal(m))},
+    )
+
+
 class Metric(ABC):
     """A metric.
 
@@ -227,14 +274,14 @@ class Metric(ABC):
         title: human-readable name with unit.
         higher_is_better: direction (None: none; compare with the reference row).
         needs_reference: compares against the reference set (Fréchet distances, paired v2a).
-        weights: keys of `WEIGHTS` it needs (empty: weights-free).
+        weight_key: the key of `WEIGHTS` whose extractor it runs ("": weights-free).
     """
 
     name: str = ""
     title: str = ""
     higher_is_better: bool | None = False
     needs_reference: bool = False
-    weights: tuple[str, ...] = ()
+    weight_key: str = ""
 
     @abstractmethod
     def evaluate(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,

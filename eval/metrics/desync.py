@@ -13,23 +13,20 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from eval.features.desync import ClipSyncFeatures, SynchformerExtractor
-from eval.features.weights import resolve_weights
-from eval.metrics.base import Metric, MetricOptions, MetricResult
-from eval.metrics.floors import floor_partners, pair_floor
+from eval.metrics.base import (
+    Metric,
+    MetricOptions,
+    MetricResult,
+    clip_embeddings,
+    pair_floor_result,
+    windowed_extractor,
+)
+from eval.metrics.floors import floor_partners
 from eval.sets import ClipSet
 
 __all__ = ["DeSync"]
-
-
-def _extractor(opts: MetricOptions, cache: dict[str, Any]) -> SynchformerExtractor:
-    key = f"extractor:synchformer:{opts.desync_duration}"
-    if key not in cache:
-        cache[key] = SynchformerExtractor(resolve_weights("synchformer", opts.weights), device=opts.torch_device(),
-                                          duration=opts.desync_duration, batch_size=opts.batch_size)
-    return cache[key]
 
 
 class DeSync(Metric):
@@ -39,19 +36,12 @@ class DeSync(Metric):
     title = "DeSync (Synchformer, s)"
     higher_is_better = False
     streams = frozenset({"video", "audio"})
-    weights = ("synchformer",)
     weight_key = "synchformer"
 
     def evaluate(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,
                  cache: dict[str, Any]) -> MetricResult:
-        ext = _extractor(opts, cache)
-        feats: list[ClipSyncFeatures] = []
-        for rec in tqdm(system.records, desc=f"{system.name}: synchformer", leave=False,
-                        disable=not cache.get("progress", True)):
-            key = f"synchformer:{ext.weight_hash}:{opts.desync_duration}:{rec.path}:{rec.start}:{rec.end}"
-            if key not in cache:
-                cache[key] = ext.clip(rec)
-            feats.append(cache[key])
+        ext = windowed_extractor(SynchformerExtractor, "synchformer", opts, cache)
+        feats: list[ClipSyncFeatures] = clip_embeddings(ext, system, cache, opts.desync_duration)
         n = len(feats)
         m = np.full((n, n), np.nan)
         signed: list[list[float]] = []
@@ -61,14 +51,7 @@ class DeSync(Metric):
         for i, partners in enumerate(floor_partners(n, opts.floor_partners, opts.seed)):
             for j in partners:
                 m[i, j] = ext.desync(feats[i], feats[j])[0]
-        fl = pair_floor(m, higher_is_better=False, n_boot=opts.n_boot, ci_level=opts.ci_level, seed=opts.seed)
         flat = np.asarray(signed).ravel()
-        return MetricResult(
-            metric=self.name, system=system.name, value=fl.value, ci_low=fl.ci[0], ci_high=fl.ci[1],
-            higher_is_better=False, n_generated=n, preprocessing=ext.preprocessing(),
-            weights={"synchformer": ext.weight_hash},
-            extra={**fl.extra(), "offset_s_median": float(np.median(flat)),
-                   "share_in_sync": float(np.mean(np.abs(flat) < 1e-6)),
-                   "offset_convention": "Synchformer's class grid -2..+2 s"},
-            per_clip={rec.id: float(v) for rec, v in zip(system.records, np.diagonal(m))},
-        )
+        return pair_floor_result(self, system, m, opts, ext, {
+            "offset_s_median": float(np.median(flat)), "share_in_sync": float(np.mean(np.abs(flat) < 1e-6)),
+            "offset_convention": "Synchformer's class grid -2..+2 s"})

@@ -61,7 +61,6 @@ def _features(key: str, ext: FeatureExtractor, clips: ClipSet, opts: MetricOptio
 
 
 class _Frechet(Metric):
-    weight_key = ""
     needs_reference = True
     higher_is_better = False
 
@@ -123,7 +122,6 @@ class FADCodec(_Frechet):
 
 
 class _TextScore(Metric):
-    weight_key = ""
     higher_is_better = True
 
     def evaluate(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,

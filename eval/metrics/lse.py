@@ -21,12 +21,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from eval.features.syncnet import ClipEmbeddings, SyncNetExtractor
 from eval.features.weights import resolve_weights
-from eval.metrics.base import Metric, MetricOptions, MetricResult
-from eval.metrics.floors import floor_partners, pair_floor
+from eval.metrics.base import Metric, MetricOptions, MetricResult, clip_embeddings, pair_floor_result
+from eval.metrics.floors import floor_partners
 from eval.sets import ClipSet
 
 __all__ = ["LSEScores", "lse_scores", "LSEC", "LSED"]
@@ -70,13 +69,7 @@ def _embeddings(system: ClipSet, opts: MetricOptions, cache: dict[str, Any]) -> 
         cache["extractor:syncnet"] = SyncNetExtractor(resolve_weights("syncnet", opts.weights),
                                                       device=opts.torch_device())
     ext: SyncNetExtractor = cache["extractor:syncnet"]
-    out = []
-    for rec in tqdm(system.records, desc=f"{system.name}: syncnet", leave=False, disable=not cache.get("progress", True)):
-        key = f"syncnet:{ext.weight_hash}:{rec.path}:{rec.start}:{rec.end}"
-        if key not in cache:
-            cache[key] = ext.clip(rec)
-        out.append(cache[key])
-    return ext, out
+    return ext, clip_embeddings(ext, system, cache)
 
 
 def _score_matrix(system: ClipSet, opts: MetricOptions, cache: dict[str, Any]) -> tuple[SyncNetExtractor, np.ndarray, list[int]]:
@@ -102,29 +95,19 @@ def _score_matrix(system: ClipSet, opts: MetricOptions, cache: dict[str, Any]) -
 
 class _LSE(Metric):
     streams = frozenset({"video", "audio"})
-    weights = ("syncnet",)
     weight_key = "syncnet"
     component = 0
 
     def evaluate(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,
                  cache: dict[str, Any]) -> MetricResult:
         ext, m, offsets = _score_matrix(system, opts, cache)
-        hib = bool(self.higher_is_better)
-        fl = pair_floor(m[..., self.component], higher_is_better=hib, n_boot=opts.n_boot, ci_level=opts.ci_level,
-                        seed=opts.seed)
-        diag = np.diagonal(m[..., self.component])
         other = np.diagonal(m[..., 1 - self.component])
-        return MetricResult(
-            metric=self.name, system=system.name, value=fl.value, ci_low=fl.ci[0], ci_high=fl.ci[1],
-            higher_is_better=hib, n_generated=len(system), preprocessing=ext.preprocessing(),
-            weights={"syncnet": ext.weight_hash},
-            extra={**fl.extra(), "deviations": "no face detector: centre crop instead of syncnet_python's S3FD face track",
-                   ("lse_c" if self.component == 0 else "lse_d"): float(np.mean(other)),
-                   "offset_frames_median": float(np.median(offsets)),
-                   "offset_frames_abs_mean": float(np.mean(np.abs(offsets))),
-                   "offset_convention": "15 - argmin over ±15 frames of 40 ms; negative: audio late"},
-            per_clip={rec.id: float(v) for rec, v in zip(system.records, diag)},
-        )
+        return pair_floor_result(self, system, m[..., self.component], opts, ext, {
+            "deviations": "no face detector: centre crop instead of syncnet_python's S3FD face track",
+            ("lse_c" if self.component == 0 else "lse_d"): float(np.mean(other)),
+            "offset_frames_median": float(np.median(offsets)),
+            "offset_frames_abs_mean": float(np.mean(np.abs(offsets))),
+            "offset_convention": "15 - argmin over ±15 frames of 40 ms; negative: audio late"})
 
 
 class LSED(_LSE):

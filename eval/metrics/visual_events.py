@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -133,6 +134,33 @@ def estimate_background(frames: np.ndarray, threshold: float, contamination: flo
     return out
 
 
+class Component(NamedTuple):
+    """A connected component of a mask: its label in the label image, pixel count, box and centroid."""
+
+    label: int
+    area: int
+    left: int
+    top: int
+    width: int
+    height: int
+    cx: float
+    cy: float
+
+
+def components(mask: np.ndarray, kernel: np.ndarray, min_area: float) -> tuple[np.ndarray, list[Component]]:
+    """The 8-connected components of a binary (H, W) mask, opened with `kernel` first (thin lines
+    drop out), that cover at least `min_area` pixels: the label image and the components."""
+    opened = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel)
+    n, labels, stats, cents = cv2.connectedComponentsWithStats(opened, connectivity=8)
+    found = []
+    for lab in range(1, n):
+        area, left, top, width, height = (int(stats[lab, f]) for f in (
+            cv2.CC_STAT_AREA, cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT))
+        if area >= min_area:
+            found.append(Component(lab, area, left, top, width, height, float(cents[lab, 0]), float(cents[lab, 1])))
+    return labels, found
+
+
 def _blobs(x: np.ndarray, cfg: VisualEventConfig) -> list[np.ndarray]:
     """Foreground components of each frame: (K, 6) rows (x, y, area, touches_border, contrast,
     compact): contrast is the mean distance from the background over the component; compact is 1
@@ -145,21 +173,15 @@ def _blobs(x: np.ndarray, cfg: VisualEventConfig) -> list[np.ndarray]:
     kernel = np.ones((2, 2), np.uint8)
     out: list[np.ndarray] = []
     for k in range(t):
-        mask = cv2.morphologyEx((distance[k] > cfg.foreground_threshold).astype(np.uint8), cv2.MORPH_OPEN, kernel)
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        labels, found = components(distance[k] > cfg.foreground_threshold, kernel, min_area)
         rows = []
-        for lab in range(1, n):
-            area = stats[lab, cv2.CC_STAT_AREA]
-            if area < min_area:
-                continue
-            ys, xs = np.nonzero(labels == lab)
+        for c in found:
+            ys, xs = np.nonzero(labels == c.label)
             wgt = distance[k, ys, xs]  # soft edges weigh less: sub-pixel centroid
-            left, top = stats[lab, cv2.CC_STAT_LEFT], stats[lab, cv2.CC_STAT_TOP]
-            bw, bh = stats[lab, cv2.CC_STAT_WIDTH], stats[lab, cv2.CC_STAT_HEIGHT]
-            border = left == 0 or top == 0 or left + bw >= w or top + bh >= h
-            compact = min(bw, bh) >= 3 and area >= 0.3 * bw * bh
+            border = c.left == 0 or c.top == 0 or c.left + c.width >= w or c.top + c.height >= h
+            compact = min(c.width, c.height) >= 3 and c.area >= 0.3 * c.width * c.height
             rows.append((float((xs * wgt).sum() / wgt.sum()) + 0.5, float((ys * wgt).sum() / wgt.sum()) + 0.5,
-                         float(area), float(border), float(wgt.mean()), float(compact)))
+                         float(c.area), float(border), float(wgt.mean()), float(compact)))
         out.append(np.asarray(rows, np.float64).reshape(-1, 6))
     return out
 

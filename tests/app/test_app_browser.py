@@ -2,7 +2,8 @@
 drives Debian's headless Chromium through joining, playing both clips, answering, a reload that
 resumes, the end with its completion link; then the dashboard shows the resulting net win rate.
 
-Skips, saying why, when /usr/bin/chromium is absent (`apt-get install chromium`; `make sysdeps`).
+Skips, saying why, when /usr/bin/chromium or Playwright is absent (the `browser` fixture and mark of
+tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -18,24 +19,13 @@ from pathlib import Path
 
 import pytest
 
-try:
-    from playwright.sync_api import expect
-except ImportError:  # the dev extra is not installed: the module is skipped below
-    expect = None
-
 from eval.preference import net_win_rates
 from human_eval_app.store import Store
 from human_eval_app.studies import judgments_frame
 
-CHROMIUM = "/usr/bin/chromium"
 APP = Path(__file__).resolve().parents[2] / "human_eval_app" / "app.py"
 PASSWORD = "browser test password"
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent (apt-get install chromium)"),
-    pytest.mark.skipif(expect is None, reason="playwright is not installed (pip install -e '.[dev]')"),
-]
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def _free_port() -> int:
@@ -79,24 +69,20 @@ def server(store: Store, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required"])
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.set_default_timeout(45_000)
-        dialogs: list[str] = []
-        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-        page.dialogs = dialogs  # type: ignore[attr-defined]
-        yield page
-        browser.close()
+def page(browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(45_000)
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.dialogs = dialogs  # type: ignore[attr-defined]
+    yield page
+    page.context.close()
 
 
 def _rate_current(page, answers: list[str], previous: str | None) -> str:
     """Play both clips through, check the answers open only then, answer, submit; returns the item id."""
+    from playwright.sync_api import expect
+
     player = page.frame_locator("iframe[title*='av_pair']").last
     item = player.locator("body[data-item]" if previous is None else f"body[data-item]:not([data-item='{previous}'])")
     item.wait_for(state="attached")  # the player shows the next pair, not the one just answered

@@ -3,7 +3,6 @@ and the metrics built on them (FVD, FAD, CLIP and CLAP scores)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from eval.features.weights import WeightPaths, WeightsMissing, resolve_weights, 
 from eval.metrics.base import MetricOptions
 from eval.reader import EvalInputError
 from eval.sets import load_set
+from eval.testing import save_clap_folder, save_clip_folder
 
 
 class _TinyI3D(nn.Module):
@@ -30,15 +30,6 @@ class _TinyI3D(nn.Module):
                 return_features: bool = False) -> torch.Tensor:
         f = self.fc(self.conv(x).mean(dim=(2, 3, 4)))
         return f if return_features else f.softmax(-1)
-
-
-def _tiny_tokenizer_files(d: Path) -> dict[str, int]:
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
-    for c in "abcdefghijklmnopqrstuvwxyz,Ġ":
-        vocab[c] = len(vocab)
-    (d / "vocab.json").write_text(json.dumps(vocab))
-    (d / "merges.txt").write_text("#version: 0.2\n")
-    return vocab
 
 
 @pytest.fixture(scope="session")
@@ -60,45 +51,8 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     torch.save({"model": state, "iteration": 0}, d / "panns.pth")
     out["panns"] = d / "panns.pth"
 
-    from transformers import (
-        ClapConfig,
-        ClapFeatureExtractor,
-        ClapModel,
-        ClapProcessor,
-        CLIPConfig,
-        CLIPImageProcessor,
-        CLIPModel,
-        CLIPProcessor,
-        CLIPTokenizer,
-        RobertaTokenizer,
-    )
-    vocab = _tiny_tokenizer_files(d)
-    tok = RobertaTokenizer(str(d / "vocab.json"), str(d / "merges.txt"))
-    clap_cfg = ClapConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=32, max_position_embeddings=64, pad_token_id=1),
-        audio_config=dict(hidden_size=16, depths=[1, 1], num_attention_heads=[2, 2], patch_embeds_hidden_size=8,
-                          spec_size=64, window_size=4, num_mel_bins=16, patch_stride=4, patch_size=4,
-                          enable_fusion=False),
-        projection_dim=8)
-    fe = ClapFeatureExtractor(feature_size=16, sampling_rate=8000, hop_length=80, max_length_s=1,
-                              fft_window_size=512, truncation="rand_trunc", padding="repeatpad")
-    ClapModel(clap_cfg).save_pretrained(d / "clap")
-    ClapProcessor(feature_extractor=fe, tokenizer=tok).save_pretrained(d / "clap")
-    out["clap"] = d / "clap"
-
-    clip_cfg = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=32, max_position_embeddings=64, bos_token_id=0, eos_token_id=2,
-                         pad_token_id=1),
-        vision_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                           image_size=32, patch_size=8),
-        projection_dim=8)
-    CLIPModel(clip_cfg).save_pretrained(d / "clip")
-    CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-                  tokenizer=CLIPTokenizer(str(d / "vocab.json"), str(d / "merges.txt"), unk_token="<unk>",
-                                          bos_token="<s>", eos_token="</s>", pad_token="<pad>")).save_pretrained(d / "clip")
-    out["clip"] = d / "clip"
+    out["clap"] = save_clap_folder(d / "clap", tiny=True)
+    out["clip"] = save_clip_folder(d / "clip", tiny=True)
     try:
         from audio_codec import EncodecCodec, get_preset
         EncodecCodec(get_preset("debug")).save(d / "codec.pt")
