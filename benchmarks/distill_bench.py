@@ -117,7 +117,8 @@ def run_eval(systems: list[dict[str, Any]], args: argparse.Namespace, out: Path)
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", type=Path, required=True)
-    p.add_argument("--student", type=Path, required=True)
+    p.add_argument("--student", type=Path, help="the student's final.ckpt (without it the teacher alone runs, e.g. "
+                   "to measure the prompt enhancer with --short-prompts)")
     p.add_argument("--codec", type=Path, required=True)
     p.add_argument("--vae", type=Path, required=True)
     p.add_argument("--manifest", type=Path, required=True, help="synthetic manifest (its rows of --split are used)")
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.teacher, f"teacher_{args.teacher_steps}", {"steps": args.teacher_steps, "solver": args.teacher_solver,
                                                          "cfg_video": args.cfg[0], "cfg_audio": args.cfg[1]})]
     plans += [(args.student, f"student_{k}", {"steps": k, "solver": "euler", "cfg_video": 1.0, "cfg_audio": 1.0})
-              for k in args.student_steps]
+              for k in (args.student_steps if args.student is not None else [])]
     enhancers: list[Any] = [None, load_enhancer(args.enhancer)] if args.short_prompts else [None]
     systems = []
     for ckpt, name, sampler in plans:
