@@ -93,13 +93,14 @@ def run_system(pipe: AVPipeline, name: str, rows: list[dict[str, Any]], prompts:
 
 def run_eval(systems: list[dict[str, Any]], args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """`avgen eval` on every system's clips; returns {system: {metric: {value, ci, floor...}}}."""
+    # `avgen eval` runs from the repository root: every path goes to it absolute.
     cmd = [sys.executable, "-m", "av_model.cli", "eval"]
     for s in systems:
-        cmd += ["--generated", f"{s['system']}={s['folder']}"]
-    cmd += ["--reference", str(args.manifest), "--reference-split", args.split, "--pair-by", "id", "--metrics",
-            args.metrics, "--out", str(out / "eval"), "--no-progress", "--device", args.device]
+        cmd += ["--generated", f"{s['system']}={Path(s['folder']).resolve()}"]
+    cmd += ["--reference", str(args.manifest.resolve()), "--reference-split", args.split, "--pair-by", "id", "--metrics",
+            args.metrics, "--out", str((out / "eval").resolve()), "--no-progress", "--device", args.device]
     if args.codec:
-        cmd += ["--codec", str(args.codec)]
+        cmd += ["--codec", str(args.codec.resolve())]
     print("$", " ".join(cmd), file=sys.stderr)
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:

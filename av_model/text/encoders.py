@@ -92,7 +92,9 @@ class HFTextEncoder(TextEncoder):
         self.fingerprint = _fingerprint(
             {
                 "kind": type(self.model).__name__,
-                "config": self.model.config.to_dict(),
+                # where the folder lies is not what the encoder is: the same weights in another
+                # environment (another venv, cache or machine) must give the same fingerprint
+                "config": {k: v for k, v in self.model.config.to_dict().items() if k != "_name_or_path"},
                 "max_length": max_length,
                 "dtype": str(dtype),
                 "weights": _weights_hash(self.path),
