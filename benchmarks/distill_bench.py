@@ -57,9 +57,10 @@ def short_prompt(row: dict[str, Any]) -> str:
     return f"{o['colour']} {o['shape']} {_VERB.get(family, '')}".strip()
 
 
-def _rows(manifest: Path, split: str, n: int) -> list[dict[str, Any]]:
+def _rows(manifest: Path, split: str, n: int, single_object: bool = False) -> list[dict[str, Any]]:
     rows = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("split") == split][:n]
+    rows = [r for r in rows if r.get("split") == split
+            and (not single_object or len(r.get("params", {}).get("objects", [])) == 1)][:n]
     if not rows:
         raise SystemExit(f"{manifest} has no rows of split {split!r}.")
     return rows
@@ -133,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--short-prompts", action="store_true", help="short prompts, each system without and with "
                    "--enhancer")
     p.add_argument("--enhancer", default="template", help="'template' or a local causal LM folder")
+    p.add_argument("--single-object", action="store_true",
+                   help="only rows of one object, whose colour, shape and motion the short prompt names: the "
+                        "attribute metric scores every object of a row, and a short prompt names only the first")
     p.add_argument("--metrics", default="events,attributes")
     p.add_argument("--no-eval", action="store_true", help="latency only")
     p.add_argument("--seed", type=int, default=0)
@@ -140,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "distill_bench")
     args = p.parse_args(argv)
 
-    rows = _rows(args.manifest, args.split, args.n)
+    rows = _rows(args.manifest, args.split, args.n, args.single_object)
     prompts = [short_prompt(r) for r in rows] if args.short_prompts else [str(r["caption"]) for r in rows]
     args.out.mkdir(parents=True, exist_ok=True)
     plans: list[tuple[Path, str, dict[str, Any]]] = [
