@@ -187,6 +187,14 @@ def test_profiles_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     (tmp_path / "s" / "diagnostics" / "conditioning.json").write_text("{}")
     metrics = next(st for st in demo.build_stages(demo.DemoConfig(run_dir=tmp_path / "s")) if st.name.startswith("8."))
     assert [cmd[cmd.index("--task") + 1] for cmd in metrics.commands] == ["t2av", "a2v"]
+    # The GPU profile starts each job once what it reads exists; the CPU profile waits for each stage.
+    assert gpu.overlap and not demo.DemoConfig(run_dir=tmp_path).overlap
+    stages = {st.name.split(".")[0]: st for st in demo.build_stages(demo.DemoConfig.gpu(tmp_path / "g2"))}
+    assert stages["5"].start_after == [3]  # the untrained floor needs the cache only
+    assert set(stages["7"].start_after) == {5} and len(stages["7"].start_after) == len(stages["7"].commands)
+    after = {cmd[cmd.index("--task") + 1] if "--task" in cmd else "diagnose": stages["8"].ready_after(i)
+             for i, cmd in enumerate(stages["8"].commands)}
+    assert after == {"t2av": 6, "v2a": None, "a2v": None, "diagnose": 5}
     # One run directory holds one profile.
     demo._check_profile(demo.DemoConfig(run_dir=tmp_path / "r"))
     with pytest.raises(SystemExit, match="'cpu' profile"):
