@@ -194,6 +194,11 @@ def _decode_into_memory(dm: Any, split: str, num_workers: int) -> InMemoryClips 
     n_frames = round(cfg.duration * cfg.fps)
     h, w = (cfg.size, cfg.size) if isinstance(cfg.size, int) else cfg.size
     gib = len(dataset) * n_frames * h * w * 3 / 2**30
+    total = _memory_gib()
+    if total is not None and gib > total / 2:
+        raise ValueError(f"data.preload: the {len(dataset)} {split} clips take {gib:.1f} GiB decoded, more than half of "
+                         f"this machine's {total:.1f} GiB of memory; set data.preload false to decode them as "
+                         "training goes (with data.num_workers processes).")
     loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, collate_fn=_identity)
     frames: list[np.ndarray] = []
     ids: list[str] = []
@@ -212,3 +217,13 @@ def _decode_into_memory(dm: Any, split: str, num_workers: int) -> InMemoryClips 
 
 def _identity(item: Any) -> Any:
     return item
+
+
+def _memory_gib() -> float | None:
+    """The machine's physical memory in GiB (None where the OS does not say)."""
+    import os
+
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -80,7 +80,8 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
         VideoClipDataModule(manifest=str(tmp_path / "missing.jsonl"))
 
 
-def test_manifest_clips_decode_without_sound_and_preload_into_memory(tmp_path: Path) -> None:
+def test_manifest_clips_decode_without_sound_and_preload_into_memory(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from av_model.data.synthetic import SynthConfig, make_dataset
 
     data = tmp_path / "data"
@@ -101,6 +102,11 @@ def test_manifest_clips_decode_without_sound_and_preload_into_memory(tmp_path: P
     for b in preloaded.train_dataloader():
         for b_id, v in zip(b["id"], b["video"]):  # the same pixels as decoding from the file each time
             torch.testing.assert_close(v, clips[b_id])
+    # Clips that would fill more than half the memory are refused, with what to do instead.
+    with monkeypatch.context() as m:
+        m.setattr("av_model.vae.data._memory_gib", lambda: 1e-4)
+        with pytest.raises(ValueError, match="set data.preload false"):
+            VideoClipDataModule(**common, preload=True).setup("fit")
     root = tmp_path / "run"
     assert _fit(root, "--data.manifest", manifest, "--data.preload", "true", "--data.fps", "8", "--data.size", "32",
                 "--data.duration", "1.0", "--trainer.max_steps", "2") == 0
