@@ -195,6 +195,13 @@ def test_profiles_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     after = {cmd[cmd.index("--task") + 1] if "--task" in cmd else "diagnose": stages["8"].ready_after(i)
              for i, cmd in enumerate(stages["8"].commands)}
     assert after == {"t2av": 6, "v2a": None, "a2v": None, "diagnose": 5}
+    # --fit-arg reaches every generator's `avgen fit`, the untrained floor's included.
+    captured: list = []
+    monkeypatch.setattr(demo, "run_demo", lambda cfg, stop_after=None: captured.append(cfg) or 0)
+    assert demo.main(["--profile", "cpu", "--run-dir", str(tmp_path / "f"), "--no-app",
+                      "--fit-arg=--model.parallel.compile=true"]) == 0
+    fits = [cmd for st in demo.build_stages(captured[0]) if st.name[0] in "45" for cmd in st.commands]
+    assert len(fits) == 3 and all("--model.parallel.compile=true" in cmd for cmd in fits)
     # One run directory holds one profile.
     demo._check_profile(demo.DemoConfig(run_dir=tmp_path / "r"))
     with pytest.raises(SystemExit, match="'cpu' profile"):

@@ -555,6 +555,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--text", default=None, help="text encoder: 'minilm' (default, the packaged one) or a local folder")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="override a size of the profile, e.g. --set dit_steps=1200 --set n_train=1000")
+    ap.add_argument("--fit-arg", action="append", default=[], metavar="ARG",
+                    help="an extra option for every generator's `avgen fit` (stages 4-5), e.g. "
+                         "--fit-arg=--model.parallel.compile=true; checked by `avgen fit` itself")
     ap.add_argument("--no-app", action="store_true", help="do not start the app at the end (also: DEMO_APP=0)")
     ap.add_argument("--stop-after", type=int, choices=range(1, 10), metavar="N",
                     help="stop after stage N (1-9), e.g. to split the run over jobs with a time limit; "
@@ -576,6 +579,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.text:
         cfg.text = args.text
     _apply_sets(cfg, args.set)
+    cfg.extra_fit_args = [*cfg.extra_fit_args, *args.fit_arg]
     if args.no_app or os.environ.get("DEMO_APP", "1") == "0":
         cfg.start_app = False
     _check_profile(cfg)
