@@ -62,7 +62,8 @@ def _rows(manifest: Path, split: str, n: int, single_object: bool = False) -> li
     rows = [r for r in rows if r.get("split") == split
             and (not single_object or len(r.get("params", {}).get("objects", [])) == 1)][:n]
     if not rows:
-        raise SystemExit(f"{manifest} has no rows of split {split!r}.")
+        what = " with a single object" if single_object else ""
+        raise SystemExit(f"{manifest} has no rows of split {split!r}{what}.")
     return rows
 
 
@@ -176,11 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     # Table: latency and speed-up against the teacher, then each metric's value beside its floor.
     base = systems[0]["latency_s_mean"]
     metrics = sorted({m for s in quality.values() if isinstance(s, dict) for m in s})
-    head = f"{'system':<24} {'steps':>5} {'cfg':>9} {'s/clip':>8} {'speed-up':>8}" + "".join(f" {m:>12}" for m in metrics)
+    head = f"{'system':<24} {'steps':>5} {'cfg':>9} {'s/clip':>8} {'speed-up':>8}" + "".join(f" {m + ' (floor)':>14}" for m in metrics)
     print(head)
     for s in systems:
         q = quality.get(s["system"], {}) if isinstance(quality, dict) else {}
-        cells = "".join(f" {(q.get(m, {}).get('value') or float('nan')):>12.3f}" for m in metrics)
+        # each value beside its floor (what a model ignoring its condition scores), as the report gives it
+        cells = "".join(f" {(q.get(m, {}).get('value') or float('nan')):>6.3f} ({(q.get(m, {}).get('floor') or float('nan')):.3f})"
+                        for m in metrics)
         print(f"{s['system']:<24} {s['steps']:>5} {s['cfg_video']:>4g}/{s['cfg_audio']:<4g} "
               f"{s['latency_s_mean']:>8.3f} {base / s['latency_s_mean']:>7.1f}x{cells}")
     if "error" in quality:

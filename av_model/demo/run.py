@@ -182,7 +182,9 @@ class _Jobs:
             early_note = f", started early for stage {number}" if early else ""
             console.print(f"  [dim]$ {shlex.join(cmd[2:] if cmd[1] == '-m' else cmd)}  (log: {log}{early_note})[/dim]")
             if together == 1:
-                # A single command keeps the terminal so its own progress bar shows.
+                # A single command keeps the terminal so its own progress bar shows; a log left by an
+                # earlier run must not be shown as this one's if it fails.
+                log.unlink(missing_ok=True)
                 proc = subprocess.Popen(cmd, env=env)
             else:
                 with log.open("w") as fh:

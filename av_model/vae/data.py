@@ -200,19 +200,19 @@ def _decode_into_memory(dm: Any, split: str, num_workers: int) -> InMemoryClips 
                          f"this machine's {total:.1f} GiB of memory; set data.preload false to decode them as "
                          "training goes (with data.num_workers processes).")
     loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, collate_fn=_identity)
-    frames: list[np.ndarray] = []
+    frames = np.empty((len(dataset), n_frames, h, w, 3), dtype=np.uint8)  # filled in place: no second copy
     ids: list[str] = []
     captions: list[str] = []
     skipped: list[dict[str, str]] = []
-    for item in tqdm(loader, total=len(dataset), desc=f"decoding {split} clips into memory ({gib:.2f} GiB)",
-                     unit="clip", leave=False):
-        frames.append(np.asarray(item["frames"]))
+    for k, item in enumerate(tqdm(loader, total=len(dataset), unit="clip", leave=False,
+                                  desc=f"decoding {split} clips into memory ({gib:.2f} GiB)")):
+        frames[k] = np.asarray(item["frames"])
         ids.append(item["id"])
         captions.append(item["caption"])
         skipped.extend(item["skipped"])
     if skipped:  # an undecodable file's place went to the next entry, as in training from files
         tqdm.write(ClipDataModule.summarize(skipped, f"preloading {split}"))
-    return InMemoryClips(np.stack(frames), ids, captions)
+    return InMemoryClips(frames, ids, captions)
 
 
 def _identity(item: Any) -> Any:

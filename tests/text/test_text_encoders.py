@@ -73,6 +73,12 @@ def test_fingerprint_follows_the_weights(tiny_bert_dir: Path, tmp_path: Path) ->
 
     a = load_text_encoder(str(tiny_bert_dir)).fingerprint
     assert load_text_encoder(str(tiny_bert_dir)).fingerprint == a
+    # the same files in another folder (another venv, cache or machine) are the same encoder
+    moved = tmp_path / "elsewhere" / "minilm"
+    moved.mkdir(parents=True)
+    for f in tiny_bert_dir.iterdir():
+        (moved / f.name).write_bytes(f.read_bytes())
+    assert load_text_encoder(str(moved)).fingerprint == a
     changed = tmp_path / "changed"
     model = BertModel.from_pretrained(tiny_bert_dir)
     with torch.no_grad():
