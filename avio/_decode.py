@@ -31,6 +31,10 @@ _AUDIO_GAP_TOLERANCE_S = 0.1
 # Seek this far before the requested start so that audio packets interleaved just before the
 # video keyframe are decoded too (seeking lands on a video keyframe, not on an audio packet).
 _SEEK_MARGIN_S = 1.0
+# libswscale's own threads stay off. With FFmpeg 8.1.3 (PyAV 18.1.1) a process that has scaled a
+# frame with the default (automatic) threads and then forks, as DataLoader workers do, hangs for
+# ever in the child's first scale. Frames here are small and the loaders parallelise over clips.
+SWSCALE_THREADS = 1
 
 
 class _ShortAudio(Exception):
@@ -128,11 +132,12 @@ def _scale_crop(frame: av.VideoFrame, hw: tuple[int, int] | None, interpolation:
     preprocessing is specified that way (I3D, CLIP).
     """
     if hw is None or (frame.height, frame.width) == hw:
-        return frame.to_ndarray(format="rgb24")
+        return frame.reformat(format="rgb24", threads=SWSCALE_THREADS).to_ndarray()
     h, w = hw
     scale = max(h / frame.height, w / frame.width)
     sh, sw = max(h, round(frame.height * scale)), max(w, round(frame.width * scale))
-    img = frame.reformat(width=sw, height=sh, format="rgb24", interpolation=interpolation).to_ndarray()
+    img = frame.reformat(width=sw, height=sh, format="rgb24", interpolation=interpolation,
+                         threads=SWSCALE_THREADS).to_ndarray()
     top, left = (sh - h) // 2, (sw - w) // 2
     return img[top : top + h, left : left + w]
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from avio.errors import MediaError
 from avio.files import atomic_path
+from avio._decode import SWSCALE_THREADS
 from avio.media import MediaInfo, probe
 
 __all__ = ["NORMALIZE_VERSION", "browser_playable", "normalize_clip"]
@@ -149,10 +150,11 @@ def _encode_into(src: Path, dst: Path, info: MediaInfo, audio_delay: float, down
             for frame in inp.decode(*streams):
                 if isinstance(frame, av.VideoFrame):
                     if downscale > 1:
-                        small = frame.reformat(width=max(width // downscale, 2), height=max(height // downscale, 2))
-                        frame = small.reformat(width=width, height=height, format="yuv420p")
+                        small = frame.reformat(width=max(width // downscale, 2), height=max(height // downscale, 2),
+                                               threads=SWSCALE_THREADS)
+                        frame = small.reformat(width=width, height=height, format="yuv420p", threads=SWSCALE_THREADS)
                     else:
-                        frame = frame.reformat(width=width, height=height, format="yuv420p")
+                        frame = frame.reformat(width=width, height=height, format="yuv420p", threads=SWSCALE_THREADS)
                     frame.pts, frame.time_base = n_frames, Fraction(1) / rate
                     mux_video(vout.encode(frame))
                     n_frames += 1

@@ -77,6 +77,28 @@ def test_size_covers_and_centre_crops(click_clip: ClickClip) -> None:
     assert clip.frames.shape[1:] == (24, 24, 3)
 
 
+class _ScaledClips(torch.utils.data.Dataset):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return read_clip(self.path, size=16 if i == 0 else None).frames
+
+
+def test_a_forked_worker_reads_after_its_parent_scaled(click_clip: ClickClip) -> None:
+    """DataLoader workers fork after the parent has read clips; with libswscale's automatic threads
+    (FFmpeg 8.1.3) the worker's first scale hung for ever."""
+    read_clip(click_clip.path, size=16)
+    read_clip(click_clip.path)
+    loader = torch.utils.data.DataLoader(_ScaledClips(click_clip.path), batch_size=None, num_workers=1,
+                                         multiprocessing_context="fork", timeout=60)
+    shapes = [tuple(frames.shape[1:]) for frames in loader]  # a hang raises after the timeout
+    assert shapes == [(16, 16, 3), (32, 48, 3)]
+
+
 def test_missing_audio(tmp_path: Path, click_clip_maker: Callable[..., ClickClip]) -> None:
     made = click_clip_maker(tmp_path / "silent.mp4", audio=False)
     assert not probe(made.path).has_audio
