@@ -30,6 +30,7 @@ from audio_codec.checkpoint import load_codec
 from audio_codec.config import OFFICIAL_CHECKPOINTS, CodecConfig
 from audio_codec.encodec_codec import EncodecCodec, quiet_weight_norm
 from audio_codec.losses import (
+    BandRiseLoss,
     EnvelopeLoss,
     MultiScaleMelLoss,
     discriminator_hinge_loss,
@@ -50,6 +51,8 @@ class LossConfig:
         l1_weight: time-domain L1.
         l2_weight: time-domain MSE (gets level and phase of tonal sounds early; 0 in EnCodec).
         envelope_weight: log energy envelope loss (`EnvelopeLoss`: sharp attacks in place).
+        band_rise_weight: band-wise level-rise loss (`BandRiseLoss`: every sound's attack, the
+            quiet ones under louder sounds included).
         mel_weight: multi-scale mel loss.
         mel_windows: window sizes of the mel loss (short ones keep onsets sharp).
         mel_bands: mel bands per scale (fewer at short windows, so no band is empty).
@@ -74,6 +77,7 @@ class LossConfig:
     l1_weight: float = 0.1
     l2_weight: float = 0.0
     envelope_weight: float = 0.0
+    band_rise_weight: float = 0.0
     mel_weight: float = 1.0
     mel_windows: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512, 1024, 2048])
     mel_bands: int = 64
@@ -91,7 +95,7 @@ class LossConfig:
     disc_bf16: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("l1_weight", "l2_weight", "envelope_weight", "mel_weight", "adv_weight", "feat_weight",
+        for name in ("l1_weight", "l2_weight", "envelope_weight", "band_rise_weight", "mel_weight", "adv_weight", "feat_weight",
                      "commit_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -176,6 +180,7 @@ class CodecLitModule(L.LightningModule):
         self.mel_loss = MultiScaleMelLoss(codec.sample_rate, list(loss.mel_windows), n_mels=loss.mel_bands,
                                           floor=loss.mel_floor, l2_weight=loss.mel_l2_weight)
         self.envelope_loss = EnvelopeLoss(codec.sample_rate)
+        self.band_rise_loss = BandRiseLoss(codec.sample_rate)
         self.mel_distance = MelDistance(codec.sample_rate)
         self._reference_written: set[str] = set()
 
@@ -250,6 +255,10 @@ class CodecLitModule(L.LightningModule):
             envelope = self.envelope_loss(y, x)
             total = total + cfg.envelope_weight * envelope
             logs["train/envelope"] = envelope
+        if cfg.band_rise_weight > 0:
+            band_rise = self.band_rise_loss(y, x)
+            total = total + cfg.band_rise_weight * band_rise
+            logs["train/band_rise"] = band_rise
         adversarial = self._adversarial_active()
         if adversarial:
             assert self.disc is not None and opt_d is not None

@@ -7,6 +7,7 @@ import torch
 from torchmetrics.functional.audio import scale_invariant_signal_noise_ratio
 
 from audio_codec.losses import (
+    BandRiseLoss,
     MultiScaleMelLoss,
     discriminator_hinge_loss,
     feature_matching_loss,
@@ -73,6 +74,24 @@ def test_envelope_loss_punishes_smeared_attacks() -> None:
     x = sharp.reshape(1, 1, -1)
     assert loss(x, x).item() == 0.0
     assert loss(smeared.reshape(1, 1, -1), x) > 3 * loss(0.9 * x, x)
+
+
+def test_band_rise_loss_sees_a_quiet_low_sound_under_a_loud_one() -> None:
+    """A 150 Hz thud starting under a louder ringing 3 kHz tone barely changes the broadband level,
+    but it is a rise in its own band: leaving it out costs much more than getting it right."""
+    sr = 24000
+    t = torch.arange(12000) / sr
+    ring = 0.5 * torch.sin(2 * torch.pi * 3000 * t)
+    thud = torch.zeros_like(t)
+    thud[6000:] = 0.1 * torch.sin(2 * torch.pi * 150 * t[:6000]) * torch.exp(-t[:6000] / 0.05)
+    full, without = (ring + thud).view(1, 1, -1), ring.view(1, 1, -1)
+    loss = BandRiseLoss(sr)
+    assert loss(full, full).item() == 0.0
+    # a level change is no rise: only the missing attack costs
+    assert loss(without, full).item() > 3 * loss(0.8 * full, full).item()
+    estimate = without.clone().requires_grad_(True)
+    loss(estimate, full).backward()
+    assert estimate.grad is not None and estimate.grad.abs().sum() > 0
 
 
 def test_octave_power_puts_a_tone_in_its_band_and_dc_in_the_lowest() -> None:
