@@ -21,9 +21,9 @@ import av.bitstream
 import av.error
 import numpy as np
 
+from avio._decode import SWSCALE_THREADS
 from avio.errors import MediaError
 from avio.files import atomic_path
-from avio._decode import SWSCALE_THREADS
 from avio.media import MediaInfo, probe
 
 __all__ = ["NORMALIZE_VERSION", "browser_playable", "normalize_clip"]
