@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "diagnose": ("av_model.train.diagnose:main", "conditioning diagnostics: does a generator use its video, audio, text?"),
     "model": ("av_model.dit.cli:main", "list presets with parameter counts and FLOPs per token"),
     "eval": ("eval.cli:main", "automatic metrics on generated vs reference clips, with a report"),
+    "codec-check": ("eval.codec_check:main", "does an audio codec keep the events? onsets through its latents"),
     "prefs": ("eval.preference.cli:main", "preference statistics: net win rates, leaderboard, agreement"),
     "study": ("human_eval_app.cli:study_main", "human evaluation studies: create, list, export"),
     "app": ("human_eval_app.cli:app_main", "start the human evaluation app (Streamlit)"),

@@ -1,6 +1,7 @@
 """Audio codec benchmark: do reconstructions keep the events, how good are they, how fast is it.
 
-On held-out clips of a dataset manifest (the synthetic dataset's `heldout` split by default):
+On held-out clips of a dataset manifest (the synthetic dataset's `heldout` split by default), the
+figures of `avgen codec-check` (`eval.codec_check`) and the codec's speed:
 
 - onsets: `eval.onsets.detect_onsets` on the original and on the reconstruction (continuous
   latents, the generator's path); the share of the original's onsets found again within the
@@ -30,78 +31,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from audio_codec import AudioCodec, load_codec  # noqa: E402
-from audio_codec.data import load_audio_entries  # noqa: E402
-from audio_codec.metrics import MelDistance, OctavePower, si_snr  # noqa: E402
-from avio import load_manifest, read_audio  # noqa: E402
 from benchmarks._host import cpu_model, write_json  # noqa: E402
-from eval.onsets import detect_onsets, match_events  # noqa: E402
-
-
-def _events(manifest: Path, ids: set[str]) -> dict[str, list[float]]:
-    """Ground-truth event times per clip id, when the manifest has them (the synthetic dataset)."""
-    return {e.id: sorted(float(ev["time"]) for ev in e.extra["events"])
-            for e in load_manifest(manifest) if e.id in ids and isinstance(e.extra.get("events"), list)}
-
-
-def quality(codec: AudioCodec, manifest: Path, split: str, max_clips: int, tolerance: float) -> dict[str, Any]:
-    """Onset preservation, SI-SNR and mel distance over up to `max_clips` clips of `split`."""
-    entries = load_audio_entries(manifest, split)[:max_clips]
-    truth = _events(manifest, {e.id for e in entries})
-    mel = MelDistance(codec.sample_rate).to(codec.device)
-    octaves = OctavePower(codec.sample_rate).to(codec.device)
-    band_power = {"original": 0.0, "recon": 0.0}
-    sr = codec.sample_rate
-    pairs = {"recon_vs_original": [0, 0], "recon_vs_events": [0, 0], "original_vs_events": [0, 0]}
-    offsets: list[float] = []
-    snrs, mels = [], []
-    for entry in tqdm(entries, desc="held-out clips"):
-        wav, _ = read_audio(entry.path, sample_rate=sr, channels=codec.channels, start=entry.start,
-                            duration=entry.duration)  # (C, S)
-        with torch.inference_mode():
-            x = wav[None].to(codec.device)  # (1, C, S)
-            y = codec.decode(codec.encode(x), length=x.shape[-1])  # (1, C, S)
-            snrs.append(float(si_snr(y, x)[0]))
-            mels.append(float(mel(y, x)[0]))
-            band_power["original"] = band_power["original"] + octaves(x)[0].cpu()
-            band_power["recon"] = band_power["recon"] + octaves(y)[0].cpu()
-        original = detect_onsets(x[0].cpu().numpy(), sr)
-        recon = detect_onsets(y[0].clamp(-1, 1).cpu().numpy(), sr)
-        m = match_events(recon, original, tolerance)
-        pairs["recon_vs_original"][0] += m.n_matched
-        pairs["recon_vs_original"][1] += m.n_ref
-        offsets += [abs(o) for o in m.offsets_ms]
-        if entry.id in truth:
-            for key, pred in (("recon_vs_events", recon), ("original_vs_events", original)):
-                mt = match_events(pred, truth[entry.id], tolerance)
-                pairs[key][0] += mt.n_matched
-                pairs[key][1] += mt.n_ref
-    recall = {k: (v[0] / v[1] if v[1] else float("nan")) for k, v in pairs.items()}
-    db = {k: (10 * torch.log10(torch.as_tensor(v) / max(len(entries), 1) + 1e-12)).tolist()
-          for k, v in band_power.items()}
-    bands = [{"band_hz": [round(lo), round(hi)], "original_db": o, "recon_db": r, "recon_minus_original_db": r - o}
-             for lo, hi, o, r in zip(octaves.edges_hz[:-1], octaves.edges_hz[1:], db["original"], db["recon"])]
-    return {
-        "clips": len(entries),
-        "split": split,
-        "tolerance_ms": 1000 * tolerance,
-        "onsets_original": pairs["recon_vs_original"][1],
-        "onset_recall": recall["recon_vs_original"],
-        "onset_mean_abs_offset_ms": float(np.mean(offsets)) if offsets else float("nan"),
-        "events": pairs["recon_vs_events"][1],
-        "event_recall_recon": recall["recon_vs_events"],
-        "event_recall_original": recall["original_vs_events"],
-        "si_snr_db": float(np.mean(snrs)),
-        "mel_distance": float(np.mean(mels)),
-        "passes_onset_criterion": bool(recall["recon_vs_original"] >= 0.95),
-        "octave_bands": bands,
-        "worst_band_deficit_db": min(b["recon_minus_original_db"] for b in bands),
-    }
+from eval.codec_check import codec_events  # noqa: E402
 
 
 def speed(codec: AudioCodec, device: torch.device, seconds: float, reps: int) -> dict[str, float]:
@@ -181,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         "hardware": {"cpu": cpu_model(), "threads": args.threads,
                      "gpu": torch.cuda.get_device_name(0) if gpu else None, "torch": torch.__version__},
     }
-    result["quality"] = quality(codec.to(device), Path(args.manifest), args.split, args.max_clips,
-                                args.tolerance_ms / 1000)
+    result["quality"] = codec_events(codec.to(device), Path(args.manifest), args.split, args.max_clips,
+                                     args.tolerance_ms / 1000)
     result["speed"] = {"cpu": speed(codec, torch.device("cpu"), args.seconds, args.reps)}
     if gpu:
         result["speed"]["cuda"] = speed(codec, device, args.seconds, args.reps)

@@ -111,6 +111,9 @@ def test_reduced_demo_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.
     code = _study_opens_in_the_app(run, monkeypatch)
     _app_start_prints_the_links(run, code, monkeypatch, capsys)
     assert "Did the models learn?" in first.stdout
+    check = json.loads((run / "eval" / "codec.json").read_text())  # the codec's onsets, measured in the run
+    assert check["clips"] == 4 and "audio codec: keeps" in first.stdout
+    assert json.loads((run / "summary.json").read_text())["codec"]["onsets_original"] == check["onsets_original"]
     _reference_report_reads_the_run(run, capsys)
     # A second run keeps every finished stage.
     second = _demo(run)
@@ -154,7 +157,25 @@ def test_summary_says_learned_only_above_the_floor(tmp_path: Path) -> None:
     text = console.export_text()
     assert "Did the models learn?" in text and "not shown" in text and "0.770" in text
     summary = json.loads(write_summary(tmp_path, claims, [("total", 1.0, False)], "cpu").read_text())
-    assert summary["profile"] == "cpu" and len(summary["claims"]) == 6
+    assert summary["profile"] == "cpu" and len(summary["claims"]) == 6 and summary["codec"] is None
+
+
+def test_summary_shows_the_codec_check_against_its_criterion(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from av_model.demo.summary import codec_check_of_run, print_codec_check
+
+    (tmp_path / "eval").mkdir()
+    check = {"onset_recall": 0.77, "onsets_original": 152, "onset_precision": 1.0, "tolerance_ms": 10.0,
+             "criterion": 0.95, "passes_onset_criterion": False, "mel_distance": 1.28, "octave_bands": []}
+    (tmp_path / "eval" / "codec.json").write_text(json.dumps(check))
+    console = Console(record=True, width=200)
+    print_codec_check(codec_check_of_run(tmp_path), console)
+    text = console.export_text()
+    assert "keeps 77.0% of 152 held-out onsets within 10 ms" in text and "FAIL" in text
+    (tmp_path / "eval" / "codec.json").write_text(json.dumps({"onset_recall": 1.0}))
+    problems: list[str] = []
+    assert codec_check_of_run(tmp_path, problems) is None and "onsets_original" in problems[0]
 
 
 def test_profiles_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -186,15 +207,16 @@ def test_profiles_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     (tmp_path / "s" / "diagnostics").mkdir()
     (tmp_path / "s" / "diagnostics" / "conditioning.json").write_text("{}")
     metrics = next(st for st in demo.build_stages(demo.DemoConfig(run_dir=tmp_path / "s")) if st.name.startswith("8."))
-    assert [cmd[cmd.index("--task") + 1] for cmd in metrics.commands] == ["t2av", "a2v"]
+    assert [cmd[cmd.index("--task") + 1] if "--task" in cmd else cmd[3] for cmd in metrics.commands] == [
+        "t2av", "a2v", "codec-check"]
     # The GPU profile starts each job once what it reads exists; the CPU profile waits for each stage.
     assert gpu.overlap and not demo.DemoConfig(run_dir=tmp_path).overlap
     stages = {st.name.split(".")[0]: st for st in demo.build_stages(demo.DemoConfig.gpu(tmp_path / "g2"))}
     assert stages["5"].start_after == [3]  # the untrained floor needs the cache only
     assert set(stages["7"].start_after) == {5} and len(stages["7"].start_after) == len(stages["7"].commands)
-    after = {cmd[cmd.index("--task") + 1] if "--task" in cmd else "diagnose": stages["8"].ready_after(i)
+    after = {cmd[cmd.index("--task") + 1] if "--task" in cmd else cmd[3]: stages["8"].ready_after(i)
              for i, cmd in enumerate(stages["8"].commands)}
-    assert after == {"t2av": 6, "v2a": None, "a2v": None, "diagnose": 5}
+    assert after == {"t2av": 6, "v2a": None, "a2v": None, "codec-check": 2, "diagnose": 5}
     # --fit-arg reaches every generator's `avgen fit`, the untrained floor's included.
     captured: list = []
     monkeypatch.setattr(demo, "run_demo", lambda cfg, stop_after=None: captured.append(cfg) or 0)

@@ -296,6 +296,9 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
     # may start as soon as what it reads exists: t2av's clips after stage 6, the checkpoints after stage 5.
     metrics = [(eval_cmd(t), {"t2av": 6, "v2a": None, "a2v": None}[t])
                for t in ("t2av", "v2a", "a2v") if not (run / "eval" / t / "report.json").exists()]
+    if not (run / "eval" / "codec.json").exists():  # does the codec keep the held-out onsets? (after stage 2)
+        metrics.append((_avgen("codec-check", "--codec", codec, "--manifest", manifest, "--split", "heldout",
+                               "--out", run / "eval" / "codec.json", "--no-progress"), 2))
     if not (run / "diagnostics" / "conditioning.json").exists():
         metrics.append((_avgen("diagnose", *sum((["--ckpt", f"{n}={ckpts[n]}"] for n in cfg.systems), []),
                                "--cache", cache, "--split", "val", "--max-clips", cfg.diag_clips,
@@ -357,7 +360,7 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
             "8. automatic metrics and conditioning diagnostics",
             [cmd for cmd, _ in metrics],
             lambda: all((run / "eval" / t / "report.json").exists() for t in ("t2av", "v2a", "a2v"))
-            and (run / "diagnostics" / "conditioning.json").exists(),
+            and (run / "diagnostics" / "conditioning.json").exists() and (run / "eval" / "codec.json").exists(),
             lambda: ", ".join(str(run / "eval" / t / "report.html") for t in ("t2av", "v2a", "a2v")),
             start_after=[after for _, after in metrics],
         ),
@@ -404,7 +407,13 @@ def _write_inputs(cfg: DemoConfig) -> None:
 
 
 def _summary(cfg: DemoConfig, timings: list[tuple[str, float, bool]]) -> None:
-    from av_model.demo.summary import claims_of_run, print_claims, write_summary
+    from av_model.demo.summary import (
+        claims_of_run,
+        codec_check_of_run,
+        print_claims,
+        print_codec_check,
+        write_summary,
+    )
 
     table = Table(title=f"avgen demo ({cfg.profile} profile): stages")
     for col in ("stage", "seconds", "status"):
@@ -418,7 +427,12 @@ def _summary(cfg: DemoConfig, timings: list[tuple[str, float, bool]]) -> None:
     for line in problems:
         console.print(f"[yellow]left out of the summary: {line}[/yellow]")
     print_claims(claims, console)
-    summary = write_summary(run, claims, timings, cfg.profile)
+    codec_problems: list[str] = []
+    codec = codec_check_of_run(run, codec_problems)
+    for line in codec_problems:
+        console.print(f"[yellow]left out of the summary: {line}[/yellow]")
+    print_codec_check(codec, console)
+    summary = write_summary(run, claims, timings, cfg.profile, codec)
     console.print(f"\n[bold]Everything is under {run}/[/bold]: data/, codec/codec.pt, vae/vae.pt, cache/, "
                   f"{', '.join(f'dit_{g.name}/' for g in cfg.generators)}, samples/, eval/*/report.html, "
                   f"study.db, {summary.name}")

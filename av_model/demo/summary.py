@@ -99,9 +99,39 @@ def print_claims(claims: list[Claim], console: Console) -> None:
                   "needs the figure's interval wholly above the floor's.")
 
 
+def codec_check_of_run(run: Path, problems: list[str] | None = None) -> dict[str, Any] | None:
+    """The codec's onset check (`avgen codec-check`, eval/codec.json), or None where there is none."""
+    path = run / "eval" / "codec.json"
+    if not path.exists():
+        return None
+    try:
+        check = json.loads(path.read_text())
+        keys = ("onset_recall", "onsets_original", "onset_precision", "tolerance_ms", "criterion",
+                "passes_onset_criterion", "mel_distance")
+        missing = [k for k in keys if k not in check]
+        if missing:
+            raise ValueError(f"has no {', '.join(missing)}")
+    except (ValueError, OSError) as err:
+        if problems is not None:
+            problems.append(f"{path}: {err}; delete it and run the demo again to redo the codec check.")
+        return None
+    return {k: check[k] for k in keys}
+
+
+def print_codec_check(check: dict[str, Any] | None, console: Console) -> None:
+    """One line: the share of held-out onsets the codec keeps, against its criterion."""
+    if check is None:
+        return
+    verdict = "pass" if check["passes_onset_criterion"] else "FAIL"
+    style = "green" if check["passes_onset_criterion"] else "yellow"
+    console.print(f"audio codec: keeps {100 * check['onset_recall']:.1f}% of {check['onsets_original']} held-out "
+                  f"onsets within {check['tolerance_ms']:g} ms (precision {check['onset_precision']:.3f}; "
+                  f"criterion >= {100 * check['criterion']:.0f}%: [{style}]{verdict}[/{style}])")
+
+
 def write_summary(run: Path, claims: list[Claim], timings: list[tuple[str, float, bool]],
-                  profile: str) -> Path:
-    """summary.json: the profile, stage times and every claim with its verdict."""
+                  profile: str, codec: dict[str, Any] | None = None) -> Path:
+    """summary.json: the profile, stage times, the codec's onset check and every claim with its verdict."""
     def num(v: float | None) -> float | None:
         return None if v is None or not math.isfinite(v) else round(float(v), 4)
 
@@ -112,6 +142,7 @@ def write_summary(run: Path, claims: list[Claim], timings: list[tuple[str, float
                     "ci": [num(v) for v in c.ci], "floor": num(c.floor), "floor_ci": [num(v) for v in c.floor_ci],
                     "ceiling": num(c.ceiling), "autoencoder": num(c.autoencoder), "verdict": c.verdict}
                    for c in claims],
+        "codec": codec,
     }
     path = run / "summary.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
