@@ -141,6 +141,9 @@ class BandRiseLoss(nn.Module):
             averaged on its own as well as with every other frame.
     """
 
+    bands: torch.Tensor  # (bins, bands) 0/1: which STFT bins each band sums
+    hann: torch.Tensor
+
     def __init__(self, sample_rate: int, window: int = 512, hop: int = 48, lag: int = 3, n_bands: int = 16,
                  min_bins: int = 8, range_db: float = 60.0, start_db: float = 3.0) -> None:
         super().__init__()
@@ -169,8 +172,11 @@ class BandRiseLoss(nn.Module):
                           center=True, pad_mode="reflect", return_complex=True)
         power = spec.real.pow(2) + spec.imag.pow(2)  # (N, K, F)
         spread = nn.functional.max_pool1d(power.transpose(1, 2), 7, stride=1, padding=3).transpose(1, 2)
-        to_db = lambda p: 10.0 * torch.einsum("nkf,kb->nfb", p, self.bands).clamp_min(1e-20).log10()  # noqa: E731
-        return to_db(power), to_db(spread)
+        return self._db(power), self._db(spread)
+
+    def _db(self, power: torch.Tensor) -> torch.Tensor:
+        """(N, K, F) bin powers -> (N, F, NB) band levels in dB."""
+        return 10.0 * torch.einsum("nkf,kb->nfb", power, self.bands).clamp_min(1e-20).log10()
 
     def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Loss (scalar) between `estimate` and `target` (B, C, S)."""

@@ -79,7 +79,7 @@ def codec_events(codec: AudioCodec, manifest: Path, split: str = "heldout", max_
             band_power["recon"] = band_power["recon"] + octaves(y)[0].cpu()
         original = detect_onsets(x[0].cpu().numpy(), sr)
         recon = detect_onsets(y[0].clamp(-1, 1).cpu().numpy(), sr)
-        comparisons = [("recon_vs_original", recon, original)]
+        comparisons: list[tuple[str, Any, Any]] = [("recon_vs_original", recon, original)]
         if entry.id in truth:
             comparisons += [("recon_vs_events", recon, truth[entry.id]), ("original_vs_events", original, truth[entry.id])]
         for key, pred, ref in comparisons:
