@@ -124,7 +124,7 @@ class BandRiseLoss(nn.Module):
 
     The energy envelope (`EnvelopeLoss`) sees one broadband level, so a quiet low sound starting
     under a louder one barely moves it; the event metric's detector (`eval.onsets`) looks for a
-    rise in any of 16 bands instead. This loss compares exactly such rises: band levels in dB
+    rise in any one band instead. This loss compares exactly such rises: band levels in dB
     (STFT of `window` samples, hop `hop`), floored `range_db` below the target clip's loudest band,
     each frame against the one `lag` hops earlier after a maximum over neighbouring bins (so a
     note's sidebands are not a new sound), positive part only. Rises are in units of 10 dB.
@@ -135,7 +135,8 @@ class BandRiseLoss(nn.Module):
         window: STFT window in samples (about 20 ms).
         hop: STFT hop in samples (about 2 ms).
         lag: frames between the compared levels.
-        n_bands: log-spaced bands from 40 Hz to Nyquist, each at least `min_bins` bins wide.
+        n_bands: log-spaced bands from 40 Hz to Nyquist, merged until each is at least `min_bins`
+            bins wide, as the detector does (9 bands at 24 kHz with the defaults).
         range_db: levels this far below the target's loudest band are clamped (silence).
         start_db: a target rise above this marks a frame where a sound starts; the error there is
             averaged on its own as well as with every other frame.
