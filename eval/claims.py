@@ -24,8 +24,9 @@ from typing import Any
 
 __all__ = ["AUTOENCODER", "Claim", "attribute_claims", "conditioning_claims", "event_claims", "load_report"]
 
-# A set of the reference clips passed through the video autoencoder (`avgen vae reconstruct`): not a
-# claim but a second ceiling, the most a generator that decodes with this autoencoder can score.
+# A set of the reference clips passed through the video autoencoder (`avgen vae reconstruct`; the demo
+# also passes their sound through the audio codec): not a claim but a second ceiling, the most a
+# generator that decodes with them can score.
 AUTOENCODER = "autoencoder"
 
 Interval = tuple[float, float]

@@ -291,7 +291,7 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
 
     conditioned = [*sample_cmds("v2a"), *sample_cmds("a2v"),
                    _avgen("vae", "reconstruct", "--manifest", manifest, "--split", "heldout", "--limit", cfg.n_prompts,
-                          "--vae", vae, "--out", samples / AUTOENCODER)]
+                          "--vae", vae, "--codec", codec, "--out", samples / AUTOENCODER)]
     # A resumed run repeats only the stage-8 jobs whose report is missing (stage 8 takes minutes); each
     # may start as soon as what it reads exists: t2av's clips after stage 6, the checkpoints after stage 5.
     metrics = [(eval_cmd(t), {"t2av": 6, "v2a": None, "a2v": None}[t])

@@ -95,7 +95,8 @@ def print_claims(claims: list[Claim], console: Console) -> None:
                   "prompt: attributes recognised in the generated clip against its caption, floor: against other "
                   "clips' captions. uses ...: denoising loss with another clip's condition minus with its own, "
                   "floor 0 (avgen diagnose). data: the real clips' own figure; data via AE: the real clips "
-                  "through the video autoencoder, the most a generator decoding with it can score. 'learned' "
+                  "through the video autoencoder and the audio codec, the most a generator decoding with them "
+                  "can score. 'learned' "
                   "needs the figure's interval wholly above the floor's.")
 
 

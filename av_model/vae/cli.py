@@ -137,14 +137,16 @@ def _reconstruct(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="avgen vae reconstruct",
         description="Encode and decode the clips of a manifest with a trained autoencoder and write each as an "
-        "mp4 with the clip's own audio and a JSON sidecar naming its id and caption. `avgen eval` scores "
-        "this folder like a generated set: the best any generator decoding through this autoencoder can do.",
+        "mp4 with the clip's own audio (or, with --codec, its audio through that codec's latents) and a JSON "
+        "sidecar naming its id and caption. `avgen eval` scores this folder like a generated set: the best any "
+        "generator decoding through this autoencoder (and codec) can do.",
     )
     p.add_argument("--manifest", required=True, help="dataset manifest (.jsonl/.csv) or its folder")
     p.add_argument("--vae", required=True, help="trained autoencoder (vae.pt)")
     p.add_argument("--out", required=True, help="folder for <id>.mp4 and <id>.json")
     p.add_argument("--split", default=None, help="only this split of the manifest (e.g. heldout)")
     p.add_argument("--limit", type=int, default=None, help="at most this many clips (the first ones)")
+    p.add_argument("--codec", default=None, help="also pass the audio through this audio codec (codec.pt)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
     args = p.parse_args(argv)
     if args.limit is not None and args.limit < 1:
@@ -163,6 +165,11 @@ def _reconstruct(argv: list[str]) -> int:
         return 1
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     vae = vae.to(device).eval()
+    codec = None
+    if args.codec is not None:
+        from audio_codec import load_codec
+
+        codec = load_codec(args.codec).to(device).eval()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tc, sc = vae.temporal_compression, vae.spatial_compression
@@ -171,7 +178,8 @@ def _reconstruct(argv: list[str]) -> int:
 
     for e in tqdm(entries[: args.limit], desc="reconstructing", unit="clip"):
         try:
-            clip = read_clip(e.path, start=e.start, duration=None if e.end is None else e.end - e.start)
+            clip = read_clip(e.path, start=e.start, duration=None if e.end is None else e.end - e.start,
+                             **({} if codec is None else {"sample_rate": codec.sample_rate, "channels": codec.channels}))
         except (MediaError, FileNotFoundError) as err:
             skipped.append(f"{e.id}: {err}")
             continue
@@ -185,8 +193,13 @@ def _reconstruct(argv: list[str]) -> int:
             y = vae.decode(vae.encode(x))[0].clamp(-1, 1)  # (3, T, H, W)
         frames = y.add(1).mul(127.5).round().byte().permute(1, 2, 3, 0).cpu()  # (T, H, W, 3)
         audio = None if clip.audio is None else clip.audio[:, : round(t / clip.fps * (clip.sample_rate or 1))]
+        if audio is not None and codec is not None:
+            with torch.no_grad():
+                a = audio[None].to(device)  # (1, C, S)
+                audio = codec.decode(codec.encode(a), length=a.shape[-1])[0].clamp(-1, 1).cpu()
         write_clip(out / f"{e.id}.mp4", frames, clip.fps, audio, clip.sample_rate)
-        write_sidecar(out / f"{e.id}.json", {"id": e.id, "prompt": e.caption, "reconstructed_by": str(args.vae)})
+        write_sidecar(out / f"{e.id}.json", {"id": e.id, "prompt": e.caption, "reconstructed_by": str(args.vae),
+                                             **({} if codec is None else {"audio_reconstructed_by": str(args.codec)})})
         written += 1
     for line in skipped:
         print(f"skipped {line}", file=sys.stderr)

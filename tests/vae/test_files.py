@@ -114,3 +114,19 @@ def test_reconstruct_writes_a_set_eval_can_score(vae_file: Path, tmp_path: Path,
     assert main(["reconstruct", "--manifest", str(data / "manifest.jsonl"), "--split", "nope", "--vae",
                  str(vae_file), "--out", str(out)]) == 1
     assert "no clip of split 'nope'" in capsys.readouterr().err
+    # With --codec the sound goes through the codec's latents too: the ceiling of a generator decoding both.
+    from audio_codec import EncodecCodec, get_preset
+    from avio import read_audio
+
+    codec = tmp_path / "codec.pt"
+    EncodecCodec(get_preset("debug")).save(codec)
+    both = tmp_path / "recon_both"
+    assert main(["reconstruct", "--manifest", str(data / "manifest.jsonl"), "--split", "heldout", "--vae",
+                 str(vae_file), "--codec", str(codec), "--out", str(both), "--device", "cpu"]) == 0
+    side = json.loads((both / "heldout-00000.json").read_text())
+    assert side["audio_reconstructed_by"] == str(codec)
+    own, coded = read_audio(out / "heldout-00000.mp4")[0], read_audio(both / "heldout-00000.mp4")[0]
+    assert own.shape == coded.shape and not torch.allclose(own, coded, atol=1e-2)  # a random codec changes it
+    assert main(["reconstruct", "--manifest", str(data / "manifest.jsonl"), "--vae", str(vae_file),
+                 "--codec", str(tmp_path / "none.pt"), "--out", str(both)]) != 0
+    assert "avgen codec fit" in capsys.readouterr().err
