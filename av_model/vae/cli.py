@@ -179,7 +179,8 @@ def _reconstruct(argv: list[str]) -> int:
     for e in tqdm(entries[: args.limit], desc="reconstructing", unit="clip"):
         try:
             clip = read_clip(e.path, start=e.start, duration=None if e.end is None else e.end - e.start,
-                             **({} if codec is None else {"sample_rate": codec.sample_rate, "channels": codec.channels}))
+                             sample_rate=None if codec is None else codec.sample_rate,
+                             channels=None if codec is None else codec.channels)
         except (MediaError, FileNotFoundError) as err:
             skipped.append(f"{e.id}: {err}")
             continue
