@@ -95,8 +95,8 @@ class LossConfig:
     disc_bf16: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("l1_weight", "l2_weight", "envelope_weight", "band_rise_weight", "mel_weight", "adv_weight", "feat_weight",
-                     "commit_weight"):
+        for name in ("l1_weight", "l2_weight", "envelope_weight", "band_rise_weight", "mel_weight", "adv_weight",
+                     "feat_weight", "commit_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"loss.{name} must be a finite number >= 0, got {value!r}.")

@@ -154,13 +154,16 @@ class BandRiseLoss(nn.Module):
         edges = sorted({min(n_bins, max(1, round(f / bin_hz)))
                         for f in torch.logspace(math.log10(max(40.0, bin_hz)), math.log10(sample_rate / 2),
                                                 n_bands + 1).tolist()})
-        bounds, lo = [], 0
+        bounds, lo = [], 0  # the first band takes the DC and lowest bins too
         for hi in edges[1:]:
             if hi - lo >= min_bins:
                 bounds.append((lo, hi))
                 lo = hi
-        if lo < n_bins:
-            bounds = bounds[:-1] + [(bounds[-1][0], n_bins)] if bounds and n_bins - lo < min_bins else bounds + [(lo, n_bins)]
+        if lo < n_bins:  # the bins left over: a band of their own, or the last band's if too few
+            if bounds and n_bins - lo < min_bins:
+                bounds[-1] = (bounds[-1][0], n_bins)
+            else:
+                bounds.append((lo, n_bins))
         bands = torch.zeros(n_bins, len(bounds))
         for j, (a, b) in enumerate(bounds):
             bands[a:b, j] = 1.0

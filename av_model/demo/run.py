@@ -424,13 +424,10 @@ def _summary(cfg: DemoConfig, timings: list[tuple[str, float, bool]]) -> None:
     run = cfg.run_dir.resolve()
     problems: list[str] = []
     claims = claims_of_run(run, problems)
+    codec = codec_check_of_run(run, problems)
     for line in problems:
         console.print(f"[yellow]left out of the summary: {line}[/yellow]")
     print_claims(claims, console)
-    codec_problems: list[str] = []
-    codec = codec_check_of_run(run, codec_problems)
-    for line in codec_problems:
-        console.print(f"[yellow]left out of the summary: {line}[/yellow]")
     print_codec_check(codec, console)
     summary = write_summary(run, claims, timings, cfg.profile, codec)
     console.print(f"\n[bold]Everything is under {run}/[/bold]: data/, codec/codec.pt, vae/vae.pt, cache/, "
