@@ -15,6 +15,7 @@ import torch
 from audio_codec.base import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, AudioCodec
 from audio_codec.config import OFFICIAL_CHECKPOINTS, CodecConfig
 from audio_codec.encodec_codec import CheckpointMismatchError, EncodecCodec
+from avtrain.weights_file import UnreadableWeightsError, load_weights_file
 
 CODEC_TYPES: dict[str, type[EncodecCodec]] = {"encodec": EncodecCodec}
 
@@ -52,9 +53,9 @@ def load_codec(path: str | Path, map_location: str | torch.device = "cpu") -> Au
     if official is not None:
         return EncodecCodec.from_pretrained(official, weights=path).to(map_location)
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types for files that are not checkpoints
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err}).") from err
+        payload = load_weights_file(path, map_location)
+    except UnreadableWeightsError as err:
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({err.reason}).") from err
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         hint = (" It looks like a Lightning training checkpoint; export a codec with "

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from avtrain.commands import print_info, run_subcommand
+from avtrain.weights_file import UnreadableWeightsError, load_weights_file
 
 logger = logging.getLogger("audio_codec")
 
@@ -107,8 +108,8 @@ def stats_main(argv: list[str]) -> int:
 
 def _is_codec_file(path: Path, fmt: str) -> bool:
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # not a torch file at all
+        payload = load_weights_file(path)
+    except UnreadableWeightsError:
         return False
     return isinstance(payload, dict) and payload.get("format") == fmt
 

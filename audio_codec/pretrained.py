@@ -16,6 +16,7 @@ import torch
 
 from audio_codec.config import OFFICIAL_CHECKPOINTS, OFFICIAL_URL
 from avio import sha256_file
+from avtrain.weights_file import UnreadableWeightsError, load_weights_file
 
 _CHECKSUM_NAME = re.compile(r"^.+-([0-9a-f]{6,64})\.[A-Za-z0-9]+$")
 
@@ -89,9 +90,9 @@ def load_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     verify_checksum(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for files that are not checkpoints
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err}).") from err
+        state = load_weights_file(path)
+    except UnreadableWeightsError as err:
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({err.reason}).") from err
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} does not hold an EnCodec state dict (a mapping of parameter names to tensors).")
     return state

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from avtrain.weights_file import UnreadableWeightsError, load_weights_file
+
 from .config import VAEConfig
 from .model import FORMAT, VERSION, VideoAutoencoder
 
@@ -39,15 +41,15 @@ def load_video_autoencoder(path: str | os.PathLike[str], map_location: str | tor
             f"(it writes <trainer.default_root_dir>/vae.pt) or pass the right --vae path."
         )
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises many types for foreign or truncated files
+        payload = load_weights_file(path, map_location)
+    except UnreadableWeightsError as err:
         hint = ""
         if path.suffix == ".ckpt":
             hint = (
                 " This looks like a Lightning training checkpoint: resume it with `avgen vae fit ... "
                 "--ckpt_path PATH`; the autoencoder file is <trainer.default_root_dir>/vae.pt."
             )
-        raise VAECheckpointError(f"{path} is not a readable video autoencoder file ({err.__class__.__name__}: {err}).{hint}") from err
+        raise VAECheckpointError(f"{path} is not a readable video autoencoder file ({err.reason}).{hint}") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format", "no 'format' key") if isinstance(payload, dict) else type(payload).__name__
         hint = ""

@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from avtrain.weights_file import UnreadableWeightsError, load_weights_file
 from eval.features.weights import weights_hash
 from eval.reader import EvalInputError
 from eval.sets import ClipRecord
@@ -45,9 +46,9 @@ def read_weights_file(path: Path, what: str, hint: str = "") -> dict[str, Any]:
             names `what` was expected and ends with `hint` (e.g. "; pass syncnet_v2.model").
     """
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several unrelated types for a bad file
-        raise EvalInputError(f"{path}: not a readable {what} ({err}){hint}.") from err
+        state = load_weights_file(path)
+    except UnreadableWeightsError as err:
+        raise EvalInputError(f"{path}: not a readable {what} ({err.reason}){hint}.") from err
     if not isinstance(state, dict):
         raise EvalInputError(f"{path}: holds a {type(state).__name__}, not a {what}{hint}.")
     return state
