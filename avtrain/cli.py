@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from avtrain.commands import report_errors
 
-__all__ = ["TrainerCLI", "checkpoint_dir", "make_cli", "root_cause", "run_cli"]
+__all__ = ["TrainerCLI", "check_resume_checkpoint", "checkpoint_dir", "make_cli", "root_cause", "run_cli"]
 
 # What every trainer's `checkpoint` section starts from; a component changes fields with
 # `make_cli(checkpoint=...)` and a config's `checkpoint:` section changes them again.
@@ -53,6 +54,12 @@ class TrainerCLI(LightningCLI):
         parser.set_defaults({f"checkpoint.{key}": value for key, value in self.checkpoint_defaults.items()})
         parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath", compute_fn=checkpoint_dir)
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # Before LightningCLI reads the checkpoint's hyperparameters (it does so right after parsing).
+        subcommand = self.config.get("subcommand")
+        check_resume_checkpoint((self.config[subcommand] if subcommand else self.config).get("ckpt_path"))
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config.trainer
@@ -62,6 +69,27 @@ class TrainerCLI(LightningCLI):
                 class_path="lightning.pytorch.loggers.CSVLogger",
                 init_args=Namespace(save_dir=trainer.default_root_dir or ".", name="logs"),
             )
+
+
+def check_resume_checkpoint(ckpt_path: str | None) -> None:
+    """Stops before any work when `--ckpt_path FILE` names a damaged or truncated checkpoint.
+
+    Lightning would fail only after building the model and data, with torch's traceback. A
+    checkpoint that `torch.save` wrote is a zip archive whose directory is at its end, so a file cut
+    short by a killed job or an interrupted copy has none; reading that directory costs nothing even
+    for a large file. "last", "best" and other names Lightning resolves itself are left to it.
+    """
+    if not ckpt_path or not Path(ckpt_path).is_file():
+        return
+    path = Path(ckpt_path)
+    if not zipfile.is_zipfile(path):
+        others = sorted(p.name for p in path.parent.glob("*.ckpt") if p != path)
+        hint = (f" Other checkpoints in {path.parent}: {', '.join(others[-5:])}." if others else "")
+        raise ValueError(
+            f"--ckpt_path {path} is not a readable checkpoint: the file is damaged or truncated ({path.stat().st_size} "
+            f"bytes; a job killed while saving or an interrupted copy leaves such a file). Resume from an earlier "
+            f"checkpoint, or start afresh without --ckpt_path.{hint}"
+        )
 
 
 def make_cli(module: type[Any], datamodule: type[Any], args: list[str], *, prog: str, description: str,

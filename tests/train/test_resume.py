@@ -71,3 +71,17 @@ def test_sigkill_and_resume_continue_the_same_curve(fake_cache: Path, tmp_path: 
     after = ref.index[ref.index >= killed_at]
     assert len(after) == TOTAL_STEPS - killed_at
     pd.testing.assert_series_equal(res.loc[after], ref.loc[after], rtol=1e-5, check_names=False)
+
+
+def test_resuming_from_a_truncated_checkpoint_says_so_and_names_the_others(
+        fake_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ckpts = tmp_path / "run" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    torch.save({"global_step": 3}, ckpts / "step0000003.ckpt")
+    whole = (ckpts / "step0000003.ckpt").read_bytes()
+    (ckpts / "last.ckpt").write_bytes(whole[: len(whole) // 2])  # a save cut short by a killed job
+    assert fit_main(_args(fake_cache, tmp_path / "run", "--trainer.max_steps", "2",
+                          "--ckpt_path", str(ckpts / "last.ckpt"))) == 1
+    err = capsys.readouterr().err
+    assert "last.ckpt is not a readable checkpoint: the file is damaged or truncated" in err
+    assert "step0000003.ckpt" in err and "Traceback" not in err
