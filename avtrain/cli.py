@@ -86,9 +86,9 @@ def check_resume_checkpoint(ckpt_path: str | None) -> None:
         others = sorted(p.name for p in path.parent.glob("*.ckpt") if p != path)
         hint = (f" Other checkpoints in {path.parent}: {', '.join(others[-5:])}." if others else "")
         raise ValueError(
-            f"--ckpt_path {path} is not a readable checkpoint: the file is damaged or truncated ({path.stat().st_size} "
-            f"bytes; a job killed while saving or an interrupted copy leaves such a file). Resume from an earlier "
-            f"checkpoint, or start afresh without --ckpt_path.{hint}"
+            f"--ckpt_path {path} is not a readable checkpoint: the file is damaged or truncated, or of another "
+            f"kind ({path.stat().st_size} bytes; a job killed while saving or an interrupted copy leaves such a "
+            f"file). Resume from an earlier checkpoint, or start afresh without --ckpt_path.{hint}"
         )
 
 
