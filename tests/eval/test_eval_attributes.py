@@ -6,12 +6,22 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from eval.metrics.attributes import score_units
+from eval.metrics.attributes import (
+    AttributeRecognisers,
+    ClipEvidence,
+    _bootstrap,
+    _evidence,
+    _geometry,
+    clip_labels,
+    score_units,
+)
 from eval.metrics.base import MetricOptions
 from eval.report import write_report
 from eval.runner import EvalConfig, EvalReport, evaluate
+from eval.sets import load_set
 
 synthetic = pytest.importorskip("av_model.data.synthetic")
 
@@ -122,3 +132,40 @@ def test_report_has_the_panel_and_bars(report: EvalReport, tmp_path: Path) -> No
     assert "Prompt attributes" in page and page.count("data:image/png") >= 3
     rows = report.get("same", "attributes").extra["panel"]
     assert len(rows) == 8 and all(row["attributes"]["colour"]["correct"] == 1.0 for row in rows)
+
+
+def test_predicting_many_clips_at_once_is_predicting_each(synth: dict[str, Path]) -> None:
+    """The recognisers classify all clips' units in one call per attribute; each clip's labels must be
+    what it gets alone, including a clip where no object was found and one with no sounding object."""
+    rows = load_set(synth["manifest"]).records
+    train = [r for r in rows if r.extra["split"] == "train"][:30]
+    held = [r for r in rows if r.extra["split"] == "heldout"][:6]
+    geometry, cache = _geometry(train), {}
+    rec = AttributeRecognisers().fit([_evidence(r, r, geometry, cache) for r in train], [clip_labels(r) for r in train])
+    evidence = [_evidence(r, r, geometry, cache) for r in held]
+    v = evidence[0].visual
+    evidence.insert(2, ClipEvidence(type(v)(v.background, v.count, v.family, [], []), []))  # nothing found or heard
+    together = rec.predict(evidence)
+    alone = [rec.predict([ev])[0] for ev in evidence]
+    assert together == alone
+    assert together[2]["colour"] == [] and together[2]["sound"] == [] and len(together[2]["count"]) == 1
+    assert [len(p["colour"]) for p in together] == [len(ev.visual.colours) for ev in evidence]
+    assert [len(p["sound"]) for p in together] == [len(ev.sounds) for ev in evidence]
+
+
+def test_bootstrap_is_the_mean_of_attribute_means_over_resampled_clips() -> None:
+    """The resamples are drawn all at once; the figures are those of one resample at a time."""
+    rng = np.random.default_rng(1)
+    per_clip = rng.random((40, 3))
+    per_clip[rng.random((40, 3)) < 0.3] = np.nan
+    per_clip[3:, 2] = np.nan  # an attribute only 3 clips have: missing from most resamples
+    opts = MetricOptions(n_boot=300, seed=5)
+
+    def stat(m: np.ndarray) -> float:
+        cols = [np.nanmean(c) for c in m.T if np.isfinite(c).any()]
+        return float(np.mean(cols))
+
+    draw = np.random.default_rng(opts.seed)
+    boots = [stat(per_clip[draw.integers(0, 40, 40)]) for _ in range(opts.n_boot)]
+    lo, hi = np.quantile(boots, [(1 - opts.ci_level) / 2, (1 + opts.ci_level) / 2])
+    assert _bootstrap(per_clip, opts) == pytest.approx((stat(per_clip), lo, hi), rel=1e-12)
