@@ -12,6 +12,11 @@ as that file.
     python benchmarks/eval_bench.py --quick              # 8 clips, CPU
     python benchmarks/eval_bench.py --clips 64           # more clips; GPU if there is one
     python benchmarks/eval_bench.py --device cuda --i3d weights/i3d_torchscript.pt
+    python benchmarks/eval_bench.py --jobs 1,2,4 --clips 48 --no-extractors   # `avgen eval --jobs N`
+
+`--jobs` also times one evaluation of the synthetic benchmark as the demo's stage 8 runs it (events,
+AV-Align, motion, flicker and prompt attributes, with calibration; two systems of `--clips` held-out
+clips each) once per number of processes, side by side, and checks that the figures are the same.
 
 Prints a table and writes benchmarks/results/eval_bench.json.
 """
@@ -19,6 +24,7 @@ Prints a table and writes benchmarks/results/eval_bench.json.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import tempfile
@@ -107,6 +113,46 @@ def _time_metric(name: str, clips: ClipSet) -> dict[str, Any]:
     return {"clips_per_s": len(clips) / dt, "seconds": dt}
 
 
+def _time_jobs(tmp: Path, n: int, jobs: list[int]) -> list[dict[str, Any]]:
+    """Wall time of one synthetic-benchmark evaluation per number of processes (`avgen eval --jobs`)."""
+    import json
+    import random
+
+    from av_model.data.synthetic import SynthConfig, make_dataset
+    from eval.metrics.attributes import _FITTED
+    from eval.runner import EvalConfig, evaluate
+
+    manifest = make_dataset(tmp / "synth", SynthConfig(), n_train=100, n_val=0, n_heldout=n, seed=0, workers=2,
+                            progress=False)
+    held = [json.loads(line) for line in manifest.read_text().splitlines()]
+    held = [r for r in held if r["split"] == "heldout"]
+    ids = [r["id"] for r in held]
+    systems = []
+    for name, names in (("own", ids), ("shuffled", random.Random(0).sample(ids, len(ids)))):
+        listing = tmp / f"{name}.jsonl"
+        listing.write_text("".join(json.dumps({"id": i, "path": str(manifest.parent / r["path"])}) + "\n"
+                                   for i, r in zip(names, held)))
+        systems.append(f"{name}={listing}")
+    metrics = ["events", "av_align", "motion", "flicker", "attributes"]
+    evaluate(EvalConfig(generated=systems[:1], reference=str(manifest), reference_split="heldout", progress=False,
+                        metrics=metrics, max_clips=2))  # warm-up: the first evaluation imports the readers' libraries
+    rows: list[dict[str, Any]] = []
+    first: list[Any] | None = None
+    for j in jobs:
+        _FITTED.clear()  # every run calibrates its recognisers afresh
+        cfg = EvalConfig(generated=systems, reference=str(manifest), reference_split="heldout", progress=False,
+                         metrics=metrics, jobs=j)
+        t0 = time.perf_counter()
+        report = evaluate(cfg)
+        dt = time.perf_counter() - t0
+        figures = [(r.metric, r.system, r.value, r.ci_low, r.ci_high) for r in report.results]
+        first = figures if first is None else first
+        rows.append({"jobs": j, "seconds": dt, "clips": 3 * n + 100, "same_figures": figures == first})
+    for r in rows:
+        r["speedup"] = rows[0]["seconds"] / r["seconds"]
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--clips", type=int, default=32, help="clips to embed (default 32)")
@@ -115,22 +161,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--i3d", help="TorchScript I3D file (else $AVGEN_WEIGHTS/i3d_torchscript.pt if present)")
+    p.add_argument("--jobs", metavar="LIST", help="also time the synthetic benchmark's evaluation with these numbers "
+                                                  "of processes, e.g. 1,2,4 (the first is the baseline)")
+    p.add_argument("--no-extractors", action="store_true", help="skip the per-metric and extractor throughput")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "eval_bench.json"))
     args = p.parse_args(argv)
+    jobs = [int(j) for j in args.jobs.split(",")] if args.jobs else []
     n = 8 if args.quick else args.clips
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     rows: list[dict[str, Any]] = []
+    jobs_rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        clips = _make_clips(tmp / "clips", n)
-        for name in ("av_align", "events", "flicker", "motion"):
-            rows.append({"metric": name, "extractor": "weights-free", "device": "cpu", **_time_metric(name, clips)})
-        for name, ext in _extractors(tmp, device, args.i3d).items():
-            if isinstance(ext, str):
-                rows.append({"metric": name, "extractor": name, "device": device, "note": ext})
-                continue
-            rows.append({"metric": name, "extractor": name, "device": device,
-                         **_time_extractor(ext, clips, args.batch_size, args.num_workers)})
+        if not args.no_extractors:
+            clips = _make_clips(tmp / "clips", n)
+            for name in ("av_align", "events", "flicker", "motion"):
+                rows.append({"metric": name, "extractor": "weights-free", "device": "cpu", **_time_metric(name, clips)})
+            for name, ext in _extractors(tmp, device, args.i3d).items():
+                if isinstance(ext, str):
+                    rows.append({"metric": name, "extractor": name, "device": device, "note": ext})
+                    continue
+                rows.append({"metric": name, "extractor": name, "device": device,
+                             **_time_extractor(ext, clips, args.batch_size, args.num_workers)})
+        if jobs:
+            jobs_rows = _time_jobs(tmp, n, jobs)
     print(f"{'metric / extractor':<20} {'device':<6} {'clips/s':>9} {'seconds':>8}  rows x dim")
     for r in rows:
         if "note" in r:
@@ -138,8 +192,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shape = f"{r['rows']} x {r['dim']}" if "rows" in r else ""
             print(f"{r['metric']:<20} {r['device']:<6} {r['clips_per_s']:>9.2f} {r['seconds']:>8.2f}  {shape}")
+    if jobs_rows:
+        print(f"\nsynthetic benchmark evaluation, {jobs_rows[0]['clips']} clips read, {os.cpu_count()} cores")
+        print(f"{'jobs':>4} {'seconds':>8} {'speedup':>8}  same figures")
+        for r in jobs_rows:
+            print(f"{r['jobs']:>4} {r['seconds']:>8.1f} {r['speedup']:>8.2f}  {r['same_figures']}")
     result = {
-        "benchmark": "eval_bench", "clips": n, "clip": "64x64 px, 16 fps, 2 s, 24 kHz mono, H.264 + AAC",
+        "benchmark": "eval_bench", "clips": n, "jobs": jobs_rows, "cpu_count": os.cpu_count(), "clip": "64x64 px, 16 fps, 2 s, 24 kHz mono, H.264 + AAC",
         "batch_size": args.batch_size, "num_workers": args.num_workers, "torch_threads": torch.get_num_threads(),
         "hardware": {"cpu": platform.processor() or platform.machine(), "platform": platform.platform(),
                      "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None},

@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--device", help="torch device for feature extractors: auto (GPU if present), cpu, cuda, cuda:N (default auto)")
     o.add_argument("--batch-size", type=int, help="units per forward pass (default 8)")
     o.add_argument("--num-workers", type=int, help="decoding worker processes (default 0)")
+    o.add_argument("--jobs", type=int, metavar="N",
+                   help="processes for the per-clip work: decoding, onsets, visual events, optical flow, attribute "
+                        "features (default 1; 0: one per core); the figures are the same")
     o.add_argument("--bootstrap", type=int, metavar="N", help="bootstrap resamples of per-clip metrics (default 1000)")
     o.add_argument("--bootstrap-fd", type=int, metavar="N", help="bootstrap resamples of Fréchet distances (default 50)")
     o.add_argument("--seed", type=int, help="random seed (default 0)")
@@ -127,7 +130,7 @@ def _config(args: argparse.Namespace) -> Any:
     weights: dict[str, Any] = dict(opts.get("weights") or {})
     if args.generated:
         data["generated"] = args.generated
-    for key in ("reference", "reference_split", "out", "max_clips", "conditioning", "protocol"):
+    for key in ("reference", "reference_split", "out", "max_clips", "conditioning", "protocol", "jobs"):
         if getattr(args, key) is not None:
             data[key] = getattr(args, key)
     if args.metrics is not None:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import os
 import platform
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,8 @@ from eval.clip_cache import ClipCache
 from eval.conditioning import read_conditioning, to_metric_results
 from eval.features.weights import WeightPaths, WeightsMissing
 from eval.metrics import DEFAULT_METRICS, METRICS
-from eval.metrics.base import MetricOptions, MetricResult, NotApplicable, not_computed
+from eval.metrics.base import Metric, MetricOptions, MetricResult, NotApplicable, not_computed
+from eval.parallel import ClipTask, run_clip_tasks
 from eval.protocols import get_protocol, protocol_deviations
 from eval.reader import EvalInputError
 from eval.screen import SkippedClip, find, screen_set, streams_needed, without
@@ -61,6 +64,8 @@ class EvalConfig:
         max_clips: evaluate at most this many clips per set (the first ones), for quick looks.
         progress: show progress bars.
         strict: stop at the first bad clip (default: skip it and report it).
+        jobs: processes for the metrics' per-clip work (decoding, onsets, visual events, optical flow,
+            attribute features; eval.parallel); the figures do not depend on it. 0: one per core.
         options: metric options.
         conditioning: a `conditioning.json` of `avgen diagnose` whose gaps join the report (metrics
             `cond/<gap>`, rows of report.csv/json, a section of report.html).
@@ -77,6 +82,7 @@ class EvalConfig:
     max_clips: int | None = None
     progress: bool = True
     strict: bool = False
+    jobs: int = 1
     options: MetricOptions = field(default_factory=MetricOptions)
     conditioning: str | None = None
     protocol: str | None = None
@@ -95,6 +101,8 @@ class EvalConfig:
             raise ValueError(f"unknown metrics {unknown}; choose from {', '.join(METRICS)}.")
         if not self.metrics:
             raise ValueError(f"no metrics chosen; choose from {', '.join(METRICS)}.")
+        if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 0:
+            raise ValueError(f"jobs must be a non-negative integer (0: one process per core), got {self.jobs!r}.")
         if self.max_clips is not None and (isinstance(self.max_clips, bool) or self.max_clips < 1):
             raise ValueError(f"max_clips must be a positive integer or None, got {self.max_clips!r}.")
 
@@ -274,6 +282,33 @@ def _listing(skipped: list[SkippedClip], limit: int = 20) -> str:
     return "\n".join(lines)
 
 
+def _jobs(jobs: int) -> int:
+    return jobs or os.cpu_count() or 1
+
+
+def _targets(metric: Metric, systems: list[ClipSet], reference: ClipSet | None) -> list[ClipSet]:
+    """The sets a metric describes: the systems, and the reference for reference-free metrics."""
+    return [*systems, reference] if reference is not None and not metric.needs_reference else list(systems)
+
+
+def _prefetch(cfg: EvalConfig, systems: list[ClipSet], reference: ClipSet | None, cache: dict[str, Any]) -> None:
+    """The metrics' per-clip work computed in `cfg.jobs` processes before they run (eval.parallel)."""
+    tasks: list[ClipTask] = []
+    for name in cfg.metrics:
+        metric = METRICS[name]()
+        for clips in _targets(metric, systems, reference):
+            if len(clips):
+                try:
+                    tasks += metric.clip_tasks(clips, reference, cfg.options, cache)
+                except (NotApplicable, EvalInputError):
+                    continue  # the metric gives its reason when it runs
+    start = time.perf_counter()
+    done = run_clip_tasks(tasks, cache, _jobs(cfg.jobs), cfg.progress)
+    if done:
+        print(f"per-clip work: {done} results in {time.perf_counter() - start:.1f} s with {_jobs(cfg.jobs)} processes",
+              file=sys.stderr)
+
+
 def _run_metrics(cfg: EvalConfig, systems: list[ClipSet], reference: ClipSet | None,
                  cache: dict[str, Any], kept: ClipCache) -> list[MetricResult]:
     """Every metric on every usable set; raises `_ClipFailed` when a metric cannot read a clip.
@@ -281,12 +316,13 @@ def _run_metrics(cfg: EvalConfig, systems: list[ClipSet], reference: ClipSet | N
     The per-clip work is written to `kept` after every set, so a rerun resumes where this one stopped.
     """
     opts = cfg.options
+    if _jobs(cfg.jobs) > 1:
+        _prefetch(cfg, systems, reference, cache)
+        kept.save(cache)
     results: list[MetricResult] = []
     for name in cfg.metrics:
         metric = METRICS[name]()
-        targets = list(systems)
-        if reference is not None and not metric.needs_reference:
-            targets.append(reference)  # reference-free metrics also describe the reference
+        targets = _targets(metric, systems, reference)
         missing_weights: str | None = None
         for clips in targets:
             if not len(clips):

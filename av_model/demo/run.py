@@ -63,6 +63,7 @@ class DemoConfig:
     vae_config: str = "configs/vae/small.yaml"
     text: str = "minilm"
     workers: int = 2
+    eval_jobs: int = 1  # processes per `avgen eval` of stage 8 for its per-clip work (three evals run side by side)
     diag_clips: int = 16
     sample_steps: int = 16
     n_prompts: int = 16
@@ -115,6 +116,8 @@ class DemoConfig:
             vae_steps=1000,
             dit_steps=1600,  # the most that fits 15 minutes; sync began to show only at the end of 1,000 steps (configs/dit/small_moe.yaml)
             workers=max(2, (os.cpu_count() or 4) - 2),
+            # Stage 8 is CPU work: the three evaluations side by side share the host's cores.
+            eval_jobs=max(1, ((os.cpu_count() or 4) - 2) // 3),
             diag_clips=48,
             codec_config="configs/codec/gpu_reference.yaml",
             vae_config="configs/vae/gpu_reference.yaml",
@@ -287,7 +290,7 @@ def build_stages(cfg: DemoConfig) -> list[Stage]:
                       *ceiling,
                       "--reference", manifest, "--reference-split", "heldout", "--task", task, *pair,
                       "--codec", codec,  # FAD on the demo codec's latents: the distance to the held-out audio
-                      "--out", run / "eval" / task, "--no-progress")
+                      "--out", run / "eval" / task, "--no-progress", "--jobs", cfg.eval_jobs)
 
     conditioned = [*sample_cmds("v2a"), *sample_cmds("a2v"),
                    _avgen("vae", "reconstruct", "--manifest", manifest, "--split", "heldout", "--limit", cfg.n_prompts,

@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 
 from eval.metrics.attribute_features import ClipVisualFeatures, sound_features, video_features
 from eval.metrics.base import Metric, MetricOptions, MetricResult, NotApplicable
+from eval.parallel import ClipTask
 from eval.reader import EvalInputError, read_audio, read_video
 from eval.sets import ClipRecord, ClipSet, load_set, pair_sets
 
@@ -115,11 +116,12 @@ class ClipEvidence:
     sounds: list[np.ndarray]
 
 
-def _evidence(clip: ClipRecord, events_from: ClipRecord, geometry: dict[str, Any], cache: dict[str, Any]) -> ClipEvidence:
+def _evidence_key(clip: ClipRecord, events_from: ClipRecord, geometry: dict[str, Any]) -> str:
+    return f"attributes:{clip.path}:{clip.start}:{clip.end}:{events_from.id}:{sorted(geometry.items())}"
+
+
+def clip_evidence(clip: ClipRecord, events_from: ClipRecord, geometry: dict[str, Any]) -> ClipEvidence:
     """Features of `clip`, with sound windows at the events of `events_from` (its caption's row)."""
-    key = f"attributes:{clip.path}:{clip.start}:{clip.end}:{events_from.id}:{sorted(geometry.items())}"
-    if key in cache:
-        return cache[key]
     frames, _ = read_video(clip.path, fps=geometry.get("fps"), size=geometry.get("size"), start=clip.start,
                            duration=clip.duration)
     events = sorted(events_from.events or (), key=lambda e: e.time)
@@ -130,8 +132,18 @@ def _evidence(clip: ClipRecord, events_from: ClipRecord, geometry: dict[str, Any
         feats = sound_features(audio[0], sr, np.array([e.time for e in events]))  # (E, F)
         for j in sorted({e.obj for e in events}):
             sounds.append(feats[[i for i, e in enumerate(events) if e.obj == j]])
-    cache[key] = ClipEvidence(video_features(frames), sounds)
+    return ClipEvidence(video_features(frames), sounds)
+
+
+def _evidence(clip: ClipRecord, events_from: ClipRecord, geometry: dict[str, Any], cache: dict[str, Any]) -> ClipEvidence:
+    key = _evidence_key(clip, events_from, geometry)
+    if key not in cache:
+        cache[key] = clip_evidence(clip, events_from, geometry)
     return cache[key]
+
+
+def _evidence_task(clip: ClipRecord, events_from: ClipRecord, geometry: dict[str, Any]) -> ClipTask:
+    return ClipTask(_evidence_key(clip, events_from, geometry), clip_evidence, (clip, events_from, geometry))
 
 
 class AttributeRecognisers:
@@ -217,18 +229,27 @@ def _units(ev: ClipEvidence, attribute: str) -> list[np.ndarray]:
     return [np.asarray(w) for w in ev.sounds]
 
 
-def _calibration(reference: ClipSet, opts: MetricOptions, exclude: set[str]) -> tuple[list[ClipRecord], str]:
+def _manifest_rows(path: str | Path, cache: dict[str, Any]) -> list[ClipRecord]:
+    """A manifest's rows, read once per run (every set's evaluation asks for them)."""
+    key = f"attr_manifest:{path}"  # not a per-clip entry: not kept on disk (eval.clip_cache)
+    if key not in cache:
+        cache[key] = load_set(path).records
+    return cache[key]
+
+
+def _calibration(reference: ClipSet, opts: MetricOptions, exclude: set[str],
+                 cache: dict[str, Any]) -> tuple[list[ClipRecord], str]:
     """The calibration rows: splits of the reference manifest, or another manifest; never `exclude`."""
     spec = opts.attr_calibration.strip()
     if os.path.isfile(os.path.expanduser(spec)):
-        rows, where = load_set(spec).records, f"manifest {spec}"
+        rows, where = _manifest_rows(spec, cache), f"manifest {spec}"
     else:
         if not reference.source.is_file():
             raise NotApplicable(f"the reference {reference.source} is a folder; the attribute recognisers are "
                                 "calibrated on a manifest's other splits: pass the synthetic manifest as --reference "
                                 "or a calibration manifest as --attr-calibration")
         splits = {s.strip() for s in spec.split(",") if s.strip()}
-        rows = [r for r in load_set(reference.source).records if str(r.extra.get("split")) in splits]
+        rows = [r for r in _manifest_rows(reference.source, cache) if str(r.extra.get("split")) in splits]
         where = f"splits {sorted(splits)} of {reference.source}"
     rows = [r for r in rows if r.id not in exclude and r.extra.get("params")]
     if len(rows) < 10:
@@ -238,11 +259,15 @@ def _calibration(reference: ClipSet, opts: MetricOptions, exclude: set[str]) -> 
     return rows[: opts.attr_max_calibration], where
 
 
-def _recognisers(rows: list[ClipRecord], geometry: dict[str, Any], opts: MetricOptions,
-                 cache: dict[str, Any]) -> AttributeRecognisers:
+def _fit_key(rows: list[ClipRecord], geometry: dict[str, Any], opts: MetricOptions) -> tuple:
     digest = hashlib.sha1("\n".join(f"{r.id}:{r.path}" for r in rows).encode()).hexdigest()
     mtimes = tuple(sorted({os.stat(r.path).st_mtime_ns for r in rows}))[-1:]
-    key = (digest, mtimes, tuple(sorted(geometry.items())), opts.seed)
+    return digest, mtimes, tuple(sorted(geometry.items())), opts.seed
+
+
+def _recognisers(rows: list[ClipRecord], geometry: dict[str, Any], opts: MetricOptions,
+                 cache: dict[str, Any]) -> AttributeRecognisers:
+    key = _fit_key(rows, geometry, opts)
     if key not in _FITTED:
         evidence = [_evidence(r, r, geometry, cache) for r in tqdm(rows, desc="attributes: calibration", leave=False,
                                                                     disable=not cache.get("progress", True))]
@@ -306,8 +331,11 @@ class Attributes(Metric):
     higher_is_better = True
     needs_reference = False  # the runner then also scores the reference itself: the ceiling row
 
-    def evaluate(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,
-                 cache: dict[str, Any]) -> MetricResult:
+    def _plan(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions, cache: dict[str, Any]
+              ) -> tuple[list[tuple[ClipRecord, ClipRecord]], list[dict[str, list[str]]], list[ClipRecord], str,
+                         dict[str, Any]]:
+        """Pairs (generated, reference row), their ground truth, the calibration rows, where they come
+        from, and the geometry clips are read at; raises NotApplicable with the reason."""
         # 1. Check inputs: pairs with reference rows that carry params.
         if reference is None:
             raise NotApplicable("needs --reference: the synthetic manifest whose 'params' hold each caption's attributes")
@@ -325,9 +353,23 @@ class Attributes(Metric):
             except ValueError as err:
                 raise NotApplicable(f"{err} in {reference.source}; prompt following is measured on the synthetic "
                                     "benchmark, whose manifest rows list the scene's params") from err
-        # 2. Calibrate the recognisers on other reference clips (cached per manifest).
-        rows, where = _calibration(reference, opts, {r.id for _, r in pairs})
+        # 2. The calibration rows: other reference clips.
+        rows, where = _calibration(reference, opts, {r.id for _, r in pairs}, cache)
         geometry = cache.setdefault(f"attributes:geometry:{rows[0].path}", _geometry(rows))
+        return pairs, truths, rows, where, geometry
+
+    def clip_tasks(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,
+                   cache: dict[str, Any]) -> list[ClipTask]:
+        pairs, _, rows, _, geometry = self._plan(system, reference, opts, cache)
+        fitted = _fit_key(rows, geometry, opts) in _FITTED  # recognisers of this process need no calibration
+        return ([] if fitted else [_evidence_task(r, r, geometry) for r in rows]) + [
+            _evidence_task(clip, r, geometry) for g, r in pairs for clip in (g, r)]
+
+    def evaluate(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,
+                 cache: dict[str, Any]) -> MetricResult:
+        pairs, truths, rows, where, geometry = self._plan(system, reference, opts, cache)
+        assert reference is not None  # _plan refuses None
+        # 2. Recognisers fitted on the calibration rows (cached per manifest).
         recognisers = _recognisers(rows, geometry, opts, cache)
         attrs = tuple(a for a in ATTRIBUTES if a in recognisers.models)
         # 3. Recognise the generated clips (sound windows at the caption's events) and the references.

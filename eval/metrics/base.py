@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from eval.features.weights import WeightPaths, resolve_weights
 from eval.metrics.floors import pair_floor
+from eval.parallel import ClipTask
 from eval.sets import ClipSet
 
 __all__ = ["MetricOptions", "MetricResult", "Metric", "NotApplicable", "not_computed", "mean_with_ci",
@@ -300,3 +301,10 @@ class Metric(ABC):
             NotApplicable: the metric cannot be computed here (the message is the reason).
             WeightsMissing: its weights are not found.
         """
+
+    def clip_tasks(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,
+                   cache: dict[str, Any]) -> list[ClipTask]:
+        """The per-clip results `evaluate` will read from `cache` for these sets, as tasks another
+        process can compute (`avgen eval --jobs`, eval.parallel); none by default (the metrics
+        that run networks batch their clips themselves). May raise what `evaluate` raises."""
+        return []

@@ -6,16 +6,18 @@ The Farneback parameters are AV-Align's published ones: pyramid scale 0.5, 3 lev
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from eval.parallel import ClipTask
 from eval.reader import read_video
 from eval.sets import ClipRecord
 
-__all__ = ["FARNEBACK", "FlowStats", "flow_magnitudes", "warp_errors", "clip_flow_stats"]
+__all__ = ["FARNEBACK", "FlowStats", "flow_magnitudes", "warp_errors", "clip_flow_stats", "flow_stats", "flow_task"]
 
 FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
 
@@ -85,14 +87,29 @@ class FlowStats:
     warp_error: np.ndarray | None = None
 
 
+def flow_stats(path: Path, start: float, duration: float | None, warp: bool = False) -> FlowStats:
+    """Flow series of a clip at its native rate and size (with warp errors if `warp`)."""
+    frames, fps = read_video(path, start=start, duration=duration)
+    return FlowStats(fps=fps, height=frames.shape[1], width=frames.shape[2], magnitude=flow_magnitudes(frames),
+                     warp_error=warp_errors(frames) if warp else None)
+
+
+def _key(record: ClipRecord) -> str:
+    return f"flow:{record.path}:{record.start}:{record.end}"
+
+
+def flow_task(record: ClipRecord, *, warp: bool = False) -> ClipTask:
+    """The per-clip task of `clip_flow_stats` (eval.parallel); with warp errors it wins over one without."""
+    return ClipTask(_key(record), flow_stats, (record.path, record.start, record.duration, warp), priority=int(warp))
+
+
 def clip_flow_stats(record: ClipRecord, cache: dict[str, Any], *, warp: bool = False) -> FlowStats:
     """Flow series of a clip at its native rate and size, computed once per run (cached)."""
-    key = f"flow:{record.path}:{record.start}:{record.end}"
+    key = _key(record)
     stats: FlowStats | None = cache.get(key)
-    if stats is None or (warp and stats.warp_error is None):
-        frames, fps = read_video(record.path, start=record.start, duration=record.duration)
-        mag = stats.magnitude if stats is not None else flow_magnitudes(frames)
-        stats = FlowStats(fps=fps, height=frames.shape[1], width=frames.shape[2], magnitude=mag,
-                          warp_error=warp_errors(frames) if warp else None)
-        cache[key] = stats
+    if stats is None:
+        stats = cache[key] = flow_stats(record.path, record.start, record.duration, warp)
+    elif warp and stats.warp_error is None:  # computed without warp errors for another metric: add them
+        frames, _ = read_video(record.path, start=record.start, duration=record.duration)
+        stats = cache[key] = replace(stats, warp_error=warp_errors(frames))
     return stats

@@ -34,6 +34,7 @@ mismatched-pair floor (`event_floor`): the same predictions against every other 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,9 +43,10 @@ from tqdm.auto import tqdm
 
 from eval.metrics.base import Metric, MetricOptions, MetricResult, NotApplicable, mean_with_ci
 from eval.metrics.floors import floor_partners, pair_floor
-from eval.metrics.flow import clip_flow_stats
+from eval.metrics.flow import clip_flow_stats, flow_task
 from eval.metrics.visual_events import detect_visual_events
 from eval.onsets import detect_onsets, match_events
+from eval.parallel import ClipTask
 from eval.reader import read_audio, read_video
 from eval.sets import ClipRecord, ClipSet, pair_sets
 
@@ -85,20 +87,39 @@ def av_align_score(audio_peaks: np.ndarray, video_peak_times: np.ndarray, tolera
     }
 
 
+def _clip_key(prefix: str, record: ClipRecord) -> str:
+    return f"{prefix}:{record.path}:{record.start}:{record.end}"
+
+
+def onsets_of(path: Path, start: float, duration: float | None) -> np.ndarray:
+    """Onset times (s) of a clip's audio, mono."""
+    audio, sr = read_audio(path, channels=1, start=start, duration=duration)
+    return detect_onsets(audio, sr)
+
+
+def visual_event_times(path: Path, start: float, duration: float | None) -> np.ndarray:
+    """Times (s) of the events seen in a clip's frames."""
+    frames, fps = read_video(path, start=start, duration=duration)
+    return np.array([e.time for e in detect_visual_events(frames, fps)])
+
+
 def _onsets(record: ClipRecord, cache: dict[str, Any]) -> np.ndarray:
-    key = f"onsets:{record.path}:{record.start}:{record.end}"
+    key = _clip_key("onsets", record)
     if key not in cache:
-        audio, sr = read_audio(record.path, channels=1, start=record.start, duration=record.duration)
-        cache[key] = detect_onsets(audio, sr)
+        cache[key] = onsets_of(record.path, record.start, record.duration)
     return cache[key]
 
 
 def _visual_events(record: ClipRecord, cache: dict[str, Any]) -> np.ndarray:
-    key = f"visual_events:{record.path}:{record.start}:{record.end}"
+    key = _clip_key("visual_events", record)
     if key not in cache:
-        frames, fps = read_video(record.path, start=record.start, duration=record.duration)
-        cache[key] = np.array([e.time for e in detect_visual_events(frames, fps)])
+        cache[key] = visual_event_times(record.path, record.start, record.duration)
     return cache[key]
+
+
+def _task(kind: str, record: ClipRecord) -> ClipTask:
+    fn = onsets_of if kind == "onsets" else visual_event_times
+    return ClipTask(_clip_key(kind, record), fn, (record.path, record.start, record.duration))
 
 
 class AVAlign(Metric):
@@ -107,6 +128,10 @@ class AVAlign(Metric):
     name = "av_align"
     title = "AV-Align (IoU)"
     higher_is_better = True
+
+    def clip_tasks(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,
+                   cache: dict[str, Any]) -> list[ClipTask]:
+        return [t for rec in system.records for t in (flow_task(rec), _task("onsets", rec))]
 
     def evaluate(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,
                  cache: dict[str, Any]) -> MetricResult:
@@ -278,6 +303,15 @@ class EventSync(Metric):
             pairs = pair_sets(system, reference, by=opts.pair_by)
             return [(g, np.array([e.time for e in r.events or ()])) for g, r in pairs], "reference ground truth"
         return [(rec, _visual_events(rec, cache)) for rec in system], "detected in the video"
+
+    def clip_tasks(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,
+                   cache: dict[str, Any]) -> list[ClipTask]:
+        paired = opts.task in ("v2a", "a2v")
+        own_events = (reference is not None and system is reference) or (system.has_events and not paired)
+        tasks = [_task("visual_events" if opts.task == "a2v" else "onsets", rec) for rec in system.records]
+        if not own_events and not paired:
+            tasks += [_task("visual_events", rec) for rec in system.records]  # t2av: the events seen in the video
+        return tasks
 
     def evaluate(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,
                  cache: dict[str, Any]) -> MetricResult:

@@ -17,7 +17,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from eval.metrics.base import Metric, MetricOptions, MetricResult, NotApplicable, mean_with_ci
-from eval.metrics.flow import clip_flow_stats
+from eval.metrics.flow import clip_flow_stats, flow_task
+from eval.parallel import ClipTask
 from eval.sets import ClipSet
 
 __all__ = ["Flicker", "Motion"]
@@ -28,6 +29,10 @@ class _FlowMetric(Metric):
 
     def per_clip(self, stats: Any) -> float:
         raise NotImplementedError
+
+    def clip_tasks(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,
+                   cache: dict[str, Any]) -> list[ClipTask]:
+        return [flow_task(rec, warp=self.warp) for rec in system.records]
 
     def evaluate(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,
                  cache: dict[str, Any]) -> MetricResult:

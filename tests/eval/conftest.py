@@ -77,3 +77,40 @@ def write_set(tmp_path: Path) -> Callable[..., Path]:
     def make(name: str, n: int, **kwargs: object) -> Path:
         return _write_set(tmp_path, name, n, **kwargs)  # type: ignore[arg-type]
     return make
+
+
+def _audio_only_mp4(path: Path, seconds: float = 1.0, rate: int = 16000) -> None:
+    import av
+    import numpy as np
+
+    with av.open(str(path), mode="w", format="mp4") as out:
+        stream = out.add_stream("aac", rate=rate)
+        stream.layout = "mono"
+        wav = (0.1 * np.sin(np.arange(int(seconds * rate)) / 5.0)).astype(np.float32)[None]
+        frame = av.AudioFrame.from_ndarray(wav, format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = rate, 0
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+
+
+@pytest.fixture
+def audio_only_mp4() -> Callable[[Path], None]:
+    """audio_only_mp4(path): write an mp4 with a sound and no video stream."""
+    return _audio_only_mp4
+
+
+@pytest.fixture
+def set_with_bad_clips(small_sets: dict[str, Path], tmp_path: Path) -> Path:
+    """The 4 good clips of the in-sync set plus an unreadable, an audio-less and a video-less clip."""
+    import shutil
+
+    import numpy as np
+
+    from avio import write_clip
+
+    folder = tmp_path / "gen"
+    shutil.copytree(small_sets["sync"], folder)
+    (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a movie")
+    write_clip(folder / "silent.mp4", np.zeros((16, 64, 64, 3), np.uint8), 16.0)
+    _audio_only_mp4(folder / "blind.mp4")
+    return folder

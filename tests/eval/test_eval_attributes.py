@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from eval.metrics.attributes import (
+    _FITTED,
     AttributeRecognisers,
     ClipEvidence,
     _bootstrap,
@@ -60,6 +61,19 @@ def _attrs(report: EvalReport, system: str) -> dict[str, dict]:
     r = report.get(system, "attributes")
     assert r is not None and r.ok, r and r.reason
     return r.extra["per_attribute"]
+
+
+def test_jobs_give_the_figures_of_one_process(synth: dict[str, Path], report: EvalReport) -> None:
+    """Calibration and per-clip features computed in two processes (`--jobs 2`): the same figures."""
+    cfg = EvalConfig(generated=[f"same={synth['same']}", f"perm={synth['perm']}"], reference=str(synth["manifest"]),
+                     reference_split="heldout", metrics=["attributes"], progress=False, jobs=2,
+                     options=MetricOptions(n_boot=200))
+    _FITTED.clear()  # calibrate again, in the workers
+    two = evaluate(cfg)
+    for system in ("same", "perm", report.reference):
+        a, b = report.get(system, "attributes"), two.get(system, "attributes")
+        assert a is not None and b is not None
+        assert (a.value, a.ci_low, a.ci_high, a.extra, a.per_clip) == (b.value, b.ci_low, b.ci_high, b.extra, b.per_clip)
 
 
 def test_ceiling_is_high_on_real_clips(report: EvalReport) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -95,37 +96,6 @@ def test_help_lists_metrics_and_weights(capsys: pytest.CaptureFixture[str]) -> N
 
 
 # ------------------------------------------------------------------------------ bad clips in a set
-def _audio_only_mp4(path: Path, seconds: float = 1.0, rate: int = 16000) -> None:
-    import av
-    import numpy as np
-
-    with av.open(str(path), mode="w", format="mp4") as out:
-        stream = out.add_stream("aac", rate=rate)
-        stream.layout = "mono"
-        wav = (0.1 * np.sin(np.arange(int(seconds * rate)) / 5.0)).astype(np.float32)[None]
-        frame = av.AudioFrame.from_ndarray(wav, format="fltp", layout="mono")
-        frame.sample_rate, frame.pts = rate, 0
-        out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-
-
-@pytest.fixture
-def set_with_bad_clips(small_sets: dict[str, Path], tmp_path: Path) -> Path:
-    """The 4 good clips of the in-sync set plus an unreadable, an audio-less and a video-less clip."""
-    import shutil
-
-    import numpy as np
-
-    from avio import write_clip
-
-    folder = tmp_path / "gen"
-    shutil.copytree(small_sets["sync"], folder)
-    (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a movie")
-    write_clip(folder / "silent.mp4", np.zeros((16, 64, 64, 3), np.uint8), 16.0)
-    _audio_only_mp4(folder / "blind.mp4")
-    return folder
-
-
 def test_bad_clips_are_skipped_and_reported(set_with_bad_clips: Path, small_sets: dict[str, Path], tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "report"
@@ -157,11 +127,12 @@ def test_strict_stops_at_the_first_bad_clip(set_with_bad_clips: Path, capsys: py
     assert "clip 'blind'" in err and "--strict" in err
 
 
-def test_no_usable_clip_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_usable_clip_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                    audio_only_mp4: Callable[[Path], None]) -> None:
     folder = tmp_path / "gen"
     folder.mkdir()
     (folder / "a.mp4").write_bytes(b"junk")
-    _audio_only_mp4(folder / "b.mp4")
+    audio_only_mp4(folder / "b.mp4")
     assert main(["--generated", str(folder), "--metrics", "motion", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "no generated clip can be evaluated" in err and "gen / a:" in err and "gen / b:" in err
