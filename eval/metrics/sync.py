@@ -288,15 +288,22 @@ class EventSync(Metric):
     title = "Event sync F1"
     higher_is_better = True
 
+    @staticmethod
+    def _event_source(system: ClipSet, reference: ClipSet | None, opts: MetricOptions) -> str:
+        """Where the true event times come from: the set's own ground truth ("own"), its paired
+        reference clips' ("paired", v2a and a2v), or the events seen in its own video ("video")."""
+        if (reference is not None and system is reference) or (system.has_events and opts.task not in ("v2a", "a2v")):
+            return "own"
+        return "paired" if opts.task in ("v2a", "a2v") else "video"
+
     def _event_times(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,
                      cache: dict[str, Any]) -> tuple[list[tuple[ClipRecord, np.ndarray]], str]:
-        is_reference = reference is not None and system is reference
-        paired = opts.task in ("v2a", "a2v")
-        if is_reference or (system.has_events and not paired):
+        source = self._event_source(system, reference, opts)
+        if source == "own":
             if not system.has_events:
                 raise NotApplicable("the reference set has no ground-truth events (a manifest with 'events' has them)")
             return [(r, np.array([e.time for e in r.events or ()])) for r in system], "ground truth"
-        if paired:
+        if source == "paired":
             if reference is None or not reference.has_events:
                 raise NotApplicable(f"{opts.task} compares with the reference's ground-truth events; pass --reference "
                                     "with a manifest that lists 'events' (or use --task t2av)")
@@ -306,11 +313,9 @@ class EventSync(Metric):
 
     def clip_tasks(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,
                    cache: dict[str, Any]) -> list[ClipTask]:
-        paired = opts.task in ("v2a", "a2v")
-        own_events = (reference is not None and system is reference) or (system.has_events and not paired)
         tasks = [_task("visual_events" if opts.task == "a2v" else "onsets", rec) for rec in system.records]
-        if not own_events and not paired:
-            tasks += [_task("visual_events", rec) for rec in system.records]  # t2av: the events seen in the video
+        if self._event_source(system, reference, opts) == "video":  # t2av: the events seen in the video
+            tasks += [_task("visual_events", rec) for rec in system.records]
         return tasks
 
     def evaluate(self, system: ClipSet, reference: ClipSet | None, opts: MetricOptions,
